@@ -1,0 +1,46 @@
+"""The `cpm` command: one argparse entry; each subcommand lives in its own module under tui/commands/.
+
+A command module defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
+Heavy imports (torch, faiss, textual) happen inside those functions, so `cpm --help` stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import tui.commands
+from tui.errors import user_errors
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cpm",
+        description="cpm-suite: embedded inference engine, survey writer, MCP tool caller and TUI.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(tui.commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"tui.commands.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except user_errors() as exc:
+        print(f"cpm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cpm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `cpm` subcommand; each defines `register(subparsers)` (see tui/cli.py)."""

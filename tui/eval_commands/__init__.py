@@ -1,0 +1,1 @@
+"""One module per `cpm eval` subcommand (bfcl, factscore); each defines `register(subparsers)`."""
