@@ -1,0 +1,1 @@
+"""Modal screens of the TUI (typed: each returns its answer through `dismiss`)."""

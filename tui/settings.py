@@ -1,0 +1,39 @@
+"""The TUI's settings: one typed object, read once at start-up from the environment and CLI options."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class TuiSettings:
+    model: str = "smollm2-135m"
+    backend: str = "engine"  # "engine" (in-process) | "openai" (a remote OpenAI-compatible server)
+    base_url: str | None = None
+    index_dir: str | None = None
+    mcp_config: str | None = None
+    approve: str = "always"  # "always" ask | "never" ask | comma-separated allow list of server.tool
+    max_tokens: int = 256
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides) -> "TuiSettings":
+        """Defaults, then CPM_* environment variables, then explicit (non-None) overrides."""
+        env = {
+            "backend": os.environ.get("CPM_BACKEND"),
+            "base_url": os.environ.get("CPM_BASE_URL"),
+            "model": os.environ.get("CPM_MODEL"),
+            "index_dir": os.environ.get("CPM_INDEX"),
+            "mcp_config": os.environ.get("CPM_MCP"),
+        }
+        values = {k: v for k, v in {**env, **overrides}.items() if v is not None}
+        return replace(cls(), **values)
+
+    def needs_approval(self, tool_name: str) -> bool:
+        """Whether calling `tool_name` must be approved by the user first."""
+        if self.approve == "always":
+            return True
+        if self.approve == "never":
+            return False
+        allowed = {t.strip() for t in self.approve.split(",") if t.strip()}
+        return tool_name not in allowed
