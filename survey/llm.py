@@ -1,0 +1,61 @@
+"""One model call: stream tokens to a callback, count usage, retry a failing backend a bounded number of times.
+
+The model is any langchain-core BaseChatModel (the in-process engine or a remote server), so its failures
+have no common type; every `Exception` from the call is treated as a backend failure, retried after a short
+pause and reported in the Usage. Cancellation (Ctrl-C, task cancel) is a BaseException and passes through.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Callable
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
+
+from survey.errors import SurveyError
+from survey.section import Usage
+
+OnToken = Callable[[str], None]
+
+
+class BackendFailed(SurveyError):
+    """The chat backend failed on every attempt."""
+
+
+async def _stream_once(model: BaseChatModel, messages: list, on_token: OnToken | None) -> tuple[str, Usage]:
+    start = time.perf_counter()
+    total: AIMessageChunk | None = None
+    chunks = 0
+    async for chunk in model.astream(messages):
+        total = chunk if total is None else total + chunk
+        text = chunk.content if isinstance(chunk.content, str) else ""
+        if text:
+            chunks += 1
+            if on_token:
+                on_token(text)
+    text = total.content if total is not None and isinstance(total.content, str) else ""
+    meta = getattr(total, "usage_metadata", None) or {}
+    # Without usage metadata, one streamed chunk per token is the best count available.
+    return text, Usage(calls=1, input_tokens=int(meta.get("input_tokens", 0)),
+                       output_tokens=int(meta.get("output_tokens", chunks)), model_s=time.perf_counter() - start)
+
+
+async def generate(model: BaseChatModel, system: str, prompt: str, *, on_token: OnToken | None = None,
+                   on_retry: Callable[[int, Exception], None] | None = None, retries: int = 2,
+                   backoff_s: float = 0.5) -> tuple[str, Usage]:
+    """Return the model's text and usage; raise BackendFailed after `retries` failed retries."""
+    messages = [SystemMessage(system), HumanMessage(prompt)]
+    errors: list[str] = []
+    for attempt in range(retries + 1):
+        try:
+            text, usage = await _stream_once(model, messages, on_token)
+            return text, usage.model_copy(update={"retries": attempt, "errors": errors})
+        except Exception as exc:  # noqa: BLE001 - any backend failure is retried (see module doc)
+            errors.append(f"attempt {attempt + 1}: {type(exc).__name__}: {exc}")
+            if on_retry:
+                on_retry(attempt + 1, exc)
+            if attempt < retries:
+                await asyncio.sleep(backoff_s * (attempt + 1))
+    raise BackendFailed(f"the chat backend failed {retries + 1} times ({errors[-1]}); fix the backend and "
+                        "continue with `cpm survey --resume THREAD_ID`")

@@ -1,0 +1,84 @@
+"""The survey outline: sections with goals, parsed from a model's line-per-section answer.
+
+A small model rarely produces valid JSON, so the plan is asked for as `Title: goal` lines and parsed
+leniently; missing sections are filled from the titles of retrieved papers the outline does not cover yet,
+so the survey always has the number of sections the user asked for, each anchored in the index.
+"""
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, Field
+
+from survey.errors import SurveyError
+from survey.sources import Source
+from survey.text import clean, content_words
+
+_BULLET = re.compile(r"^\s*(?:#+\s*|[-*\u2022]\s*|\(?\d+[.)]\s*|section\s+\d+\s*[:.)-]\s*)", re.I)
+_GENERIC = {"introduction", "conclusion", "conclusions", "references", "abstract", "summary", "outline"}
+
+
+class SectionPlan(BaseModel):
+    """One body section of the survey: a short heading and the question it answers."""
+
+    title: str = Field(description="short section heading, 2-8 words")
+    goal: str = Field(description="one sentence: what this section covers")
+
+
+class Outline(BaseModel):
+    """The survey's title and its body sections, in reading order."""
+
+    title: str
+    sections: list[SectionPlan]
+    repaired: int = Field(0, description="sections filled in from retrieved paper titles")
+
+
+def _parse_line(line: str) -> SectionPlan | None:
+    line = _BULLET.sub("", clean(line.replace("**", ""))).strip(" .:-\"'")
+    if not line:
+        return None
+    title, _, goal = line.partition(":")
+    title, goal = title.strip(" .\"'"), goal.strip(" .\"'")
+    words = title.split()
+    if not 1 <= len(words) <= 12 or title.lower() in _GENERIC or not content_words(title):
+        return None
+    if len(words) > 8:
+        title = " ".join(words[:8])
+    return SectionPlan(title=title[:1].upper() + title[1:], goal=goal or title)
+
+
+def _fill_title(source: Source) -> SectionPlan:
+    # A retrieved paper's title; "Name: what it does" titles keep the part after a short name.
+    before, _, after = source.title.partition(":")
+    head = after.strip() if after.strip() and len(before.split()) <= 2 else before.strip()
+    return SectionPlan(title=" ".join(head.split()[:8]), goal=f"Work related to {source.title}")
+
+
+def parse_outline(text: str, topic: str, n_sections: int, sources: list[Source]) -> Outline:
+    """Parse `Title: goal` lines, drop duplicates and generic headings, fill up to `n_sections`."""
+    if n_sections < 1:
+        raise SurveyError(f"--sections must be at least 1 (got {n_sections})")
+    plans: list[SectionPlan] = []
+    seen: set[frozenset[str]] = set()
+    for line in (text or "").splitlines():
+        plan = _parse_line(line)
+        key = frozenset(content_words(plan.title)) if plan else None
+        if plan and key not in seen:
+            seen.add(key)
+            plans.append(plan)
+        if len(plans) == n_sections:
+            break
+    repaired = 0
+    for src in sources:
+        if len(plans) >= n_sections:
+            break
+        plan = _fill_title(src)
+        key = frozenset(content_words(plan.title))
+        if key and key not in seen:
+            seen.add(key)
+            plans.append(plan)
+            repaired += 1
+    if len(plans) < n_sections:
+        raise SurveyError(f"could only plan {len(plans)} of {n_sections} sections for {topic!r}: the index has "
+                          "too few matching documents; use a broader topic, a bigger index or fewer --sections")
+    return Outline(title=clean(topic)[:1].upper() + clean(topic)[1:], sections=plans, repaired=repaired)

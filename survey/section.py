@@ -1,0 +1,41 @@
+"""A written section as the graph stores it: plan, queries, sources, checked text and its bookkeeping."""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from survey.sources import Source
+
+
+class Usage(BaseModel):
+    """Model calls and tokens spent on one part of the survey."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model_s: float = 0.0
+    retries: int = 0
+    errors: list[str] = Field(default_factory=list, description="backend failures that were retried")
+
+    def add(self, other: "Usage") -> "Usage":
+        return Usage(calls=self.calls + other.calls, input_tokens=self.input_tokens + other.input_tokens,
+                     output_tokens=self.output_tokens + other.output_tokens, model_s=self.model_s + other.model_s,
+                     retries=self.retries + other.retries, errors=self.errors + other.errors)
+
+
+class SectionResult(BaseModel):
+    """One finished section (body, introduction or conclusion)."""
+
+    index: int = Field(description="0-based position among body sections; -1 intro, -2 conclusion")
+    title: str
+    goal: str = ""
+    queries: list[str] = Field(default_factory=list)
+    retrieved_ids: list[str] = Field(default_factory=list, description="every document the queries returned")
+    sources: list[Source] = Field(default_factory=list, description="the reranked sources shown to the model")
+    text: str = Field("", description="checked prose, citations as [@doc_id]")
+    cited_ids: list[str] = Field(default_factory=list)
+    revisions: int = 0
+    dropped_citations: list[str] = Field(default_factory=list)
+    grounded: int = 0
+    seconds: float = 0.0
+    usage: Usage = Field(default_factory=Usage)
+    run_id: str = Field("", description="the process run that wrote it (resume reuses earlier runs' sections)")
