@@ -174,3 +174,9 @@ def numbered_sources(sources: list[Source], chars: int = 400) -> str:
         year = f" ({s.year})" if s.year else ""
         lines.append(f"[{i}] {s.title}{year}: {s.text[:chars]}")
     return "\n".join(lines)
+
+
+def to_local(text: str, sources: list[Source]) -> str:
+    """`[@doc_id]` markers back to the `[n]` numbers of `sources` (to show a checked draft to the model)."""
+    number = {s.id: i for i, s in enumerate(sources, 1)}
+    return _MARKER.sub(lambda m: f"[{number[m.group(1)]}]" if m.group(1) in number else "", text)

@@ -114,3 +114,15 @@ def require_hits(sources: list[Source], what: str) -> list[Source]:
         raise SurveyError(f"the index returned no documents for {what}: check that the index is not empty "
                           "(`cpm index info DIR`) and that the topic matches the corpus")
     return sources
+
+
+def parse_queries(text: str, n: int) -> list[str]:
+    """Up to `n` search queries from a line-per-query answer (bullets, numbers and quotes removed)."""
+    out: list[str] = []
+    for line in (text or "").splitlines():
+        q = re.sub(r"^\s*(?:[-*\u2022]|\d+[.)]|query\s*\d*\s*:)\s*", "", line, flags=re.I).strip(" \"'`")
+        if q and len(q.split()) <= 16 and content_words(q) and q.lower() not in (o.lower() for o in out):
+            out.append(q)
+        if len(out) == n:
+            break
+    return out

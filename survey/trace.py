@@ -8,7 +8,7 @@ from survey.section import SectionResult, Usage
 
 
 def build_trace(topic: str, thread_id: str, outline: Outline, parts: list[SectionResult],
-                plan_usage: Usage, plan_ids: list[str], wall_s: float) -> dict[str, Any]:
+                plan_usage: Usage, plan_ids: list[str], stage_s: float) -> dict[str, Any]:
     total = plan_usage
     for part in parts:
         total = total.add(part.usage)
@@ -24,6 +24,6 @@ def build_trace(topic: str, thread_id: str, outline: Outline, parts: list[Sectio
              "seconds": round(p.seconds, 3), "usage": p.usage.model_dump(), "run_id": p.run_id}
             for p in parts
         ],
-        "totals": {**total.model_dump(), "wall_s": round(wall_s, 3),
+        "totals": {**total.model_dump(), "stage_s": round(stage_s, 3),
                    "decode_tok_s": round(total.output_tokens / total.model_s, 2) if total.model_s else None},
     }

@@ -1,0 +1,71 @@
+"""Run or resume a survey with the SQLite checkpointer, yielding events for the CLI and the TUI.
+
+Events are dicts with an "event" key: `start`, `outline`, `stage`, `token`, `retry`, `section_done`,
+`node` (a graph node finished) and finally `done` (with the final state's markdown, bibtex and trace).
+"""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from agents.survey.configuration import Configuration
+from agents.survey.graph import build_graph
+from agents.survey.state import SurveyContext
+from survey.errors import SurveyError
+
+
+def new_thread_id(topic: str) -> str:
+    slug = "-".join(re.findall(r"[a-z0-9]+", topic.lower())[:4]) or "survey"
+    return f"{slug}-{uuid.uuid4().hex[:8]}"
+
+
+async def stream_survey(topic: str | None, *, model: Any, retriever: Any, db_path: Path,
+                        settings: Configuration | None = None, thread_id: str | None = None,
+                        resume: bool = False) -> AsyncIterator[dict]:
+    """Write (or with `resume`, continue) the survey of `thread_id`, yielding progress events."""
+    db_path = Path(db_path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    run_id = uuid.uuid4().hex[:8]
+    async with AsyncSqliteSaver.from_conn_string(str(db_path)) as saver:
+        graph = build_graph().compile(checkpointer=saver)
+        if resume:
+            if not thread_id:
+                raise SurveyError("--resume needs the THREAD_ID that `cpm survey` printed when it started")
+            snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+            if not snapshot.values:
+                raise SurveyError(f"no survey {thread_id!r} in {db_path}; check the id, or the --checkpoints file")
+            settings = Configuration(**snapshot.values["settings"])
+            topic = snapshot.values["topic"]
+            graph_input = None
+        else:
+            if not topic or not topic.strip():
+                raise SurveyError("give a survey topic, e.g. cpm survey \"speculative decoding\" --index DIR")
+            settings = settings or Configuration()
+            thread_id = thread_id or new_thread_id(topic)
+            graph_input = {"topic": topic.strip(), "thread_id": thread_id, "settings": settings.model_dump()}
+        config = {"configurable": {"thread_id": thread_id, **settings.model_dump()}, "recursion_limit": 200}
+        done_before = []
+        if resume:
+            done_before = sorted(int(k) for k in snapshot.values.get("sections", {}))
+        yield {"event": "start", "thread_id": thread_id, "topic": topic, "run_id": run_id, "resume": resume,
+               "settings": settings.model_dump(), "sections_done": done_before,
+               "outline": snapshot.values.get("outline") if resume else None}
+        start = time.perf_counter()
+        context = SurveyContext(model=model, retriever=retriever, run_id=run_id)
+        async for mode, chunk in graph.astream(graph_input, config, context=context,
+                                               stream_mode=["updates", "custom"]):
+            if mode == "custom":
+                yield chunk
+            else:
+                for node in chunk:
+                    yield {"event": "node", "node": node}
+        final = await graph.aget_state(config)
+        yield {"event": "done", "thread_id": thread_id, "run_id": run_id, "wall_s": time.perf_counter() - start,
+               "markdown": final.values.get("markdown"), "bibtex": final.values.get("bibtex"),
+               "trace": final.values.get("trace")}
