@@ -1,0 +1,115 @@
+"""Generate model outputs for BFCL cases through the chat-model layer, store them resumably, then score.
+
+Two modes (a flag):
+- constrained: BFCL's function-calling (FC) mode. The functions are bound as OpenAI-style tools
+  (tools.to_openai_tools); the chat layer constrains each call to a bound tool's schema with its grammar
+  and returns `AIMessage.tool_calls`, stored as BFCL's FC result `[{name: "{json args}"}]` (`[]`: no call).
+- free: BFCL's prompting mode. No grammar and no bound tools: the functions are described in the system
+  prompt (prompts.py), the reply text is stored as is and decoded like BFCL's prompting results.
+Results go to OUT/bfcl_results.jsonl, one line per case as it finishes; a rerun skips ids already there.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from agents.bfcl.data import BfclCase, load_cases
+from agents.bfcl.prompts import free_messages
+from agents.bfcl.score import load_results, score_records
+from agents.bfcl.tools import to_openai_tools
+from agents.errors import AgentError
+
+RESULTS_NAME = "bfcl_results.jsonl"
+
+
+@dataclass
+class GenerationConfig:
+    """How to build and run the chat model; None fields fall back to make_chat_model's defaults."""
+
+    backend: str | None = None
+    model: str | None = None
+    base_url: str | None = None
+    constrained: bool = False
+    max_tokens: int = 256
+
+    @property
+    def mode(self) -> str:
+        return "constrained" if self.constrained else "free"
+
+    def describe(self) -> str:
+        return f"{self.model or 'default model'} ({self.backend or 'default backend'}), {self.mode}"
+
+    def make_model(self):
+        from agents.chat import make_chat_model
+
+        kwargs = {k: v for k, v in (("backend", self.backend), ("model", self.model),
+                                    ("base_url", self.base_url)) if v is not None}
+        return make_chat_model(**kwargs)
+
+
+def _calls_as_result(tool_calls: list[dict]) -> list[dict]:
+    return [{call["name"]: json.dumps(call.get("args") or {}, ensure_ascii=False)} for call in tool_calls]
+
+
+def run_case(chat, case: BfclCase, config: GenerationConfig) -> dict:
+    """One model turn for one case -> a result record (BFCL result format plus what we saw)."""
+    if len(case.question) != 1:
+        raise AgentError(f"{case.id}: {len(case.question)} turns; only single-turn categories are supported")
+    start = time.perf_counter()
+    if config.constrained:
+        bound = chat.bind_tools(to_openai_tools(case.functions), tool_choice="auto")
+        message = bound.invoke(case.question[0], max_tokens=config.max_tokens)
+        result = _calls_as_result(message.tool_calls)
+    else:
+        message = chat.invoke(free_messages(case.question[0], case.functions), max_tokens=config.max_tokens)
+        result = message.content if isinstance(message.content, str) else json.dumps(message.content)
+    usage = getattr(message, "usage_metadata", None) or {}
+    return {"id": case.id, "category": case.category, "mode": config.mode, "model": config.model,
+            "result": result, "raw": message.content,
+            "invalid_tool_calls": [dict(c) for c in getattr(message, "invalid_tool_calls", [])],
+            "finish_reason": (message.response_metadata or {}).get("finish_reason"),
+            "output_tokens": usage.get("output_tokens"), "latency_s": round(time.perf_counter() - start, 3)}
+
+
+def _check_resume(records: dict[str, dict], config: GenerationConfig, path: Path) -> None:
+    for record in records.values():
+        if record.get("mode") != config.mode or record.get("model") != config.model:
+            raise AgentError(f"{path} holds results of another run (mode {record.get('mode')}, model "
+                             f"{record.get('model')}); pass another --out to start a new one")
+
+
+def generate(cases: list[BfclCase], out_dir: Path, config: GenerationConfig, chat=None,
+             progress: Callable[[int, int, str], None] | None = None) -> dict[str, dict]:
+    """Run every case not yet in OUT/bfcl_results.jsonl, appending as each finishes; returns all records."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / RESULTS_NAME
+    records = load_results(path) if path.exists() else {}
+    _check_resume(records, config, path)
+    todo = [c for c in cases if c.id not in records]
+    if todo and chat is None:
+        chat = config.make_model()
+    with open(path, "a", encoding="utf-8") as f:
+        for n, case in enumerate(todo, 1):
+            record = run_case(chat, case, config)
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()   # a crash or Ctrl-C loses at most the case in flight
+            records[case.id] = record
+            if progress:
+                progress(n, len(todo), case.id)
+    return records
+
+
+def generate_and_score(data_dir: Path, out_dir: Path, config: GenerationConfig, categories: list[str] | None = None,
+                       limit: int | None = None, name_mode: str = "either", chat=None,
+                       progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Generate for the selected cases, then score exactly those; the report also records the run settings."""
+    cases = load_cases(data_dir, categories, limit)
+    records = generate(cases, out_dir, config, chat, progress)
+    report = score_records(cases, records, name_mode)
+    report["run"] = {**asdict(config), "mode": config.mode, "limit": limit,
+                     "categories": sorted({c.category for c in cases}), "results": str(Path(out_dir) / RESULTS_NAME)}
+    return report
