@@ -1,0 +1,258 @@
+"""w4a16 int4 matmul on the engine's packed int4 weights, beside its PyTorch reference `int4_matmul_ref`.
+
+Kernel layout (`repack_int4`, once at load time; see docs/kernels.md):
+    qweight int32 [ceil(N/4), K // 8, 4]  word kk of rows 4r..4r+3 side by side; a word is 8 codes of one row,
+                                          nibble j = column 8 kk + j (the canonical uint8 bytes, read as int32)
+    scales, mins [K // G, N]              transposed so that 4 neighbouring rows' values are one vector load;
+                                          w = code * scale + min
+    perm int64 [K] or None                act-order: x is gathered (x[..., perm]) before the kernel
+Four rows interleaved make a 16-byte load carry one word of 4 rows, so each thread reuses every x value it
+loads 4 times and the GEMV reduces over K inside each thread: no split-K, no atomics, one cross-lane
+reduction at the end.
+
+Paths, by M (rows of x): M == 1: GEMV (FMA); 1 < M < DEQUANT_MIN_M: Triton GEMM (a tile is dequantized to
+x's dtype and fed to tl.dot); M >= DEQUANT_MIN_M (prefill): the layer is dequantized once into a scratch and
+multiplied by cuBLAS, far ahead of a Triton dequant-GEMM at that size.
+
+Dequant trick: the bits (code << 19) | 0x3F800000 are the float 1 + code/16, exactly: two integer ops and no
+int->float conversion (a slow instruction). So w = code * s + m = (16 s) * val + (m - 16 s), and the GEMV
+applies the scale once per 8-code word: acc += (sum_j x_j val_j) * 16s + (sum_j x_j) * (m - 16 s).
+Optional epilogues: `residual` (out += residual) and `swiglu` (rows interleaved gate0, up0, gate1, up1, ...
+by `interleave_rows`; out = silu(gate) * up, N // 2 columns). `out_dtype` lets a decode step keep fp32
+activations between kernels (no bf16 round trip, no conversion in the next GEMV's loop).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from engine.quant import Int4Weight, dequantize
+
+DEQUANT_MIN_M = 256  # from this many rows of x on, dequantize + cuBLAS beats the Triton GEMM
+
+
+@dataclass
+class PackedInt4:
+    """An int4 weight in the kernel layout (module docstring)."""
+
+    qweight: torch.Tensor  # int32 [ceil(N / 4), K // 8, 4]
+    scales: torch.Tensor  # [K // G, N]
+    mins: torch.Tensor  # [K // G, N]
+    group_size: int
+    perm: torch.Tensor | None = None  # int64 [K]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.scales.shape[1], self.qweight.shape[1] * 8
+
+
+def repack_int4(w: Int4Weight) -> PackedInt4:
+    """Int4Weight -> PackedInt4 (kernel layout; done once at load time, costs one copy of the codes)."""
+    n, k = w.shape
+    assert k % 8 == 0 and k % w.group_size == 0 and w.group_size in (32, 64, 128), (k, w.group_size)
+    words = w.packed.contiguous().view(torch.int32)  # [N, K // 8]: nibble j of word kk = column 8 kk + j
+    pad = (-n) % 4
+    if pad:
+        words = torch.cat([words, words.new_zeros(pad, k // 8)])
+    qweight = words.view(-1, 4, k // 8).transpose(1, 2).contiguous()  # [N / 4, K // 8, 4]
+    return PackedInt4(qweight, w.scales.t().contiguous(), w.mins.t().contiguous(), w.group_size, w.perm)
+
+
+def interleave_rows(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """[I, ...] + [I, ...] -> [2I, ...] with rows gate0, up0, gate1, up1, ... (the swiglu epilogue's order)."""
+    return torch.stack([gate, up], dim=1).reshape(2 * gate.shape[0], *gate.shape[1:])
+
+
+def unpack_codes(pw: PackedInt4) -> Int4Weight:
+    """PackedInt4 -> Int4Weight (the reference's view of the same weight)."""
+    n, k = pw.shape
+    words = pw.qweight.transpose(1, 2).reshape(-1, k // 8)[:n].contiguous()
+    return Int4Weight(words.view(torch.uint8), pw.scales.t(), pw.mins.t(), pw.group_size, pw.perm)
+
+
+def int4_matmul_ref(x: torch.Tensor, pw: PackedInt4, residual: torch.Tensor | None = None,
+                    swiglu: bool = False) -> torch.Tensor:
+    """Reference: x [M, K] -> [M, N] (or [M, N // 2] with swiglu), in x's dtype."""
+    w = unpack_codes(pw)
+    xp = x if w.perm is None else x[..., w.perm]
+    out = xp.float() @ dequantize(w, torch.float32).t()
+    if swiglu:
+        out = F.silu(out[:, 0::2]) * out[:, 1::2]
+    if residual is not None:
+        out = out + residual.float()
+    return out.to(x.dtype)
+
+
+@triton.jit
+def _magic(q, shift):
+    """Nibble at bit `shift` of int32 words -> the float 1 + code / 16 (exact): bits 19..22 of 0x3F800000."""
+    return ((((q >> shift) & 0xF) << 19) | 0x3F800000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _magic_const(q, J: tl.constexpr):
+    """_magic for a compile-time nibble J: one shift + one and-or (LOP3) per code instead of four ops."""
+    if 4 * J <= 19:
+        t = q << (19 - 4 * J)
+    else:
+        t = q >> (4 * J - 19)
+    return ((t & 0x780000) | 0x3F800000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _load_words(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """Words [BK / 8, BN] of rows rn from column k0, and each word's 16 s and m - 16 s (fp32 [BK / 8, BN])."""
+    rk8 = k0 // 8 + tl.arange(0, BK // 8)
+    mask = (rk8 < K // 8)[:, None] & (rn < N)[None, :]
+    q = tl.load(q_ptr + (rn // 4 * (K // 8) * 4 + rn % 4)[None, :] + rk8[:, None] * 4, mask=mask, other=0)
+    grp = rk8 * 8 // G
+    s = tl.load(s_ptr + grp[:, None] * N + rn[None, :], mask=mask, other=0.0).to(tl.float32) * 16.0
+    mn = tl.load(m_ptr + grp[:, None] * N + rn[None, :], mask=mask, other=0.0).to(tl.float32) - s
+    return q, s, mn
+
+
+@triton.jit
+def _dequant_tile(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """W^T tile [BK, BN] in fp32; entries past K or N are finite (the caller masks x or the store)."""
+    q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)
+    val = _magic(q[:, None, :], (tl.arange(0, 8) * 4)[None, :, None])  # [BK / 8, 8, BN]
+    return tl.reshape(val * s[:, None, :] + mn[:, None, :], (BK, BN))
+
+
+@triton.jit
+def _epilogue(out, rm, n0, M, N, out_ptr, res_ptr, stride_om, stride_rm,
+              BM: tl.constexpr, BN: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr):
+    """out [BM, BN] fp32 (weight rows n0..n0+BN) -> swiglu / residual -> store in out_ptr's dtype."""
+    if SWIGLU:  # rows come as (gate, up) pairs: columns 2j, 2j+1 -> output column j
+        g, u = tl.split(tl.reshape(out, (BM, BN // 2, 2)))
+        out = g / (1.0 + tl.exp(-g)) * u
+        rn = n0 // 2 + tl.arange(0, BN // 2)
+        N = N // 2
+    else:
+        rn = n0 + tl.arange(0, BN)
+    mask = (rm < M)[:, None] & (rn < N)[None, :]
+    if RESIDUAL:
+        out += tl.load(res_ptr + rm[:, None] * stride_rm + rn[None, :], mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def interpreting() -> bool:
+    """True under TRITON_INTERPRET=1 (CPU runs of the kernels)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _gemv_configs():
+    if interpreting():  # the interpreter runs every config: keep one
+        return [triton.Config({"BN": 4, "BK": 256}, num_warps=4)]
+    return [triton.Config({"BN": bn, "BK": bk}, num_warps=w, num_stages=st)
+            for bn, bk, w, st in [(4, 1024, 4, 2), (4, 2048, 4, 2), (8, 512, 4, 2), (4, 512, 2, 3),
+                                  (8, 1024, 4, 2), (4, 4096, 8, 1)]]
+
+
+@triton.autotune(configs=_gemv_configs(), key=["N", "K", "G", "SWIGLU"])
+@triton.jit
+def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, N, K, G: tl.constexpr, SWIGLU: tl.constexpr,
+                 RESIDUAL: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    # x [1, K] -> out [1, BN rows]; each thread owns whole words of 4 rows, so x_j is loaded once for 4 rows
+    rn = tl.program_id(0) * BN + tl.arange(0, BN)
+    acc = tl.zeros((BK // 8, BN), tl.float32)
+    for k0 in range(0, K, BK):
+        q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)  # [BK / 8, BN]
+        rx = k0 + tl.arange(0, BK // 8) * 8
+        part = tl.zeros((BK // 8, BN), tl.float32)
+        xsum = tl.zeros((BK // 8, BN), tl.float32)
+        for j in tl.static_range(8):
+            # x_j loaded straight into the words' layout (a broadcast address): no layout conversion
+            xj = tl.load(x_ptr + rx[:, None] + j + rn[None, :] * 0, mask=(rx < K)[:, None], other=0.0)
+            xj = xj.to(tl.float32)  # [BK / 8, BN]
+            xsum += xj
+            part += xj * _magic_const(q, j)
+        acc += part * s + xsum * mn  # scale once per word
+    out = tl.reshape(tl.sum(acc, axis=0), (1, BN))
+    _epilogue(out, tl.arange(0, 1), tl.program_id(0) * BN, 1, N, out_ptr, res_ptr, 0, 0, 1, BN, SWIGLU, RESIDUAL)
+
+
+def _gemm_configs():
+    if interpreting():
+        return [triton.Config({"BM": 16, "BN": 32, "BK": 64}, num_warps=4)]
+    return [triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=w, num_stages=st)
+            for bm, bn, bk, w, st in [(16, 64, 128, 4, 4), (16, 128, 128, 4, 3), (16, 32, 256, 4, 3),
+                                      (32, 64, 128, 4, 4), (64, 64, 128, 4, 3), (64, 128, 64, 8, 3),
+                                      (128, 128, 64, 8, 3)]]
+
+
+@triton.autotune(configs=_gemm_configs(), key=["N", "K", "M_BUCKET", "G", "SWIGLU"])
+@triton.jit
+def _gemm_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, M, N, K, stride_xm, stride_om, stride_rm,
+                 M_BUCKET, G: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, F32_DOT: tl.constexpr,
+                 BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    rm = tl.program_id(0) * BM + tl.arange(0, BM)
+    rn = tl.program_id(1) * BN + tl.arange(0, BN)
+    acc = tl.zeros((BM, BN), tl.float32)
+    for k0 in range(0, K, BK):
+        w = _dequant_tile(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)  # [BK, BN]
+        rk = k0 + tl.arange(0, BK)
+        x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=(rm < M)[:, None] & (rk < K)[None, :],
+                    other=0.0)  # [BM, BK]
+        if F32_DOT:  # Triton 3.9's interpreter computes bf16 tl.dot wrongly (bit patterns as numbers)
+            acc = tl.dot(x.to(tl.float32), w, acc)
+        else:
+            acc = tl.dot(x.to(tl.bfloat16), w.to(tl.bfloat16), acc)
+    _epilogue(acc, rm, tl.program_id(1) * BN, M, N, out_ptr, res_ptr, stride_om, stride_rm, BM, BN, SWIGLU,
+              RESIDUAL)
+
+
+@triton.jit
+def _dequant_kernel(q_ptr, s_ptr, m_ptr, wt_ptr, N, K, G: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    rn = tl.program_id(0) * BN + tl.arange(0, BN)
+    rk = tl.program_id(1) * BK + tl.arange(0, BK)
+    w = _dequant_tile(q_ptr, s_ptr, m_ptr, rn, tl.program_id(1) * BK, N, K, G, BN, BK)  # [BK, BN]
+    tl.store(wt_ptr + rk[:, None] * N + rn[None, :], w.to(wt_ptr.dtype.element_ty),
+             mask=(rk < K)[:, None] & (rn < N)[None, :])
+
+
+def int4_dequant(pw: PackedInt4, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """The dense weight [N, K] (a transposed view of a contiguous [K, N]); `dequantize` is its reference."""
+    n, k = pw.shape
+    wt = torch.empty(k, n, dtype=dtype, device=pw.qweight.device)  # W^T: the layout cuBLAS reads for x @ W^T
+    _dequant_kernel[(triton.cdiv(n, 64), triton.cdiv(k, 64))](pw.qweight, pw.scales, pw.mins, wt, n, k,
+                                                                G=pw.group_size, BN=64, BK=64)
+    return wt.t()
+
+
+def int4_matmul(x: torch.Tensor, pw: PackedInt4, residual: torch.Tensor | None = None, swiglu: bool = False,
+                out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """x [M, K] @ W^T -> [M, N] (or [M, N // 2] with swiglu) in out_dtype (default x's); see module doc."""
+    n, k = pw.shape
+    assert x.dim() == 2 and x.shape[1] == k and x.stride(1) == 1, (x.shape, x.stride(), pw.shape)
+    assert pw.qweight.dtype == torch.int32 and pw.qweight.is_contiguous() and pw.qweight.shape[1:] == (k // 8, 4)
+    assert pw.scales.is_contiguous() and pw.mins.is_contiguous() and pw.mins.shape == (k // pw.group_size, n)
+    if pw.perm is not None:
+        x = x[:, pw.perm]  # act-order: one gather of x (K elements a row), not of the weight
+    m, n_out = x.shape[0], (n // 2 if swiglu else n)
+    out_dtype = out_dtype or x.dtype
+    if residual is not None:
+        assert residual.shape == (m, n_out) and residual.stride(1) == 1, (residual.shape, residual.stride())
+    if m >= DEQUANT_MIN_M:
+        out = x.to(torch.bfloat16) @ int4_dequant(pw, torch.bfloat16).t()
+        out = out.float()
+        if swiglu:
+            out = F.silu(out[:, 0::2]) * out[:, 1::2]
+        return (out if residual is None else out + residual).to(out_dtype)
+    out = torch.empty(m, n_out, dtype=out_dtype, device=x.device)
+    res = out if residual is None else residual
+    if m == 1:
+        grid = lambda meta: (triton.cdiv(n, meta["BN"]),)  # noqa: E731
+        _gemv_kernel[grid](x, pw.qweight, pw.scales, pw.mins, out, res, n, k, G=pw.group_size, SWIGLU=swiglu,
+                           RESIDUAL=residual is not None)
+    else:
+        grid = lambda meta: (triton.cdiv(m, meta["BM"]), triton.cdiv(n, meta["BN"]))  # noqa: E731
+        _gemm_kernel[grid](x, pw.qweight, pw.scales, pw.mins, out, res, m, n, k, x.stride(0), out.stride(0),
+                           res.stride(0), triton.next_power_of_2(m), G=pw.group_size, SWIGLU=swiglu,
+                           RESIDUAL=residual is not None, F32_DOT=interpreting())
+    return out

@@ -1,0 +1,69 @@
+"""int4 matmul kernels vs their reference, on small odd shapes (TRITON_INTERPRET=1 on CPU) and at 8B shapes on GPU."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from engine.quant import Int4Weight, pack_int4
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # must be set before the kernels' module is imported
+
+from engine.kernels import int4_matmul as K  # noqa: E402
+
+
+def random_int4(n: int, k: int, group: int, act_order: bool = False, device: str = DEVICE) -> Int4Weight:
+    """A random asymmetric int4 weight (codes 0..15, positive scales, mins around -8 * scale)."""
+    codes = torch.randint(0, 16, (n, k), device=device)
+    scales = torch.rand(n, k // group, device=device) * 0.02 + 0.005
+    mins = -8 * scales + torch.randn_like(scales) * 0.01
+    perm = torch.randperm(k, device=device) if act_order else None
+    return Int4Weight(pack_int4(codes), scales.bfloat16(), mins.bfloat16(), group, perm)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@pytest.mark.parametrize("m,n,k,group,act_order", [
+    (1, 24, 96, 32, False), (3, 40, 192, 64, True), (2, 8, 384, 128, False), (7, 56, 160, 32, True),
+    (19, 72, 256, 64, False),
+])
+def test_kernel_int4_matmul_matches_reference(m, n, k, group, act_order):
+    pw = K.repack_int4(random_int4(n, k, group, act_order))
+    x = torch.randn(m, k, device=DEVICE, dtype=torch.bfloat16)
+    assert rel_err(K.int4_matmul(x, pw), K.int4_matmul_ref(x, pw)) < 1e-2
+
+
+@pytest.mark.parametrize("m", [1, 5])
+def test_kernel_int4_matmul_epilogues(m):
+    pw = K.repack_int4(random_int4(48, 128, 32))
+    x = torch.randn(m, 128, device=DEVICE, dtype=torch.bfloat16)
+    res = torch.randn(m, 24, device=DEVICE, dtype=torch.bfloat16)
+    assert rel_err(K.int4_matmul(x, pw, swiglu=True), K.int4_matmul_ref(x, pw, swiglu=True)) < 1e-2
+    res48 = torch.randn(m, 48, device=DEVICE, dtype=torch.bfloat16)
+    assert rel_err(K.int4_matmul(x, pw, residual=res48), K.int4_matmul_ref(x, pw, residual=res48)) < 1e-2
+    assert res.shape == (m, 24)
+
+
+def test_kernel_int4_dequant_and_layout():
+    w = random_int4(24, 160, 32)
+    pw = K.repack_int4(w)
+    from engine.quant import dequantize, int4_linear_ref
+    assert rel_err(K.int4_dequant(pw, torch.float32), dequantize(w)) < 1e-6
+    x = torch.randn(3, 160, device=DEVICE)
+    assert rel_err(K.int4_matmul_ref(x, pw), int4_linear_ref(x, w)) < 1e-5  # the kernel layout is the canonical one
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 2, 4, 8, 64, 512])
+@pytest.mark.parametrize("n,k", [(4608, 4096), (4096, 4096), (32768, 4096), (4096, 16384)])
+def test_kernel_int4_matmul_gpu_8b_shapes(m, n, k):
+    pw = K.repack_int4(random_int4(n, k, 128, act_order=(m == 2)))
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    res = torch.randn(m, n // 2, device="cuda", dtype=torch.bfloat16)
+    assert rel_err(K.int4_matmul(x, pw), K.int4_matmul_ref(x, pw)) < 1e-2
+    assert rel_err(K.int4_matmul(x, pw, res, swiglu=True), K.int4_matmul_ref(x, pw, res, swiglu=True)) < 1e-2
