@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # Commands whose argument is the text itself (\emph{x} -> x).
 _KEEP_ARG = re.compile(r"\\(?:emph|textbf|textit|texttt|textsc|textrm|mathrm|mathbf|mathit|mathcal|text|url|underline)\s*\{([^{}]*)\}")
@@ -16,6 +17,9 @@ _SYMBOLS = {r"\times": "×", r"\approx": "≈", r"\sim": "~", r"\leq": "≤", r"
             r"\lambda": "λ", r"\mu": "μ", r"\sigma": "σ", r"\tau": "τ", r"\theta": "θ", r"\ldots": "...",
             r"\dots": "..."}
 _SYMBOL = re.compile("|".join(re.escape(k) + r"(?![A-Za-z])" for k in _SYMBOLS))
+# Accents as the arXiv dump writes author names: Bal\\'azs, {\\"o}, \\'{e}.
+_ACCENT = re.compile(r"\{?\\(['`\"^~])\{?([A-Za-z])\}?\}?")
+_COMBINING = {"'": "\u0301", "`": "\u0300", '"': "\u0308", "^": "\u0302", "~": "\u0303"}
 _MATH = re.compile(r"\$\$?([^$]+?)\$\$?")
 _WS = re.compile(r"\s+")
 
@@ -25,6 +29,7 @@ def normalize_text(text: str) -> str:
     if not text:
         return ""
     # Placeholders keep escaped dollars/percents out of the math and markup rules below.
+    text = _ACCENT.sub(lambda m: unicodedata.normalize("NFC", m.group(2) + _COMBINING[m.group(1)]), text)
     text = text.replace(r"\$", "\x00").replace(r"\%", "\x01")
     for _ in range(3):  # nested markup: \emph{\textbf{x}}
         text = _KEEP_ARG.sub(r"\1", text)
