@@ -35,6 +35,11 @@ class Configuration(BaseModel):
                               f"({self.sources_per_section})")
         return self
 
+    @property
+    def prose_tokens(self) -> int:
+        """Token budget of one prose call: ~1.3 tokens a word plus citations, and room to end the sentence."""
+        return int(self.words_per_section * 1.6) + 24
+
     @classmethod
     def from_runnable_config(cls, config: RunnableConfig | None = None) -> "Configuration":
         configurable: dict[str, Any] = (config or {}).get("configurable", {}) or {}

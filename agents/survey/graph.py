@@ -35,12 +35,13 @@ INTRO, CONCLUSION = -1, -2
 
 
 async def _ask(runtime: Runtime[SurveyContext], cfg: Configuration, section: int, stage: str,
-               prompt: str) -> tuple[str, Usage]:
+               prompt: str, max_tokens: int) -> tuple[str, Usage]:
     """One model call with token and retry events tagged with the section and stage."""
     emit = get_stream_writer()
     emit({"event": "stage", "section": section, "stage": stage})
     return await generate(
         runtime.context.model, prompts.SYSTEM, prompt, retries=cfg.retries, backoff_s=cfg.backoff_s,
+        max_tokens=max_tokens,
         on_token=lambda t: emit({"event": "token", "section": section, "stage": stage, "text": t}),
         on_retry=lambda n, exc: emit({"event": "retry", "section": section, "stage": stage, "attempt": n,
                                       "error": f"{type(exc).__name__}: {exc}"}))
@@ -65,7 +66,8 @@ async def plan(state: SurveyState, config: RunnableConfig,
     # Step 2: ask for headings; parse_outline fills any the model misses from the retrieved titles.
     titles = "\n".join(f"- {s.title}" for s in sources)
     text, usage = await _ask(runtime, cfg, INTRO, "plan",
-                             prompts.PLAN.format(topic=state["topic"], titles=titles, n=cfg.sections))
+                             prompts.PLAN.format(topic=state["topic"], titles=titles, n=cfg.sections),
+                             max_tokens=24 * cfg.sections + 16)
     outline = parse_outline(text, state["topic"], cfg.sections, sources)
     get_stream_writer()({"event": "outline", "outline": outline.model_dump()})
     return Command(goto="dispatch", update={
@@ -94,7 +96,7 @@ async def _write_checked(runtime, cfg: Configuration, index: int, title: str, go
     listed = numbered_sources(sources)
     text, usage = await _ask(runtime, cfg, index, "write", prompts.WRITE.format(
         sources=listed, title=title, topic=topic, goal=goal, words=cfg.words_per_section,
-        min_citations=min_citations))
+        min_citations=min_citations), max_tokens=cfg.prose_tokens)
     report = check_citations(text, sources, max_words)
     revisions = 0
     while report.problems(min_citations) and revisions < cfg.max_revisions:
@@ -102,7 +104,7 @@ async def _write_checked(runtime, cfg: Configuration, index: int, title: str, go
         problems = "; ".join(report.problems(min_citations)[-4:])
         text, u = await _ask(runtime, cfg, index, f"revise {revisions}", prompts.REVISE.format(
             sources=listed, title=title, draft=to_local(report.text, sources) or "(empty)", problems=problems,
-            words=cfg.words_per_section, min_citations=min_citations))
+            words=cfg.words_per_section, min_citations=min_citations), max_tokens=cfg.prose_tokens)
         usage = usage.add(u)
         candidate = check_citations(text, sources, max_words)
         # Keep whichever draft cites more distinct sources; a revision can be worse than the draft.
@@ -130,7 +132,8 @@ async def section(task: SectionTask, config: RunnableConfig,
     queries = [sec.title, f"{task['topic']}: {sec.goal}"]
     if cfg.queries_per_section:
         text, usage = await _ask(runtime, cfg, index, "queries", prompts.QUERIES.format(
-            topic=task["topic"], title=sec.title, goal=sec.goal, n=cfg.queries_per_section))
+            topic=task["topic"], title=sec.title, goal=sec.goal, n=cfg.queries_per_section),
+            max_tokens=16 * cfg.queries_per_section + 8)
         queries += parse_queries(text, cfg.queries_per_section)
     # Step 2: retrieve for every query, then dedupe and rerank by the section goal.
     get_stream_writer()({"event": "stage", "section": index, "stage": "retrieve"})
@@ -161,7 +164,7 @@ async def frame(state: SurveyState, config: RunnableConfig,
         sources = [Source(**s) for s in state["plan_sources"]][: cfg.sources_per_section]
         text, usage = await _ask(runtime, cfg, INTRO, "introduction", prompts.INTRO.format(
             sources=numbered_sources(sources), title=outline.title, words=cfg.words_per_section,
-            sections="; ".join(s.title for s in body)))
+            sections="; ".join(s.title for s in body)), max_tokens=cfg.prose_tokens)
         rep = check_citations(text, sources, int(cfg.words_per_section * 1.5))
         update["intro"] = SectionResult(
             index=INTRO, title="Introduction", goal=outline.title, sources=sources, text=rep.text,
@@ -170,7 +173,7 @@ async def frame(state: SurveyState, config: RunnableConfig,
     start = time.perf_counter()
     summaries = "\n".join(f"- {s.title}: {s.goal}" for s in body)
     text, usage = await _ask(runtime, cfg, CONCLUSION, "conclusion", prompts.CONCLUSION.format(
-        title=outline.title, summaries=summaries, words=cfg.words_per_section))
+        title=outline.title, summaries=summaries, words=cfg.words_per_section), max_tokens=cfg.prose_tokens)
     rep = check_citations(text, [], int(cfg.words_per_section * 1.5))  # no sources: every [n] is dropped
     update["conclusion"] = SectionResult(
         index=CONCLUSION, title="Conclusion", goal=outline.title, text=rep.text, usage=usage,

@@ -1,7 +1,7 @@
 """Run or resume a survey with the SQLite checkpointer, yielding events for the CLI and the TUI.
 
 Events are dicts with an "event" key: `start`, `outline`, `stage`, `token`, `retry`, `section_done`,
-`node` (a graph node finished) and finally `done` (with the final state's markdown, bibtex and trace).
+`node` (a graph node finished), `saved` (sections now in the checkpoint: a resume will not redo them) and finally `done` (with the final state's markdown, bibtex and trace).
 """
 from __future__ import annotations
 
@@ -58,13 +58,20 @@ async def stream_survey(topic: str | None, *, model: Any, retriever: Any, db_pat
                "outline": snapshot.values.get("outline") if resume else None}
         start = time.perf_counter()
         context = SurveyContext(model=model, retriever=retriever, run_id=run_id)
+        finished: list[int] = []  # sections done in this run, not yet known to be checkpointed
         async for mode, chunk in graph.astream(graph_input, config, context=context,
                                                stream_mode=["updates", "custom"]):
             if mode == "custom":
+                if chunk.get("event") == "section_done":
+                    finished.append(chunk["section"])
                 yield chunk
-            else:
-                for node in chunk:
-                    yield {"event": "node", "node": node}
+                continue
+            for node in chunk:
+                yield {"event": "node", "node": node}
+                # `dispatch` runs in the step after the sections it follows, so their checkpoint is on disk.
+                if node == "dispatch" and finished:
+                    yield {"event": "saved", "sections": sorted(finished)}
+                    finished = []
         final = await graph.aget_state(config)
         yield {"event": "done", "thread_id": thread_id, "run_id": run_id, "wall_s": time.perf_counter() - start,
                "markdown": final.values.get("markdown"), "bibtex": final.values.get("bibtex"),

@@ -1,0 +1,108 @@
+"""`cpm survey TOPIC --index DIR`: write a cited survey (Markdown + BibTeX + JSON trace); `--resume ID` continues.
+
+The model, FAISS and LangGraph are imported inside `run`, so `cpm --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+DEFAULT_DB = Path("out/survey-checkpoints.sqlite")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("survey", help="write a survey with numbered citations from a paper index",
+                       description="Plan -> retrieve -> write with [n] citations -> check/revise -> render "
+                                   "Markdown, BibTeX and a JSON trace. Interrupted runs resume with --resume.")
+    p.add_argument("topic", nargs="?", help="survey topic (not needed with --resume)")
+    p.add_argument("--index", type=Path, help="index directory built with `cpm index build`")
+    p.add_argument("--sections", type=int, default=5, help="body sections (default 5)")
+    p.add_argument("--words-per-section", type=int, default=120, help="target words per section (default 120)")
+    p.add_argument("--out", type=Path, help="Markdown file to write (default out/surveys/THREAD_ID.md); "
+                                            ".bib and .trace.json are written beside it")
+    p.add_argument("--backend", choices=["engine", "openai"], help="chat backend (default: $CPM_BACKEND or engine)")
+    p.add_argument("--model", help="model alias or path (engine) or served model name (openai)")
+    p.add_argument("--base-url", help="OpenAI-compatible server URL (openai backend)")
+    p.add_argument("--parallel", type=int, default=1, help="sections written at once (default 1; raise it "
+                                                           "for a batching server)")
+    p.add_argument("--resume", metavar="THREAD_ID", help="continue an interrupted survey")
+    p.add_argument("--checkpoints", type=Path, default=DEFAULT_DB, help=f"checkpoint database (default {DEFAULT_DB})")
+    p.add_argument("--quiet", action="store_true", help="no progress display, only the final summary")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from agents.survey.configuration import Configuration
+    from tui.errors import UsageError
+
+    if args.index is None:
+        raise UsageError("--index DIR is required (build one with `cpm index build FILE.jsonl --index DIR`)")
+    if not args.resume and not args.topic:
+        raise UsageError("give a TOPIC, or --resume THREAD_ID to continue a survey")
+    settings = Configuration(sections=args.sections, words_per_section=args.words_per_section,
+                             max_parallel=args.parallel)
+    retriever = open_index(args.index)
+    model = load_model(args.backend, args.model, args.base_url)
+    done = asyncio.run(drive(args.topic, model, retriever, settings, args.checkpoints, args.resume, args.quiet))
+    paths = write_outputs(done, args.out)
+    print_summary(done, paths)
+    return 0
+
+
+def open_index(directory: Path):
+    """The index, refusing an empty one with the fix."""
+    from retrieval import Index
+    from survey.errors import SurveyError
+
+    index = Index.open(directory)
+    if len(index) == 0:
+        raise SurveyError(f"index {directory} holds no documents: add papers with `cpm index add FILE --index "
+                          f"{directory}`")
+    return index
+
+
+def load_model(backend: str | None, model: str | None, base_url: str | None):
+    from agents.chat import make_chat_model
+
+    kwargs = {k: v for k, v in (("backend", backend), ("model", model), ("base_url", base_url)) if v}
+    return make_chat_model(**kwargs)
+
+
+async def drive(topic, model, retriever, settings, db: Path, resume_id: str | None, quiet: bool) -> dict:
+    """Run the graph, showing rich progress per stage and section; return the `done` event."""
+    from agents.survey.runner import stream_survey
+    from tui.survey_progress import SurveyProgress
+
+    progress = SurveyProgress(quiet=quiet)
+    with progress:
+        async for event in stream_survey(topic, model=model, retriever=retriever, db_path=db, settings=settings,
+                                         thread_id=resume_id, resume=bool(resume_id)):
+            progress.update(event)
+            if event["event"] == "done":
+                return event
+    raise RuntimeError("the survey stream ended without a result")  # the runner always ends with `done`
+
+
+def write_outputs(done: dict, out: Path | None) -> dict[str, Path]:
+    md = Path(out) if out else Path("out/surveys") / f"{done['thread_id']}.md"
+    md.parent.mkdir(parents=True, exist_ok=True)
+    stem = md.with_suffix("")
+    paths = {"markdown": md, "bibtex": stem.with_suffix(".bib"), "trace": Path(f"{stem}.trace.json")}
+    md.write_text(done["markdown"])
+    paths["bibtex"].write_text(done["bibtex"])
+    trace = {**done["trace"], "last_run": {"run_id": done["run_id"], "wall_s": round(done["wall_s"], 3)}}
+    paths["trace"].write_text(json.dumps(trace, indent=2))
+    return paths
+
+
+def print_summary(done: dict, paths: dict[str, Path]) -> None:
+    totals = done["trace"]["totals"]
+    body = [s for s in done["trace"]["sections"] if s["index"] >= 0]
+    cited = ", ".join(str(len(s["cited_ids"])) for s in body)
+    print(f"survey {done['thread_id']}: {len(body)} sections (papers cited per section: {cited}); "
+          f"{totals['output_tokens']} tokens generated, {totals['decode_tok_s']} tok/s; "
+          f"this run {done['wall_s']:.1f}s")
+    for kind, path in paths.items():
+        print(f"  {kind:8} {path}")

@@ -1,0 +1,70 @@
+"""Rich progress for `cpm survey` and `cpm demo`: one line per stage/section, fed by the runner's events."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+
+class SurveyProgress:
+    """Context manager; `update(event)` for every event of `agents.survey.runner.stream_survey`."""
+
+    def __init__(self, quiet: bool = False, console: Console | None = None):
+        self.quiet = quiet
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console,
+                                 disable=quiet)
+        self.overall = None
+        self.tasks: dict[int, int] = {}
+        self.tokens: dict[int, int] = {}
+
+    def __enter__(self) -> "SurveyProgress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def _task(self, section: int, title: str | None = None) -> int:
+        if section not in self.tasks:
+            label = {-1: "plan / introduction", -2: "conclusion"}.get(section, title or f"section {section + 1}")
+            self.tasks[section] = self.progress.add_task(label[:48], total=1, info="")
+        return self.tasks[section]
+
+    def update(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "start":
+            verb = "resuming" if event["resume"] else "writing"
+            self.console.print(f"{verb} survey [bold]{event['thread_id']}[/] (resume with "
+                               f"`cpm survey --resume {event['thread_id']} --index DIR`)")
+            total = event["settings"]["sections"] + 2
+            self.overall = self.progress.add_task("survey", total=total, info="")
+            if event["sections_done"] and event.get("outline"):
+                for i in event["sections_done"]:
+                    t = self._task(i, event["outline"]["sections"][i]["title"])
+                    self.progress.update(t, completed=1, info="reused")
+                self.progress.advance(self.overall, len(event["sections_done"]))
+        elif kind == "outline":
+            for i, sec in enumerate(event["outline"]["sections"]):
+                self._task(i, f"{i + 1}. {sec['title']}")
+            self.progress.advance(self.overall, 1)
+        elif kind == "stage":
+            self.progress.update(self._task(event["section"]), info=event["stage"])
+        elif kind == "token":
+            s = event["section"]
+            self.tokens[s] = self.tokens.get(s, 0) + 1
+            self.progress.update(self._task(s), info=f"{event['stage']} ({self.tokens[s]} tok)")
+        elif kind == "retry":
+            self.console.print(f"[yellow]backend failed during {event['stage']} (section {event['section'] + 1}),"
+                               f" retrying (attempt {event['attempt']}): {event['error']}[/]")
+        elif kind == "section_done":
+            self.progress.update(self._task(event["section"]), completed=1,
+                                 info=f"{event['cited']} papers cited, {event['seconds']:.0f}s")
+            self.progress.advance(self.overall, 1)
+        elif kind == "saved":
+            done = ", ".join(str(i + 1) for i in event["sections"])
+            self.console.print(f"checkpoint: section {done} saved")
+        elif kind == "node" and event["node"] == "frame":
+            for s in (-1, -2):
+                self.progress.update(self._task(s), completed=1, info="done")
+            self.progress.advance(self.overall, 1)
