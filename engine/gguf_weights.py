@@ -1,0 +1,128 @@
+"""GGUF tensors -> the engine's canonical tensors (HF names; int4 as `Int4Weight`, the rest as float).
+
+Block layouts (ggml `ggml-quants.c`, `gguf.quants`), one block per row segment:
+    Q4_0  [d:f16][qs:16B]            w = (q - 8) * d          q[j] = qs[j] & 15, q[j+16] = qs[j] >> 4
+    Q4_1  [d:f16][m:f16][qs:16B]     w = q * d + m
+    Q4_K  256 = 8 x 32 sub-blocks: [d:f16][dmin:f16][scales:12B 6-bit sc/m pairs][qs:128B]
+          w = d*sc[j] * q - dmin*m[j]; each 32-byte run of qs holds sub-block 2c in low nibbles, 2c+1 in high
+Other types (F16, BF16, Q8_0, Q5_*, Q6_K, ...) are dequantized once at load with `gguf.quants.dequantize`.
+llama.cpp's converter permutes the rows of Llama q/k weights for its interleaved rotary; we undo that so one
+(NeoX, rotate-half) rotary serves every format.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType as Q
+from gguf.quants import dequantize as gguf_dequantize
+
+from engine.config import ModelConfig
+from engine.gguf_file import GGUFError, GGUFFile, GGUFTensor
+from engine.quant import Int4Weight, pack_int4
+
+_LAYER_NAMES = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight", "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.weight": "self_attn.k_proj.weight", "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.weight": "self_attn.v_proj.weight", "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "attn_q_norm.weight": "self_attn.q_norm.weight", "attn_k_norm.weight": "self_attn.k_norm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight", "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+_TOP_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+              "output.weight": "lm_head.weight"}
+_DENSE_OK = {Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q5_0, Q.Q5_1, Q.Q6_K, Q.Q5_K, Q.Q8_K, Q.Q2_K, Q.Q3_K}
+
+
+def hf_name(gguf_name: str) -> str | None:
+    if gguf_name in _TOP_NAMES:
+        return _TOP_NAMES[gguf_name]
+    parts = gguf_name.split(".", 2)
+    if parts[0] == "blk" and len(parts) == 3 and parts[2] in _LAYER_NAMES:
+        return f"model.layers.{parts[1]}.{_LAYER_NAMES[parts[2]]}"
+    return None  # e.g. rope_freqs: not a weight the model needs
+
+
+def _f16(blocks: np.ndarray, at: int) -> np.ndarray:
+    return blocks[:, at:at + 2].copy().view(np.float16).astype(np.float32)[:, 0]
+
+
+def _q4_codes_32(qs: np.ndarray) -> np.ndarray:
+    """[nblocks, 16] bytes -> [nblocks, 32] codes in element order (low nibbles first, then high)."""
+    return np.concatenate([qs & 0xF, qs >> 4], axis=1)
+
+
+def _q4_legacy(t: GGUFTensor, with_min: bool) -> Int4Weight:
+    rows, cols = t.shape
+    bsize = 20 if with_min else 18
+    blocks = t.data.reshape(-1, bsize)
+    d = _f16(blocks, 0)
+    m = _f16(blocks, 2) if with_min else -8.0 * d
+    codes = _q4_codes_32(blocks[:, bsize - 16:])
+    return _int4(codes.reshape(rows, cols), d.reshape(rows, -1), m.reshape(rows, -1), 32)
+
+
+def _q4_k(t: GGUFTensor) -> Int4Weight:
+    rows, cols = t.shape
+    blocks = t.data.reshape(-1, 144)
+    d, dmin = _f16(blocks, 0), _f16(blocks, 2)
+    s = blocks[:, 4:16].astype(np.uint8)
+    sc = np.empty((len(blocks), 8), np.uint8)
+    mn = np.empty((len(blocks), 8), np.uint8)
+    sc[:, :4], mn[:, :4] = s[:, 0:4] & 63, s[:, 4:8] & 63
+    sc[:, 4:] = (s[:, 8:12] & 0xF) | ((s[:, 0:4] >> 6) << 4)
+    mn[:, 4:] = (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)
+    qs = blocks[:, 16:].reshape(-1, 4, 32)  # 4 runs of 32 bytes = sub-blocks (2c, 2c+1)
+    codes = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(-1, 256)
+    scales = d[:, None] * sc.astype(np.float32)
+    mins = -dmin[:, None] * mn.astype(np.float32)
+    return _int4(codes.reshape(rows, cols), scales.reshape(rows, -1), mins.reshape(rows, -1), 32)
+
+
+def _int4(codes: np.ndarray, scales: np.ndarray, mins: np.ndarray, group: int) -> Int4Weight:
+    return Int4Weight(pack_int4(torch.from_numpy(codes)), torch.from_numpy(np.ascontiguousarray(scales)),
+                      torch.from_numpy(np.ascontiguousarray(mins)), group)
+
+
+def convert_tensor(t: GGUFTensor, path) -> torch.Tensor | Int4Weight:
+    """One GGUF tensor as a float tensor (dequantized here) or an `Int4Weight` (kept int4)."""
+    if t.qtype in (Q.Q4_0, Q.Q4_1) and len(t.shape) == 2:
+        return _q4_legacy(t, with_min=t.qtype == Q.Q4_1)
+    if t.qtype == Q.Q4_K and len(t.shape) == 2:
+        return _q4_k(t)
+    if t.qtype == Q.F32:
+        return torch.from_numpy(t.data.view(np.float32).reshape(t.shape).copy())
+    if t.qtype == Q.F16:
+        return torch.from_numpy(t.data.view(np.float16).reshape(t.shape).astype(np.float32))
+    if t.qtype in _DENSE_OK:
+        return torch.from_numpy(np.ascontiguousarray(gguf_dequantize(t.data, t.qtype)).reshape(t.shape))
+    raise GGUFError(f"{path}: tensor {t.name!r} uses quant type {t.qtype.name}, which the engine does not load "
+                    f"(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K)")
+
+
+def _unpermute_rows(w: torch.Tensor | Int4Weight, n_head: int) -> torch.Tensor | Int4Weight:
+    """Undo llama.cpp's q/k row permutation (interleaved pairs -> two halves per head)."""
+    rows = w.shape[0]
+    hd = rows // n_head
+    order = torch.arange(rows).view(n_head, hd // 2, 2).transpose(1, 2).reshape(rows)
+    if isinstance(w, Int4Weight):
+        return Int4Weight(w.packed[order], w.scales[order], w.mins[order], w.group_size, w.perm)
+    return w[order]
+
+
+def load_gguf(path) -> tuple[ModelConfig, dict, GGUFFile]:
+    """Read a GGUF into (config, {hf_name: tensor | Int4Weight}, the opened file for the tokenizer)."""
+    f = GGUFFile(path)
+    cfg = ModelConfig.from_gguf(f.metadata, set(f.tensors), str(path))
+    tensors: dict = {}
+    for name, t in f.tensors.items():
+        key = hf_name(name)
+        if key is None:
+            continue
+        w = convert_tensor(t, path)
+        if cfg.family == "llama" and key.endswith(("q_proj.weight", "k_proj.weight")):
+            w = _unpermute_rows(w, cfg.num_heads if "q_proj" in key else cfg.num_kv_heads)
+        tensors[key] = w
+    return cfg, tensors, f

@@ -1,0 +1,195 @@
+"""The decoder: embeddings, RMSNorm, rotary, GQA attention, SwiGLU MLP, tied or untied head.
+
+One class serves Llama, Qwen2 (q/k/v bias), Qwen3 (q/k norm) and MiniCPM (muP knobs from ModelConfig).
+Plain objects rather than nn.Modules: the weights come from loaders, and per-call module overhead is the
+decode loop's main Python cost on CPU. Every hot op goes through engine/ops.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from engine import ops
+from engine.config import ModelConfig
+from engine.errors import EngineError
+from engine.quant import Int4Weight, dequantize
+
+Weight = torch.Tensor | Int4Weight
+
+
+@dataclass
+class StepContext:
+    """Per-step attention metadata, built once by the runner and read by every layer (nano-vllm style)."""
+    rows: slice  # which cache rows this step writes/reads
+    start: int | None  # uniform first position of this step's tokens (prefill, batch-1 decode)
+    pos: torch.Tensor | None  # int64 [B]: per-row position for batched decode (T == 1)
+    kv_len: int  # cache length attended to
+    mask: torch.Tensor | None  # bool [B, 1, T, kv_len] or None
+    causal: bool
+    cos: torch.Tensor  # [B, T, D]
+    sin: torch.Tensor  # [B, T, D]
+
+
+class Linear:
+    """One or several same-input projections fused into one matmul where their formats allow it.
+
+    `dense`, when set, is a dequantized copy of an int4 weight kept for CPU speed (see docs/formats.md);
+    the int4 `Int4Weight` stays the stored format."""
+
+    def __init__(self, weights: list[Weight], biases: list[torch.Tensor | None]):
+        self.sizes = [w.shape[0] for w in weights]
+        self.bias = None if all(b is None for b in biases) else torch.cat(
+            [b if b is not None else torch.zeros(w.shape[0]) for w, b in zip(weights, biases)])
+        self.parts: list[Weight] | None = None
+        if all(isinstance(w, torch.Tensor) for w in weights):
+            self.weight: Weight = torch.cat(weights) if len(weights) > 1 else weights[0]
+        elif all(isinstance(w, Int4Weight) and w.perm is None and w.group_size == weights[0].group_size
+                 for w in weights):
+            self.weight = Int4Weight(torch.cat([w.packed for w in weights]), torch.cat([w.scales for w in weights]),
+                                     torch.cat([w.mins for w in weights]), weights[0].group_size)
+        else:  # mixed formats or per-layer act-order permutations: run them one by one
+            self.weight, self.parts = weights[0], list(weights)
+        self.dense: torch.Tensor | None = None
+
+    def to(self, device: torch.device, dtype: torch.dtype, cache_dense: bool) -> None:
+        def move(w: Weight) -> Weight:
+            return w.to(device, dtype) if isinstance(w, Int4Weight) else w.to(device, dtype).contiguous()
+
+        self.weight = move(self.weight)
+        self.parts = None if self.parts is None else [move(w) for w in self.parts]
+        self.bias = None if self.bias is None else self.bias.to(device, dtype)
+        if cache_dense:
+            parts = self.parts or [self.weight]
+            self.dense = torch.cat([_dense(w, dtype) for w in parts])
+            self.parts = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dense is not None:
+            return ops.linear(x, self.dense, self.bias)
+        if self.parts is None:
+            return ops.linear(x, self.weight, self.bias)
+        y = torch.cat([ops.linear(x, w) for w in self.parts], dim=-1)
+        return y if self.bias is None else y + self.bias
+
+
+def _dense(w: Weight, dtype: torch.dtype) -> torch.Tensor:
+    """Dequantize one int4 weight back to original column order (x @ W^T, no permutation needed)."""
+    if isinstance(w, torch.Tensor):
+        return w
+    d = dequantize(w, dtype)
+    if w.perm is None:
+        return d
+    out = torch.empty_like(d)
+    out[:, w.perm] = d
+    return out
+
+
+class Block:
+    def __init__(self, cfg: ModelConfig, t: dict[str, Weight], i: int, take):
+        p = f"model.layers.{i}."
+        a, m = p + "self_attn.", p + "mlp."
+        H, I, D = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
+        self.ln1, self.ln2 = take(p + "input_layernorm.weight", (H,)), take(p + "post_attention_layernorm.weight", (H,))
+        qkv = {"q_proj": cfg.num_heads * D, "k_proj": cfg.num_kv_heads * D, "v_proj": cfg.num_kv_heads * D}
+        self.qkv = Linear([take(a + n + ".weight", (rows, H)) for n, rows in qkv.items()],
+                          [t.pop(a + n + ".bias", None) for n in qkv])
+        self.o = Linear([take(a + "o_proj.weight", (H, cfg.num_heads * D))], [t.pop(a + "o_proj.bias", None)])
+        self.gate_up = Linear([take(m + "gate_proj.weight", (I, H)), take(m + "up_proj.weight", (I, H))], [None, None])
+        self.down = Linear([take(m + "down_proj.weight", (H, I))], [None])
+        self.q_norm = take(a + "q_norm.weight", (D,)) if cfg.qk_norm else None
+        self.k_norm = take(a + "k_norm.weight", (D,)) if cfg.qk_norm else None
+        self.nh, self.nkv, self.hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.eps, self.rs, self.scale = cfg.rms_norm_eps, cfg.residual_scale, cfg.head_dim ** -0.5
+
+    def linears(self) -> list[Linear]:
+        return [self.qkv, self.o, self.gate_up, self.down]
+
+    def __call__(self, x: torch.Tensor, ctx: StepContext, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape  # x: [B, T, H]
+        h = ops.rms_norm(x, self.ln1, self.eps)
+        q, k, v = self.qkv(h).split([self.nh * self.hd, self.nkv * self.hd, self.nkv * self.hd], dim=-1)
+        q, k, v = q.view(B, T, self.nh, self.hd), k.view(B, T, self.nkv, self.hd), v.view(B, T, self.nkv, self.hd)
+        if self.q_norm is not None:
+            q, k = ops.rms_norm(q, self.q_norm, self.eps), ops.rms_norm(k, self.k_norm, self.eps)
+        q, k = ops.apply_rotary(q, k, ctx.cos, ctx.sin)
+        kc, vc = kc[ctx.rows], vc[ctx.rows]  # [B, KVH, S, D] views of the static cache
+        if ctx.pos is None:
+            kc[:, :, ctx.start:ctx.start + T] = k.transpose(1, 2)
+            vc[:, :, ctx.start:ctx.start + T] = v.transpose(1, 2)
+        else:  # batched decode: each row writes at its own position
+            rows = torch.arange(B, device=x.device)
+            kc[rows, :, ctx.pos] = k[:, 0]
+            vc[rows, :, ctx.pos] = v[:, 0]
+        o = ops.attention(q.transpose(1, 2), kc[:, :, :ctx.kv_len], vc[:, :, :ctx.kv_len], ctx.mask, ctx.causal,
+                          self.scale)  # [B, H, T, D]
+        o = self.o(o.transpose(1, 2).reshape(B, T, self.nh * self.hd))
+        x = x + (o if self.rs == 1.0 else o * self.rs)
+        g, u = self.gate_up(ops.rms_norm(x, self.ln2, self.eps)).chunk(2, dim=-1)
+        d = self.down(F.silu(g) * u)
+        return x + (d if self.rs == 1.0 else d * self.rs)
+
+
+class Transformer:
+    """Weights by HF name in, logits out. `tensors` is consumed; leftovers are reported as an error."""
+
+    def __init__(self, cfg: ModelConfig, tensors: dict[str, Weight], source: str):
+        self.cfg = cfg
+
+        def take(name: str, shape: tuple[int, ...]) -> Weight:
+            w = tensors.pop(name, None)
+            if w is None:
+                raise EngineError(f"{source}: missing tensor {name!r}")
+            if tuple(w.shape) != shape:
+                raise EngineError(f"{source}: tensor {name!r} has shape {tuple(w.shape)}, expected {shape} "
+                                  "from the config")
+            return w
+
+        H = cfg.hidden_size
+        self.embed = take("model.embed_tokens.weight", (cfg.vocab_size, H))
+        self.blocks = [Block(cfg, tensors, i, take) for i in range(cfg.num_layers)]
+        self.norm = take("model.norm.weight", (H,))
+        # MiniCPM and tied Llamas reuse the embedding; a tied checkpoint that still writes lm_head is ignored
+        self.tied = cfg.tie_word_embeddings
+        if self.tied:
+            tensors.pop("lm_head.weight", None)
+            self.head = Linear([self.embed], [None])
+        else:
+            if "lm_head.weight" not in tensors:
+                raise EngineError(f"{source}: missing tensor 'lm_head.weight' (the config says the head is untied)")
+            self.head = Linear([take("lm_head.weight", (cfg.vocab_size, H))], [None])
+        self.device, self.dtype = torch.device("cpu"), torch.float32
+
+    def to(self, device: torch.device, dtype: torch.dtype, cache_dense: bool) -> "Transformer":
+        self.device, self.dtype = device, dtype
+        if isinstance(self.embed, Int4Weight):  # an int4 embedding table is gathered as dense rows
+            self.embed = _dense(self.embed, torch.float32)
+        self.embed = self.embed.to(device, dtype)
+        self.norm = self.norm.to(device, dtype)
+        for b in self.blocks:
+            b.ln1, b.ln2 = b.ln1.to(device, dtype), b.ln2.to(device, dtype)
+            if b.q_norm is not None:
+                b.q_norm, b.k_norm = b.q_norm.to(device, dtype), b.k_norm.to(device, dtype)
+            for lin in b.linears():
+                lin.to(device, dtype, cache_dense)
+        if self.tied:  # one matrix in memory for both ends
+            self.head.weight = self.embed
+        else:
+            self.head.to(device, dtype, cache_dense)
+        return self
+
+    def __call__(self, tokens: torch.Tensor, ctx: StepContext, cache, last_only: bool = True) -> torch.Tensor:
+        """tokens int64 [B, T] -> logits float32 [B, V] (last position) or [B, T, V]."""
+        x = F.embedding(tokens, self.embed)  # [B, T, H]
+        if self.cfg.scale_emb != 1.0:
+            x = x * self.cfg.scale_emb
+        for i, block in enumerate(self.blocks):
+            x = block(x, ctx, cache.k[i], cache.v[i])
+        if last_only:
+            x = x[:, -1:]
+        x = ops.rms_norm(x, self.norm, self.cfg.rms_norm_eps)
+        if self.cfg.logit_scale != 1.0:
+            x = x * self.cfg.logit_scale
+        logits = self.head(x).float()
+        return logits[:, -1] if last_only else logits

@@ -1,0 +1,21 @@
+"""Tokenizer + chat template: transformers' own loaders, so `apply_chat_template` behaves exactly as HF's."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.errors import EngineError
+
+
+def load_tokenizer(path: Path):
+    """A transformers tokenizer for a checkpoint folder (tokenizer.json / tokenizer_config.json) or a .gguf
+    file (vocabulary, merges, special ids and chat template read from its metadata by transformers)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    try:
+        if path.is_file():
+            # PreTrainedTokenizerFast reads only the tokenizer keys; AutoTokenizer would first parse the whole
+            # file into a config with gguf.GGUFReader, which costs ~10 s for a 49k vocabulary
+            return PreTrainedTokenizerFast.from_pretrained(str(path.parent), gguf_file=path.name)
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError, KeyError) as exc:
+        raise EngineError(f"{path}: cannot build a tokenizer ({exc})") from None

@@ -1,0 +1,50 @@
+"""`cpm generate`: run the embedded engine on one prompt, streaming to the terminal or printing JSON."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="generate text with the embedded engine (streams to the terminal)")
+    p.add_argument("prompt", help="the prompt text (with --chat: one user message)")
+    p.add_argument("--model", default="smollm2-135m", help="model alias, .gguf file or HF checkpoint folder")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
+    p.add_argument("--chat", action="store_true", help="wrap PROMPT as one user message via the chat template")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine import Engine, SamplingParams
+
+    engine = Engine.load(args.model, device=args.device)
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                            top_k=args.top_k, seed=args.seed, stop=args.stop)
+    if args.chat:
+        prompt = engine.apply_chat_template([{"role": "user", "content": args.prompt}])
+    else:
+        prompt = args.prompt
+    chunks = engine.stream(prompt, params)
+    result = None
+    for chunk in chunks:
+        if not args.json and chunk.text:
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+        result = chunk.result or result
+    if args.json:
+        print(json.dumps({"text": result.text, "tokens": result.token_ids, "finish_reason": result.finish_reason,
+                          "prompt_tokens": result.prompt_tokens, "decode_tokens": result.decode_tokens,
+                          "decode_tok_s": round(result.decode_tok_s, 2)}))
+    else:
+        sys.stdout.write("\n")
+        print(f"[{result.prompt_tokens} prompt + {result.decode_tokens} generated tokens, "
+              f"{result.decode_tok_s:.1f} tok/s decode, finish: {result.finish_reason}]", file=sys.stderr)
+    return 0
