@@ -1,0 +1,25 @@
+"""`cpm tui`: the Textual app (Survey studio and MCP assistant)."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tui", help="open the terminal UI (Survey and Assistant modes)")
+    p.add_argument("--model", help="model alias or path (default smollm2-135m)")
+    p.add_argument("--backend", choices=["engine", "openai"], help="in-process engine or an OpenAI-compatible server")
+    p.add_argument("--base-url", help="server URL for --backend openai")
+    p.add_argument("--index", dest="index_dir", help="paper index directory for Survey mode")
+    p.add_argument("--mcp", dest="mcp_config", help="MCP servers config file for Assistant mode")
+    p.add_argument("--approve", help="tool approval: always | never | comma-separated allow list")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tui.app import CpmApp
+    from tui.settings import TuiSettings
+
+    settings = TuiSettings.from_env(model=args.model, backend=args.backend, base_url=args.base_url,
+                                    index_dir=args.index_dir, mcp_config=args.mcp_config, approve=args.approve)
+    CpmApp(settings).run()
+    return 0

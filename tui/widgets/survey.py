@@ -1,0 +1,187 @@
+"""Survey mode: topic in; live outline whose sections tick through their stages; the current section's text
+streaming in; the retrieved papers per section; save/export; resume of an interrupted survey.
+
+The survey graph runs in a thread worker with its own event loop (the engine is blocking, in-process work),
+and every event comes back to the UI through `call_from_thread`.
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, Input, Label, ListItem, ListView, Markdown, Static, Tree
+from textual.worker import get_current_worker
+
+CHECKPOINTS = Path("out/survey-checkpoints.sqlite")
+OUT_DIR = Path("out/surveys")
+STAGE_MARK = {"queries": "planning", "retrieve": "retrieving", "write": "writing", "check": "checking",
+              "revise": "revising", "plan": "planning"}
+
+
+class SurveyPane(Vertical):
+    """Runs `agents.survey.runner.stream_survey` and shows its events."""
+
+    def __init__(self, services, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.services = services
+        self.result: dict | None = None
+        self.thread_id: str | None = None
+        self._sections: dict[int, object] = {}
+        self._titles: dict[int, str] = {}
+        self._stream_section: int | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="survey-options"):
+            yield Input(placeholder="Survey topic, e.g. speculative decoding for LLM inference", id="topic")
+            yield Input(value="5", id="sections", type="integer", max_length=2, tooltip="body sections")
+            yield Button("Write", variant="primary", id="write")
+            yield Button("Resume", id="resume", tooltip="continue the last interrupted survey")
+            yield Button("Save", id="save", disabled=True)
+        with Horizontal(id="survey-body"):
+            tree: Tree[int] = Tree("Outline", id="outline")
+            tree.root.expand()
+            yield tree
+            yield Markdown("", id="section-text")
+            with Vertical(id="references"):
+                yield Label("References")
+                yield ListView(id="reference-list")
+        yield Static("", id="survey-status")
+
+    # ---- starting a run -------------------------------------------------------------------------------
+    @on(Button.Pressed, "#write")
+    @on(Input.Submitted, "#topic")
+    def start(self) -> None:
+        topic = self.query_one("#topic", Input).value.strip()
+        if not topic:
+            self.app.notify("type a topic first", severity="warning")
+            return
+        sections = int(self.query_one("#sections", Input).value or 5)
+        self._reset()
+        self.run_survey(topic, sections, resume=None)
+
+    @on(Button.Pressed, "#resume")
+    def resume(self) -> None:
+        if not self.thread_id:
+            self.app.notify("no interrupted survey in this session; use `cpm survey --resume ID`", severity="warning")
+            return
+        self._reset()
+        self.run_survey(None, 0, resume=self.thread_id)
+
+    def _reset(self) -> None:
+        self.result = None
+        self._sections.clear()
+        self._titles.clear()
+        self._stream_section = None
+        tree = self.query_one("#outline", Tree)
+        tree.clear()
+        self.query_one("#reference-list", ListView).clear()
+        self.query_one("#section-text", Markdown).update("")
+        self.query_one("#save", Button).disabled = True
+
+    @work(thread=True, exclusive=True, group="survey")
+    def run_survey(self, topic: str | None, sections: int, resume: str | None) -> None:
+        from agents.survey.configuration import Configuration
+        from agents.survey.runner import stream_survey
+
+        worker = get_current_worker()
+        call = self.app.call_from_thread
+        try:
+            index_dir = self.services.settings.index_dir
+            if not index_dir:
+                raise ValueError("no index directory: set one in Settings (F4) or start with `cpm tui --index DIR`")
+            from retrieval import Index
+
+            call(self._status, "loading index and model…")
+            retriever = Index.open(index_dir)
+            model = self.services.chat_model()
+            settings = None if resume else Configuration(sections=sections, words_per_section=80)
+
+            async def consume() -> None:
+                async for event in stream_survey(topic, model=model, retriever=retriever, db_path=CHECKPOINTS,
+                                                 settings=settings, thread_id=resume, resume=bool(resume)):
+                    if worker.is_cancelled:
+                        call(self._status, f"stopped; resume survey {self.thread_id} with the Resume button")
+                        return
+                    call(self.show_event, event)
+
+            asyncio.run(consume())
+        except Exception as exc:  # the user sees it and the app keeps running
+            call(self._status, "")
+            call(self.app.notify, f"survey failed: {exc}", severity="error", timeout=10)
+
+    # ---- events ---------------------------------------------------------------------------------------
+    def show_event(self, event: dict) -> None:
+        kind = event["event"]
+        tree = self.query_one("#outline", Tree)
+        if kind == "start":
+            self.thread_id = event["thread_id"]
+            self._status(f"survey {self.thread_id}: planning…")
+            if event.get("outline"):
+                self._show_outline(event["outline"], done=event.get("sections_done", []))
+        elif kind == "outline":
+            self._show_outline(event["outline"], done=[])
+        elif kind == "stage":
+            self._mark(event["section"], STAGE_MARK.get(event["stage"], event["stage"]))
+            if event["section"] != self._stream_section:
+                self._stream_section = event["section"]
+                self.query_one("#section-text", Markdown).update(f"## {self._titles.get(event['section'], '')}\n\n")
+        elif kind == "token" and event.get("stage") in ("write", "revise"):
+            self.query_one("#section-text", Markdown).append(event["text"])
+        elif kind == "retry":
+            self.app.notify(f"backend failed, retrying ({event['error']})", severity="warning")
+        elif kind == "section_done":
+            self._mark(event["section"], f"done · {event['cited']} cited")
+            for src in event.get("sources", []):
+                self._add_reference(src)
+        elif kind == "done":
+            self.result = event
+            self.query_one("#save", Button).disabled = False
+            self.query_one("#section-text", Markdown).update(event.get("markdown") or "")
+            self._status(f"survey {event['thread_id']} done in {event['wall_s']:.0f}s — Save writes it to {OUT_DIR}/")
+        tree.refresh()
+
+    def _show_outline(self, outline: dict, done: list[int]) -> None:
+        tree = self.query_one("#outline", Tree)
+        for i, sec in enumerate(outline["sections"]):
+            self._titles[i] = sec["title"]
+            self._sections[i] = tree.root.add_leaf(f"{i + 1}. {sec['title']}", data=i)
+            self._mark(i, "done (reused)" if i in done else "waiting")
+
+    def _mark(self, section: int, state: str) -> None:
+        node = self._sections.get(section)
+        if node is not None:
+            node.set_label(f"{section + 1}. {self._titles[section][:28]} — {state}")
+        else:
+            self._status({-1: "introduction", -2: "conclusion"}.get(section, f"section {section + 1}") + f": {state}")
+
+    def _add_reference(self, src: dict) -> None:
+        item = ListItem(Label(f"{src.get('title', '')[:60]} ({src.get('year') or '?'}) {src.get('id', '')}"))
+        item.source = src
+        self.query_one("#reference-list", ListView).append(item)
+
+    @on(ListView.Selected, "#reference-list")
+    def open_reference(self, event: ListView.Selected) -> None:
+        from tui.screens.document import DocumentScreen
+
+        self.app.push_screen(DocumentScreen(getattr(event.item, "source", {})))
+
+    @on(Button.Pressed, "#save")
+    def save(self) -> None:
+        if not self.result:
+            return
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        md = OUT_DIR / f"{self.result['thread_id']}.md"
+        md.write_text(self.result.get("markdown") or "", encoding="utf-8")
+        md.with_suffix(".bib").write_text(self.result.get("bibtex") or "", encoding="utf-8")
+        self.app.notify(f"saved {md} and {md.with_suffix('.bib')}")
+
+    def _status(self, text: str) -> None:
+        self.query_one("#survey-status", Static).update(text)
+
+    def cancel(self) -> bool:
+        running = any(w.group == "survey" and w.is_running for w in self.workers)
+        self.workers.cancel_group(self, "survey")
+        return running
