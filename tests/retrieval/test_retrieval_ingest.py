@@ -5,7 +5,6 @@ import gzip
 import json
 
 import pytest
-from retrieval_helpers import make_pdf
 
 from retrieval.chunking import chunk_text
 from retrieval.config import ChunkConfig
@@ -126,7 +125,7 @@ def test_retrieval_markdown_text_folder(tmp_path):
     assert md.url.startswith("file://") and md.id == next(iter(read_documents([folder / "a.md"]))).id
 
 
-def test_retrieval_pdf_text_and_title(tmp_path):
+def test_retrieval_pdf_text_and_title(tmp_path, make_pdf):
     pdf = tmp_path / "paper.pdf"
     pdf.write_bytes(make_pdf(["Block sparse attention for long context.", "It skips (most) key blocks."],
                              title="Sparse Attention Notes"))
