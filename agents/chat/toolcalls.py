@@ -113,7 +113,7 @@ def _parse_bare(text: str, out: ParsedOutput, tool_names: list[str] | None) -> b
     body = _unfence(text.strip())
     if body.startswith(("{", "[")) and '"name"' in body:
         try:
-            value = json.loads(body)
+            value = json.loads(body, strict=False)
         except json.JSONDecodeError as exc:
             if _looks_like_call_json(body):
                 _invalid(out, text, _guess_name(body), f"not valid JSON ({_json_where(exc)}); {_HOW}")
@@ -142,7 +142,7 @@ def _parse_bare(text: str, out: ParsedOutput, tool_names: list[str] | None) -> b
 
 def _parse_json_calls(body: str, raw: str, out: ParsedOutput) -> None:
     try:
-        value = json.loads(body)
+        value = json.loads(body, strict=False)
     except json.JSONDecodeError as exc:
         _invalid(out, raw, _guess_name(body), f"not valid JSON ({_json_where(exc)}); {_HOW}")
         return
@@ -162,7 +162,7 @@ def _add_json_calls(value, raw: str, out: ParsedOutput) -> None:
         args = item.get("arguments", item.get("parameters", {}))
         if isinstance(args, str):  # OpenAI wire style: arguments as a JSON string
             try:
-                args = json.loads(args) if args.strip() else {}
+                args = json.loads(args, strict=False) if args.strip() else {}
             except json.JSONDecodeError as exc:
                 _invalid(out, raw, item["name"], f'"arguments" is not valid JSON ({_json_where(exc)}); {_HOW}')
                 continue

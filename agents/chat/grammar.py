@@ -1,0 +1,146 @@
+"""Grammar-constrained decoding with xgrammar, plugged into the engine as a `LogitsProcessor`.
+
+Tool calls are constrained in the Hermes format the prompt asks for (docs/chat.md):
+`<tool_call>\\n{"name": "<tool>", "arguments": <JSON matching the tool's schema>}\\n</tool_call>`.
+With tool_choice "auto" the text is free until the model writes `<tool_call>` (xgrammar's triggered tags), and
+from there the call must match a bound tool's schema; with "required" or a forced tool the call is forced from
+the first token. `response_format` json_schema / json_object constrains the whole reply.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from functools import lru_cache
+
+from agents.chat.toolcalls import HERMES_CLOSE, HERMES_OPEN
+from agents.chat.tooling import ToolChoice
+from agents.errors import AgentError
+
+# Bounds runs of whitespace inside JSON so a small model cannot spin on spaces and newlines until max_tokens.
+MAX_JSON_WHITESPACE = 2
+
+
+class GrammarError(AgentError):
+    """A tool schema or response_format that xgrammar cannot compile."""
+
+
+class GrammarLogitsProcessor:
+    """Masks logits to the tokens the grammar allows next; one instance per generation (it holds a matcher).
+
+    Implements the engine's `LogitsProcessor` protocol: `__call__(generated, logits)`, where `generated` holds
+    the ids sampled so far; tokens not yet seen are fed to the matcher first.
+    """
+
+    def __init__(self, compiled, vocab_size: int):
+        import xgrammar as xgr
+
+        self._xgr = xgr
+        self.matcher = xgr.GrammarMatcher(compiled)
+        self.bitmask = xgr.allocate_token_bitmask(1, vocab_size)
+        self.vocab_size = vocab_size
+        self.seen = 0
+        self.rejected_token: int | None = None  # set if the sampler produced a token the grammar refused
+
+    def __call__(self, generated: list[int], logits):
+        for token in generated[self.seen:]:
+            self.seen += 1
+            if self.rejected_token is None and not self.matcher.is_terminated():
+                if not self.matcher.accept_token(int(token)):
+                    self.rejected_token = int(token)
+        if self.rejected_token is not None or self.matcher.is_terminated():
+            return logits  # nothing left to constrain; the engine stops on EOS
+        self.matcher.fill_next_token_bitmask(self.bitmask)
+        view = logits.view(1, -1) if logits.dim() == 1 else logits
+        self._xgr.apply_token_bitmask_inplace(view, self.bitmask.to(logits.device), vocab_size=self.vocab_size)
+        return logits
+
+    @property
+    def finished(self) -> bool:
+        return self.matcher.is_terminated()
+
+
+class GrammarFactory:
+    """Compiles grammars for one tokenizer (compilation is cached by xgrammar and by the JSON of the request)."""
+
+    def __init__(self, tokenizer, vocab_size: int | None = None, stop_token_ids: list[int] | None = None):
+        import xgrammar as xgr
+
+        self.vocab_size = vocab_size or len(tokenizer)
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=self.vocab_size,
+                                                  stop_token_ids=stop_token_ids)
+        # Two threads at most: the machine is shared and schemas are small.
+        self.compiler = xgr.GrammarCompiler(info, max_threads=2)
+        self._lock = threading.Lock()  # GrammarCompiler is shared by the server's request threads
+        self._compile = lru_cache(maxsize=64)(self._compile_uncached)
+
+    def for_tools(self, tools: list[dict], choice: ToolChoice, parallel: bool = True) -> GrammarLogitsProcessor | None:
+        """A processor constraining tool calls, or None when tool_choice is "none" or no tools are bound."""
+        if choice.mode == "none" or not tools:
+            return None
+        tag = tool_call_structural_tag(tools, choice, parallel)
+        return GrammarLogitsProcessor(self._compiled("tag", json.dumps(tag, sort_keys=True)), self.vocab_size)
+
+    def for_response_format(self, response_format: dict | None) -> GrammarLogitsProcessor | None:
+        """A processor for OpenAI's `response_format` ({"type": "json_schema"|"json_object"|"text"})."""
+        kind, key = response_format_key(response_format)
+        if kind is None:
+            return None
+        return GrammarLogitsProcessor(self._compiled(kind, key), self.vocab_size)
+
+    def _compiled(self, kind: str, key: str):
+        with self._lock:
+            return self._compile(kind, key)
+
+    def _compile_uncached(self, kind: str, key: str):
+        import xgrammar as xgr
+
+        try:
+            if kind == "tag":
+                return self.compiler.compile_structural_tag(key)
+            if kind == "json_object":  # OpenAI's json_object means an object, not any JSON value
+                return self.compiler.compile_json_schema({"type": "object"}, any_whitespace=False)
+            return self.compiler.compile_json_schema(key, any_whitespace=False)
+        except (xgr.InvalidJSONError, xgr.InvalidStructuralTagError, RuntimeError, ValueError) as exc:
+            raise GrammarError(f"cannot build a grammar for this {'tool schema' if kind == 'tag' else 'schema'}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+
+
+def tool_call_structural_tag(tools: list[dict], choice: ToolChoice, parallel: bool = True) -> dict:
+    """The xgrammar structural tag for Hermes-format calls to `tools` under `choice`."""
+    allowed = [t["function"] for t in tools if not choice.names or t["function"]["name"] in choice.names]
+    tags = [{
+        "type": "tag",
+        # json.dumps(name)[1:-1]: the name as it appears inside a JSON string
+        "begin": f'{HERMES_OPEN}\n{{"name": "{json.dumps(fn["name"])[1:-1]}", "arguments": ',
+        "content": {"type": "json_schema", "json_schema": _object_schema(fn.get("parameters")),
+                    "max_whitespace_cnt": MAX_JSON_WHITESPACE},
+        "end": f"}}\n{HERMES_CLOSE}",
+    } for fn in allowed]
+    if choice.mode == "auto":
+        fmt = {"type": "triggered_tags", "triggers": [HERMES_OPEN], "tags": tags, "stop_after_first": not parallel}
+    else:
+        fmt = {"type": "tags_with_separator", "tags": tags, "separator": "\n", "at_least_one": True,
+               "stop_after_first": not parallel}
+    return {"type": "structural_tag", "format": fmt}
+
+
+def response_format_key(response_format: dict | None) -> tuple[str | None, str]:
+    """("json_schema", schema JSON) | ("json_object", "") | (None, "") for text; AgentError when malformed."""
+    if not response_format or response_format.get("type") in (None, "text"):
+        return None, ""
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return "json_object", ""
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise AgentError('response_format json_schema needs {"json_schema": {"name": ..., "schema": {...}}}')
+        return "json_schema", json.dumps(schema, sort_keys=True)
+    raise AgentError(f"response_format type {kind!r} is not supported: use text, json_object or json_schema")
+
+
+def _object_schema(parameters: dict | None) -> dict:
+    if not parameters:
+        return {"type": "object", "properties": {}}
+    return parameters
