@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from survey.citations import expand_numbers as parse_citation_numbers  # the survey writer's `[1, 3-5]` reader
+
 REFERENCE_HEADINGS = ("references", "bibliography", "works cited", "citations")
 # `[3]`, `[1, 2]`, `[1-3]`, `[1–3]`; not Markdown links (those are `[text](url)` and never all digits).
 CITATION_RE = re.compile(r"\[(\d+(?:\s*[,;\-–]\s*\d+)*)\](?!\()")
@@ -41,19 +43,6 @@ class ParsedSurvey:
     sections: list[Section]
     references: dict[int, Reference]
     problems: list[str] = field(default_factory=list)
-
-
-def parse_citation_numbers(inner: str) -> list[int]:
-    """`"1, 3-5"` -> [1, 3, 4, 5]; ranges are expanded (capped, so `[1-99999]` cannot blow up)."""
-    numbers: list[int] = []
-    for part in re.split(r"\s*[,;]\s*", inner.strip()):
-        bounds = re.split(r"\s*[\-–]\s*", part)
-        if len(bounds) == 2 and bounds[0].isdigit() and bounds[1].isdigit():
-            lo, hi = int(bounds[0]), int(bounds[1])
-            numbers.extend(range(lo, min(hi, lo + 50) + 1) if hi >= lo else [lo, hi])
-        elif part.isdigit():
-            numbers.append(int(part))
-    return numbers
 
 
 def _strip_markup(line: str) -> str:

@@ -1,0 +1,136 @@
+"""`cpm eval factscore SURVEY.md --index DIR`: FactScore of a Markdown survey against an index.
+
+Claims are extracted by the chat model (or are the sentences, with --extract sentence), evidence is the cited
+papers' passages first and then the index's top-k hits, and each claim is judged supported or not. The JSON
+report (--out) holds every claim with its evidence and verdict; a cache beside it makes a re-run resume.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("factscore", help="FactScore of a Markdown survey: supported claims, citation precision/recall",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("survey", metavar="SURVEY.md", help="Markdown with [n] citations and a ## References list")
+    p.add_argument("--index", required=True, metavar="DIR", help="retrieval index folder (cpm index build)")
+    p.add_argument("--out", metavar="REPORT.json", help="JSON report path (default: SURVEY.factscore.json)")
+    p.add_argument("--cache", metavar="FILE", help="per-claim SQLite cache (default: REPORT.cache.sqlite)")
+    p.add_argument("--backend", choices=["engine", "openai"], help="chat backend (default: $CPM_BACKEND or engine)")
+    p.add_argument("--model", help="model alias/path (engine) or served model name (openai); default smollm2-135m")
+    p.add_argument("--base-url", help="OpenAI-compatible server URL for --backend openai")
+    p.add_argument("--judge", choices=["auto", "likelihood", "chat"], default="auto",
+                   help="likelihood: token log-probs given the evidence (engine only); chat: the model answers "
+                        "supported / not supported (constrained); auto: likelihood on the engine, else chat")
+    p.add_argument("--threshold", type=float, help="likelihood judge: worst-token log-prob to count as supported")
+    p.add_argument("--extract", choices=["model", "sentence"], default="model",
+                   help="atomic claims by the chat model (default) or one claim per sentence")
+    p.add_argument("--k", type=int, default=3, help="index hits per claim besides the cited papers (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the model calls; part of the cache key")
+    p.add_argument("--gamma", type=int, default=10, help="length-penalty threshold, as in FActScore (default 10)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from survey.errors import SurveyError
+    from survey.factscore import FactScoreConfig, evaluate
+    from survey.factscore.cache import ClaimCache
+
+    survey = Path(args.survey)
+    text = survey.read_text(encoding="utf-8", errors="replace")  # FileNotFoundError names the path
+    if args.k < 0 or args.gamma < 0:
+        raise SurveyError("--k and --gamma must be 0 or more")
+    out = Path(args.out or survey.with_suffix(".factscore.json"))
+    index = _open_index(args.index)
+    llm, judge, model_name = _build_models(args)
+    config = FactScoreConfig(seed=args.seed, k=args.k, gamma=args.gamma, model_name=model_name,
+                             extract_with_model=args.extract == "model")
+    cache = ClaimCache(args.cache or out.with_suffix(".cache.sqlite"))
+    try:
+        with _progress_bar() as progress:
+            report = evaluate(text, llm=llm, index=index, judge=judge, config=config, cache=cache,
+                              progress=progress)
+    finally:
+        cache.close()
+    report["survey"] = str(survey)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    if args.json:
+        print(json.dumps({k: report[k] for k in ("summary", "per_section", "problems")}, indent=2))
+    else:
+        _print_summary(report, out)
+    return 0
+
+
+def _open_index(directory: str):
+    from retrieval import Index
+
+    return Index.open(directory)
+
+
+def _build_models(args: argparse.Namespace):
+    """(chat model, judge, model name); the likelihood judge shares the chat model's in-process engine."""
+    from agents.chat import make_chat_model
+    from survey.errors import SurveyError
+    from survey.factscore import ChatJudge
+    from survey.factscore.likelihood import THRESHOLD, EngineScorer, LikelihoodJudge
+
+    llm = make_chat_model(backend=args.backend, model=args.model, base_url=args.base_url)
+    name = str(getattr(llm, "model_name", None) or getattr(llm, "model", None) or args.model or "default")
+    engine = getattr(llm, "engine", None)
+    choice = args.judge if args.judge != "auto" else ("likelihood" if engine is not None else "chat")
+    if choice == "likelihood":
+        if engine is None:
+            raise SurveyError("--judge likelihood needs the in-process engine (--backend engine); "
+                              "use --judge chat with a remote backend")
+        threshold = THRESHOLD if args.threshold is None else args.threshold
+        return llm, LikelihoodJudge(EngineScorer(engine, name), threshold), name
+    return llm, ChatJudge(llm, name), name
+
+
+class _progress_bar:
+    """A rich progress bar on stderr, fed by `evaluate`'s (done, total, section) callback."""
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+        self._bar.start()
+        self._task = self._bar.add_task("sentences", total=None)
+        return self
+
+    def __call__(self, done: int, total: int, section: str) -> None:
+        self._bar.update(self._task, completed=done, total=total, description=section[:40])
+
+    def __exit__(self, *exc) -> None:
+        self._bar.stop()
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _print_summary(report: dict, out) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("section", "claims", "supported", "FactScore", "w/ length penalty", "cit. precision",
+                  "cit. recall", title=f"FactScore ({report['judge']})")
+    for row in report["per_section"] + [{"section": "[b]overall[/]", **report["summary"]}]:
+        table.add_row(row["section"], str(row["claims"]), str(row["supported"]), _fmt(row["factscore"]),
+                      _fmt(row["factscore_length_penalized"]), _fmt(row["citation_precision"]),
+                      _fmt(row["citation_recall"]))
+    console = Console()
+    console.print(table)
+    s = report["summary"]
+    console.print(f"claims by the model: {s['claims_by_model']}/{s['claims']} (others: sentence as claim); "
+                  f"unparsable verdicts: {s['unparsable']}; cache hits: {report['cache_hits']}")
+    for problem in report["problems"]:
+        console.print(f"[yellow]problem:[/] {problem}")
+    console.print(f"report: {out}")
