@@ -1,0 +1,113 @@
+"""HF checkpoint folders -> canonical tensors: safetensors (single or sharded, bf16/fp16/fp32) and GPTQ int4.
+
+GPTQ layout (AutoGPTQ / GPTQModel, as in MiniCPM4-0.5B-QAT-Int4-GPTQ-format; see docs/formats.md):
+    qweight int32 [in / 8, out]      8 codes per int32 along the input dim, code i at bits 4*(i % 8)
+    qzeros  int32 [groups, out / 8]  8 zero points per int32 along the output dim
+    scales  fp16  [groups, out]
+    g_idx   int32 [in]               group of each input column (sequential unless desc_act)
+    w[o, i] = scales[g, o] * (q[i, o] - z[g, o]) with g = g_idx[i]; checkpoint_format "gptq" (v1) stores
+    z - 1 (AutoGPTQ's historical offset), "gptq_v2" stores z itself.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from engine.config import ModelConfig
+from engine.errors import EngineError
+from engine.quant import Int4Weight, pack_int4
+
+
+def _shards(directory: Path) -> list[Path]:
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise EngineError(f"{index}: not a safetensors index ({exc})") from None
+        files = sorted({directory / f for f in weight_map.values()})
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise EngineError(f"{index}: shard(s) {', '.join(missing)} listed but not present in {directory}")
+        return files
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise EngineError(f"{directory}: no *.safetensors weights (and no model.safetensors.index.json)")
+    return files
+
+
+def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError, safe_open
+
+    tensors: dict[str, torch.Tensor] = {}
+    for f in _shards(directory):
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                for name in st.keys():
+                    tensors[name] = st.get_tensor(name)
+        except (SafetensorError, OSError) as exc:
+            raise EngineError(f"{f}: unreadable safetensors file ({exc})") from None
+    return tensors
+
+
+def _unpack_int32(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """int32 [...] holding 8 nibbles each -> uint8 codes, the 8 codes laid out along `dim`."""
+    shifts = torch.arange(0, 32, 4, dtype=torch.int32)
+    if dim == 0:  # [R, C] -> [R * 8, C]
+        codes = (x[:, None, :] >> shifts[None, :, None]) & 0xF
+        return codes.reshape(-1, x.shape[1]).to(torch.uint8)
+    codes = (x[:, :, None] >> shifts[None, None, :]) & 0xF  # [R, C, 8] -> [R, C * 8]
+    return codes.reshape(x.shape[0], -1).to(torch.uint8)
+
+
+def gptq_to_int4(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, g_idx: torch.Tensor | None,
+                 group_size: int, v1_zero_offset: bool, name: str = "layer") -> Int4Weight:
+    """One GPTQ layer -> Int4Weight (act-order columns permuted so each group is contiguous)."""
+    q = _unpack_int32(qweight.to(torch.int32), 0)  # [in, out]
+    z = _unpack_int32(qzeros.to(torch.int32), 1).float()[:, :q.shape[1]]  # [groups, out]
+    if v1_zero_offset:
+        z = z + 1
+    n_in = q.shape[0]
+    s = scales.float()  # [groups, out]
+    if group_size <= 0:  # group_size -1 = one group per column span
+        group_size = n_in
+    if n_in % group_size or s.shape[0] != n_in // group_size:
+        raise EngineError(f"{name}: GPTQ scales have {s.shape[0]} groups, expected {n_in}/{group_size}")
+    perm = None
+    if g_idx is not None:
+        g = g_idx.long()
+        if not torch.equal(g, torch.arange(n_in) // group_size):
+            perm = torch.argsort(g, stable=True)
+            if not torch.equal(g[perm], torch.arange(n_in) // group_size):
+                raise EngineError(f"{name}: g_idx does not assign exactly {group_size} columns to each group")
+    codes = q if perm is None else q[perm]  # [in, out] in grouped column order
+    return Int4Weight(pack_int4(codes.t().contiguous()), s.t().contiguous(), (-z * s).t().contiguous(),
+                      group_size, perm)
+
+
+def _convert_gptq(tensors: dict, cfg: ModelConfig, source: str) -> None:
+    qc = cfg.quantization or {}
+    if qc.get("quant_method", "gptq") != "gptq" or int(qc.get("bits", 4)) != 4:
+        raise EngineError(f"{source}: quantization {qc.get('quant_method')!r} bits={qc.get('bits')} is not "
+                          "supported (GPTQ 4-bit only)")
+    v1 = qc.get("checkpoint_format", "gptq") != "gptq_v2"
+    group = int(qc.get("group_size", 128))
+    for qname in [n for n in tensors if n.endswith(".qweight")]:
+        base = qname[:-len(".qweight")]
+        try:
+            parts = [tensors.pop(f"{base}.{k}") for k in ("qweight", "qzeros", "scales")]
+        except KeyError as exc:
+            raise EngineError(f"{source}: GPTQ layer {base!r} lacks {exc.args[0]!r}") from None
+        g_idx = tensors.pop(f"{base}.g_idx", None)
+        tensors[f"{base}.weight"] = gptq_to_int4(*parts, g_idx, group, v1, name=f"{source}: {base}")
+
+
+def load_hf(directory: Path) -> tuple[ModelConfig, dict]:
+    """(config, canonical tensors) from an HF folder: config.json + safetensors (+ GPTQ int4 layers)."""
+    cfg = ModelConfig.from_hf_dir(directory)
+    tensors = read_safetensors(directory)
+    if any(n.endswith(".qweight") for n in tensors):
+        _convert_gptq(tensors, cfg, str(directory))
+    return cfg, tensors
