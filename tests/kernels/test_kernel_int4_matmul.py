@@ -59,10 +59,10 @@ def test_kernel_int4_dequant_and_layout():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("m", [1, 2, 4, 8, 64, 512])
+@pytest.mark.parametrize("m", [1, 5, 512])
 @pytest.mark.parametrize("n,k", [(4608, 4096), (4096, 4096), (32768, 4096), (4096, 16384)])
 def test_kernel_int4_matmul_gpu_8b_shapes(m, n, k):
-    pw = K.repack_int4(random_int4(n, k, 128, act_order=(m == 2)))
+    pw = K.repack_int4(random_int4(n, k, 128, act_order=(m == 5)))
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     res = torch.randn(m, n // 2, device="cuda", dtype=torch.bfloat16)
     assert rel_err(K.int4_matmul(x, pw), K.int4_matmul_ref(x, pw)) < 1e-2

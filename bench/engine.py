@@ -1,0 +1,178 @@
+"""`cpm bench engine`: decode/prefill speed of a kernel-built MiniCPM4-shaped model beside its peers.
+
+    cpm bench engine --shape {0.5b,8b} --quant {int4,bf16} --batch B --prompt-len P --gen-len G
+                     [--compare hf,gptfast] [--micro] [--json]
+
+Random weights at the real shapes (bench/peers/shapes.py). Times come from CUDA events after warm-up; the
+decode loop replays one captured CUDA graph a token. In the same run it measures the two ceilings (device
+copy bandwidth, bf16 matmul rate) and times the peers: HF transformers eager bf16 (`hf`) and gpt-fast-style
+compiled static-cache decoding in bf16 and tinygemm int4 (`gptfast`). `--micro` adds kernel
+microbenchmarks (bench/_engine_micro.py).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+
+import torch
+
+from bench.peers.shapes import SHAPES
+
+
+def measure_ceilings() -> dict:
+    """Device-to-device copy bandwidth (bytes read + written) and an 8192^3 bf16 matmul rate, measured here."""
+    src = torch.empty(2 * 1024**3, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
+    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    copy_ms = _event_ms(lambda: dst.copy_(src), 10)
+    mm_ms = _event_ms(lambda: a @ b, 10)
+    del src, dst
+    return {"copy_GBps": 2 * 2 * 1024**3 / copy_ms / 1e6, "bf16_TFLOPs": 2 * 8192**3 / mm_ms / 1e9}
+
+
+def _event_ms(fn, reps: int, warmup: int = 3) -> float:
+    """Median milliseconds of fn over reps, each bracketed by CUDA events."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        times.append(s.elapsed_time(e))
+    return sorted(times)[len(times) // 2]
+
+
+def run_engine(shape: str, quant: str, batch: int, prompt_len: int, gen_len: int, ceil: dict) -> dict:
+    """Build the kernel model, time prefill and graph-replayed decode, check graph == eager tokens."""
+    from bench._engine_model import KernelModel
+
+    s = SHAPES[shape]
+    model = KernelModel(s, quant, batch, prompt_len + gen_len + 16)
+    prompts = torch.randint(0, s.vocab, (batch, prompt_len), device="cuda")
+    prefill_ms = _event_ms(lambda: model.prefill(prompts), 3, warmup=1)
+    first = model.prefill(prompts)
+    tokens, pos = first.clone(), torch.full((batch,), prompt_len, device="cuda", dtype=torch.int32)
+    graph = model.decode_graph(tokens, pos)
+    # graph replay must give the eager step's greedy tokens
+    bidx = torch.arange(batch, device="cuda", dtype=torch.int32)
+    eager = model.logits(model.forward(tokens.clone(), pos.clone(), bidx, decode=True)).argmax(-1)
+    graph.replay()
+    same = bool(torch.equal(eager, tokens))
+    for _ in range(5):
+        graph.replay()
+    tokens.copy_(first)
+    pos.fill_(prompt_len)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(gen_len):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    step_ms = start.elapsed_time(end) / gen_len
+    kv_bytes = 2 * s.layers * s.kv_heads * s.head_dim * 2 * batch * (prompt_len + gen_len / 2)
+    step_bytes = model.weight_bytes() + kv_bytes
+    out = {"name": f"engine-{quant}", "prefill_ms": prefill_ms, "decode_ms_per_step": step_ms,
+           "decode_tok_s": batch * 1e3 / step_ms, "GBps": step_bytes / step_ms / 1e6,
+           "roofline_frac": step_bytes / step_ms / 1e6 / ceil["copy_GBps"],
+           "roofline_tok_s": batch * ceil["copy_GBps"] * 1e9 / step_bytes,
+           "prefill_TFLOPs": _prefill_flops(s, batch, prompt_len) / prefill_ms / 1e9,
+           "graph_equals_eager": same, "step_bytes": step_bytes}
+    out["prefill_frac_of_peak"] = out["prefill_TFLOPs"] / ceil["bf16_TFLOPs"]
+    del model, graph
+    return out
+
+
+def _prefill_flops(s, batch: int, p: int) -> float:
+    """Matmul FLOPs of a prefill (projections + causal attention; the head for the last token only)."""
+    d = s.head_dim
+    proj = s.hidden * (s.heads + 2 * s.kv_heads) * d + s.heads * d * s.hidden + 3 * s.hidden * s.inter
+    attn = 2 * 2 * s.heads * d * p * p / 2  # QK^T and PV, causal half
+    return batch * (s.layers * (2 * proj * p + attn) + 2 * s.hidden * s.vocab)
+
+
+def run_peers(names: list[str], shape: str, batch: int, prompt_len: int, gen_len: int, hf_gen_len: int) -> list:
+    """Time each peer named in --compare on the same shape, one at a time (freed before the next)."""
+    s, results = SHAPES[shape], []
+    if "gptfast" in names:
+        from bench.peers import gptfast
+
+        for quant in ("bf16", "int4"):
+            try:
+                model = gptfast.Transformer(s, quant, batch, prompt_len + gen_len + 16)
+                if quant == "int4":  # the peer's own check: tinygemm vs its dense weight
+                    lin = model.layers[0].wqkv
+                    x = torch.randn(3, s.hidden, device="cuda", dtype=torch.bfloat16)
+                    err = ((lin(x).float() - x.float() @ lin.dense().t()).norm() / (x.float() @ lin.dense().t()).norm())
+                    print(f"gptfast int4 self-check rel err {err.item():.2e}")
+                r = gptfast.time_decode(model, batch, prompt_len, gen_len)
+                results.append({"name": f"gptfast-{quant}", **r})
+            except Exception as e:  # a missing op (no tinygemm on this build) must not lose the other numbers
+                results.append({"name": f"gptfast-{quant}", "error": f"{type(e).__name__}: {e}"})
+            model = None
+            gc.collect()
+            torch.cuda.empty_cache()
+            torch._dynamo.reset()
+    if "hf" in names:
+        from bench.peers import hf
+
+        model = hf.build(s)
+        results.append({"name": "hf-eager-bf16", **hf.time_generate(model, batch, prompt_len, hf_gen_len)})
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+    return results
+
+
+def _table(rows: list[dict], ours: dict) -> str:
+    lines = [f"{'who':<16}{'tok/s':>10}{'ms/tok':>9}{'prefill ms':>12}{'ours/them':>11}"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['name']:<16}  {r['error'][:80]}")
+            continue
+        ratio = ours["decode_tok_s"] / r["decode_tok_s"]
+        lines.append(f"{r['name']:<16}{r['decode_tok_s']:>10.1f}{r['decode_ms_per_step']:>9.3f}"
+                     f"{r['prefill_ms']:>12.1f}{ratio:>11.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="cpm bench engine", description=__doc__.split("\n")[0])
+    p.add_argument("--shape", choices=sorted(SHAPES), default="0.5b")
+    p.add_argument("--quant", choices=["int4", "bf16"], default="int4")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--prompt-len", type=int, default=512)
+    p.add_argument("--gen-len", type=int, default=256)
+    p.add_argument("--hf-gen-len", type=int, default=64, help="HF generate is slow: fewer tokens suffice")
+    p.add_argument("--compare", default="", help="comma-separated peers: hf, gptfast")
+    p.add_argument("--micro", action="store_true", help="also run the kernel microbenchmarks")
+    p.add_argument("--json", action="store_true", help="print one JSON object last")
+    a = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        from engine.errors import EngineError
+
+        raise EngineError("cpm bench engine needs a CUDA GPU (the kernels are timed on it)")
+    ceil = measure_ceilings()
+    print(f"{torch.cuda.get_device_name()}: copy {ceil['copy_GBps']:.0f} GB/s, bf16 matmul {ceil['bf16_TFLOPs']:.0f} TFLOP/s")
+    ours = run_engine(a.shape, a.quant, a.batch, a.prompt_len, a.gen_len, ceil)
+    gc.collect()
+    torch.cuda.empty_cache()
+    peers = run_peers([n for n in a.compare.split(",") if n], a.shape, a.batch, a.prompt_len, a.gen_len,
+                      a.hf_gen_len)
+    micro = None
+    if a.micro:
+        from bench._engine_micro import run_micro
+
+        micro = run_micro(ceil)
+    print(f"shape {a.shape} quant {a.quant} batch {a.batch} prompt {a.prompt_len} gen {a.gen_len}")
+    print(_table([ours] + peers, ours))
+    print(f"ours: {ours['GBps']:.0f} GB/s = {ours['roofline_frac']:.0%} of copy bandwidth; prefill "
+          f"{ours['prefill_TFLOPs']:.0f} TFLOP/s = {ours['prefill_frac_of_peak']:.0%} of bf16 matmul peak; "
+          f"graph tokens == eager: {ours['graph_equals_eager']}")
+    if a.json:
+        print(json.dumps({"args": vars(a), "device": torch.cuda.get_device_name(), "ceilings": ceil,
+                          "engine": ours, "peers": peers, "micro": micro}))
+    return 0
