@@ -59,7 +59,9 @@ async def stream_survey(topic: str | None, *, model: Any, retriever: Any, db_pat
         start = time.perf_counter()
         context = SurveyContext(model=model, retriever=retriever, run_id=run_id)
         finished: list[int] = []  # sections done in this run, not yet known to be checkpointed
-        async for mode, chunk in graph.astream(graph_input, config, context=context,
+        # durability="sync": a step's checkpoint is on disk before the next step starts, so `saved` is true
+        # even if the process is killed right after it.
+        async for mode, chunk in graph.astream(graph_input, config, context=context, durability="sync",
                                                stream_mode=["updates", "custom"]):
             if mode == "custom":
                 if chunk.get("event") == "section_done":

@@ -1,8 +1,10 @@
 """Fixtures for the survey tests: a small real index over a deterministic, on-topic subset of the corpus."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,10 +31,16 @@ def corpus_subset(corpus: Path, out: Path, size: int = SUBSET_SIZE) -> Path:
 
 
 @pytest.fixture(scope="session")
-def survey_index(tmp_path_factory, corpus_path, minilm_path) -> Path:
+def survey_index(request, tmp_path_factory, corpus_path, minilm_path) -> Path:
+    """Built once and kept in pytest's cache (keyed by the subset's content): embedding takes a minute."""
     from retrieval import IndexConfig, build_index, read_documents
 
-    tmp = tmp_path_factory.mktemp("survey-index")
+    tmp = tmp_path_factory.mktemp("survey-subset")
     subset = corpus_subset(corpus_path, tmp / "subset.jsonl")
-    build_index(read_documents([subset]), tmp / "index", IndexConfig(progress=False, max_seq_length=128))
-    return tmp / "index"
+    digest = hashlib.sha256(subset.read_bytes()).hexdigest()[:12]
+    cache = request.config.cache.mkdir(f"survey-index-{digest}") if request.config.cache else tmp
+    index = cache / "index"
+    if not (index / "manifest.json").exists():
+        shutil.rmtree(index, ignore_errors=True)
+        build_index(read_documents([subset]), index, IndexConfig(progress=False, max_seq_length=128))
+    return index
