@@ -64,7 +64,7 @@ class EngineRunner:
         if self._grammars is None:  # built on first constrained request: it walks the whole vocabulary
             tok = self.engine.tokenizer
             vocab = getattr(getattr(self.engine, "config", None), "vocab_size", None)
-            stops = getattr(self.engine, "eos_token_ids", None) or [tok.eos_token_id]
+            stops = sorted(getattr(self.engine, "eos_ids", None) or [tok.eos_token_id])
             self._grammars = GrammarFactory(tok, vocab_size=vocab, stop_token_ids=list(stops))
         return self._grammars
 

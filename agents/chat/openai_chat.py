@@ -1,0 +1,169 @@
+"""`ChatOpenAICompatible`: the chat-model interface over any OpenAI-compatible `/v1/chat/completions` server.
+
+vLLM, SGLang, llama.cpp's server and `cpm serve` all qualify. Tools go out in OpenAI's shape; when a server
+returns a tool call as plain text (no tool parser configured there), the reply is run through the same parser
+the engine uses, so a call written as `<tool_call>...</tool_call>` still arrives on `tool_calls`.
+"""
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Iterator, Sequence
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
+
+from agents.chat.http_transport import BackendError, Transport
+from agents.chat.messages import from_openai_message, to_openai_messages
+from agents.chat.toolcalls import parse_tool_calls
+from agents.chat.tooling import normalize_tool_choice, to_openai_tools, tool_names
+
+__all__ = ["ChatOpenAICompatible", "BackendError"]
+
+_PASS_THROUGH = {"response_format", "parallel_tool_calls", "max_tokens", "temperature", "top_p", "seed",
+                 "presence_penalty", "frequency_penalty", "n", "logit_bias", "user"}
+
+
+class ChatOpenAICompatible(BaseChatModel):
+    """Chat model for an OpenAI-compatible HTTP server (`base_url` like http://127.0.0.1:8000/v1)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model_name: str = Field(default="default", alias="model")
+    api_key: SecretStr | None = None
+    timeout: float = 120.0
+    max_retries: int = 2
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: list[str] | None = None
+    extra_body: dict | None = None
+    _transport: Transport = PrivateAttr()
+
+    def model_post_init(self, context: Any) -> None:
+        key = self.api_key.get_secret_value() if self.api_key else None
+        self._transport = Transport(self.base_url, key, self.timeout, self.max_retries)
+
+    @property
+    def _llm_type(self) -> str:
+        return "openai-compatible"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, "model_name": self.model_name}
+
+    def list_models(self) -> list[str]:
+        """Model ids the server offers (`GET /models`)."""
+        return [m["id"] for m in self._transport.request_json("GET", "/models").get("data", [])]
+
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any):
+        formatted = to_openai_tools(list(tools))
+        normalize_tool_choice(tool_choice, formatted)  # fail early on a choice naming an unbound tool
+        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    # ---- langchain hooks -------------------------------------------------------------------------------
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        body = self._payload(messages, stop, kwargs, stream=False)
+        return self._result(self._transport.request_json("POST", "/chat/completions", body), body)
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        body = self._payload(messages, stop, kwargs, stream=False)
+        return self._result(await self._transport.arequest_json("POST", "/chat/completions", body), body)
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        body = self._payload(messages, stop, kwargs, stream=True)
+        for event in self._transport.stream_events("/chat/completions", body):
+            chunk = self._chunk(event)
+            if chunk is not None:
+                if run_manager and chunk.text:
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        body = self._payload(messages, stop, kwargs, stream=True)
+        async for event in self._transport.astream_events("/chat/completions", body):
+            chunk = self._chunk(event)
+            if chunk is not None:
+                if run_manager and chunk.text:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+
+    # ---- wire format -----------------------------------------------------------------------------------
+    def _payload(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict, stream: bool) -> dict:
+        body: dict[str, Any] = {"model": self.model_name, "messages": to_openai_messages(messages)}
+        for key in ("temperature", "max_tokens", "top_p", "seed"):
+            if getattr(self, key) is not None:
+                body[key] = getattr(self, key)
+        if stop or self.stop:
+            body["stop"] = list(stop or self.stop)
+        tools = to_openai_tools(kwargs.get("tools"))
+        if tools:
+            body["tools"] = tools
+            choice = normalize_tool_choice(kwargs.get("tool_choice"), tools)
+            body["tool_choice"] = _wire_choice(choice)
+        body.update({k: v for k, v in kwargs.items() if k in _PASS_THROUGH and v is not None})
+        body.update(self.extra_body or {})
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def _result(self, data: dict, body: dict) -> ChatResult:
+        choices = data.get("choices") or []
+        if not choices:
+            raise BackendError(f"{self._transport.base_url} answered without choices: {str(data)[:200]}")
+        choice = choices[0]
+        meta = {"finish_reason": choice.get("finish_reason"), "model_name": data.get("model", self.model_name)}
+        message = from_openai_message(choice.get("message") or {}, response_metadata=meta,
+                                      usage_metadata=_usage(data.get("usage")))
+        if body.get("tools") and not message.tool_calls and not message.invalid_tool_calls:
+            message = _parse_text_calls(message, tool_names(body["tools"]))
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _chunk(self, event: dict) -> ChatGenerationChunk | None:
+        usage = _usage(event.get("usage"))
+        choices = event.get("choices") or []
+        if not choices:
+            return ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage)) if usage else None
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        calls = [tool_call_chunk(name=(c.get("function") or {}).get("name"),
+                                 args=(c.get("function") or {}).get("arguments"), id=c.get("id"),
+                                 index=c.get("index", i))
+                 for i, c in enumerate(delta.get("tool_calls") or [])]
+        meta = {"finish_reason": choice["finish_reason"], "model_name": event.get("model", self.model_name)} \
+            if choice.get("finish_reason") else {}
+        return ChatGenerationChunk(message=AIMessageChunk(content=delta.get("content") or "", tool_call_chunks=calls,
+                                                          usage_metadata=usage, response_metadata=meta))
+
+
+def _wire_choice(choice) -> Any:
+    """langchain's spellings ("any", a bare name) in OpenAI's wire form."""
+    if choice.mode == "required" and len(choice.names) == 1:
+        return {"type": "function", "function": {"name": choice.names[0]}}
+    return choice.mode
+
+
+def _parse_text_calls(message: AIMessage, names: list[str]) -> AIMessage:
+    parsed = parse_tool_calls(str(message.content), names)
+    if not parsed.tool_calls and not parsed.invalid_tool_calls:
+        return message
+    return AIMessage(content=parsed.content, tool_calls=parsed.tool_calls, invalid_tool_calls=parsed.invalid_tool_calls,
+                     response_metadata=message.response_metadata, usage_metadata=message.usage_metadata)
+
+
+def _usage(usage: dict | None) -> dict | None:
+    if not usage:
+        return None
+    prompt, completion = usage.get("prompt_tokens", 0) or 0, usage.get("completion_tokens", 0) or 0
+    return {"input_tokens": prompt, "output_tokens": completion,
+            "total_tokens": usage.get("total_tokens") or prompt + completion}
