@@ -75,8 +75,14 @@ class EngineRunner:
         return self._reply(result.text, prep, result)
 
     def stream(self, req: ChatRequest) -> Iterator[str | ChatReply]:
-        """Yields prose pieces as they are decoded, then one ChatReply (tool calls parsed from the full text)."""
-        prep = self._prepare(req)
+        """Yields prose pieces as they are decoded, then one ChatReply (tool calls parsed from the full text).
+
+        The request is checked (and its grammar compiled) here, before the first item, so a bad request fails
+        at the call rather than mid-stream.
+        """
+        return self._stream(self._prepare(req))
+
+    def _stream(self, prep: _Prepared) -> Iterator[str | ChatReply]:
         splitter = ToolCallStreamSplitter() if prep.names is not None else None
         result = None
         with self.lock:

@@ -1,0 +1,32 @@
+"""`cpm serve`: an OpenAI-compatible API (/v1/models, /v1/chat/completions) on the embedded engine."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
+    p.add_argument("--model", default="smollm2-135m", help="model alias or path (default: smollm2-135m)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--served-name", default=None, help="model id clients send and /v1/models lists "
+                   "(default: the --model value)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from agents.chat.engine_runner import EngineRunner
+    from engine import Engine
+    from tui.errors import UsageError
+    from tui.server import create_app
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port} is not a TCP port (1-65535)")
+    engine = Engine.load(args.model, device=args.device)
+    app = create_app(EngineRunner(engine), args.served_name or args.model)
+    print(f"cpm serve: {args.model} on http://{args.host}:{args.port}/v1 (Ctrl-C to stop)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
