@@ -1,0 +1,32 @@
+"""Knobs of the tool agent, read by each node from the run's `configurable` dict."""
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from pydantic import BaseModel, Field, model_validator
+
+from agents.errors import AgentError
+
+
+class Configuration(BaseModel):
+    """Bounds of one user turn and of the history the model sees."""
+
+    max_steps: int = Field(6, description="model calls per user turn; the last one answers without tools")
+    approve: str = Field("always", description="'always', 'never' or an allow list (see agents.tools.approval)")
+    max_tokens: int = Field(512, description="token budget of one model reply")
+    max_history_chars: int = Field(12_000, description="older turns are dropped from the prompt past this size")
+    system_prompt: str | None = Field(None, description="replaces the default system prompt")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Configuration":
+        if self.max_steps < 1:
+            raise AgentError(f"max-steps must be at least 1 (got {self.max_steps})")
+        if self.max_tokens < 16:
+            raise AgentError(f"max-tokens must be at least 16 (got {self.max_tokens})")
+        return self
+
+    @classmethod
+    def from_runnable_config(cls, config: RunnableConfig | None) -> "Configuration":
+        configurable: dict[str, Any] = (config or {}).get("configurable", {})
+        return cls(**{k: v for k, v in configurable.items() if k in cls.model_fields})

@@ -1,0 +1,112 @@
+"""The tool graph: model -> tools (approved calls run in parallel) -> model ... until an answer or the step limit.
+
+Nodes are async `(state, config, runtime) -> Command`. Tool failures, denials, unknown tools and unparsable
+calls all go back to the model as text, so a turn always ends with an answer. Progress goes out on LangGraph's
+custom stream (`{"event": ...}` dicts); model tokens on the "messages" stream.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from agents.tools import prompts
+from agents.tools.approval import ApprovalPolicy, ask
+from agents.tools.configuration import Configuration
+from agents.tools.history import trim_history
+from agents.tools.state import ToolAgentContext, ToolAgentState
+
+
+def _invalid_calls(reply: AIMessage) -> list[dict]:
+    # ChatEngine puts unparsable calls on `invalid_tool_calls`; when streamed, langchain rebuilds the message
+    # from chunks and keeps them only in response_metadata.
+    return list(reply.invalid_tool_calls or []) or list(reply.response_metadata.get("invalid_tool_calls") or [])
+
+
+async def model(state: ToolAgentState, config: RunnableConfig,
+                runtime: Runtime[ToolAgentContext]) -> Command[Literal["tools", "model", "__end__"]]:
+    """Ask the model for an answer or tool calls; on the last allowed step, for an answer without tools.
+
+    Returns:
+        Command to `tools` when the reply has tool calls, back to `model` when its calls could not be parsed,
+        else to the end.
+    """
+    cfg = Configuration.from_runnable_config(config)
+    ctx = runtime.context
+    steps = state.get("steps", 0) + 1
+    messages = [SystemMessage(cfg.system_prompt or prompts.SYSTEM),
+                *trim_history(state["messages"], cfg.max_history_chars)]
+    last_step = steps >= cfg.max_steps
+    if last_step or not ctx.tools:
+        if last_step and isinstance(state["messages"][-1], ToolMessage):
+            messages.append(HumanMessage(prompts.STEP_LIMIT.format(max_steps=cfg.max_steps)))
+        runnable = ctx.model
+    else:
+        runnable = ctx.model.bind_tools([spec.as_openai_tool() for spec in ctx.tools])
+    reply = await runnable.ainvoke(messages, max_tokens=cfg.max_tokens)
+    update: dict[str, Any] = {"messages": [reply], "steps": steps}
+    if reply.tool_calls and not last_step:
+        return Command(goto="tools", update=update)
+    invalid = _invalid_calls(reply)
+    if invalid and not last_step:
+        from agents.chat.toolcalls import format_errors_for_model
+
+        errors = format_errors_for_model(invalid)
+        get_stream_writer()({"event": "invalid_call", "error": errors})
+        update["messages"].append(HumanMessage(prompts.INVALID_CALLS.format(errors=errors)))
+        return Command(goto="model", update=update)
+    update["stopped"] = "step_limit" if last_step and steps > 1 else "answer"
+    return Command(goto=END, update=update)
+
+
+async def tools(state: ToolAgentState, config: RunnableConfig,
+                runtime: Runtime[ToolAgentContext]) -> Command[Literal["model"]]:
+    """Ask approval where the policy wants it (one question at a time), then run the approved calls in
+    parallel. A denied call is never run; the model is told it was denied.
+
+    Returns:
+        Command back to `model` with one ToolMessage per call.
+    """
+    cfg = Configuration.from_runnable_config(config)
+    ctx = runtime.context
+    policy = ApprovalPolicy.parse(cfg.approve)
+    emit = get_stream_writer()
+    calls = state["messages"][-1].tool_calls
+    approved = []
+    for call in calls:
+        emit({"event": "tool_call", "id": call["id"], "name": call["name"], "args": call["args"]})
+        ok = True
+        if policy.needs_approval(call["name"]):
+            ok = await ask(ctx.approve, call["name"], call["args"])
+            emit({"event": "approval", "id": call["id"], "name": call["name"], "approved": ok})
+        approved.append(ok)
+
+    async def run_one(call: dict, ok: bool) -> ToolMessage:
+        if not ok:
+            message = ToolMessage(prompts.DENIED.format(name=call["name"]), tool_call_id=call["id"],
+                                  name=call["name"], status="error", artifact={"denied": True})
+            emit({"event": "tool_result", "id": call["id"], "name": call["name"], "text": message.content,
+                  "is_error": True, "denied": True, "duration_s": 0.0, "truncated": False})
+            return message
+        result = await ctx.mcp.call(call["name"], call["args"])
+        emit({"event": "tool_result", "id": call["id"], **result.as_dict(), "denied": False})
+        return ToolMessage(result.text, tool_call_id=call["id"], name=call["name"],
+                           status="error" if result.is_error else "success", artifact=result.as_dict())
+
+    messages = await asyncio.gather(*(run_one(c, ok) for c, ok in zip(calls, approved)))
+    return Command(goto="model", update={"messages": list(messages)})
+
+
+def build_graph() -> StateGraph:
+    """The uncompiled graph; compile it with a checkpointer (see `agents.tools.session`)."""
+    builder = StateGraph(ToolAgentState, context_schema=ToolAgentContext)
+    builder.add_node("model", model)
+    builder.add_node("tools", tools)
+    builder.add_edge(START, "model")
+    return builder
