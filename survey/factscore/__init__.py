@@ -3,6 +3,6 @@
 `evaluate(markdown, llm=..., index=..., judge=...)` is the entry point; see docs/factscore.md.
 """
 from survey.factscore.evaluate import FactScoreConfig, evaluate
-from survey.factscore.judge import ChatJudge, Judge, Judgement, NLIJudge, NLIModel
+from survey.factscore.judge import ChatJudge, Judge, Judgement, LexicalJudge, NLIJudge, NLIModel
 
-__all__ = ["FactScoreConfig", "evaluate", "ChatJudge", "NLIJudge", "Judge", "Judgement", "NLIModel"]
+__all__ = ["FactScoreConfig", "evaluate", "ChatJudge", "LexicalJudge", "NLIJudge", "Judge", "Judgement", "NLIModel"]

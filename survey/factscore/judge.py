@@ -4,6 +4,8 @@ Three kinds share the `Judge` protocol:
 - `ChatJudge`: asks a langchain chat model for a `Verdict` (constrained through `with_structured_output`
   when the model offers it; otherwise the reply is parsed strictly and anything else is `unparsable`).
 - `NLIJudge`: wraps any natural-language-inference model the user has (`NLIModel.entailment`).
+- `LexicalJudge`: no model; word coverage, numbers and negation against each passage. A fast baseline
+  and a sanity check for the model judges, not a substitute for them.
 - `LikelihoodJudge` (survey/factscore/likelihood.py): reads a causal LM's token log-probabilities; the one
   that separates true from altered claims with a 135M model (see docs/factscore.md).
 """
@@ -17,7 +19,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from survey.factscore import prompts
-from survey.factscore.evidence import Passage
+from survey.factscore.evidence import Passage, content_words, overlap
 from survey.factscore.schemas import NOT_SUPPORTED, SUPPORTED, Verdict
 
 UNPARSABLE = "unparsable"
@@ -117,3 +119,33 @@ class NLIJudge:
         best = max(scores, key=scores.get)
         label = SUPPORTED if scores[best] >= self.threshold else NOT_SUPPORTED
         return Judgement(label, [best] if label == SUPPORTED else [], {"entailment": scores})
+
+
+_NEGATION = re.compile(r"\b(?:not|no|never|cannot|without|fails?|neither|nor|unable)\b|n't\b", re.I)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+class LexicalJudge:
+    """Supported when one passage covers the claim's content words, holds all its numbers and agrees on
+    negation (both negated or neither, counted over the passage's best-matching sentence)."""
+
+    def __init__(self, coverage: float = 0.8):
+        self.coverage = coverage
+        self.name = f"lexical:{coverage}"
+
+    def _supports(self, claim: str, passage: Passage) -> bool:
+        from survey.factscore.sentences import _split_raw
+
+        if overlap(claim, passage.text) < self.coverage:
+            return False
+        if not set(_NUMBER.findall(claim)) <= set(_NUMBER.findall(passage.text)):
+            return False
+        best = max(_split_raw(passage.text) or [passage.text], key=lambda s: overlap(claim, s))
+        return bool(_NEGATION.search(claim)) == bool(_NEGATION.search(best))
+
+    def judge(self, claim: str, passages: list[Passage]) -> Judgement:
+        if not content_words(claim):
+            return Judgement(NOT_SUPPORTED, [], {"reason": "no content words"})
+        ids = [p.id for p in passages if self._supports(claim, p)]
+        return Judgement(SUPPORTED if ids else NOT_SUPPORTED, ids[:1],
+                         {"coverage": {p.id: round(overlap(claim, p.text), 3) for p in passages}})

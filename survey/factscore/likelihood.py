@@ -82,10 +82,14 @@ class LikelihoodJudge:
     def __init__(self, scorer: TokenScorer, threshold: float = THRESHOLD, skip: int = SKIP_TOKENS):
         self.scorer, self.threshold, self.skip = scorer, threshold, skip
         self.name = f"likelihood:{scorer.name}:{threshold}:{skip}"
+        self._memo: dict[tuple[str, str, str], float] = {}  # the second stage re-reads the cited passages
 
     def passage_score(self, claim: str, passage: Passage) -> float:
-        prefix = EVIDENCE_PREFIX.format(title=passage.title, text=passage.text)
-        return worst_token(self.scorer.continuation_logprobs(prefix, " " + claim), self.skip)
+        key = (claim, passage.id, passage.text)
+        if key not in self._memo:
+            prefix = EVIDENCE_PREFIX.format(title=passage.title, text=passage.text)
+            self._memo[key] = worst_token(self.scorer.continuation_logprobs(prefix, " " + claim), self.skip)
+        return self._memo[key]
 
     def judge(self, claim: str, passages: list[Passage]) -> Judgement:
         if not passages:

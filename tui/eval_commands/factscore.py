@@ -19,9 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["engine", "openai"], help="chat backend (default: $CPM_BACKEND or engine)")
     p.add_argument("--model", help="model alias/path (engine) or served model name (openai); default smollm2-135m")
     p.add_argument("--base-url", help="OpenAI-compatible server URL for --backend openai")
-    p.add_argument("--judge", choices=["auto", "likelihood", "chat"], default="auto",
+    p.add_argument("--judge", choices=["auto", "likelihood", "chat", "lexical"], default="auto",
                    help="likelihood: token log-probs given the evidence (engine only); chat: the model answers "
-                        "supported / not supported (constrained); auto: likelihood on the engine, else chat")
+                        "supported / not supported (constrained); lexical: word/number/negation match, no "
+                        "model; auto: likelihood on the engine, else chat")
     p.add_argument("--threshold", type=float, help="likelihood judge: worst-token log-prob to count as supported")
     p.add_argument("--extract", choices=["model", "sentence"], default="model",
                    help="atomic claims by the chat model (default) or one claim per sentence")
@@ -74,15 +75,20 @@ def _open_index(directory: str):
 
 def _build_models(args: argparse.Namespace):
     """(chat model, judge, model name); the likelihood judge shares the chat model's in-process engine."""
-    from agents.chat import make_chat_model
     from survey.errors import SurveyError
-    from survey.factscore import ChatJudge
+    from survey.factscore import ChatJudge, LexicalJudge
     from survey.factscore.likelihood import THRESHOLD, EngineScorer, LikelihoodJudge
+
+    if args.judge == "lexical" and args.extract == "sentence":
+        return None, LexicalJudge(), "none"  # no model at all: nothing to load
+    from agents.chat import make_chat_model
 
     llm = make_chat_model(backend=args.backend, model=args.model, base_url=args.base_url)
     name = str(getattr(llm, "model_name", None) or getattr(llm, "model", None) or args.model or "default")
     engine = getattr(llm, "engine", None)
     choice = args.judge if args.judge != "auto" else ("likelihood" if engine is not None else "chat")
+    if choice == "lexical":
+        return llm, LexicalJudge(), name
     if choice == "likelihood":
         if engine is None:
             raise SurveyError("--judge likelihood needs the in-process engine (--backend engine); "
