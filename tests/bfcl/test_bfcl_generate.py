@@ -1,0 +1,56 @@
+"""Generation: resumable results file, run settings guard, and a real run on the default model (slow)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.bfcl.data import load_cases
+from agents.bfcl.generate import RESULTS_NAME, GenerationConfig, generate_and_score
+from agents.errors import AgentError
+from bfcl_answers import as_function_calling, perfect_calls
+from tui.cli import main
+
+
+def _seed(path, cases, config):
+    with open(path, "w") as f:
+        for case in cases:
+            result = [] if case.ground_truth is None else as_function_calling(perfect_calls(case))
+            f.write(json.dumps({"id": case.id, "mode": config.mode, "model": config.model, "result": result}) + "\n")
+
+
+def test_bfcl_resume_skips_done_cases(tmp_path, bfcl_dir):
+    config = GenerationConfig(model="smollm2-135m", constrained=True)
+    cases = load_cases(bfcl_dir, limit=2)
+    _seed(tmp_path / RESULTS_NAME, cases, config)
+    # Every case is already there, so no model is built; the report covers exactly the selected cases.
+    report = generate_and_score(bfcl_dir, tmp_path, config, limit=2)
+    assert report["summary"]["overall"]["accuracy"] == 1.0 and len(report["cases"]) == len(cases)
+    assert report["run"]["mode"] == "constrained"
+    smaller = generate_and_score(bfcl_dir, tmp_path, config, ["parallel"], limit=1)
+    assert [c["id"] for c in smaller["cases"]] == ["parallel_0"]
+
+
+def test_bfcl_resume_refuses_other_run(tmp_path, bfcl_dir):
+    cases = load_cases(bfcl_dir, ["simple"], limit=1)
+    _seed(tmp_path / RESULTS_NAME, cases, GenerationConfig(model="smollm2-135m", constrained=False))
+    with pytest.raises(AgentError, match="another --out"):
+        generate_and_score(bfcl_dir, tmp_path, GenerationConfig(model="smollm2-135m", constrained=True), ["simple"], 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["--constrained", "--free"])
+def test_bfcl_generate_on_default_model(tmp_path, bfcl_dir, smollm2_path, mode):
+    pytest.importorskip("agents.chat.factory")
+    argv = ["eval", "bfcl", "--data", str(bfcl_dir), "--categories", "simple_python", "irrelevance",
+            "--limit", "1", "--max-tokens", "24", "--model", "smollm2-135m", "--backend", "engine",
+            "--out", str(tmp_path), mode, "--json"]
+    assert main(argv) == 0
+    lines = (tmp_path / RESULTS_NAME).read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["id"] for r in records] == ["simple_python_0", "irrelevance_0"]
+    assert {r["mode"] for r in records} == {mode.strip("-")}
+    report = json.loads((tmp_path / "bfcl_report.json").read_text())
+    assert [c["id"] for c in report["cases"]] == ["simple_python_0", "irrelevance_0"]
+    assert main(argv) == 0                                    # resumed: nothing new generated
+    assert (tmp_path / RESULTS_NAME).read_text().splitlines() == lines
