@@ -37,6 +37,7 @@ class ChatEngine(BaseChatModel):
     top_k: int = 0
     seed: int | None = None
     stop: list[str] | None = None
+    constrain: bool = True  # grammar-constrained tool calls and response_format (False only to measure)
     _runner: EngineRunner = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:
@@ -104,7 +105,7 @@ class ChatEngine(BaseChatModel):
             messages=to_openai_messages(messages), tools=tools,
             max_tokens=opts.pop("max_tokens", self.max_tokens), temperature=opts.pop("temperature", self.temperature),
             top_p=opts.pop("top_p", self.top_p), top_k=opts.pop("top_k", self.top_k), seed=opts.pop("seed", self.seed),
-            stop=list(stop or self.stop or []), **opts)
+            stop=list(stop or self.stop or []), constrain=self.constrain, **opts)
 
     def _metadata(self, reply: ChatReply) -> dict:
         return {"finish_reason": reply.finish_reason, "model_name": self.model_name}

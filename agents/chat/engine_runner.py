@@ -5,8 +5,10 @@ The Engine is not thread-safe: every generation holds this runner's lock for its
 """
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 from agents.chat.grammar import GrammarFactory, response_format_key
@@ -32,6 +34,7 @@ class ChatRequest:
     top_k: int = 0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    constrain: bool = True  # False: no grammar (to measure what the model writes unaided)
 
 
 @dataclass
@@ -49,6 +52,7 @@ class _Prepared:
     prompt_ids: list[int]
     params: Any
     names: list[str] | None  # tool names when the reply is parsed for calls, else None
+    prefix: str = ""  # text the grammar forces at the start, placed in the prompt instead of decoded
 
 
 class EngineRunner:
@@ -72,7 +76,7 @@ class EngineRunner:
         prep = self._prepare(req)
         with self.lock:
             result = self.engine.generate(prep.prompt_ids, prep.params)
-        return self._reply(result.text, prep, result)
+        return self._reply(prep.prefix + result.text, prep, result)
 
     def stream(self, req: ChatRequest) -> Iterator[str | ChatReply]:
         """Yields prose pieces as they are decoded, then one ChatReply (tool calls parsed from the full text).
@@ -86,7 +90,8 @@ class EngineRunner:
         splitter = ToolCallStreamSplitter() if prep.names is not None else None
         result = None
         with self.lock:
-            for chunk in self.engine.stream(prep.prompt_ids, prep.params):
+            first = [SimpleNamespace(text=prep.prefix, result=None)] if prep.prefix else []
+            for chunk in itertools.chain(first, self.engine.stream(prep.prompt_ids, prep.params)):
                 if chunk.text:
                     piece = splitter.feed(chunk.text) if splitter else chunk.text
                     if piece:
@@ -97,7 +102,7 @@ class EngineRunner:
             yield tail
         if result is None:
             raise AgentError("the engine's stream ended without a final result")
-        yield self._reply(result.text, prep, result)
+        yield self._reply(prep.prefix + result.text, prep, result)
 
     def _prepare(self, req: ChatRequest) -> _Prepared:
         from engine import SamplingParams
@@ -113,14 +118,21 @@ class EngineRunner:
             proc = self.grammars.for_tools(req.tools, choice, req.parallel_tool_calls)
         else:
             proc = self.grammars.for_response_format(req.response_format)
-        if proc is not None:
+        prefix = ""
+        if proc is not None and req.constrain:
             processors.append(proc)
+            # Jump-forward: text the grammar allows in exactly one way (a forced call's `<tool_call>\n{"name":
+            # "f", "arguments": `) is put in the prompt, costing one prefill instead of a decode step per token.
+            prefix = proc.matcher.find_jump_forward_string()
+            if prefix and not proc.matcher.accept_string(prefix):
+                raise AgentError(f"internal: the grammar refused its own forced prefix {prefix!r}")
+            prompt += prefix
         params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p,
                                 top_k=req.top_k, seed=req.seed, stop=list(req.stop or []),
                                 logits_processors=processors)
         ids = self.engine.tokenizer.encode(prompt, add_special_tokens=False)  # the template wrote any BOS
         names = tool_names(req.tools) if choice.mode != "none" and req.tools else None
-        return _Prepared(ids, params, names)
+        return _Prepared(ids, params, names, prefix)
 
     def _apply_template(self, messages: list[dict], tools=None, add_generation_prompt: bool = True) -> str:
         apply = getattr(self.engine, "apply_chat_template", None)

@@ -78,7 +78,7 @@ class GrammarFactory:
         if choice.mode == "none" or not tools:
             return None
         tag = tool_call_structural_tag(tools, choice, parallel)
-        return GrammarLogitsProcessor(self._compiled("tag", json.dumps(tag, sort_keys=True)), self.vocab_size)
+        return GrammarLogitsProcessor(self._compiled("tag", json.dumps(tag)), self.vocab_size)
 
     def for_response_format(self, response_format: dict | None) -> GrammarLogitsProcessor | None:
         """A processor for OpenAI's `response_format` ({"type": "json_schema"|"json_object"|"text"})."""
@@ -136,7 +136,7 @@ def response_format_key(response_format: dict | None) -> tuple[str | None, str]:
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
             raise AgentError('response_format json_schema needs {"json_schema": {"name": ..., "schema": {...}}}')
-        return "json_schema", json.dumps(schema, sort_keys=True)
+        return "json_schema", json.dumps(schema)  # key order matters: the grammar keeps it
     raise AgentError(f"response_format type {kind!r} is not supported: use text, json_object or json_schema")
 
 

@@ -58,7 +58,8 @@ def parse_tool_calls(text: str, tool_names: list[str] | None = None) -> ParsedOu
         close = HERMES_CLOSE if marker == HERMES_OPEN else MCP_CLOSE
         body_start = start + len(marker)
         end = text.find(close, body_start)
-        body = text[body_start:] if end < 0 else text[body_start:end]
+        # Cut off before the close tag (max_tokens): drop a partial close tag; a complete body still counts.
+        body = _strip_partial(text[body_start:], close) if end < 0 else text[body_start:end]
         pos = len(text) if end < 0 else end + len(close)
         raw = text[start:pos]
         if end < 0 and not body.strip():
@@ -192,6 +193,14 @@ def _check_names(out: ParsedOutput, tool_names: list[str] | None) -> ParsedOutpu
 
 def _invalid(out: ParsedOutput, raw: str, name: str | None, error: str) -> None:
     out.invalid_tool_calls.append(invalid_tool_call(name=name, args=raw, id=new_call_id(), error=error))
+
+
+def _strip_partial(body: str, close: str) -> str:
+    stripped = body.rstrip()
+    for k in range(len(close) - 1, 0, -1):
+        if stripped.endswith(close[:k]):
+            return stripped[:-k]
+    return body
 
 
 def _unfence(body: str) -> str:
