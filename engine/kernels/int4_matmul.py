@@ -31,7 +31,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from engine.quant import Int4Weight, dequantize
+from engine.quant import Int4Weight, dequantize, pack_int4, unpack_int4
 
 DEQUANT_MIN_M = 256  # from this many rows of x on, dequantize + cuBLAS beats the Triton GEMM
 
@@ -51,11 +51,19 @@ class PackedInt4:
         return self.scales.shape[1], self.qweight.shape[1] * 8
 
 
+def _regroup(codes: torch.Tensor, group: int, forward: bool) -> torch.Tensor:
+    """Codes [N, K] <-> kernel order: within each group, word w holds columns w, w + G/8, ..., w + 7 G/8."""
+    n, k = codes.shape
+    shape = (n, k // group, 8, group // 8) if forward else (n, k // group, group // 8, 8)
+    return codes.view(shape).transpose(-1, -2).reshape(n, k)
+
+
 def repack_int4(w: Int4Weight) -> PackedInt4:
     """Int4Weight -> PackedInt4 (kernel layout; done once at load time, costs one copy of the codes)."""
     n, k = w.shape
     assert k % 8 == 0 and k % w.group_size == 0 and w.group_size in (32, 64, 128), (k, w.group_size)
-    words = w.packed.contiguous().view(torch.int32)  # [N, K // 8]: nibble j of word kk = column 8 kk + j
+    codes = _regroup(unpack_int4(w.packed), w.group_size, forward=True)
+    words = pack_int4(codes).view(torch.int32)  # [N, K // 8]; all 8 codes of a word share one group
     pad = (-n) % 4
     if pad:
         words = torch.cat([words, words.new_zeros(pad, k // 8)])
@@ -72,7 +80,8 @@ def unpack_codes(pw: PackedInt4) -> Int4Weight:
     """PackedInt4 -> Int4Weight (the reference's view of the same weight)."""
     n, k = pw.shape
     words = pw.qweight.transpose(1, 2).reshape(-1, k // 8)[:n].contiguous()
-    return Int4Weight(words.view(torch.uint8), pw.scales.t(), pw.mins.t(), pw.group_size, pw.perm)
+    codes = _regroup(unpack_int4(words.view(torch.uint8)), pw.group_size, forward=False)
+    return Int4Weight(pack_int4(codes), pw.scales.t(), pw.mins.t(), pw.group_size, pw.perm)
 
 
 def int4_matmul_ref(x: torch.Tensor, pw: PackedInt4, residual: torch.Tensor | None = None,
@@ -105,6 +114,12 @@ def _magic_const(q, J: tl.constexpr):
 
 
 @triton.jit
+def _column(kk, j, G: tl.constexpr):
+    """Input column of nibble j of word kk (kernel order, see `_regroup`)."""
+    return kk // (G // 8) * G + j * (G // 8) + kk % (G // 8)
+
+
+@triton.jit
 def _load_words(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     """Words [BK / 8, BN] of rows rn from column k0, and each word's 16 s and m - 16 s (fp32 [BK / 8, BN])."""
     rk8 = k0 // 8 + tl.arange(0, BK // 8)
@@ -121,7 +136,14 @@ def _dequant_tile(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G: tl.constexpr, BN: tl.con
     """W^T tile [BK, BN] in fp32; entries past K or N are finite (the caller masks x or the store)."""
     q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)
     val = _magic(q[:, None, :], (tl.arange(0, 8) * 4)[None, :, None])  # [BK / 8, 8, BN]
-    return tl.reshape(val * s[:, None, :] + mn[:, None, :], (BK, BN))
+    return tl.reshape(val * s[:, None, :] + mn[:, None, :], (BK, BN))  # row r <-> column _tile_columns(r)
+
+
+@triton.jit
+def _tile_columns(k0, BK: tl.constexpr, G: tl.constexpr):
+    """Input columns of the rows of a `_dequant_tile` (word-major, then nibble)."""
+    r = tl.arange(0, BK)
+    return _column(k0 // 8 + r // 8, r % 8, G)
 
 
 @triton.jit
@@ -147,29 +169,37 @@ def interpreting() -> bool:
 
 
 def _gemv_configs():
-    if interpreting():  # the interpreter runs every config: keep one
-        return [triton.Config({"BN": 4, "BK": 256}, num_warps=4)]
-    return [triton.Config({"BN": bn, "BK": bk}, num_warps=w, num_stages=st)
-            for bn, bk, w, st in [(4, 1024, 4, 2), (4, 2048, 4, 2), (8, 512, 4, 2), (4, 512, 2, 3),
-                                  (8, 1024, 4, 2), (4, 4096, 8, 1)]]
+    # which layout Triton gives the x loads (and so whether they are shuffled through shared memory) depends on
+    # the tile, so both x-load forms are in the search; the autotuner keeps the fastest on the device
+    if interpreting():  # the autotuner needs a device to time configs: keep one (tests run the other directly)
+        return [triton.Config({"BN": 4, "BK": 256, "X_WIDE": False}, num_warps=4)]
+    return [triton.Config({"BN": bn, "BK": bk, "X_WIDE": xw}, num_warps=w, num_stages=st)
+            for bn, bk, w, st in [(4, 1024, 4, 2), (4, 2048, 4, 2), (8, 512, 4, 2), (4, 512, 2, 2),
+                                  (8, 1024, 4, 2), (4, 4096, 8, 1), (4, 256, 1, 2), (16, 256, 4, 2)]
+            for xw in (False, True)]
 
 
 @triton.autotune(configs=_gemv_configs(), key=["N", "K", "G", "SWIGLU"])
-@triton.jit
-def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, N, K, G: tl.constexpr, SWIGLU: tl.constexpr,
-                 RESIDUAL: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    # x [1, K] -> out [1, BN rows]; each thread owns whole words of 4 rows, so x_j is loaded once for 4 rows
+@triton.jit(do_not_specialize=["x_stride"])
+def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, N, K, x_stride, G: tl.constexpr,
+                 SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                 X_WIDE: tl.constexpr):
+    # x [1, K] -> out [1, BN rows]. A thread owns whole words of 4 rows and loads each x value it needs once
+    # ([BK / 8, 1] tensors broadcast over the rows), 8 loads per word-row, coalesced since a word's nibble j
+    # sits G/8 columns after nibble j-1. x_stride (always 1) is not specialised so that Triton does not
+    # vectorise these loads into a layout that would need a shared-memory shuffle to broadcast.
     rn = tl.program_id(0) * BN + tl.arange(0, BN)
     acc = tl.zeros((BK // 8, BN), tl.float32)
     for k0 in range(0, K, BK):
         q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)  # [BK / 8, BN]
-        rx = k0 + tl.arange(0, BK // 8) * 8
+        kk = (k0 // 8 + tl.arange(0, BK // 8))[:, None]  # [BK / 8, 1]
         part = tl.zeros((BK // 8, BN), tl.float32)
-        xsum = tl.zeros((BK // 8, BN), tl.float32)
+        xsum = tl.zeros((BK // 8, BN if X_WIDE else 1), tl.float32)
         for j in tl.static_range(8):
-            # x_j loaded straight into the words' layout (a broadcast address): no layout conversion
-            xj = tl.load(x_ptr + rx[:, None] + j + rn[None, :] * 0, mask=(rx < K)[:, None], other=0.0)
-            xj = xj.to(tl.float32)  # [BK / 8, BN]
+            xo = _column(kk, j, G) * x_stride
+            if X_WIDE:  # the same x value loaded for each of the BN rows: redundant, but never reshuffled
+                xo = xo + rn[None, :] * 0
+            xj = tl.load(x_ptr + xo, mask=kk < K // 8, other=0.0).to(tl.float32)
             xsum += xj
             part += xj * _magic_const(q, j)
         acc += part * s + xsum * mn  # scale once per word
@@ -195,7 +225,7 @@ def _gemm_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, M, N, K, stride_x
     acc = tl.zeros((BM, BN), tl.float32)
     for k0 in range(0, K, BK):
         w = _dequant_tile(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)  # [BK, BN]
-        rk = k0 + tl.arange(0, BK)
+        rk = _tile_columns(k0, BK, G)
         x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=(rm < M)[:, None] & (rk < K)[None, :],
                     other=0.0)  # [BM, BK]
         if F32_DOT:  # Triton 3.9's interpreter computes bf16 tl.dot wrongly (bit patterns as numbers)
@@ -209,7 +239,7 @@ def _gemm_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, M, N, K, stride_x
 @triton.jit
 def _dequant_kernel(q_ptr, s_ptr, m_ptr, wt_ptr, N, K, G: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     rn = tl.program_id(0) * BN + tl.arange(0, BN)
-    rk = tl.program_id(1) * BK + tl.arange(0, BK)
+    rk = _tile_columns(tl.program_id(1) * BK, BK, G)
     w = _dequant_tile(q_ptr, s_ptr, m_ptr, rn, tl.program_id(1) * BK, N, K, G, BN, BK)  # [BK, BN]
     tl.store(wt_ptr + rk[:, None] * N + rn[None, :], w.to(wt_ptr.dtype.element_ty),
              mask=(rk < K)[:, None] & (rn < N)[None, :])
@@ -247,8 +277,8 @@ def int4_matmul(x: torch.Tensor, pw: PackedInt4, residual: torch.Tensor | None =
     res = out if residual is None else residual
     if m == 1:
         grid = lambda meta: (triton.cdiv(n, meta["BN"]),)  # noqa: E731
-        _gemv_kernel[grid](x, pw.qweight, pw.scales, pw.mins, out, res, n, k, G=pw.group_size, SWIGLU=swiglu,
-                           RESIDUAL=residual is not None)
+        _gemv_kernel[grid](x, pw.qweight, pw.scales, pw.mins, out, res, n, k, 1, G=pw.group_size,
+                           SWIGLU=swiglu, RESIDUAL=residual is not None)
     else:
         grid = lambda meta: (triton.cdiv(m, meta["BM"]), triton.cdiv(n, meta["BN"]))  # noqa: E731
         _gemm_kernel[grid](x, pw.qweight, pw.scales, pw.mins, out, res, m, n, k, x.stride(0), out.stride(0),

@@ -49,6 +49,17 @@ def test_kernel_int4_matmul_epilogues(m):
     assert res.shape == (m, 24)
 
 
+@pytest.mark.parametrize("bn,bk,wide", [(4, 64, True), (8, 128, False), (4, 128, True)])
+def test_kernel_int4_gemv_every_x_form(bn, bk, wide):
+    """The GEMV's configs outside the autotuner (it keeps one under the interpreter)."""
+    pw = K.repack_int4(random_int4(40, 320, 64, act_order=False))
+    x = torch.randn(1, 320, device=DEVICE)
+    out = torch.empty(1, 40, device=DEVICE)
+    K._gemv_kernel.fn[(10,)](x, pw.qweight, pw.scales, pw.mins, out, out, 40, 320, 1, G=64, SWIGLU=False,
+                             RESIDUAL=False, BN=bn, BK=bk, X_WIDE=wide)
+    assert rel_err(out, K.int4_matmul_ref(x, pw)) < 1e-4
+
+
 def test_kernel_int4_dequant_and_layout():
     w = random_int4(24, 160, 32)
     pw = K.repack_int4(w)
