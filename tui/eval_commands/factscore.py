@@ -16,9 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", required=True, metavar="DIR", help="retrieval index folder (cpm index build)")
     p.add_argument("--out", metavar="REPORT.json", help="JSON report path (default: SURVEY.factscore.json)")
     p.add_argument("--cache", metavar="FILE", help="per-claim SQLite cache (default: REPORT.cache.sqlite)")
-    p.add_argument("--backend", choices=["engine", "openai"], help="chat backend (default: $CPM_BACKEND or engine)")
-    p.add_argument("--model", help="model alias/path (engine) or served model name (openai); default smollm2-135m")
-    p.add_argument("--base-url", help="OpenAI-compatible server URL for --backend openai")
     p.add_argument("--judge", choices=["auto", "likelihood", "chat", "lexical"], default="auto",
                    help="likelihood: token log-probs given the evidence (engine only); chat: the model answers "
                         "supported / not supported (constrained); lexical: word/number/negation match, no "
@@ -30,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the model calls; part of the cache key")
     p.add_argument("--gamma", type=int, default=10, help="length-penalty threshold, as in FActScore (default 10)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    from agents.chat.factory import add_backend_arguments
+
+    add_backend_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -81,9 +81,10 @@ def _build_models(args: argparse.Namespace):
 
     if args.judge == "lexical" and args.extract == "sentence":
         return None, LexicalJudge(), "none"  # no model at all: nothing to load
-    from agents.chat import make_chat_model
+    from agents.chat.factory import chat_model_from_args
 
-    llm = make_chat_model(backend=args.backend, model=args.model, base_url=args.base_url)
+    # greedy and seeded: the same survey gives the same claims and verdicts (and cache keys)
+    llm = chat_model_from_args(args, temperature=0.0, seed=args.seed)
     name = str(getattr(llm, "model_name", None) or getattr(llm, "model", None) or args.model or "default")
     engine = getattr(llm, "engine", None)
     choice = args.judge if args.judge != "auto" else ("likelihood" if engine is not None else "chat")
