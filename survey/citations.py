@@ -98,6 +98,18 @@ def _dedupe(sents: list[str]) -> list[str]:
     return out
 
 
+def _collapse_clauses(sentence: str) -> str:
+    """Drop clauses that repeat an earlier clause of the same run-on sentence (a small model's loop)."""
+    out, seen = [], []
+    for clause in re.split(r"(?<=[,;])\s+", sentence):
+        words = content_words(_GROUP.sub("", clause))
+        if words and any(words <= prev for prev in seen):
+            continue
+        seen.append(words)
+        out.append(clause)
+    return " ".join(out).rstrip(",; ")
+
+
 def _attach(body: str, ids: list[str]) -> str:
     if not ids:
         return body
@@ -114,6 +126,7 @@ def check_citations(draft: str, sources: list[Source], max_words: int | None = N
     out_sentences: list[str] = []
     words = 0
     for sent in _dedupe(sentences(strip_scaffolding(draft))):
+        sent = _collapse_clauses(sent)
         body = clean(_GROUP.sub("", _MARKER.sub("", sent)))
         body = re.sub(r"\s+([.,;:!?])", r"\1", body)
         if not content_words(body):
@@ -180,3 +193,31 @@ def to_local(text: str, sources: list[Source]) -> str:
     """`[@doc_id]` markers back to the `[n]` numbers of `sources` (to show a checked draft to the model)."""
     number = {s.id: i for i, s in enumerate(sources, 1)}
     return _MARKER.sub(lambda m: f"[{number[m.group(1)]}]" if m.group(1) in number else "", text)
+
+
+def cite_summary(draft: str, source: Source, max_sentences: int = 2) -> CitationReport:
+    """A summary the model wrote about one source: keep its sentences that share content with that source
+    (at most `max_sentences`), cite the source on the last one, drop whatever else it cited."""
+    kept: list[str] = []
+    report = CitationReport(text="")
+    for sent in _dedupe(sentences(strip_scaffolding(draft))):
+        body = clean(_GROUP.sub("", _MARKER.sub("", _collapse_clauses(sent))))
+        body = re.sub(r"\s+([.,;:!?])", r"\1", body)
+        if not content_words(body):
+            continue
+        if overlap(body, source) >= min(KEEP_OVERLAP, len(content_words(body))):
+            kept.append(body if body[-1] in ".!?" else body + ".")
+        else:
+            report.dropped.append(f"sentence does not match [{source.title[:40]}]: {body[:60]!r}")
+        if len(kept) == max_sentences:
+            break
+    if kept:
+        kept[-1] = _attach(kept[-1], [source.id])
+    report.text = " ".join(kept)
+    report.cited_ids = cited_ids(report.text)
+    return report
+
+
+def join_reports(reports: list[CitationReport]) -> CitationReport:
+    text = " ".join(r.text for r in reports if r.text)
+    return CitationReport(text=text, cited_ids=cited_ids(text), dropped=[d for r in reports for d in r.dropped])

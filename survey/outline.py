@@ -16,6 +16,8 @@ from survey.text import clean, content_words
 
 _BULLET = re.compile(r"^\s*(?:#+\s*|[-*\u2022]\s*|\(?\d+[.)]\s*|section\s+\d+\s*[:.)-]\s*)", re.I)
 _GENERIC = {"introduction", "conclusion", "conclusions", "references", "abstract", "summary", "outline"}
+# Words that mark a line as chatter about the survey rather than a heading.
+_CHATTER = re.compile(r"\b(survey|this|these|here|sure|following|section|sections|heading|headings)\b", re.I)
 
 
 class SectionPlan(BaseModel):
@@ -33,14 +35,22 @@ class Outline(BaseModel):
     repaired: int = Field(0, description="sections filled in from retrieved paper titles")
 
 
-def _parse_line(line: str) -> SectionPlan | None:
+def _restates(title: str, topic: str) -> bool:
+    """A heading whose words all come from the topic (three or more of them) is the topic again."""
+    words = content_words(title)
+    return len(words) >= 3 and words <= content_words(topic)
+
+
+def _parse_line(line: str, topic: str) -> SectionPlan | None:
     line = _BULLET.sub("", clean(line.replace("**", ""))).strip(" .:-\"'")
     if not line:
         return None
-    title, _, goal = line.partition(":")
+    title, colon, goal = line.partition(":")
     title, goal = title.strip(" .\"'"), goal.strip(" .\"'")
     words = title.split()
-    if not 1 <= len(words) <= 12 or title.lower() in _GENERIC or not content_words(title):
+    if (not 1 <= len(words) <= (12 if colon else 7) or title.lower() in _GENERIC or title.endswith(",")
+            or _CHATTER.search(title) or not content_words(title)
+            or _restates(title, topic)):
         return None
     if len(words) > 8:
         title = " ".join(words[:8])
@@ -61,7 +71,7 @@ def parse_outline(text: str, topic: str, n_sections: int, sources: list[Source])
     plans: list[SectionPlan] = []
     seen: set[frozenset[str]] = set()
     for line in (text or "").splitlines():
-        plan = _parse_line(line)
+        plan = _parse_line(line, topic)
         key = frozenset(content_words(plan.title)) if plan else None
         if plan and key not in seen:
             seen.add(key)

@@ -1,7 +1,7 @@
 """Knobs of a survey run, read by each node from the run's `configurable` dict."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, Field, model_validator
@@ -14,7 +14,10 @@ class Configuration(BaseModel):
 
     sections: int = Field(5, description="body sections (introduction and conclusion come on top)")
     words_per_section: int = Field(120, description="target length of each body section")
-    sources_per_section: int = Field(6, description="reranked documents shown to the writer per section")
+    write_mode: Literal["per_source", "section"] = Field(
+        "per_source", description="per_source: one short summary per source, cited by construction (suits "
+        "small models); section: the model writes the whole section with [n] citations, checked and revised")
+    sources_per_section: int = Field(4, description="reranked documents shown to the writer per section")
     queries_per_section: int = Field(2, description="search queries the model adds to the section title")
     hits_per_query: int = Field(8, description="documents retrieved per query before dedupe and rerank")
     plan_hits: int = Field(16, description="documents retrieved for the topic to plan the outline")

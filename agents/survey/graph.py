@@ -21,7 +21,8 @@ from agents.survey import prompts
 from agents.survey.configuration import Configuration
 from agents.survey.state import SectionTask, SurveyContext, SurveyState
 from survey.bibtex import render_bibtex
-from survey.citations import check_citations, ground_minimum, numbered_sources, to_local
+from survey.citations import (check_citations, cite_summary, ground_minimum, join_reports, numbered_sources,
+                              to_local)
 from survey.errors import SurveyError
 from survey.llm import generate
 from survey.outline import Outline, SectionPlan, parse_outline
@@ -117,6 +118,32 @@ async def _write_checked(runtime, cfg: Configuration, index: int, title: str, go
     return result, usage
 
 
+async def _write_per_source(runtime, cfg: Configuration, index: int, title: str, goal: str,
+                            sources: list[Source], min_citations: int) -> tuple[SectionResult, Usage]:
+    """One short summary per source, each cited to its own source when it matches it; a failed summary is
+    asked again once, closer to the abstract; then the minimum is grounded as in `_write_checked`."""
+    words = max(12, cfg.words_per_section // len(sources))
+    usage, reports, revisions = Usage(), [], 0
+    for n, src in enumerate(sources, 1):
+        abstract = src.text[:700]
+        text, u = await _ask(runtime, cfg, index, f"source {n}/{len(sources)}", prompts.SUMMARY.format(
+            n=n, title=src.title, abstract=abstract, words=words, section=title), max_tokens=int(words * 1.6) + 24)
+        usage = usage.add(u)
+        report = cite_summary(text, src)
+        if not report.text and revisions < cfg.max_revisions * len(sources):
+            revisions += 1
+            text, u = await _ask(runtime, cfg, index, f"revise {n}", prompts.SUMMARY_RETRY.format(
+                n=n, title=src.title, abstract=abstract), max_tokens=int(words * 1.6) + 24)
+            usage = usage.add(u)
+            report = cite_summary(text, src)
+        reports.append(report)
+    report = ground_minimum(join_reports(reports), sources, min_citations)
+    result = SectionResult(index=index, title=title, goal=goal, sources=sources, text=report.text,
+                           cited_ids=report.cited_ids, revisions=revisions, dropped_citations=report.dropped,
+                           grounded=report.grounded, run_id=runtime.context.run_id)
+    return result, usage
+
+
 async def section(task: SectionTask, config: RunnableConfig,
                   runtime: Runtime[SurveyContext]) -> Command[Literal["dispatch"]]:
     """Queries -> retrieve (dedupe, rerank by the goal) -> write with [n] -> check -> revise -> ground.
@@ -143,8 +170,11 @@ async def section(task: SectionTask, config: RunnableConfig,
     require_hits(found, f"section {sec.title!r}")
     sources = rerank(f"{sec.title} {sec.goal}", found, cfg.sources_per_section, set(task["avoid"]))
     # Step 3: write and check.
-    result, u = await _write_checked(runtime, cfg, index, sec.title, sec.goal, task["topic"], sources,
-                                     min(cfg.min_citations, len(sources)))
+    least = min(cfg.min_citations, len(sources))
+    if cfg.write_mode == "per_source":
+        result, u = await _write_per_source(runtime, cfg, index, sec.title, sec.goal, sources, least)
+    else:
+        result, u = await _write_checked(runtime, cfg, index, sec.title, sec.goal, task["topic"], sources, least)
     result = result.model_copy(update={"queries": queries, "retrieved_ids": list(dict.fromkeys(s.id for s in found)),
                                        "usage": usage.add(u), "seconds": time.perf_counter() - start})
     get_stream_writer()({"event": "section_done", "section": index, "title": sec.title,

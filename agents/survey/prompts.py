@@ -22,6 +22,17 @@ Write about {words} words of plain prose (no headings, no lists). After each cla
 from with its number in brackets, like [1] or [2]. Cite at least {min_citations} different sources. Use only
 the sources above."""
 
+SUMMARY = """Paper [{n}]: {title}
+Abstract: {abstract}
+
+In {words} words, say what this paper contributes to "{section}": its method or finding. Use the abstract's
+words. End with [{n}]."""
+
+SUMMARY_RETRY = """Paper [{n}]: {title}
+Abstract: {abstract}
+
+Copy the one sentence of this abstract that best states the paper's main result, then add [{n}]."""
+
 REVISE = """Sources:
 {sources}
 

@@ -32,6 +32,8 @@ class QuotingChat(BaseChatModel):
             text = "\n".join(f"{t.split(':')[0]}: methods around {t}" for t in titles)
         elif "search queries" in prompt:
             text = "\n".join(re.findall(r'section "([^"]+)"', prompt))
+        elif m := re.match(r"Paper \[(\d+)\]: .*\nAbstract: ([^.]+)", prompt):
+            text = f"{m.group(2)} [{m.group(1)}]."
         elif "Conclusion" in prompt or "conclusion" in prompt:
             text = "These sections show steady progress [1]. Open problems remain in evaluation."
         else:

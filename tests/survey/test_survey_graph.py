@@ -30,7 +30,7 @@ def index(survey_index):
 
 
 async def test_survey_backend_failure_is_retried_and_reported(index, tmp_path):
-    settings = Configuration(sections=3, words_per_section=60, backoff_s=0.0)
+    settings = Configuration(sections=3, words_per_section=60, backoff_s=0.0, write_mode="section")
     events = await _run(TOPIC, QuotingChat(fail_on=[3]), index, tmp_path / "ck.sqlite", settings)
     retries = [e for e in events if e["event"] == "retry"]
     assert len(retries) == 1 and "scripted failure" in retries[0]["error"]
@@ -63,7 +63,9 @@ async def test_survey_interrupt_after_two_sections_resumes_without_rewriting_the
     second = await _run(None, QuotingChat(), index, db, thread_id=thread, resume=True)
     assert second[0]["sections_done"] == [0, 1]
     assert [e["section"] for e in second if e["event"] == "section_done"] == [2, 3]
-    runs = {s["index"]: s["run_id"] for s in second[-1]["trace"]["sections"]}
+    trace = second[-1]["trace"]["sections"]
+    assert all(s["grounded_sentences"] == 0 for s in trace if s["index"] >= 0)  # the summaries were kept
+    runs = {s["index"]: s["run_id"] for s in trace}
     assert runs[0] == runs[1] == run1 and runs[2] == runs[3] == second[0]["run_id"] != run1
 
 
