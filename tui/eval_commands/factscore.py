@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="likelihood: token log-probs given the evidence (engine only); chat: the model answers "
                         "supported / not supported (constrained); lexical: word/number/negation match, no "
                         "model; auto: likelihood on the engine, else chat")
+    p.add_argument("--scorer", choices=["auto", "engine", "hf"], default="auto",
+                   help="likelihood judge: token log-probs from the engine (one decode step per token) or from "
+                        "transformers (one forward pass; faster on CPU); auto: hf on CPU, engine on GPU")
     p.add_argument("--threshold", type=float, help="likelihood judge: worst-token log-prob to count as supported")
     p.add_argument("--extract", choices=["model", "sentence"], default="model",
                    help="atomic claims by the chat model (default) or one claim per sentence")
@@ -77,7 +80,7 @@ def _build_models(args: argparse.Namespace):
     """(chat model, judge, model name); the likelihood judge shares the chat model's in-process engine."""
     from survey.errors import SurveyError
     from survey.factscore import ChatJudge, LexicalJudge
-    from survey.factscore.likelihood import THRESHOLD, EngineScorer, LikelihoodJudge
+    from survey.factscore.likelihood import THRESHOLD, LikelihoodJudge
 
     if args.judge == "lexical" and args.extract == "sentence":
         return None, LexicalJudge(), "none"  # no model at all: nothing to load
@@ -95,8 +98,19 @@ def _build_models(args: argparse.Namespace):
             raise SurveyError("--judge likelihood needs the in-process engine (--backend engine); "
                               "use --judge chat with a remote backend")
         threshold = THRESHOLD if args.threshold is None else args.threshold
-        return llm, LikelihoodJudge(EngineScorer(engine, name), threshold), name
+        return llm, LikelihoodJudge(_scorer(args.scorer, engine, name), threshold), name
     return llm, ChatJudge(llm, name), name
+
+
+def _scorer(choice: str, engine, name: str):
+    from survey.factscore.likelihood import EngineScorer, HFScorer
+
+    if choice == "auto":
+        choice = "hf" if str(engine.device) == "cpu" and str(engine.path).endswith(".gguf") else "engine"
+    if choice == "hf":
+        # the same weights file the engine loaded, read by transformers
+        return HFScorer(str(engine.path), f"hf:{name}")
+    return EngineScorer(engine, f"engine:{name}")
 
 
 class _progress_bar:
