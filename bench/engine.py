@@ -172,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ours: {ours['GBps']:.0f} GB/s = {ours['roofline_frac']:.0%} of copy bandwidth; prefill "
           f"{ours['prefill_TFLOPs']:.0f} TFLOP/s = {ours['prefill_frac_of_peak']:.0%} of bf16 matmul peak; "
           f"graph tokens == eager: {ours['graph_equals_eager']}")
+    from engine.kernels import int4_matmul as k4
+
+    tuned = {str(key): str(cfg) for kern in (k4._gemv_kernel, k4._gemm_kernel) for key, cfg in kern.cache.items()}
+    print("autotuned int4 configs:", json.dumps(tuned))
     if a.json:
         print(json.dumps({"args": vars(a), "device": torch.cuda.get_device_name(), "ceilings": ceil,
                           "engine": ours, "peers": peers, "micro": micro}))

@@ -211,8 +211,8 @@ def _gemm_configs():
     if interpreting():
         return [triton.Config({"BM": 16, "BN": 32, "BK": 64}, num_warps=4)]
     return [triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=w, num_stages=st)
-            for bm, bn, bk, w, st in [(16, 64, 128, 4, 4), (16, 128, 128, 4, 3), (16, 32, 256, 4, 3),
-                                      (64, 128, 64, 8, 3)]]
+            for bm, bn, bk, w, st in [(16, 64, 128, 4, 4), (16, 32, 256, 4, 3), (16, 16, 256, 4, 3),
+                                      (16, 32, 128, 2, 4), (64, 128, 64, 8, 3)]]
 
 
 @triton.autotune(configs=_gemm_configs(), key=["N", "K", "M_BUCKET", "G", "SWIGLU"])
