@@ -68,5 +68,6 @@ def test_greedy_matches_transformers_one_prompt(pair):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_greedy_matches_transformers_five_prompts(pair):
     assert check(*pair, PROMPTS) <= 1  # a near tie is tolerated, more than one would not be "rare"

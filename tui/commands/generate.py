@@ -12,6 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="smollm2-135m", help="model alias, .gguf file or HF checkpoint folder")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--max-seq-len", type=int, default=None, help="context to allocate (default: model's, <= 8192)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine import Engine, SamplingParams
 
-    engine = Engine.load(args.model, device=args.device)
+    engine = Engine.load(args.model, device=args.device, max_seq_len=args.max_seq_len)
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                             top_k=args.top_k, seed=args.seed, stop=args.stop)
     if args.chat:
