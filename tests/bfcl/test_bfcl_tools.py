@@ -22,7 +22,7 @@ def test_bfcl_tool_schemas_are_json_schema(all_functions):
     for i, doc in enumerate(all_functions):
         tool = to_openai_tool(doc)
         assert tool["type"] == "function" and "." not in tool["function"]["name"]
-        if i % 4 == 0:   # meta-schema validation of every 4th: all of them take ~15 s on 2 cores
+        if i % 8 == 0:   # meta-schema validation of every 8th: all of them take ~15 s on 2 cores
             meta.validate(tool["function"]["parameters"])
         text = json.dumps(tool)
         assert '"dict"' not in text and '"float"' not in text.replace('"format": "float"', "")
@@ -45,7 +45,7 @@ def test_bfcl_type_mapping():
 
 def test_bfcl_tool_schemas_compile_to_grammars(all_functions):
     xgr = pytest.importorskip("xgrammar")
-    for doc in all_functions[::12]:   # a sample: compiling all ~1,900 takes tens of seconds on 2 cores
+    for doc in all_functions[::24]:   # a sample: compiling all ~1,900 takes tens of seconds on 2 cores
         xgr.Grammar.from_json_schema(json.dumps(to_openai_tools([doc])[0]["function"]["parameters"]))
 
 
