@@ -32,6 +32,7 @@ class GenerationConfig:
     backend: str | None = None
     model: str | None = None
     base_url: str | None = None
+    api_key: str | None = None
     constrained: bool = False
     max_tokens: int = 256
 
@@ -45,8 +46,8 @@ class GenerationConfig:
     def make_model(self):
         from agents.chat import make_chat_model
 
-        kwargs = {k: v for k, v in (("backend", self.backend), ("model", self.model),
-                                    ("base_url", self.base_url)) if v is not None}
+        kwargs = {k: v for k, v in (("backend", self.backend), ("model", self.model), ("base_url", self.base_url),
+                                    ("api_key", self.api_key)) if v is not None}
         return make_chat_model(**kwargs)
 
 
@@ -110,6 +111,7 @@ def generate_and_score(data_dir: Path, out_dir: Path, config: GenerationConfig, 
     cases = load_cases(data_dir, categories, limit)
     records = generate(cases, out_dir, config, chat, progress)
     report = score_records(cases, records, name_mode)
-    report["run"] = {**asdict(config), "mode": config.mode, "limit": limit,
+    settings = {k: v for k, v in asdict(config).items() if k != "api_key"}   # never write the key to disk
+    report["run"] = {**settings, "mode": config.mode, "limit": limit,
                      "categories": sorted({c.category for c in cases}), "results": str(Path(out_dir) / RESULTS_NAME)}
     return report

@@ -20,13 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="only the first N cases of each category")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--constrained", dest="constrained", action="store_true", default=False,
-                      help="grammar-constrained tool calls (the output must parse as a call to a bound tool)")
-    mode.add_argument("--free", dest="constrained", action="store_false", help="free decoding (default)")
+                      help="BFCL's FC mode: tools bound, each call grammar-constrained to its tool's schema")
+    mode.add_argument("--free", dest="constrained", action="store_false", help="BFCL's prompting mode (default): functions in the system prompt, no grammar")
     p.add_argument("--out", metavar="DIR", help="write bfcl_report.json here (generation: also bfcl_results.jsonl;"
                                                 " default ./bfcl_run)")
     p.add_argument("--backend", choices=["engine", "openai"], help="chat backend (default: $CPM_BACKEND or engine)")
     p.add_argument("--model", help="model alias/path (engine) or served model name (openai); default smollm2-135m")
-    p.add_argument("--base-url", help="OpenAI-compatible server URL for --backend openai")
+    p.add_argument("--base-url", help="OpenAI-compatible server URL for --backend openai (env CPM_BASE_URL)")
+    p.add_argument("--api-key", help="API key for the server (env CPM_API_KEY)")
     p.add_argument("--max-tokens", type=int, default=256, help="generation budget per case (default 256)")
     p.add_argument("--names", choices=["either", "exact", "underscore"], default="either",
                    help="function-name matching: exact, BFCL's dot->underscore form, or either (default)")
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
         out = Path(args.out or "bfcl_run")
         config = GenerationConfig(backend=args.backend, model=args.model, base_url=args.base_url,
-                                  constrained=args.constrained, max_tokens=args.max_tokens)
+                                  api_key=args.api_key, constrained=args.constrained, max_tokens=args.max_tokens)
         report = generate_and_score(Path(args.data), out, config, args.categories, args.limit, args.names,
                                     progress=_progress)
         args.out = str(out)
