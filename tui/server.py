@@ -52,8 +52,9 @@ def create_app(runner: EngineRunner, model_name: str) -> Starlette:
             req, stream, include_usage = _chat_request(body, model_name)
             if stream:
                 return await _streaming(runner, queue, req, model_name, include_usage)
+            prep = await asyncio.to_thread(runner.prepare, req)
             async with queue:
-                reply = await asyncio.to_thread(runner.complete, req)
+                reply = await asyncio.to_thread(runner.complete, prep)
             return JSONResponse(_completion(reply, model_name))
         except RequestError as exc:
             return _error(str(exc), exc.status, exc.param, exc.code)
@@ -69,47 +70,43 @@ def create_app(runner: EngineRunner, model_name: str) -> Starlette:
 
 async def _streaming(runner: EngineRunner, queue: asyncio.Lock, req: ChatRequest, model_name: str,
                      include_usage: bool) -> StreamingResponse:
-    """Start generation (errors in the request surface here, as JSON) and stream its pieces as SSE."""
+    """Check the request first (errors answer as JSON, status 400), then stream its pieces as SSE."""
+    prep = await asyncio.to_thread(runner.prepare, req)
     loop = asyncio.get_running_loop()
-    items: asyncio.Queue = asyncio.Queue()
-    cancel = threading.Event()
-    await queue.acquire()
-    try:
-        gen = await asyncio.to_thread(runner.stream, req)  # validates the request and compiles its grammar
-    except BaseException:
-        queue.release()
-        raise
 
-    def produce() -> None:
+    def produce(items: asyncio.Queue, cancel: threading.Event) -> None:
         try:
-            for item in gen:
+            for item in runner.stream_prepared(prep):
                 loop.call_soon_threadsafe(items.put_nowait, item)
                 if cancel.is_set():  # the client went away: stop decoding
                     break
         except Exception as exc:  # reported in-stream: the 200 header is already sent
             loop.call_soon_threadsafe(items.put_nowait, exc)
         finally:
-            gen.close()
             loop.call_soon_threadsafe(items.put_nowait, None)
 
     async def events():
         cid, created = _completion_id(), int(time.time())
-        worker = loop.run_in_executor(None, produce)
-        try:
-            yield _sse(_chunk(cid, created, model_name, {"role": "assistant", "content": ""}))
-            while (item := await items.get()) is not None:
-                if isinstance(item, Exception):
-                    yield _sse({"error": {"message": str(item), "type": "server_error", "param": None, "code": None}})
-                elif isinstance(item, str):
-                    yield _sse(_chunk(cid, created, model_name, {"content": item}))
-                else:
-                    for event in _final_events(item, cid, created, model_name, include_usage):
-                        yield _sse(event)
-            yield "data: [DONE]\n\n"
-        finally:
-            cancel.set()
-            await asyncio.shield(worker)
-            queue.release()
+        items: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+        # The queue is taken inside the body, so a client that leaves before the body starts holds nothing.
+        async with queue:
+            worker = loop.run_in_executor(None, produce, items, cancel)
+            try:
+                yield _sse(_chunk(cid, created, model_name, {"role": "assistant", "content": ""}))
+                while (item := await items.get()) is not None:
+                    if isinstance(item, Exception):
+                        yield _sse({"error": {"message": str(item), "type": "server_error", "param": None,
+                                              "code": None}})
+                    elif isinstance(item, str):
+                        yield _sse(_chunk(cid, created, model_name, {"content": item}))
+                    else:
+                        for event in _final_events(item, cid, created, model_name, include_usage):
+                            yield _sse(event)
+                yield "data: [DONE]\n\n"
+            finally:
+                cancel.set()
+                await asyncio.shield(worker)  # the engine is free again before the next request starts
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -6,6 +6,7 @@ errors, so the last chunk also carries them in `response_metadata["invalid_tool_
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Iterator, Sequence
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -18,6 +19,8 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from agents.chat.engine_runner import ChatReply, ChatRequest, EngineRunner
 from agents.chat.messages import to_openai_messages
 from agents.chat.tooling import normalize_tool_choice, to_openai_tools
+
+_RUNNERS: "weakref.WeakKeyDictionary[Any, EngineRunner]" = weakref.WeakKeyDictionary()
 
 # Per-call options a caller may pass through `.bind(...)` or `invoke(..., **kwargs)`.
 _REQUEST_KEYS = {"tools", "tool_choice", "response_format", "parallel_tool_calls", "max_tokens", "temperature",
@@ -41,12 +44,8 @@ class ChatEngine(BaseChatModel):
     _runner: EngineRunner = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:
-        # A runner shared by every copy that langchain makes of this model, so all share one lock.
-        self._runner = getattr(self.engine, "_cpm_chat_runner", None) or EngineRunner(self.engine)
-        try:
-            self.engine._cpm_chat_runner = self._runner
-        except AttributeError:
-            pass
+        # One runner (so one lock) per engine, however many ChatEngines wrap it.
+        self._runner = _RUNNERS.get(self.engine) or _RUNNERS.setdefault(self.engine, EngineRunner(self.engine))
 
     @classmethod
     def from_model(cls, model: str = "smollm2-135m", device: str = "auto", **kwargs) -> "ChatEngine":

@@ -48,7 +48,9 @@ class ChatReply:
 
 
 @dataclass
-class _Prepared:
+class Prepared:
+    """A checked request: prompt ids, sampling parameters (grammar included) and how to parse the reply."""
+
     prompt_ids: list[int]
     params: Any
     names: list[str] | None  # tool names when the reply is parsed for calls, else None
@@ -72,8 +74,8 @@ class EngineRunner:
             self._grammars = GrammarFactory(tok, vocab_size=vocab, stop_token_ids=list(stops))
         return self._grammars
 
-    def complete(self, req: ChatRequest) -> ChatReply:
-        prep = self._prepare(req)
+    def complete(self, req: ChatRequest | Prepared) -> ChatReply:
+        prep = req if isinstance(req, Prepared) else self.prepare(req)
         with self.lock:
             result = self.engine.generate(prep.prompt_ids, prep.params)
         return self._reply(prep.prefix + result.text, prep, result)
@@ -84,9 +86,10 @@ class EngineRunner:
         The request is checked (and its grammar compiled) here, before the first item, so a bad request fails
         at the call rather than mid-stream.
         """
-        return self._stream(self._prepare(req))
+        return self.stream_prepared(self.prepare(req))
 
-    def _stream(self, prep: _Prepared) -> Iterator[str | ChatReply]:
+    def stream_prepared(self, prep: Prepared) -> Iterator[str | ChatReply]:
+        """`stream` for a request already checked by `prepare`; the engine lock is held while it runs."""
         splitter = ToolCallStreamSplitter() if prep.names is not None else None
         result = None
         with self.lock:
@@ -104,7 +107,8 @@ class EngineRunner:
             raise AgentError("the engine's stream ended without a final result")
         yield self._reply(prep.prefix + result.text, prep, result)
 
-    def _prepare(self, req: ChatRequest) -> _Prepared:
+    def prepare(self, req: ChatRequest) -> Prepared:
+        """Check the request, render its prompt and build its grammar (no engine lock needed)."""
         from engine import SamplingParams
 
         if not req.messages:
@@ -132,7 +136,7 @@ class EngineRunner:
                                 logits_processors=processors)
         ids = self.engine.tokenizer.encode(prompt, add_special_tokens=False)  # the template wrote any BOS
         names = tool_names(req.tools) if choice.mode != "none" and req.tools else None
-        return _Prepared(ids, params, names, prefix)
+        return Prepared(ids, params, names, prefix)
 
     def _apply_template(self, messages: list[dict], tools=None, add_generation_prompt: bool = True) -> str:
         apply = getattr(self.engine, "apply_chat_template", None)
@@ -142,7 +146,7 @@ class EngineRunner:
                                                          add_generation_prompt=add_generation_prompt)
 
     @staticmethod
-    def _reply(text: str, prep: _Prepared, result) -> ChatReply:
+    def _reply(text: str, prep: Prepared, result) -> ChatReply:
         parsed = parse_tool_calls(text, prep.names) if prep.names is not None else ParsedOutput(content=text)
         finish = "tool_calls" if parsed.tool_calls and result.finish_reason == "stop" else result.finish_reason
         return ChatReply(parsed, finish, result.prompt_tokens, result.decode_tokens)
