@@ -195,17 +195,28 @@ def to_local(text: str, sources: list[Source]) -> str:
     return _MARKER.sub(lambda m: f"[{number[m.group(1)]}]" if m.group(1) in number else "", text)
 
 
-def cite_summary(draft: str, source: Source, max_sentences: int = 2) -> CitationReport:
+def cite_summary(draft: str, source: Source, heading: str = "", max_sentences: int = 2) -> CitationReport:
     """A summary the model wrote about one source: keep its sentences that share content with that source
-    (at most `max_sentences`), cite the source on the last one, drop whatever else it cited."""
+    (at most `max_sentences`), cite the source on the last one, drop whatever else it cited.
+
+    Words of `heading` (the section title and topic, which the prompt showed) do not count as shared
+    content: every source shares them, so a sentence that only echoes the heading says nothing about this one.
+    """
     kept: list[str] = []
     report = CitationReport(text="")
+    echo = content_words(heading)
+    source_words = content_words(source.title + " " + source.text) - echo
     for sent in _dedupe(sentences(strip_scaffolding(draft))):
         body = clean(_GROUP.sub("", _MARKER.sub("", _collapse_clauses(sent))))
         body = re.sub(r"\s+([.,;:!?])", r"\1", body)
-        if not content_words(body):
+        head, colon, rest = body.partition(":")
+        if colon and rest.strip() and content_words(head) <= echo | content_words(source.title):
+            body = rest.strip()  # "Heading: the actual claim" -> the claim
+            body = body[:1].upper() + body[1:]
+        words = content_words(body) - echo
+        if not words:
             continue
-        if overlap(body, source) >= min(KEEP_OVERLAP, len(content_words(body))):
+        if len(words & source_words) >= min(KEEP_OVERLAP + 1, len(words)):
             kept.append(body if body[-1] in ".!?" else body + ".")
         else:
             report.dropped.append(f"sentence does not match [{source.title[:40]}]: {body[:60]!r}")

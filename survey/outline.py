@@ -36,9 +36,9 @@ class Outline(BaseModel):
 
 
 def _restates(title: str, topic: str) -> bool:
-    """A heading whose words all come from the topic (three or more of them) is the topic again."""
+    """A heading whose words all come from the topic (two or more of them) is the topic again."""
     words = content_words(title)
-    return len(words) >= 3 and words <= content_words(topic)
+    return len(words) >= 2 and words <= content_words(topic)
 
 
 def _parse_line(line: str, topic: str) -> SectionPlan | None:
@@ -73,7 +73,8 @@ def parse_outline(text: str, topic: str, n_sections: int, sources: list[Source])
     for line in (text or "").splitlines():
         plan = _parse_line(line, topic)
         key = frozenset(content_words(plan.title)) if plan else None
-        if plan and key not in seen:
+        # Near-duplicates: one heading's words contained in another's ("Quantization" / "Weight Quantization").
+        if plan and not any(key <= old or old <= key for old in seen):
             seen.add(key)
             plans.append(plan)
         if len(plans) == n_sections:
@@ -84,7 +85,7 @@ def parse_outline(text: str, topic: str, n_sections: int, sources: list[Source])
             break
         plan = _fill_title(src)
         key = frozenset(content_words(plan.title))
-        if key and key not in seen:
+        if key and not any(key <= old or old <= key for old in seen):
             seen.add(key)
             plans.append(plan)
             repaired += 1

@@ -6,7 +6,7 @@ import re
 _WS = re.compile(r"\s+")
 _WORD = re.compile(r"[a-z][a-z0-9\-]+")
 # Sentence ends: ., ! or ? followed by space, or a citation group closing a sentence.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\[(\"'])")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'\u201d]))\s+(?=[A-Z0-9\[(\"'\u201c])")
 STOPWORDS = frozenset("""
 a an and are as at be been being but by can could did do does for from had has have how in into is it its
 may might more most of on or our such than that the their them then there these they this those to was we

@@ -118,7 +118,7 @@ async def _write_checked(runtime, cfg: Configuration, index: int, title: str, go
     return result, usage
 
 
-async def _write_per_source(runtime, cfg: Configuration, index: int, title: str, goal: str,
+async def _write_per_source(runtime, cfg: Configuration, index: int, title: str, goal: str, topic: str,
                             sources: list[Source], min_citations: int) -> tuple[SectionResult, Usage]:
     """One short summary per source, each cited to its own source when it matches it; a failed summary is
     asked again once, closer to the abstract; then the minimum is grounded as in `_write_checked`."""
@@ -129,13 +129,13 @@ async def _write_per_source(runtime, cfg: Configuration, index: int, title: str,
         text, u = await _ask(runtime, cfg, index, f"source {n}/{len(sources)}", prompts.SUMMARY.format(
             n=n, title=src.title, abstract=abstract, words=words, section=title), max_tokens=int(words * 1.6) + 24)
         usage = usage.add(u)
-        report = cite_summary(text, src)
+        report = cite_summary(text, src, heading=f"{title} {topic}")
         if not report.text and revisions < cfg.max_revisions * len(sources):
             revisions += 1
             text, u = await _ask(runtime, cfg, index, f"revise {n}", prompts.SUMMARY_RETRY.format(
                 n=n, title=src.title, abstract=abstract), max_tokens=int(words * 1.6) + 24)
             usage = usage.add(u)
-            report = cite_summary(text, src)
+            report = cite_summary(text, src, heading=f"{title} {topic}")
         reports.append(report)
     report = ground_minimum(join_reports(reports), sources, min_citations)
     result = SectionResult(index=index, title=title, goal=goal, sources=sources, text=report.text,
@@ -172,7 +172,8 @@ async def section(task: SectionTask, config: RunnableConfig,
     # Step 3: write and check.
     least = min(cfg.min_citations, len(sources))
     if cfg.write_mode == "per_source":
-        result, u = await _write_per_source(runtime, cfg, index, sec.title, sec.goal, sources, least)
+        result, u = await _write_per_source(runtime, cfg, index, sec.title, sec.goal, task["topic"], sources,
+                                              least)
     else:
         result, u = await _write_checked(runtime, cfg, index, sec.title, sec.goal, task["topic"], sources, least)
     result = result.model_copy(update={"queries": queries, "retrieved_ids": list(dict.fromkeys(s.id for s in found)),

@@ -102,3 +102,21 @@ def test_survey_bibtex_parses_with_bibtexparser():
     assert len({e.key for e in lib.entries}) == 5
     entry = lib.entries[3]
     assert entry["eprint"] == "2503.00004" and entry["author"] == "Barbara Liskov"
+
+
+def test_survey_cite_summary_keeps_matching_sentences_and_drops_heading_echo():
+    from survey.citations import cite_summary
+
+    src = SOURCES[1]
+    text = ("Efficient Inference: We quantize weights to 4 bits for mobile phones [3]. "
+            "This is a great example of efficient inference. We quantize weights to 4 bits for mobile phones.")
+    rep = cite_summary(text, src, heading="Efficient Inference on-device models")
+    assert rep.text == "We quantize weights to 4 bits for mobile phones [@2503.00002]."
+    assert rep.cited_ids == ["2503.00002"] and len(rep.dropped) == 1
+    assert cite_summary("A great example of efficient inference.", src, heading="efficient inference").text == ""
+
+
+def test_survey_sentences_split_after_quotes():
+    from survey.text import sentences
+
+    assert len(sentences('They said "it works." It works. "Yes." Done')) == 4

@@ -20,6 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", type=Path, help="index directory built with `cpm index build`")
     p.add_argument("--sections", type=int, default=5, help="body sections (default 5)")
     p.add_argument("--words-per-section", type=int, default=120, help="target words per section (default 120)")
+    p.add_argument("--sources", type=int, default=4, help="retrieved papers written up per section (default 4)")
+    p.add_argument("--queries", type=int, default=1, help="model-written search queries per section, besides "
+                                                          "the heading and goal (default 1)")
+    p.add_argument("--write-mode", choices=["per_source", "section"], default="per_source",
+                   help="per_source (default): a short cited summary per paper, suits small models; section: "
+                        "the model writes each section with [n] citations, checked and revised")
     p.add_argument("--out", type=Path, help="Markdown file to write (default out/surveys/THREAD_ID.md); "
                                             ".bib and .trace.json are written beside it")
     p.add_argument("--backend", choices=["engine", "openai"], help="chat backend (default: $CPM_BACKEND or engine)")
@@ -42,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and not args.topic:
         raise UsageError("give a TOPIC, or --resume THREAD_ID to continue a survey")
     settings = Configuration(sections=args.sections, words_per_section=args.words_per_section,
-                             max_parallel=args.parallel)
+                             sources_per_section=args.sources, min_citations=min(3, args.sources),
+                             queries_per_section=args.queries, write_mode=args.write_mode, max_parallel=args.parallel)
     retriever = open_index(args.index)
     model = load_model(args.backend, args.model, args.base_url)
     done = asyncio.run(drive(args.topic, model, retriever, settings, args.checkpoints, args.resume, args.quiet))

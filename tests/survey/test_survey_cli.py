@@ -1,0 +1,27 @@
+"""`cpm survey` / `cpm demo` user errors: one line on stderr, exit code 2."""
+from __future__ import annotations
+
+from tui.cli import main
+
+
+def test_survey_cli_needs_index(capsys):
+    assert main(["survey", "speculative decoding"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--index DIR is required" in err[0]
+
+
+def test_survey_cli_missing_index_dir(capsys, tmp_path):
+    assert main(["survey", "speculative decoding", "--index", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cpm survey: error:")
+
+
+def test_survey_cli_resume_needs_topic_or_id(capsys, tmp_path):
+    assert main(["survey", "--index", str(tmp_path)]) == 2
+    assert "--resume THREAD_ID" in capsys.readouterr().err
+
+
+def test_survey_demo_missing_corpus_file(capsys, tmp_path):
+    assert main(["demo", "--corpus", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "none.jsonl does not exist" in err[-1]
