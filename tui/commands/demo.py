@@ -22,9 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", type=Path, help="arXiv-style JSONL (id, title, abstract, authors); without it the "
                                                 "arXiv API is tried")
     p.add_argument("--topic", default=DEMO_TOPIC, help=f"survey topic (default: {DEMO_TOPIC!r})")
-    p.add_argument("--docs", type=int, help="papers to index (default: 500 on CPU, the whole corpus on a GPU)")
+    p.add_argument("--docs", type=int, help="papers to index (default: 300 on CPU, the whole corpus on a GPU)")
     p.add_argument("--sections", type=int, default=5, help="body sections (default 5)")
-    p.add_argument("--words-per-section", type=int, help="default: 60 on CPU, 150 on a GPU")
+    p.add_argument("--words-per-section", type=int, help="default: 45 on CPU, 150 on a GPU")
     p.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
     p.add_argument("--no-factscore", action="store_true", help="skip the FactScore step")
     p.set_defaults(func=run)
@@ -41,10 +41,12 @@ def run(args: argparse.Namespace) -> int:
     llm_path, embedder_path = resolve(DEFAULT_LLM), resolve(DEFAULT_EMBEDDER)
     console.print(f"model    {DEFAULT_LLM}: {llm_path}\nembedder {DEFAULT_EMBEDDER}: {embedder_path}")
     gpu = torch.cuda.is_available()
-    docs = args.docs or (None if gpu else 500)
-    words = args.words_per_section or (150 if gpu else 60)
-    console.print(f"sizes    {'GPU' if gpu else 'CPU'}: {docs or 'all'} papers indexed, {args.sections} sections "
-                  f"x ~{words} words (change with --docs / --sections / --words-per-section)")
+    # CPU sizes keep `make demo` near ten minutes on 2 cores: a small on-topic index, 3 papers a section.
+    docs = args.docs or (None if gpu else 300)
+    words = args.words_per_section or (150 if gpu else 45)
+    sources, queries = (6, 2) if gpu else (3, 0)
+    console.print(f"sizes    {'GPU' if gpu else 'CPU'}: {docs or 'all'} papers indexed, {args.sections} sections x "
+                  f"{sources} papers x ~{words} words (change with --docs / --sections / --words-per-section)")
     # Step 2: corpus and index.
     args.out.mkdir(parents=True, exist_ok=True)
     corpus = args.corpus or fetch_corpus(args.out, args.topic, console)
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from agents.survey.configuration import Configuration
     from tui.commands import survey as survey_cmd
 
-    settings = Configuration(sections=args.sections, words_per_section=words, queries_per_section=1)
+    settings = Configuration(sections=args.sections, words_per_section=words, sources_per_section=sources,
+                             queries_per_section=queries)
     retriever = survey_cmd.open_index(index_dir)
     model = survey_cmd.load_model(None, None, None)
     import asyncio
