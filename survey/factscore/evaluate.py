@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from survey.factscore import claims as claims_mod
+from survey.factscore import prompts
 from survey.factscore.cache import ClaimCache, cache_key
 from survey.factscore.evidence import Passage, Retriever, gather, resolve_reference
 from survey.factscore.judge import Judge, Judgement
@@ -68,7 +69,8 @@ class _Run:
     def claims_of(self, sentence: Sentence) -> list[claims_mod.Claim]:
         if not self.config.extract_with_model or self.llm is None:
             return claims_mod.claims_from_model(sentence, None)
-        key = cache_key("extract", sentence.text, [], self.config.model_name, "", self.config.seed)
+        key = cache_key("extract", sentence.text, [], self.config.model_name, f"v{prompts.VERSION}",
+                        self.config.seed)
         cached = self.cache.get(key)
         if cached is None:
             _, raw = claims_mod.extract(self.llm, sentence)

@@ -73,7 +73,7 @@ class ChatJudge:
 
     def __init__(self, llm: Any, model_name: str = "", structured: bool = True):
         self.llm = llm
-        self.name = f"chat:{model_name or type(llm).__name__}"
+        self.name = f"chat:{model_name or type(llm).__name__}:v{prompts.VERSION}"
         self._structured = None
         if structured:
             try:

@@ -1,5 +1,8 @@
 """Prompts for claim extraction and support judgement: constants with named placeholders."""
 
+# Part of every cache key that depends on these prompts: bump it when a prompt changes.
+VERSION = 1
+
 EXTRACT_SYSTEM = (
     "You split a sentence from a scientific survey into atomic claims. An atomic claim states one fact, "
     "is self-contained, and keeps the sentence's own words, names and numbers. Do not add facts. "
