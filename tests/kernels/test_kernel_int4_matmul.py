@@ -30,7 +30,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("m,n,k,group,act_order", [
     (1, 24, 96, 32, False), (3, 40, 192, 64, True), (2, 8, 384, 128, False), (7, 56, 160, 32, True),
-    (19, 72, 256, 64, False),
+    (19, 72, 256, 64, False), (8, 36, 128, 32, False),
 ])
 def test_kernel_int4_matmul_matches_reference(m, n, k, group, act_order):
     pw = K.repack_int4(random_int4(n, k, group, act_order))
@@ -38,7 +38,7 @@ def test_kernel_int4_matmul_matches_reference(m, n, k, group, act_order):
     assert rel_err(K.int4_matmul(x, pw), K.int4_matmul_ref(x, pw)) < 1e-2
 
 
-@pytest.mark.parametrize("m", [1, 5])
+@pytest.mark.parametrize("m", [1, 5, 11])
 def test_kernel_int4_matmul_epilogues(m):
     pw = K.repack_int4(random_int4(48, 128, 32))
     x = torch.randn(m, 128, device=DEVICE, dtype=torch.bfloat16)
@@ -70,7 +70,7 @@ def test_kernel_int4_dequant_and_layout():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("m", [1, 5, 512])
+@pytest.mark.parametrize("m", [1, 5, 8, 16, 512])
 @pytest.mark.parametrize("n,k", [(4608, 4096), (4096, 4096), (32768, 4096), (4096, 16384)])
 def test_kernel_int4_matmul_gpu_8b_shapes(m, n, k):
     pw = K.repack_int4(random_int4(n, k, 128, act_order=(m == 5)))
