@@ -54,9 +54,10 @@ def build_index(inputs: Iterable[Document], directory: Path, cfg: IndexConfig | 
         raise RetrievalError("no documents to index (inputs empty, or everything filtered out)")
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        return _write_generation(directory, None, docs, cfg)
+        with layout.writer_lock(directory):
+            return _write_generation(directory, None, docs, cfg)
     except BaseException:
-        layout.remove_other_generations(directory, keep=0)  # no manifest was written: leave the folder empty
+        layout.remove_other_generations(directory, keep=0)  # no manifest was written: leave no half index
         raise
 
 
@@ -67,7 +68,14 @@ def add_to_index(inputs: Iterable[Document], directory: Path, embedder: str | No
     The embedder, its window and the chunking come from the manifest; naming another embedder is refused.
     """
     directory = Path(directory)
-    manifest = layout.read_manifest(directory)
+    layout.read_manifest(directory)  # a missing or foreign directory fails before a lock file is made in it
+    with layout.writer_lock(directory):
+        manifest = layout.read_manifest(directory)  # again: another writer may have switched it meanwhile
+        return _add_locked(list(inputs), directory, manifest, embedder, cfg)
+
+
+def _add_locked(docs: list[Document], directory: Path, manifest: dict, embedder: str | None,
+                cfg: IndexConfig | None) -> BuildReport:
     built_with = manifest["embedder"]["name"]
     if embedder is not None and embedder != built_with:
         raise EmbedderMismatchError(f"index {directory} was built with embedder {built_with!r}, not {embedder!r}; "
@@ -76,7 +84,7 @@ def add_to_index(inputs: Iterable[Document], directory: Path, embedder: str | No
     cfg = IndexConfig(embedder=built_with, device=base.device, batch_size=base.batch_size,
                       max_seq_length=manifest["embedder"]["max_seq_length"],
                       chunk=ChunkConfig(**manifest["chunking"]), faiss=base.faiss, progress=base.progress)
-    return _write_generation(directory, manifest, list(inputs), cfg)
+    return _write_generation(directory, manifest, docs, cfg)
 
 
 def _write_generation(directory: Path, prev: dict | None, docs: list[Document], cfg: IndexConfig) -> BuildReport:

@@ -7,16 +7,20 @@ touched, so a crash at any point leaves the previous index complete. Old generat
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from retrieval.config import MANIFEST_VERSION
 from retrieval.errors import RetrievalError
 
 MANIFEST = "manifest.json"
+LOCK = ".writer.lock"
 FORMAT = "cpm-retrieval-index"
 _GEN_FILE = re.compile(r"^(index|docs)\.g(\d+)\.(faiss|sqlite)(-journal)?$")
 
@@ -110,7 +114,24 @@ def verify_file(directory: Path, entry: dict, what: str) -> Path:
 
 def only_leftovers(directory: Path) -> bool:
     """True when `directory` holds nothing but files of an interrupted first build (safe to reuse)."""
-    return all(_GEN_FILE.match(p.name) or p.name.startswith(f".{MANIFEST}.tmp-") for p in directory.iterdir())
+    return all(_GEN_FILE.match(p.name) or p.name.startswith(f".{MANIFEST}.tmp-") or p.name == LOCK
+               for p in directory.iterdir())
+
+
+@contextmanager
+def writer_lock(directory: Path) -> Iterator[None]:
+    """One writer per index: a second `build`/`add` on the same directory fails at once instead of both
+    writing the same next generation. flock is released by the kernel if the holder is killed."""
+    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RetrievalError(f"another `cpm index build/add` is writing {directory}; wait for it to finish") from None
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def remove_other_generations(directory: Path, keep: int) -> None:

@@ -88,7 +88,7 @@ def test_retrieval_incremental_add_skips_present(mini_index, corpus_docs, tmp_pa
     index = Index.open(directory)
     assert len(index) == n0 + 4 and index.manifest["generation"] == gen0 + 1
     assert index.search(new[2].title, k=3)[0].id == new[2].id
-    files = sorted(p.name for p in directory.iterdir())
+    files = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
     assert files == [f"docs.g{gen0 + 1}.sqlite", f"index.g{gen0 + 1}.faiss", "manifest.json"]
     again = add_to_index(new, directory, cfg=IndexConfig(progress=False))
     assert (again.added_docs, again.skipped_docs) == (0, 4)

@@ -16,14 +16,15 @@ from retrieval.builder import add_to_index, build_index
 from retrieval.config import IndexConfig
 from retrieval.errors import RetrievalError
 from retrieval.index import Index
-from retrieval.layout import CorruptIndexError
+from retrieval.layout import LOCK, CorruptIndexError
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def snapshot(directory: Path) -> dict[str, str]:
-    """name -> sha256 of every file: proves that nothing was overwritten."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+    """name -> sha256 of every file but the (empty) writer lock: proves that nothing was overwritten."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())
+            if p.name != LOCK}
 
 
 def write_jsonl(path: Path, docs) -> Path:
@@ -76,7 +77,7 @@ def test_retrieval_kill_mid_add_keeps_previous_index(mini_index, corpus_docs, tm
     # The next add clears the half-written generation and completes.
     report = add_to_index(new_docs[:3], directory, cfg=IndexConfig(progress=False))
     assert report.added_docs == 3
-    assert sorted(p.name for p in directory.iterdir()) == [f"docs.g{gen + 1}.sqlite", f"index.g{gen + 1}.faiss",
+    assert sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) == [f"docs.g{gen + 1}.sqlite", f"index.g{gen + 1}.faiss",
                                                          "manifest.json"]
     assert Index.open(directory).find(new_docs[1].id) is not None
 
@@ -109,6 +110,17 @@ def test_retrieval_damaged_index_is_refused_untouched(mini_index, corpus_docs, t
         add_to_index(corpus_docs[1:3], directory, cfg=IndexConfig(progress=False))
     with pytest.raises(RetrievalError, match="already holds an index|not empty"):
         build_index(corpus_docs[1:3], directory)
+    assert snapshot(directory) == before
+
+
+def test_retrieval_one_writer_at_a_time(mini_index, corpus_docs, tmp_path, copy_index):
+    from retrieval.layout import writer_lock
+
+    directory = copy_index(mini_index, tmp_path / "idx")
+    before = snapshot(directory)
+    with writer_lock(directory):  # as if another `cpm index add` were running
+        with pytest.raises(RetrievalError, match="another `cpm index build/add` is writing"):
+            add_to_index(corpus_docs[1:3], directory, cfg=IndexConfig(progress=False))
     assert snapshot(directory) == before
 
 
