@@ -11,6 +11,7 @@ from retrieval.index import Index
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~4,000 chunks at 256 word pieces: minutes on a free 2-core CPU, far more when shared
 def test_retrieval_full_corpus_title_recall_at_5(corpus_docs, minilm_path, tmp_path):
     start = time.perf_counter()
     report = build_index(corpus_docs, tmp_path / "idx", IndexConfig(progress=False))
