@@ -25,7 +25,7 @@ from survey.factscore.schemas import NOT_SUPPORTED, SUPPORTED
 
 EVIDENCE_PREFIX = "Evidence ({title}): {text}\nA sentence that the evidence states:"
 SKIP_TOKENS = 2
-THRESHOLD = -6.0  # log-prob; calibrated on held-out corpus abstracts (docs/factscore.md, "The judge")
+THRESHOLD = -5.0  # worst-token log-prob; calibrated on corpus abstracts (docs/factscore.md, "Calibration")
 
 
 class TokenScorer(Protocol):
