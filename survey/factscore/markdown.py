@@ -49,7 +49,7 @@ def _strip_markup(line: str) -> str:
     """Markdown emphasis, inline code and links reduced to their text; citation markers are kept."""
     line = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", line)           # images carry no claims
     line = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", line)       # [text](url) -> text
-    line = re.sub(r"(\*\*|__|\*|_|`)(?=\S)(.+?)(?<=\S)\1", r"\2", line)
+    line = re.sub(r"(?<!\w)(\*\*|__|\*|_|`)(?=\S)(.+?)(?<=\S)\1(?!\w)", r"\2", line)  # not snake_case
     return re.sub(r"^\s*(?:[-*+]|\d+\.)\s+", "", line)         # list bullets
 
 
