@@ -83,8 +83,9 @@ class Engine:
     @classmethod
     def load(cls, model: str = "smollm2-135m", device: str = "auto", dtype=None,
              max_seq_len: int | None = None, max_batch: int = 1) -> "Engine":
-        """Load an alias (engine.assets), a .gguf file or an HF folder. dtype defaults to float32 on CPU and
-        bfloat16 on CUDA; max_seq_len to min(the model's context, 8192)."""
+        """Load an alias (engine.assets), a .gguf file or an HF folder. dtype defaults to float32 on CPU (int4
+        layers on torch's int4 kernel; pass dtype=torch.float32 for exact fp32 math) and bfloat16 on CUDA;
+        max_seq_len to min(the model's context, 8192)."""
         from engine.assets import resolve
         from engine.tokenizer import load_tokenizer
 
@@ -94,14 +95,17 @@ class Engine:
             dtype = getattr(torch, dtype, None)
             if not isinstance(dtype, torch.dtype):
                 raise EngineError("dtype must be one of float32, float16, bfloat16")
+        # CPU, dtype not given: int4 layers run torch's CPU int4 kernel (weights stay 4-bit; bf16 activations
+        # inside those matmuls, as llama.cpp also rounds activations for its q4 dot products).
+        # CPU, dtype=float32: exact mode, each int4 layer also kept dequantized in fp32 beside its int4 form.
+        cpu_int4 = dev.type == "cpu" and dtype is None
         dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
         if max_batch < 1:
             raise EngineError(f"max_batch must be >= 1, got {max_batch}")
         cfg, tensors = load_checkpoint(path)
         m = Transformer(cfg, tensors, str(path))
-        # CPU keeps a dequantized copy of each int4 layer beside the int4 weights: decode is memory-bound and
-        # re-dequantizing every layer every step costs more than it saves (docs/formats.md). GPU never does.
-        m.to(dev, dtype, cache_dense=dev.type == "cpu")
+        # GPU never dequantizes the model: int4 layers are dequantized one at a time (until kernels take over)
+        m.to(dev, dtype, cache_dense=dev.type == "cpu", cpu_int4=cpu_int4)
         seq = max_seq_len or min(cfg.max_position_embeddings, 8192)
         return cls(m, load_tokenizer(path), cfg, dev, dtype, seq, max_batch, path)
 

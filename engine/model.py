@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from engine import ops
 from engine.config import ModelConfig
+from engine.cpu_int4 import CpuInt4, to_cpu_int4
 from engine.errors import EngineError
 from engine.quant import Int4Weight, dequantize
 
@@ -52,20 +53,27 @@ class Linear:
         else:  # mixed formats or per-layer act-order permutations: run them one by one
             self.weight, self.parts = weights[0], list(weights)
         self.dense: torch.Tensor | None = None
+        self.fast: CpuInt4 | None = None  # torch's CPU int4 layout, when chosen at load
 
-    def to(self, device: torch.device, dtype: torch.dtype, cache_dense: bool) -> None:
+    def to(self, device: torch.device, dtype: torch.dtype, cache_dense: bool, cpu_int4: bool = False) -> None:
         def move(w: Weight) -> Weight:
             return w.to(device, dtype) if isinstance(w, Int4Weight) else w.to(device, dtype).contiguous()
 
         self.weight = move(self.weight)
         self.parts = None if self.parts is None else [move(w) for w in self.parts]
         self.bias = None if self.bias is None else self.bias.to(device, dtype)
+        if cpu_int4 and self.parts is None and isinstance(self.weight, Int4Weight):
+            self.fast = to_cpu_int4(self.weight)
+            if self.fast is not None:
+                return
         if cache_dense:
             parts = self.parts or [self.weight]
             self.dense = torch.cat([_dense(w, dtype) for w in parts])
             self.parts = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast is not None:
+            return ops.linear(x, self.fast, self.bias)
         if self.dense is not None:
             return ops.linear(x, self.dense, self.bias)
         if self.parts is None:
@@ -161,7 +169,8 @@ class Transformer:
             self.head = Linear([take("lm_head.weight", (cfg.vocab_size, H))], [None])
         self.device, self.dtype = torch.device("cpu"), torch.float32
 
-    def to(self, device: torch.device, dtype: torch.dtype, cache_dense: bool) -> "Transformer":
+    def to(self, device: torch.device, dtype: torch.dtype, cache_dense: bool, cpu_int4: bool = False
+           ) -> "Transformer":
         self.device, self.dtype = device, dtype
         if isinstance(self.embed, Int4Weight):  # an int4 embedding table is gathered as dense rows
             self.embed = _dense(self.embed, torch.float32)
@@ -172,7 +181,7 @@ class Transformer:
             if b.q_norm is not None:
                 b.q_norm, b.k_norm = b.q_norm.to(device, dtype), b.k_norm.to(device, dtype)
             for lin in b.linears():
-                lin.to(device, dtype, cache_dense)
+                lin.to(device, dtype, cache_dense, cpu_int4)
         if self.tied:  # one matrix in memory for both ends
             self.head.weight = self.embed
         else:

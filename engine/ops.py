@@ -5,11 +5,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.cpu_int4 import CpuInt4, cpu_int4_linear
 from engine.quant import Int4Weight, int4_linear_ref
 
 
-def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x [..., in] -> [..., out]. An `Int4Weight` is dequantized for this one layer, then dropped."""
+def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight | CpuInt4, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., in] -> [..., out]. An `Int4Weight` is dequantized for this one layer, then dropped; a `CpuInt4`
+    runs torch's CPU int4 kernel."""
+    if isinstance(w, CpuInt4):
+        y = cpu_int4_linear(x, w)
+        return y if bias is None else y + bias
     if isinstance(w, Int4Weight):
         y = int4_linear_ref(x, w)
         return y if bias is None else y + bias
