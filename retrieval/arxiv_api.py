@@ -90,7 +90,8 @@ def fetch(query: str, max_results: int, base_url: str = DEFAULT_URL, delay: floa
             seen.update(r["id"] for r in new)
             records.extend(new)
             log(f"fetched {len(records)}" + (f" of {total}" if total is not None else ""))
-            if not new or len(page) < n or (total is not None and len(records) >= total):
+            # arXiv sometimes returns short pages mid-way; trust totalResults when it is there.
+            if not new or (total is not None and len(records) >= total) or (total is None and len(page) < n):
                 break
     finally:
         if own:
