@@ -19,6 +19,8 @@ _MARKER = re.compile(r"\[@([^\]\s]+)\]")
 _HEADING = re.compile(r"^\s*(#+\s|\*\*[^*]+\*\*\s*$)")
 _REFS = re.compile(r"^\s*(#+\s*)?(references|sources|bibliography)\s*:?\s*$", re.I | re.M)
 _SOURCE_ECHO = re.compile(r"^\s*\[\d+\]\s+\S.*$")  # a line that repeats a source-list entry
+_LABEL = re.compile(r"\b(?:Abstract|Paper\s*(?:\[\d+\])?)\s*:\s*")  # prompt labels echoed into the prose
+_STRAY = re.compile(r"\[(?![^\[\]]*\])|(?<!\[)(?<![\w@.\-])\](?!\()")  # brackets that open or close nothing
 
 KEEP_OVERLAP = 2  # shared content words a citation needs to stand (fewer when the sentence is short)
 ASSIGN_OVERLAP = 3  # shared content words before an uncited sentence gets a citation added
@@ -70,7 +72,7 @@ def strip_scaffolding(draft: str) -> str:
     if m:
         draft = draft[: m.start()]
     lines = [ln for ln in draft.splitlines() if not _HEADING.match(ln) and not _SOURCE_ECHO.match(ln)]
-    return clean(" ".join(lines))
+    return clean(_LABEL.sub("", _STRAY.sub("", " ".join(lines))))
 
 
 def overlap(sentence: str, source: Source) -> int:

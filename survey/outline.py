@@ -17,7 +17,9 @@ from survey.text import clean, content_words
 _BULLET = re.compile(r"^\s*(?:#+\s*|[-*\u2022]\s*|\(?\d+[.)]\s*|section\s+\d+\s*[:.)-]\s*)", re.I)
 _GENERIC = {"introduction", "conclusion", "conclusions", "references", "abstract", "summary", "outline"}
 # Words that mark a line as chatter about the survey rather than a heading.
-_CHATTER = re.compile(r"\b(survey|this|these|here|sure|following|section|sections|heading|headings)\b", re.I)
+# Also the plan prompt's own words ("Papers found in the library"), which a small model echoes as a heading.
+_CHATTER = re.compile(r"\b(survey|this|these|here|sure|following|section|sections|heading|headings|papers?|"
+                      r"library|found|list|topic)\b", re.I)
 
 
 class SectionPlan(BaseModel):

@@ -120,3 +120,12 @@ def test_survey_sentences_split_after_quotes():
     from survey.text import sentences
 
     assert len(sentences('They said "it works." It works. "Yes." Done')) == 4
+
+
+def test_survey_scaffolding_labels_and_stray_brackets_removed():
+    from survey.citations import strip_scaffolding
+
+    text = "A framework for inference [ [4]. Paper [2]: Abstract: bar [1, 2] x [@2503.1]"
+    assert strip_scaffolding(text) == "A framework for inference [4]. bar [1, 2] x [@2503.1]"
+    out = parse_outline("Papers found in the library\nKV cache compression: memory", "efficient inference", 1, [])
+    assert out.sections[0].title == "KV cache compression"
