@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,6 @@ class TuiSettings:
     mcp_config: str | None = None
     approve: str = "always"  # "always" ask | "never" ask | comma-separated allow list of server.tool
     max_tokens: int = 256
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, **overrides) -> "TuiSettings":
@@ -28,12 +27,3 @@ class TuiSettings:
         }
         values = {k: v for k, v in {**env, **overrides}.items() if v is not None}
         return replace(cls(), **values)
-
-    def needs_approval(self, tool_name: str) -> bool:
-        """Whether calling `tool_name` must be approved by the user first."""
-        if self.approve == "always":
-            return True
-        if self.approve == "never":
-            return False
-        allowed = {t.strip() for t in self.approve.split(",") if t.strip()}
-        return tool_name not in allowed

@@ -2,6 +2,19 @@
 from textual.widgets import TabbedContent
 
 from tui.app import CpmApp
+
+
+async def wait_for_group(app, pilot, group: str, timeout: float = 600) -> None:
+    """Wait until the workers of `group` are done (the MCP host worker runs for the app's lifetime)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    await pilot.pause()
+    while any(w.group == group and not w.is_finished for w in app.workers):
+        assert loop.time() < deadline, f"workers of {group} still running after {timeout}s"
+        await asyncio.sleep(0.1)
+    await pilot.pause()
 from tui.services import Services
 from tui.settings import TuiSettings
 
@@ -26,8 +39,7 @@ async def test_failing_backend_shows_error_and_app_keeps_running():
     async with app.run_test(size=(140, 40)) as pilot:
         await pilot.click("#prompt")
         await pilot.press(*"hello", "enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await wait_for_group(app, pilot, "assistant")
         assert any("backend error" in str(n.message) for n in app._notifications)
         await pilot.press("f2")
         await pilot.pause()
@@ -40,6 +52,5 @@ async def test_survey_without_index_explains_what_to_do():
         await pilot.press("f2")
         app.query_one("#topic").value = "speculative decoding"
         await pilot.click("#write")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await wait_for_group(app, pilot, "survey")
         assert any("no index directory" in str(n.message) for n in app._notifications)

@@ -1,6 +1,8 @@
 """Modal screens mounted in a small host app and driven by the pilot."""
 from textual.app import App
 
+from agents.tools.approval import ApprovalPolicy
+
 from tui.screens.approval import ApprovalScreen
 from tui.screens.settings import SettingsScreen
 from tui.settings import TuiSettings
@@ -37,8 +39,9 @@ async def test_settings_save_returns_new_settings():
         await pilot.pause()
     assert app.result.index_dir == "/tmp/idx"
     assert app.result.approve == "time.get_current_time"
-    assert not app.result.needs_approval("time.get_current_time")
-    assert app.result.needs_approval("sqlite.write_query")
+    policy = ApprovalPolicy.parse(app.result.approve)
+    assert not policy.needs_approval("time.get_current_time")
+    assert policy.needs_approval("sqlite.write_query")
 
 
 async def test_settings_cancel_returns_none():
