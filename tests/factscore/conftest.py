@@ -7,43 +7,11 @@ so it builds in seconds on 2 shared cores.
 """
 from __future__ import annotations
 
-import re
-
 import pytest
 
+from survey.factscore.perturb import candidate_sentence, change_number, negate
+
 N_PAPERS = 4
-_NEGATIONS = ((" is ", " is not "), (" are ", " are not "), (" can ", " cannot "), (" outperforms ", " does not outperform "),
-              (" improves ", " does not improve "), (" reduces ", " does not reduce "), (" achieves ", " does not achieve "))
-
-
-def negate(sentence: str) -> str | None:
-    for old, new in _NEGATIONS:
-        if old in sentence:
-            return sentence.replace(old, new, 1)
-    return None
-
-
-def change_number(sentence: str) -> str | None:
-    match = re.search(r"(?<![\w.])\d+(?:\.\d+)?", sentence)
-    if not match:
-        return None
-    value = match.group(0)
-    new = str(int(value) * 3 + 7) if "." not in value else f"{float(value) * 3 + 1.3:.1f}"
-    return sentence[:match.start()] + new + sentence[match.end():]
-
-
-def candidate_sentence(abstract: str, need_number: bool) -> str | None:
-    """A 10-30 word sentence that can be negated (or holds a number), without LaTeX or an existing negation."""
-    text = " ".join(abstract.split())
-    for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", text):
-        words = sentence.split()
-        if not 10 <= len(words) <= 30 or "$" in sentence or "\\" in sentence or not sentence.endswith("."):
-            continue
-        if re.search(r"\b(not|no|never|cannot|without)\b", sentence):
-            continue
-        if change_number(sentence) if need_number else negate(sentence):
-            return sentence
-    return None
 
 
 def reference(n: int, doc) -> str:
