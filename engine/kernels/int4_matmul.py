@@ -10,8 +10,8 @@ Four rows interleaved make a 16-byte load carry one word of 4 rows, so each thre
 loads 4 times and the GEMV reduces over K inside each thread: no split-K, no atomics, one cross-lane
 reduction at the end.
 
-Paths, by M (rows of x): M == 1: GEMV (FMA); M <= GEMV_MAX_M: the same GEMV over a few rows; then up to
-DEQUANT_MIN_M: Triton GEMM (a tile is dequantized to x's dtype and fed to tl.dot); M >= DEQUANT_MIN_M (prefill): the layer is dequantized once into a scratch and
+Paths, by M (rows of x): M == 1: GEMV (FMA); 1 < M < DEQUANT_MIN_M: Triton GEMM (a tile is dequantized to
+x's dtype and fed to tl.dot; an FMA GEMV over 2..8 rows measured 3-4x slower on the H200); M >= DEQUANT_MIN_M (prefill): the layer is dequantized once into a scratch and
 multiplied by cuBLAS, far ahead of a Triton dequant-GEMM at that size.
 
 Dequant trick: the bits (code << 19) | 0x3F800000 are the float 1 + code/16, exactly: two integer ops and no
@@ -34,7 +34,6 @@ import triton.language as tl
 from engine.quant import Int4Weight, dequantize, pack_int4, unpack_int4
 
 DEQUANT_MIN_M = 256  # from this many rows of x on, dequantize + cuBLAS beats the Triton GEMM
-GEMV_MAX_M = 8  # up to this many rows of x, the FMA GEMV beats the tensor-core GEMM (batch decode)
 
 
 @dataclass
@@ -209,39 +208,6 @@ def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, N, K, x_stride, G
     _epilogue(out, tl.arange(0, 1), tl.program_id(0) * BN, 1, N, out_ptr, res_ptr, 0, 0, 1, BN, SWIGLU, RESIDUAL)
 
 
-def _gemv_batch_configs():
-    if interpreting():
-        return [triton.Config({"BN": 4, "BK": 256}, num_warps=4)]
-    return [triton.Config({"BN": bn, "BK": bk}, num_warps=w, num_stages=st)
-            for bn, bk, w, st in [(4, 1024, 4, 1), (4, 2048, 8, 1), (8, 512, 4, 1), (4, 512, 2, 1),
-                                  (8, 1024, 8, 1), (4, 1024, 4, 2)]]
-
-
-@triton.autotune(configs=_gemv_batch_configs(), key=["N", "K", "BM", "G", "SWIGLU"])
-@triton.jit(do_not_specialize=["x_stride"])
-def _gemv_batch_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, M, N, K, stride_xm, stride_om, stride_rm,
-                       x_stride, G: tl.constexpr, BM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr,
-                       BN: tl.constexpr, BK: tl.constexpr):
-    # the GEMV for 2..8 rows of x: weights unpacked once, then one FMA per code per row on CUDA cores
-    # (at M <= 8 this beats dequantizing a tile for tl.dot, whose 16-row minimum wastes half the work)
-    rn = tl.program_id(0) * BN + tl.arange(0, BN)
-    rm = tl.arange(0, BM)[:, None, None]  # [BM, 1, 1]
-    acc = tl.zeros((BM, BN), tl.float32)
-    for k0 in range(0, K, BK):
-        q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)  # [BK / 8, BN]
-        kk = (k0 // 8 + tl.arange(0, BK // 8))[None, :, None]  # [1, BK / 8, 1]
-        part = tl.zeros((BM, BK // 8, BN), tl.float32)
-        xsum = tl.zeros((BM, BK // 8, 1), tl.float32)
-        for j in tl.static_range(8):
-            xo = rm * stride_xm + _column(kk, j, G) * x_stride
-            xj = tl.load(x_ptr + xo, mask=(rm < M) & (kk < K // 8), other=0.0).to(tl.float32)  # [BM, BK/8, 1]
-            xsum += xj
-            part += xj * _magic_const(q, j)[None, :, :]
-        acc += tl.sum(part * s[None, :, :] + xsum * mn[None, :, :], axis=1)
-    _epilogue(acc, tl.arange(0, BM), tl.program_id(0) * BN, M, N, out_ptr, res_ptr, stride_om, stride_rm, BM, BN,
-              SWIGLU, RESIDUAL)
-
-
 def _gemm_configs():
     if interpreting():
         return [triton.Config({"BM": 16, "BN": 32, "BK": 64}, num_warps=4)]
@@ -314,11 +280,6 @@ def int4_matmul(x: torch.Tensor, pw: PackedInt4, residual: torch.Tensor | None =
         grid = lambda meta: (triton.cdiv(n, meta["BN"]),)  # noqa: E731
         _gemv_kernel[grid](x, pw.qweight, pw.scales, pw.mins, out, res, n, k, 1, G=pw.group_size,
                            SWIGLU=swiglu, RESIDUAL=residual is not None)
-    elif m <= GEMV_MAX_M:
-        grid = lambda meta: (triton.cdiv(n, meta["BN"]),)  # noqa: E731
-        _gemv_batch_kernel[grid](x, pw.qweight, pw.scales, pw.mins, out, res, m, n, k, x.stride(0), out.stride(0),
-                                 res.stride(0), 1, G=pw.group_size, BM=triton.next_power_of_2(m), SWIGLU=swiglu,
-                                 RESIDUAL=residual is not None)
     else:
         grid = lambda meta: (triton.cdiv(m, meta["BM"]), triton.cdiv(n, meta["BN"]))  # noqa: E731
         _gemm_kernel[grid](x, pw.qweight, pw.scales, pw.mins, out, res, m, n, k, x.stride(0), out.stride(0),
