@@ -14,6 +14,8 @@ class Configuration(BaseModel):
 
     max_steps: int = Field(6, description="model calls per user turn; the last one answers without tools")
     approve: str = Field("always", description="'always', 'never' or an allow list (see agents.tools.approval)")
+    tool_choice: str = Field("auto", description="'auto', or 'required': the first model call of a turn must call "
+                             "a tool (constrained decoding makes it a schema-valid call)")
     max_tokens: int = Field(512, description="token budget of one model reply")
     max_history_chars: int = Field(12_000, description="older turns are dropped from the prompt past this size")
     system_prompt: str | None = Field(None, description="replaces the default system prompt")
@@ -22,6 +24,8 @@ class Configuration(BaseModel):
     def _check(self) -> "Configuration":
         if self.max_steps < 1:
             raise AgentError(f"max-steps must be at least 1 (got {self.max_steps})")
+        if self.tool_choice not in ("auto", "required"):
+            raise AgentError(f"tool-choice must be 'auto' or 'required' (got {self.tool_choice!r})")
         if self.max_tokens < 16:
             raise AgentError(f"max-tokens must be at least 16 (got {self.max_tokens})")
         return self

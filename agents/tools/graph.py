@@ -48,7 +48,12 @@ async def model(state: ToolAgentState, config: RunnableConfig,
             messages.append(HumanMessage(prompts.STEP_LIMIT.format(max_steps=cfg.max_steps)))
         runnable = ctx.model
     else:
-        runnable = ctx.model.bind_tools([spec.as_openai_tool() for spec in ctx.tools])
+        # "required" binds only the turn's first call: after the results come in, the model must be free to answer.
+        # One forced call, not several: under a grammar that allows more, a small model repeats the call until
+        # max_tokens cuts the last one off.
+        forced = ({"tool_choice": "required", "parallel_tool_calls": False}
+                  if cfg.tool_choice == "required" and steps == 1 else {})
+        runnable = ctx.model.bind_tools([spec.as_openai_tool() for spec in ctx.tools], **forced)
     reply = await runnable.ainvoke(messages, max_tokens=cfg.max_tokens)
     update: dict[str, Any] = {"messages": [reply], "steps": steps}
     if reply.tool_calls and not last_step:
