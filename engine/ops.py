@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from engine.cpu_int4 import CpuInt4, cpu_int4_linear
 from engine.quant import Int4Weight, int4_linear_ref
 
+KERNELS = True  # CUDA branches into engine/kernels/ (Triton); tests turn it off to compare with the plain path
+
 
 def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight | CpuInt4, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., in] -> [..., out]. An `Int4Weight` is dequantized for this one layer, then dropped; a `CpuInt4`
@@ -16,6 +18,12 @@ def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight | CpuInt4, bias: torch.
         y = cpu_int4_linear(x, w)
         return y if bias is None else y + bias
     if isinstance(w, Int4Weight):
+        if KERNELS and x.is_cuda:
+            from engine.kernels import int4_matmul as k4  # imports Triton: only on the CUDA path
+
+            if k4.supports(w):
+                y = k4.int4_linear(x, w)
+                return y if bias is None else y + bias
         y = int4_linear_ref(x, w)
         return y if bias is None else y + bias
     return F.linear(x, w, bias)
@@ -50,6 +58,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     mask: bool [B, 1, T, L] (True = attend) or None; causal: plain causal (T == L) when mask is None."""
     B, H, T, D = q.shape
     kvh = k.shape[1]
+    if T == 1 and KERNELS and q.is_cuda and mask is None and D & (D - 1) == 0:
+        from engine.kernels.decode_attention import decode_attention  # flash-decoding over the cache in place
+
+        lengths = torch.full((B,), k.shape[2], dtype=torch.int32, device=q.device)
+        return decode_attention(q[:, :, 0], k, v, lengths, scale).unsqueeze(2)
     if T == 1:
         # decode: each KV head serves its group of query heads as one small matmul, reading the cache in
         # place (CPU SDPA copies/tiles the strided cache slice, which dominated decode time)

@@ -54,13 +54,19 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, len_ptr, o_ptr, lse_ptr, qk_scale, chunk,
         smask = rs < end
         k = tl.load(k_ptr + b * sk_b + h * sk_h + rs[:, None] * sk_s + rd[None, :], mask=smask[:, None], other=0.0)
         v = tl.load(v_ptr + b * sv_b + h * sv_h + rs[:, None] * sv_s + rd[None, :], mask=smask[:, None], other=0.0)
-        qk = tl.dot(q, tl.trans(k.to(q.dtype))) * qk_scale  # [GP, BS], log2 units
+        if F32_DOT:  # fp32 inputs: exact fp32 products, not TF32 (the engine's fp32 mode must match its CPU path)
+            qk = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision="ieee") * qk_scale
+        else:
+            qk = tl.dot(q, tl.trans(k.to(q.dtype))) * qk_scale  # [GP, BS], log2 units
         qk = tl.where(smask[None, :], qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, axis=1))  # finite: every block holds one valid position
         p = tl.exp2(qk - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
+        if F32_DOT:
+            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
         m_i = m_new
     valid = l_i > 0
     out = acc / tl.where(valid, l_i, 1.0)[:, None]

@@ -255,6 +255,22 @@ def int4_dequant(pw: PackedInt4, dtype: torch.dtype = torch.bfloat16) -> torch.T
     return wt.t()
 
 
+def supports(w: Int4Weight) -> bool:
+    """Whether `int4_linear` handles this weight (group sizes the kernels are built for)."""
+    n, k = w.shape
+    return w.group_size in (32, 64, 128) and k % w.group_size == 0
+
+
+def int4_linear(x: torch.Tensor, w: Int4Weight) -> torch.Tensor:
+    """x [..., K] @ W^T for an engine `Int4Weight` on CUDA: repacked once (the pack is kept on the weight
+    object, so the model code never sees the kernel layout), then `int4_matmul`."""
+    pw = w.__dict__.get("_kernel_pack")
+    if pw is None:
+        pw = w.__dict__["_kernel_pack"] = repack_int4(w)
+    y = int4_matmul(x.reshape(-1, x.shape[-1]).contiguous(), pw)
+    return y.view(*x.shape[:-1], y.shape[-1])
+
+
 def int4_matmul(x: torch.Tensor, pw: PackedInt4, residual: torch.Tensor | None = None, swiglu: bool = False,
                 out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """x [M, K] @ W^T -> [M, N] (or [M, N // 2] with swiglu) in out_dtype (default x's); see module doc."""
