@@ -177,7 +177,10 @@ def _gemv_configs():
             for bn, bk, w, st in [(4, 1024, 4, 2), (4, 2048, 4, 2), (8, 512, 4, 2), (4, 512, 2, 2),
                                   (8, 1024, 4, 2), (4, 4096, 8, 1), (4, 256, 1, 2), (16, 256, 4, 2),
                                   (8, 4096, 8, 1), (8, 2048, 4, 1), (16, 1024, 4, 1)]
-            for xw in (False, True)]
+            for xw in (False, True)] + [
+        # register caps: more resident threads keep more weight loads in flight (the GEMV is latency-bound)
+        triton.Config({"BN": bn, "BK": bk, "X_WIDE": False}, num_warps=w, num_stages=1, maxnreg=r)
+        for bn, bk, w, r in [(4, 4096, 8, 64), (4, 2048, 4, 64), (4, 4096, 8, 96), (8, 1024, 4, 64)]]
 
 
 @triton.autotune(configs=_gemv_configs(), key=["N", "K", "G", "SWIGLU"])
