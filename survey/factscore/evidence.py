@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from survey.factscore.markdown import Reference
-from survey.factscore.sentences import _split_raw
+from survey.factscore.sentences import split_raw
 
 _STOP = frozenset("""a an the of and or in on for to with by from as at is are was were be been being this that these
 those it its we our their they which who whom than then also can may such via into over under not no more most
@@ -55,7 +55,7 @@ def overlap(claim: str, text: str) -> float:
 
 def passages_of(doc: Any, max_words: int = PASSAGE_WORDS) -> list[Passage]:
     """Pack a document's sentences into passages of about `max_words` words."""
-    sentences = _split_raw(" ".join((doc.text or "").split())) or [doc.title]
+    sentences = split_raw(" ".join((doc.text or "").split())) or [doc.title]
     out, buf = [], []
     for sentence in sentences:
         if buf and sum(len(s.split()) for s in buf) + len(sentence.split()) > max_words:

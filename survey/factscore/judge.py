@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from survey.factscore import prompts
 from survey.factscore.evidence import Passage, content_words, overlap
 from survey.factscore.schemas import NOT_SUPPORTED, SUPPORTED, Verdict
+from survey.factscore.sentences import split_raw
 
 UNPARSABLE = "unparsable"
 
@@ -134,13 +135,11 @@ class LexicalJudge:
         self.name = f"lexical:{coverage}"
 
     def _supports(self, claim: str, passage: Passage) -> bool:
-        from survey.factscore.sentences import _split_raw
-
         if overlap(claim, passage.text) < self.coverage:
             return False
         if not set(_NUMBER.findall(claim)) <= set(_NUMBER.findall(passage.text)):
             return False
-        best = max(_split_raw(passage.text) or [passage.text], key=lambda s: overlap(claim, s))
+        best = max(split_raw(passage.text) or [passage.text], key=lambda s: overlap(claim, s))
         return bool(_NEGATION.search(claim)) == bool(_NEGATION.search(best))
 
     def judge(self, claim: str, passages: list[Passage]) -> Judgement:

@@ -38,11 +38,3 @@ JUDGE_USER = (
 
 # One passage in the evidence block; the id is what the model cites back.
 PASSAGE = "[{id}] {title}: {text}"
-
-# The log-probability judge reads the model's next-token distribution after this question, in the manner of
-# FActScore's open-model judge ("... True or False? Output:").
-JUDGE_TRUE_FALSE_USER = (
-    "Evidence:\n{passages}\n\n"
-    "Claim: {claim}\n"
-    "Is the claim true according to the evidence (same numbers, same polarity)? Answer True or False."
-)

@@ -30,7 +30,8 @@ class Sentence:
     segments: list[tuple[str, list[int]]]  # text pieces each closed by a marker group, for claim attribution
 
 
-def _split_raw(paragraph: str) -> list[str]:
+def split_raw(paragraph: str) -> list[str]:
+    """Sentences of one paragraph as written (markers kept); marker-only pieces join the sentence before."""
     pieces: list[str] = []
     start = 0
     for match in _BOUNDARY_RE.finditer(paragraph):
@@ -79,7 +80,7 @@ def split_sentences(section: str, body: str, start_index: int = 0) -> list[Sente
     out: list[Sentence] = []
     for paragraph in re.split(r"\n\s*\n", body):
         paragraph = " ".join(paragraph.split())
-        for raw in _split_raw(paragraph):
+        for raw in split_raw(paragraph):
             text = clean(raw)
             if len(re.findall(r"\w+", text)) < MIN_WORDS:
                 continue

@@ -27,6 +27,7 @@ def test_factscore_model_copied_beats_altered_claim(judge, fs_papers):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # ~16 passage scorings: minutes on 2 free cores, far longer on a shared machine
 def test_factscore_model_three_texts(judge, fs_texts, fs_index):
     """Copied sentences score high; negated/changed numbers clearly lower; wrong citations: low precision."""
     reports = {name: evaluate(text, llm=None, index=fs_index, judge=judge, config=SENTENCES)
@@ -42,6 +43,7 @@ def test_factscore_model_three_texts(judge, fs_texts, fs_index):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_factscore_model_extracts_or_falls_back(fs_papers, smollm2_path):
     """The chat model's claims are kept only when drawn from the sentence; either way, markers survive."""
     from agents.chat.engine_chat import ChatEngine
