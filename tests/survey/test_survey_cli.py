@@ -25,3 +25,14 @@ def test_survey_demo_missing_corpus_file(capsys, tmp_path):
     assert main(["demo", "--corpus", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "demo")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "none.jsonl does not exist" in err[-1]
+
+
+def test_survey_demo_picks_on_topic_documents_first():
+    from retrieval.types import Document
+    from tui.commands.demo import pick_documents
+
+    docs = [Document(id=str(i), title=t, text="") for i, t in
+            enumerate(["Graph coloring", "Efficient inference on device", "Protein folding", "Inference servers"])]
+    picked = pick_documents(docs, "Efficient inference for on-device large language models", 3)
+    assert [d.id for d in picked] == ["1", "3", "0"]
+    assert pick_documents(docs, "anything", None) == docs
