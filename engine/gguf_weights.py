@@ -49,9 +49,11 @@ def _f16(blocks: np.ndarray, at: int) -> np.ndarray:
     return blocks[:, at:at + 2].copy().view(np.float16).astype(np.float32)[:, 0]
 
 
-def _q4_codes_32(qs: np.ndarray) -> np.ndarray:
-    """[nblocks, 16] bytes -> [nblocks, 32] codes in element order (low nibbles first, then high)."""
-    return np.concatenate([qs & 0xF, qs >> 4], axis=1)
+def _repack_q4_32(qs: np.ndarray) -> np.ndarray:
+    """ggml's [nblocks, 16] bytes (element j in qs[j] low nibble, j+16 in qs[j] high nibble) -> our packing
+    (elements 2k, 2k+1 in byte k), byte-wise without materialising the codes (load time)."""
+    lo, hi = qs[:, 0::2], qs[:, 1::2]  # [n, 8] each
+    return np.concatenate([(lo & 0xF) | (hi << 4), (lo >> 4) | (hi & 0xF0)], axis=1)
 
 
 def _q4_legacy(t: GGUFTensor, with_min: bool) -> Int4Weight:
@@ -60,8 +62,9 @@ def _q4_legacy(t: GGUFTensor, with_min: bool) -> Int4Weight:
     blocks = t.data.reshape(-1, bsize)
     d = _f16(blocks, 0)
     m = _f16(blocks, 2) if with_min else -8.0 * d
-    codes = _q4_codes_32(blocks[:, bsize - 16:])
-    return _int4(codes.reshape(rows, cols), d.reshape(rows, -1), m.reshape(rows, -1), 32)
+    packed = _repack_q4_32(blocks[:, bsize - 16:])
+    return Int4Weight(torch.from_numpy(packed.reshape(rows, cols // 2)), torch.from_numpy(d.reshape(rows, -1)),
+                      torch.from_numpy(np.ascontiguousarray(m.reshape(rows, -1))), 32)
 
 
 def _q4_k(t: GGUFTensor) -> Int4Weight:
