@@ -6,6 +6,7 @@ decoding works greedily too).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -57,7 +58,8 @@ class Sampler:
         self.gen = None
         if params.temperature > 0:
             self.gen = torch.Generator(device=device)
-            self.gen.manual_seed(params.seed if params.seed is not None else torch.seed())
+            # no seed: fresh OS entropy (torch.seed() would also reseed the global RNG behind the caller's back)
+            self.gen.manual_seed(params.seed if params.seed is not None else int.from_bytes(os.urandom(7), "little"))
         self.seen = torch.tensor(sorted(set(prompt_ids)), dtype=torch.long, device=device) \
             if params.repetition_penalty != 1.0 else None
 
