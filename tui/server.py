@@ -108,8 +108,23 @@ async def _streaming(runner: EngineRunner, queue: asyncio.Lock, req: ChatRequest
                 cancel.set()
                 await asyncio.shield(worker)  # the engine is free again before the next request starts
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return _ClosingStream(events(), media_type="text/event-stream",
+                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+class _ClosingStream(StreamingResponse):
+    """Closes its body generator when the response ends, however it ends.
+
+    When the client disconnects (even right after `[DONE]`), Starlette cancels the send and leaves the async
+    generator suspended at a `yield`; its `finally` (stop decoding, free the queue) would then wait for garbage
+    collection and every later request would hang behind it.
+    """
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
 
 
 def _final_events(reply: ChatReply, cid: str, created: int, model: str, include_usage: bool) -> list[dict]:
