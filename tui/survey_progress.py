@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 
@@ -28,7 +29,7 @@ class SurveyProgress:
     def _task(self, section: int, title: str | None = None) -> int:
         if section not in self.tasks:
             label = {-1: "plan / introduction", -2: "conclusion"}.get(section, title or f"section {section + 1}")
-            self.tasks[section] = self.progress.add_task(label[:48], total=1, info="")
+            self.tasks[section] = self.progress.add_task(escape(label[:48]), total=1, info="")
         return self.tasks[section]
 
     def update(self, event: dict) -> None:
@@ -56,7 +57,7 @@ class SurveyProgress:
             self.progress.update(self._task(s), info=f"{event['stage']} ({self.tokens[s]} tok)")
         elif kind == "retry":
             self.console.print(f"[yellow]backend failed during {event['stage']} (section {event['section'] + 1}),"
-                               f" retrying (attempt {event['attempt']}): {event['error']}[/]")
+                               f" retrying (attempt {event['attempt']}): {escape(event['error'])}[/]")
         elif kind == "section_done":
             self.progress.update(self._task(event["section"]), completed=1,
                                  info=f"{event['cited']} papers cited, {event['seconds']:.0f}s")
