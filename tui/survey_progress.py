@@ -9,8 +9,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 class SurveyProgress:
     """Context manager; `update(event)` for every event of `agents.survey.runner.stream_survey`."""
 
-    def __init__(self, quiet: bool = False, console: Console | None = None):
+    def __init__(self, quiet: bool = False, console: Console | None = None, index: str = "DIR"):
         self.quiet = quiet
+        self.index = index
         self.console = console or Console(stderr=True)
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console,
@@ -37,7 +38,7 @@ class SurveyProgress:
         if kind == "start":
             verb = "resuming" if event["resume"] else "writing"
             self.console.print(f"{verb} survey [bold]{event['thread_id']}[/] (resume with "
-                               f"`cpm survey --resume {event['thread_id']} --index DIR`)")
+                               f"`cpm survey --resume {event['thread_id']} --index {self.index}`)")
             total = event["settings"]["sections"] + 2
             self.overall = self.progress.add_task("survey", total=total, info="")
             if event["sections_done"] and event.get("outline"):

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
 
     done = asyncio.run(survey_cmd.drive(args.topic, model, retriever, settings, args.out / "checkpoints.sqlite",
-                                        None, False))
+                                        None, False, index_dir=index_dir))
     paths = survey_cmd.write_outputs(done, args.out / "survey.md")
     survey_cmd.print_summary(done, paths)
     # Step 4: FactScore, when that package is present.

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
                              queries_per_section=args.queries, write_mode=args.write_mode, max_parallel=args.parallel)
     retriever = open_index(args.index)
     model = load_model(args.backend, args.model, args.base_url)
-    done = asyncio.run(drive(args.topic, model, retriever, settings, args.checkpoints, args.resume, args.quiet))
+    done = asyncio.run(drive(args.topic, model, retriever, settings, args.checkpoints, args.resume, args.quiet,
+                             index_dir=args.index))
     paths = write_outputs(done, args.out)
     print_summary(done, paths)
     return 0
@@ -77,12 +78,13 @@ def load_model(backend: str | None, model: str | None, base_url: str | None):
     return make_chat_model(**kwargs)
 
 
-async def drive(topic, model, retriever, settings, db: Path, resume_id: str | None, quiet: bool) -> dict:
+async def drive(topic, model, retriever, settings, db: Path, resume_id: str | None, quiet: bool,
+                index_dir: Path | None = None) -> dict:
     """Run the graph, showing rich progress per stage and section; return the `done` event."""
     from agents.survey.runner import stream_survey
     from tui.survey_progress import SurveyProgress
 
-    progress = SurveyProgress(quiet=quiet)
+    progress = SurveyProgress(quiet=quiet, index=str(index_dir or "DIR"))
     with progress:
         async for event in stream_survey(topic, model=model, retriever=retriever, db_path=db, settings=settings,
                                          thread_id=resume_id, resume=bool(resume_id)):
