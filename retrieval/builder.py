@@ -131,17 +131,7 @@ def _write_generation(directory: Path, prev: dict | None, docs: list[Document], 
         faiss_index.write_index(index, new_faiss)
         for path in (new_faiss, new_store):
             layout.fsync_file(path)
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        manifest = {
-            "format": layout.FORMAT, "version": MANIFEST_VERSION, "generation": gen,
-            "created": prev["created"] if prev else now, "updated": now,
-            "embedder": {"name": cfg.embedder, "dim": embedder.dim, "max_seq_length": embedder.max_seq_length,
-                         "normalized": True, "text": "title + newline + chunk"},
-            "chunking": {"words": cfg.chunk.words, "overlap": cfg.chunk.overlap},
-            "faiss": {**layout.file_digest(new_faiss), "params": params},
-            "store": layout.file_digest(new_store),
-            "counts": {"documents": n_docs, "chunks": n_chunks},
-        }
+        manifest = _manifest(prev, gen, cfg, embedder, params, new_faiss, new_store, n_docs, n_chunks)
         if n_chunks != index.ntotal:
             raise RetrievalError(f"internal error: {n_chunks} chunks but {index.ntotal} vectors; nothing was changed")
         layout.write_manifest(directory, manifest)  # the switch: from here on, generation `gen` is the index
@@ -151,6 +141,22 @@ def _write_generation(directory: Path, prev: dict | None, docs: list[Document], 
     layout.remove_other_generations(directory, keep=gen)
     return BuildReport(directory, len(fresh), len(docs) - len(fresh), len(texts), n_docs, n_chunks,
                        params["type"], time.perf_counter() - start)
+
+
+def _manifest(prev: dict | None, gen: int, cfg: IndexConfig, embedder: Embedder, params: dict,
+              faiss_file: Path, store_file: Path, n_docs: int, n_chunks: int) -> dict:
+    """The manifest of a new generation: what was built, with what, and the checksums `Index.open` checks."""
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return {
+        "format": layout.FORMAT, "version": MANIFEST_VERSION, "generation": gen,
+        "created": prev["created"] if prev else now, "updated": now,
+        "embedder": {"name": cfg.embedder, "dim": embedder.dim, "max_seq_length": embedder.max_seq_length,
+                     "normalized": True, "text": "title + newline + chunk"},
+        "chunking": {"words": cfg.chunk.words, "overlap": cfg.chunk.overlap},
+        "faiss": {**layout.file_digest(faiss_file), "params": params},
+        "store": layout.file_digest(store_file),
+        "counts": {"documents": n_docs, "chunks": n_chunks},
+    }
 
 
 def _report(directory, old, added, skipped, chunks, prev, start) -> BuildReport:
