@@ -188,3 +188,19 @@ def test_minicpm_config_keys(tmp_path):
     assert cfg.sparse_config["dense_len"] == 8192 and cfg.tie_word_embeddings is False
     assert cfg.residual_scale == pytest.approx(1.4 / math.sqrt(2)) and cfg.logit_scale == pytest.approx(16 / 64)
     assert cfg.eos_token_ids == [2, 3]
+
+
+@pytest.mark.parametrize("rope", [
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 64},
+    {"rope_type": "linear", "factor": 2.0},
+])
+def test_scaled_rope_matches_transformers(rope, tmp_path):
+    import transformers
+
+    torch.manual_seed(2)
+    cfg = transformers.LlamaConfig(**TINY, rope_parameters=dict(rope, rope_theta=10000.0))
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    model.save_pretrained(tmp_path)
+    assert compare(ours(tmp_path), hf_fn(model)) < 1e-4
