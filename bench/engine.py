@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
 
         raise EngineError("cpm bench engine needs a CUDA GPU (the kernels are timed on it)")
     ceil = measure_ceilings()
-    print(f"{torch.cuda.get_device_name()}: copy {ceil['copy_GBps']:.0f} GB/s, bf16 matmul {ceil['bf16_TFLOPs']:.0f} TFLOP/s")
+    print(f"{torch.cuda.get_device_name()}: copy {ceil['copy_GBps']:.0f} GB/s, "
+          f"bf16 matmul {ceil['bf16_TFLOPs']:.0f} TFLOP/s")
     ours = run_engine(a.shape, a.quant, a.batch, a.prompt_len, a.gen_len, ceil)
     gc.collect()
     torch.cuda.empty_cache()

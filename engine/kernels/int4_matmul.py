@@ -11,8 +11,9 @@ loads 4 times and the GEMV reduces over K inside each thread: no split-K, no ato
 reduction at the end.
 
 Paths, by M (rows of x): M == 1: GEMV (FMA); 1 < M < DEQUANT_MIN_M: Triton GEMM (a tile is dequantized to
-x's dtype and fed to tl.dot; an FMA GEMV over 2..8 rows measured 3-4x slower on the H200); M >= DEQUANT_MIN_M (prefill): the layer is dequantized once into a scratch and
-multiplied by cuBLAS, far ahead of a Triton dequant-GEMM at that size.
+x's dtype and fed to tl.dot; an FMA GEMV over 2..8 rows measured 3-4x slower on the H200);
+M >= DEQUANT_MIN_M (prefill): the layer is dequantized once into a scratch and multiplied by cuBLAS, far
+ahead of a Triton dequant-GEMM at that size.
 
 Dequant trick: the bits (code << 19) | 0x3F800000 are the float 1 + code/16, exactly: two integer ops and no
 int->float conversion (a slow instruction). So w = code * s + m = (16 s) * val + (m - 16 s), and the GEMV
