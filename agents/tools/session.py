@@ -83,6 +83,8 @@ class ToolSession:
         """Run one user turn, yielding events; every event is also written to the transcript."""
         if not question.strip():
             raise AgentError("empty question")
+        if self.model is None:
+            raise AgentError("ToolSession.model is not set: give the chat model before asking")
         started = time.perf_counter()
         tools = await self.mcp.list_tools()   # restarts crashed servers; the model sees what is there now
         context = ToolAgentContext(model=self.model, mcp=self.mcp, tools=tools, approve=self.approve)

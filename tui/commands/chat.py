@@ -56,14 +56,11 @@ def run(args: argparse.Namespace) -> int:
     from tui.commands.mcp import open_config, quiet_sdk_logs
 
     quiet_sdk_logs()
-    from agents.chat.factory import chat_model_from_args
-
     settings = Configuration(max_steps=args.max_steps, approve=args.approve, max_tokens=args.max_tokens,
                              tool_choice=args.tool_choice)
     ApprovalPolicy.parse(args.approve)          # a bad policy is refused before the model loads
     servers = open_config(args.mcp, required=False)
-    model = chat_model_from_args(args)
-    return asyncio.run(chat(args, servers, model, settings))
+    return asyncio.run(chat(args, servers, settings))
 
 
 def list_sessions(db: Path) -> int:
@@ -79,48 +76,68 @@ def list_sessions(db: Path) -> int:
     return 0
 
 
-async def chat(args: argparse.Namespace, servers: dict, model, settings) -> int:
+async def chat(args: argparse.Namespace, servers: dict, settings) -> int:
     from mcp_client import MCPManager
 
-    from agents.errors import AgentError
     from agents.tools.session import ToolSession
     from tui.chat_view import ChatView
 
     interactive = sys.stdin.isatty()
     view = ChatView(quiet=bool(args.json))
     async with MCPManager(servers, call_timeout=args.timeout) as mcp:
-        tool_names = [t.name for t in await mcp.list_tools()]
-        from agents.tools.approval import ApprovalPolicy
-
-        unknown = ApprovalPolicy.parse(args.approve).unmatched(tool_names)
-        if unknown:
-            raise AgentError(f"--approve names {', '.join(unknown)}, which match no tool; tools: "
-                             f"{', '.join(tool_names) or 'none'}")
-        async with ToolSession(model=model, mcp=mcp, db_path=args.sessions, settings=settings,
+        check_allow_list(args.approve, mcp, await mcp.list_tools())
+        async with ToolSession(model=None, mcp=mcp, db_path=args.sessions, settings=settings,
                                approve=view.ask_approval if interactive else None, session_id=args.session,
                                resume=bool(args.session), model_name=args.model or "") as session:
             view.servers(mcp.servers(), warn_only=True)
             if args.once:
                 return await _once(session, view, args)
-            view.banner(session.session_id, settings, len(tool_names))
+            view.banner(session.session_id, settings, len(await mcp.list_tools()))
             if args.session:
                 view.history(await session.history())
-            return await _repl(session, mcp, view)
+            return await _repl(session, mcp, view, args)
+
+
+def check_allow_list(policy: str, mcp, tools) -> None:
+    """An allow-list entry that matches no tool is a typo; entries for a server that failed to start are
+    not judged (its failure is shown anyway)."""
+    from agents.errors import AgentError
+    from agents.tools.approval import ApprovalPolicy
+
+    down = {s.name for s in mcp.servers() if s.state != "ready"}
+    unknown = [p for p in ApprovalPolicy.parse(policy).unmatched([t.name for t in tools])
+               if p.partition(".")[0] not in down]
+    if unknown:
+        raise AgentError(f"--approve names {', '.join(unknown)}, which match no tool; tools: "
+                         f"{', '.join(t.name for t in tools) or 'none'}")
+
+
+async def _ensure_model(session, view, args) -> None:
+    """Load the model at the first question, so slash commands and server checks never wait for it. A thread
+    keeps the MCP sessions served while it loads."""
+    import asyncio
+
+    from agents.chat.factory import chat_model_from_args
+
+    if session.model is None:
+        view.note("loading the model…")
+        session.model = await asyncio.to_thread(chat_model_from_args, args)
 
 
 async def _once(session, view, args) -> int:
+    await _ensure_model(session, view, args)
     answer = None
     async for event in session.ask(args.once):
         view.event(event)
         if event["event"] == "answer":
             answer = event
     if args.json:
-        print(json.dumps({"question": args.once, **{k: v for k, v in answer.items() if k != "event"}},
-                         indent=2, default=str))
+        trace = {k: v for k, v in answer.items() if k not in ("event", "text")}
+        print(json.dumps({"question": args.once, "answer": answer["text"], **trace}, indent=2, default=str))
     return 0
 
 
-async def _repl(session, mcp, view) -> int:
+async def _repl(session, mcp, view, args) -> int:
     import asyncio
 
     while True:
@@ -146,5 +163,6 @@ async def _repl(session, mcp, view) -> int:
             else:
                 view.note(HELP)
             continue
+        await _ensure_model(session, view, args)
         async for event in session.ask(line):
             view.event(event)
