@@ -1,6 +1,8 @@
 """The survey graph's plumbing on a real index with a test-double backend: retry, interrupt + resume, no hits."""
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import pytest
 
 from agents.survey.configuration import Configuration
@@ -14,11 +16,13 @@ TOPIC = "efficient inference for on-device language models"
 
 async def _run(topic, model, retriever, db, settings=None, thread_id=None, resume=False, stop_after=None):
     events = []
-    async for ev in stream_survey(topic, model=model, retriever=retriever, db_path=db, settings=settings,
-                                  thread_id=thread_id, resume=resume):
-        events.append(ev)
-        if stop_after and sum(len(e["sections"]) for e in events if e["event"] == "saved") >= stop_after:
-            break  # like Ctrl-C once that section is checkpointed: the generator is closed mid-run
+    stream = stream_survey(topic, model=model, retriever=retriever, db_path=db, settings=settings,
+                           thread_id=thread_id, resume=resume)
+    async with aclosing(stream):
+        async for ev in stream:
+            events.append(ev)
+            if stop_after and sum(len(e["sections"]) for e in events if e["event"] == "saved") >= stop_after:
+                break  # like Ctrl-C once that section is checkpointed: the generator is closed mid-run
     return events
 
 

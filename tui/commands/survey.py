@@ -85,13 +85,15 @@ async def drive(topic, model, retriever, settings, db: Path, resume_id: str | No
     from tui.survey_progress import SurveyProgress
 
     progress = SurveyProgress(quiet=quiet, index=str(index_dir or "DIR"))
+    done: dict = {}
+    # Consume the stream to its end, so that the runner closes its SQLite connection inside this loop.
     with progress:
         async for event in stream_survey(topic, model=model, retriever=retriever, db_path=db, settings=settings,
                                          thread_id=resume_id, resume=bool(resume_id)):
             progress.update(event)
             if event["event"] == "done":
-                return event
-    raise RuntimeError("the survey stream ended without a result")  # the runner always ends with `done`
+                done = event
+    return done
 
 
 def write_outputs(done: dict, out: Path | None) -> dict[str, Path]:
