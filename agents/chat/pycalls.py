@@ -13,7 +13,7 @@ import keyword
 import re
 
 # A call head: a name that may hold dots (MCP namespacing) and hyphens, followed by "(".
-_CALL_HEAD = re.compile(r"(?<![\w.\-'\"])([A-Za-z_][\w\-]*(?:\.[A-Za-z_][\w\-]*)*)\s*\(")
+_CALL_HEAD = re.compile(r"(?<![\w.\-'\"\\])([A-Za-z_][\w\-]*(?:\.[A-Za-z_][\w\-]*)*)\s*\(")
 _KEYWORD_ARG = re.compile(r"(?<=[(,\s])(" + "|".join(keyword.kwlist) + r")(\s*=)(?!=)")
 _FN_PREFIX = "__cpm_fn_"
 _KW_PREFIX = "__cpm_kw_"
