@@ -81,7 +81,9 @@ def test_chat_grammar_response_format_json_schema(factory, chat_tokenizer):
     text = _sample(proc, chat_tokenizer, seed=3)
     jsonschema.validate(json.loads(text, strict=False), schema)  # raw control characters are legal for the grammar
     proc = factory.for_response_format({"type": "json_object"})
-    assert isinstance(json.loads(_sample(proc, chat_tokenizer, seed=4), strict=False), dict)
+    text = _sample(proc, chat_tokenizer, seed=4)
+    # random logits may fill an unbounded object until max_tokens; a finished one must be an object
+    assert isinstance(json.loads(text, strict=False), dict) if proc.finished else text.startswith("{")
     assert factory.for_response_format({"type": "text"}) is None
 
 
