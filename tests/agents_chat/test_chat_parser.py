@@ -76,7 +76,7 @@ _pieces = st.sampled_from(["<tool_call>", "</tool_call>", "<|tool_call_start|>",
                            "f", "a=1", "<|thought_start|>", "<|thought_end|>", "null", "\\", "\x00"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.one_of(st.text(max_size=200), st.lists(_pieces, max_size=30).map("".join)))
 def test_chat_parser_fuzz_never_raises(text):
     parsed = parse_tool_calls(text, TOOLS)
@@ -85,7 +85,7 @@ def test_chat_parser_fuzz_never_raises(text):
     parse_tool_calls(text)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(_name, _args, st.sampled_from(["hermes", "minicpm", "json", "python"]), st.integers(0, 400))
 def test_chat_parser_roundtrip_and_truncation(name, args, style, cut):
     text = render_tool_call(name, args, style)
