@@ -7,7 +7,21 @@ so it builds in seconds on 2 shared cores.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+# pytest puts tests/ first on sys.path, where tests/engine/ etc. (no __init__.py) pass for namespace packages
+# that shadow the editable install; the repo root goes first, and an impostor imported earlier is dropped
+# (the same fix as tests/engine/conftest.py; the lasting one is `pythonpath = ["."]` in pyproject).
+_REPO = str(Path(__file__).resolve().parents[2])
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+for _pkg in ("engine", "retrieval", "survey", "agents"):
+    if _pkg in sys.modules and getattr(sys.modules[_pkg], "__file__", None) is None:
+        for _name in [n for n in sys.modules if n == _pkg or n.startswith(_pkg + ".")]:
+            del sys.modules[_name]
 
 from survey.factscore.perturb import candidate_sentence, change_number, negate
 
