@@ -45,7 +45,7 @@ async def model(state: ToolAgentState, config: RunnableConfig,
     last_step = steps >= cfg.max_steps
     if last_step or not ctx.tools:
         if last_step and isinstance(state["messages"][-1], ToolMessage):
-            messages.append(HumanMessage(prompts.STEP_LIMIT.format(max_steps=cfg.max_steps)))
+            messages.append(HumanMessage(prompts.STEP_LIMIT))
         runnable = ctx.model
     else:
         # "required" binds only the turn's first call: after the results come in, the model must be free to answer.

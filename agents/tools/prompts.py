@@ -7,10 +7,9 @@ SYSTEM = (
     "answer as well as you can without it."
 )
 
-STEP_LIMIT = (
-    "You have used {max_steps} steps, the limit for one question. Do not call tools now: answer from the "
-    "tool results above, and say what is still missing."
-)
+# Said on the last allowed step, which is also the normal answer step of a one-call question, so it asks for
+# the answer rather than talking about limits (a small model then writes about "the limit").
+STEP_LIMIT = "Now answer my question from the tool results above, without calling more tools."
 
 DENIED = (
     "The user did not approve running {name}, so it was not run. Do not call it again for this question; "

@@ -4,6 +4,7 @@
     python mcp_test_server.py --http --port 8765  # streamable HTTP on 127.0.0.1:8765/mcp
 
 `--require-header NAME=VALUE` makes the HTTP server refuse requests without that header (config headers test).
+`--polite` offers only the well-behaved tools (echo, add, weather): what the model-driven tests show a model.
 """
 from __future__ import annotations
 
@@ -94,7 +95,11 @@ def main() -> None:
     parser.add_argument("--http", action="store_true")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--require-header", default=None)
+    parser.add_argument("--polite", action="store_true")
     args = parser.parse_args()
+    if args.polite:
+        for name in ("image", "fail", "huge", "hang", "crash", "whoami"):
+            server.remove_tool(name)
     if not args.http:
         server.run()
         return

@@ -25,7 +25,10 @@ def cpm(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
 @pytest.fixture
 def config_file(tmp_path):
     path = tmp_path / "mcp.json"
-    path.write_text(json.dumps({"mcpServers": {"time": time_entry(), "t": own_server_entry()}}))
+    # The model sees only well-behaved tools here; the misbehaving ones have their own tests.
+    polite = own_server_entry()
+    polite["args"].append("--polite")
+    path.write_text(json.dumps({"mcpServers": {"time": time_entry(), "t": polite}}))
     return path
 
 
@@ -63,7 +66,7 @@ def test_repl_slash_commands_need_no_model(config_file, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     assert "time.get_current_time" in text and "t.add" in text            # /tools
-    assert "time: ready, 2 tools" in text and "t: ready, 9 tools" in text  # /servers
+    assert "time: ready, 2 tools" in text and "t: ready, 3 tools" in text  # /servers
     assert "new session" in text and "/tools  /servers" in text           # /reset, then help for /nonsense
     typo = cpm("chat", "--mcp", str(config_file), "--approve", "tme.*", "--sessions", str(tmp_path / "s.db"),
                stdin="")
@@ -99,8 +102,10 @@ async def test_tool_pick_rate_on_default_model(smollm2_path, git_repo, tmp_path)
     from agents.tools.session import ToolSession
 
     model = make_chat_model(backend="engine", model="smollm2-135m")
-    config = {"mcpServers": {"time": time_entry(), "t": own_server_entry(), "git": git_entry(git_repo)}}
-    settings = Configuration(approve="never", tool_choice="required", max_steps=2, max_tokens=64)
+    polite = own_server_entry()
+    polite["args"].append("--polite")
+    config = {"mcpServers": {"time": time_entry(), "t": polite, "git": git_entry(git_repo)}}
+    settings = Configuration(approve="never", tool_choice="required", max_steps=2, max_tokens=48)
     rows = []
     async with MCPManager(config) as mcp:
         tool_schemas = {t.name: t.input_schema for t in await mcp.list_tools()}

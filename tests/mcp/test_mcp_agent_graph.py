@@ -97,7 +97,7 @@ async def test_step_limit_ends_with_an_answer_without_tools(tmp_path):
     assert answer["stopped"] == "step_limit" and answer["steps"] == 3
     assert len([e for e in events if e["event"] == "tool_call"]) == 2
     assert model.requests[-1]["tools"] == []          # the last call had no tools to call
-    assert "limit for one question" in model.requests[-1]["messages"][-1].content
+    assert "without calling more tools" in model.requests[-1]["messages"][-1].content
 
 
 async def test_unparsable_calls_go_back_to_the_model(tmp_path):
