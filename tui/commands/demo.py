@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     survey_cmd.print_summary(done, paths)
     # Step 4: FactScore, when that package is present.
     if not args.no_factscore:
-        run_factscore(paths["markdown"], index_dir, console)
+        run_factscore(paths["markdown"], index_dir, gpu, console)
     print(f"demo files are in {args.out}/ (survey.md, survey.bib, survey.trace.json, index/)")
     return 0
 
@@ -132,7 +132,7 @@ def pick_documents(documents, topic: str, limit: int | None) -> list:
     return (on_topic + rest)[:limit]
 
 
-def run_factscore(markdown: Path, index_dir: Path, console) -> None:
+def run_factscore(markdown: Path, index_dir: Path, gpu: bool, console) -> None:
     import importlib.util
 
     if importlib.util.find_spec("survey.factscore") is None:
@@ -140,5 +140,9 @@ def run_factscore(markdown: Path, index_dir: Path, console) -> None:
         return
     from tui.cli import main as cpm
 
-    console.print("factscore: scoring the survey's claims against the cited papers ...")
-    cpm(["eval", "factscore", str(markdown), "--index", str(index_dir), "--extract", "sentence"])
+    # On CPU the model-judged FactScore of a 5-section survey takes longer than the whole demo, so the demo
+    # scores sentences with the lexical judge there and says so; a GPU runs the default (model) judge.
+    judge = "auto" if gpu else "lexical"
+    console.print(f"factscore: scoring each sentence against its cited papers (judge: {judge}; the model judge "
+                  f"on CPU: cpm eval factscore {markdown} --index {index_dir} --extract sentence) ...")
+    cpm(["eval", "factscore", str(markdown), "--index", str(index_dir), "--extract", "sentence", "--judge", judge])
