@@ -46,6 +46,9 @@ def new_call_id() -> str:
 def parse_tool_calls(text: str, tool_names: list[str] | None = None) -> ParsedOutput:
     """Split `text` into prose and tool calls; `tool_names`, when given, are the only names accepted."""
     text = _THOUGHT.sub("", text or "")
+    whole = _whole_bare_calls(text, tool_names)  # a bare call may itself hold "<tool_call>" inside a string
+    if whole is not None:
+        return whole
     out = ParsedOutput(content="")
     prose, pos, tagged = [], 0, False
     while True:
@@ -57,7 +60,7 @@ def parse_tool_calls(text: str, tool_names: list[str] | None = None) -> ParsedOu
         prose.append(text[pos:start])
         close = HERMES_CLOSE if marker == HERMES_OPEN else MCP_CLOSE
         body_start = start + len(marker)
-        end = text.find(close, body_start)
+        end = _find_close(text, body_start, close)
         # Cut off before the close tag (max_tokens): drop a partial close tag; a complete body still counts.
         body = _strip_partial(text[body_start:], close) if end < 0 else text[body_start:end]
         pos = len(text) if end < 0 else end + len(close)
@@ -193,6 +196,32 @@ def _check_names(out: ParsedOutput, tool_names: list[str] | None) -> ParsedOutpu
 
 def _invalid(out: ParsedOutput, raw: str, name: str | None, error: str) -> None:
     out.invalid_tool_calls.append(invalid_tool_call(name=name, args=raw, id=new_call_id(), error=error))
+
+
+def _whole_bare_calls(text: str, tool_names: list[str] | None) -> ParsedOutput | None:
+    if text.lstrip().startswith(CALL_MARKERS):
+        return None
+    out = ParsedOutput(content="")
+    if _parse_bare(text, out, tool_names) and out.tool_calls and not out.invalid_tool_calls:
+        return _check_names(out, tool_names)
+    return None
+
+
+def _find_close(text: str, start: int, close: str) -> int:
+    """The close tag ending a call body; skips close tags that sit inside the body's strings."""
+    end = text.find(close, start)
+    first = end
+    while end >= 0:
+        body = _unfence(text[start:end].strip())
+        try:
+            if body.startswith(("{", "[")):
+                json.loads(body, strict=False)
+            else:
+                parse_python_calls(body)
+            return end
+        except (json.JSONDecodeError, RecursionError, PyCallError):
+            end = text.find(close, end + len(close))
+    return first
 
 
 def _strip_partial(body: str, close: str) -> str:
