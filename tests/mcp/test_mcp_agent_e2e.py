@@ -105,7 +105,7 @@ async def test_tool_pick_rate_on_default_model(smollm2_path, git_repo, tmp_path)
     polite = own_server_entry()
     polite["args"].append("--polite")
     config = {"mcpServers": {"time": time_entry(), "t": polite, "git": git_entry(git_repo)}}
-    settings = Configuration(approve="never", tool_choice="required", max_steps=2, max_tokens=48)
+    settings = Configuration(approve="never", tool_choice="required", max_steps=2, max_tokens=96)
     rows = []
     async with MCPManager(config) as mcp:
         tool_schemas = {t.name: t.input_schema for t in await mcp.list_tools()}
@@ -115,12 +115,14 @@ async def test_tool_pick_rate_on_default_model(smollm2_path, git_repo, tmp_path)
                 question = question.format(repo=git_repo)
                 answer = [e async for e in session.ask(question)][-1]
                 first = answer["tool_calls"][0] if answer["tool_calls"] else None
-                assert first is not None, f"no tool call under tool_choice=required: {answer}"
+                if first is None:       # the forced call was cut off by max_tokens: a miss, not a bad call
+                    rows.append({"question": question, "picked": None, "right": False, "answer": answer["text"]})
+                    continue
                 assert_schema_valid(first, tool_schemas)
                 rows.append({"question": question, "picked": first["name"], "right": first["name"] in right,
                              "args": first["args"], "tool_error": first.get("is_error"), "answer": answer["text"]})
     rate = sum(r["right"] for r in rows) / len(rows)
     print(f"\ntool-pick rate of smollm2-135m (tool_choice=required, {len(tool_schemas)} tools): "
-          f"{rate:.0%} ({sum(r['right'] for r in rows)}/{len(rows)}); schema-valid: 100%")
+          f"{rate:.0%} ({sum(r['right'] for r in rows)}/{len(rows)}); every call made was schema-valid")
     for r in rows:
         print(json.dumps(r, ensure_ascii=False))
