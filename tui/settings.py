@@ -13,6 +13,7 @@ class TuiSettings:
     index_dir: str | None = None
     mcp_config: str | None = None
     approve: str = "always"  # "always" ask | "never" ask | comma-separated allow list of server.tool
+    tool_choice: str = "auto"  # "required": the first model call of a turn must call a tool
     max_tokens: int = 256
 
     @classmethod

@@ -12,6 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", dest="index_dir", help="paper index directory for Survey mode")
     p.add_argument("--mcp", dest="mcp_config", help="MCP servers config file for Assistant mode")
     p.add_argument("--approve", help="tool approval: always | never | comma-separated allow list")
+    p.add_argument("--tool-choice", choices=["auto", "required"], help="required: each turn starts with a tool call")
     p.set_defaults(func=run)
 
 
@@ -20,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from tui.settings import TuiSettings
 
     settings = TuiSettings.from_env(model=args.model, backend=args.backend, base_url=args.base_url,
-                                    index_dir=args.index_dir, mcp_config=args.mcp_config, approve=args.approve)
+                                    index_dir=args.index_dir, mcp_config=args.mcp_config, approve=args.approve,
+                                    tool_choice=args.tool_choice)
     CpmApp(settings).run()
     return 0

@@ -12,7 +12,8 @@ from tui.settings import TuiSettings
 
 FIELDS = (("model", "Model alias or path"), ("base_url", "Backend URL (openai backend)"),
           ("index_dir", "Index directory"), ("mcp_config", "MCP config file"),
-          ("approve", "Approval: always | never | allow list server.tool,..."))
+          ("approve", "Approval: always | never | allow list server.tool,..."),
+          ("tool_choice", "Tool choice: auto | required (first reply must call a tool)"))
 
 
 class SettingsScreen(ModalScreen[TuiSettings | None]):
@@ -41,6 +42,7 @@ class SettingsScreen(ModalScreen[TuiSettings | None]):
             return
         values = {name: (self.query_one(f"#{name}", Input).value.strip() or None) for name, _ in FIELDS}
         values["approve"] = values["approve"] or "always"
+        values["tool_choice"] = values["tool_choice"] or "auto"
         values["model"] = values["model"] or self.settings.model
         self.dismiss(replace(self.settings, backend=self.query_one("#backend", Select).value, **values))
 

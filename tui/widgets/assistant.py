@@ -35,14 +35,14 @@ class ToolCallBlock(Collapsible):
     def __init__(self, name: str, args: dict) -> None:
         self.body = Static(f"arguments: {json.dumps(args, ensure_ascii=False)}")
         super().__init__(self.body, title=f"⚙ {name}", collapsed=False, classes="tool-call")
-        self.name, self.args = name, args
+        self.tool_name, self.args = name, args
 
     def finish(self, event: dict) -> None:
         if event.get("denied"):
-            self.title = f"✗ {self.name} (denied)"
+            self.title = f"✗ {self.tool_name} (denied)"
         else:
             mark = "✗" if event.get("is_error") else "✓"
-            self.title = f"{mark} {self.name} ({event.get('duration_s', 0):.2f}s)"
+            self.title = f"{mark} {self.tool_name} ({event.get('duration_s', 0):.2f}s)"
         text = str(event.get("text", ""))
         self.body.update(f"arguments: {json.dumps(self.args, ensure_ascii=False)}\nresult: {text[:2000]}")
 
@@ -69,7 +69,8 @@ class AgentHost:
             async with MCPManager(s.mcp_config or {}) as mcp:
                 self.mcp = mcp
                 async with ToolSession(model=model, mcp=mcp, db_path=SESSIONS_DB, approve=approve,
-                                       settings=Configuration(approve=s.approve, max_tokens=s.max_tokens),
+                                       settings=Configuration(approve=s.approve, max_tokens=s.max_tokens,
+                                                              tool_choice=s.tool_choice),
                                        model_name=s.model) as session:
                     self.session = session
                     self.ready.set()
@@ -134,7 +135,12 @@ class AssistantPane(Horizontal):
     async def approve(self, tool: str, arguments: dict) -> bool:
         """The approval callback of the tool graph: a modal, answered by the user."""
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.app.push_screen(ApprovalScreen(tool, arguments), callback=answer.set_result)
+
+        def settle(ok: bool) -> None:
+            if not answer.done():   # the turn may have been cancelled (Esc) while the modal was open
+                answer.set_result(ok)
+
+        self.app.push_screen(ApprovalScreen(tool, arguments), callback=settle)
         return await answer
 
     @work(exclusive=True, group="assistant")
