@@ -24,7 +24,7 @@ class TuiSettings:
             "base_url": os.environ.get("CPM_BASE_URL"),
             "model": os.environ.get("CPM_MODEL"),
             "index_dir": os.environ.get("CPM_INDEX"),
-            "mcp_config": os.environ.get("CPM_MCP"),
+            "mcp_config": os.environ.get("CPM_MCP_CONFIG"),
         }
         values = {k: v for k, v in {**env, **overrides}.items() if v is not None}
         return replace(cls(), **values)
