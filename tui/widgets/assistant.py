@@ -17,6 +17,7 @@ from textual.message import Message
 from textual.widgets import Collapsible, DataTable, Input, Markdown, Static
 
 from tui.screens.approval import ApprovalScreen
+from tui.widgets import cancel_workers
 
 SESSIONS_DB = "out/chat-sessions.sqlite"
 
@@ -197,10 +198,8 @@ class AssistantPane(Horizontal):
         self.query_one("#assistant-status", Static).update(text)
 
     def cancel(self) -> bool:
-        """Cancel a running turn; True when there was one."""
-        running = any(w.group == "assistant" and w.is_running for w in self.workers)
-        self.workers.cancel_group(self, "assistant")
-        return running
+        """Cancel the running turn; True when there was one."""
+        return cancel_workers(self, "assistant")
 
     def on_unmount(self) -> None:
         """Stop the MCP servers and close the session when the app quits."""

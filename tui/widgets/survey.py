@@ -15,6 +15,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, ListItem, ListView, Markdown, Static, Tree
 from textual.worker import get_current_worker
 
+from tui.widgets import cancel_workers
+
 CHECKPOINTS = Path("out/survey-checkpoints.sqlite")
 OUT_DIR = Path("out/surveys")
 STAGE_MARK = {"queries": "planning", "retrieve": "retrieving", "write": "writing", "check": "checking",
@@ -182,6 +184,5 @@ class SurveyPane(Vertical):
         self.query_one("#survey-status", Static).update(text)
 
     def cancel(self) -> bool:
-        running = any(w.group == "survey" and w.is_running for w in self.workers)
-        self.workers.cancel_group(self, "survey")
-        return running
+        """Cancel the running survey; True when there was one."""
+        return cancel_workers(self, "survey")
