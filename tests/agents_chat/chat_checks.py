@@ -12,3 +12,12 @@ def assert_schema_valid_call(message, tool: dict) -> dict:
     args = message.tool_calls[0]["args"]
     jsonschema.validate(args, tool["function"]["parameters"])
     return args
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -6,7 +6,6 @@ with the in-process tests instead of adding to them.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from chat_checks import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # With the editable install, `pytest` (not `python -m pytest`) may only see tests/engine/ (a folder without
 # __init__.py) as `engine`; the checkout on sys.path makes the real package win.
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServeProcess:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from agents.chat import BackendError, ChatOpenAICompatible, make_chat_model
-from chat_checks import assert_schema_valid_call
+from chat_checks import assert_schema_valid_call, free_port
 from chat_tool_schemas import TOOL_SCHEMAS
 
 MODEL = "smollm2-135m"
@@ -90,7 +90,6 @@ def test_chat_http_bad_requests_get_openai_errors(serve_url, remote):
 
 
 def test_chat_http_connection_refused_is_clear():
-    from conftest import free_port
 
     dead = ChatOpenAICompatible(base_url=f"http://127.0.0.1:{free_port()}", model=MODEL, max_retries=1, timeout=5)
     with pytest.raises(BackendError, match="cannot connect.*cpm serve"):
