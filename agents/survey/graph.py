@@ -178,8 +178,11 @@ async def section(task: SectionTask, config: RunnableConfig,
         result, u = await _write_checked(runtime, cfg, index, sec.title, sec.goal, task["topic"], sources, least)
     result = result.model_copy(update={"queries": queries, "retrieved_ids": list(dict.fromkeys(s.id for s in found)),
                                        "usage": usage.add(u), "seconds": time.perf_counter() - start})
+    # The cited papers travel with the event so a front end can list them (the TUI's references panel).
+    cited = [src.model_dump(include={"id", "title", "authors", "year", "text"})
+             for src in result.sources if src.id in result.cited_ids]
     get_stream_writer()({"event": "section_done", "section": index, "title": sec.title,
-                         "cited": len(result.cited_ids), "seconds": result.seconds})
+                         "cited": len(result.cited_ids), "seconds": result.seconds, "sources": cited})
     return Command(goto="dispatch", update={"sections": {str(index): result.model_dump()}})
 
 
