@@ -130,7 +130,7 @@ def _write_generation(directory: Path, prev: dict | None, docs: list[Document], 
         new_faiss = layout.faiss_path(directory, gen)
         faiss_index.write_index(index, new_faiss)
         for path in (new_faiss, new_store):
-            layout.fsync_file(path)
+            layout.fsync(path)
         manifest = _manifest(prev, gen, cfg, embedder, params, new_faiss, new_store, n_docs, n_chunks)
         if n_chunks != index.ntotal:
             raise RetrievalError(f"internal error: {n_chunks} chunks but {index.ntotal} vectors; nothing was changed")

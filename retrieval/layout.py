@@ -37,18 +37,10 @@ def store_path(directory: Path, gen: int) -> Path:
     return directory / f"docs.g{gen}.sqlite"
 
 
-def fsync_file(path: Path) -> None:
-    """Flush a written file's data to disk (a rename is only durable once the data it names is)."""
+def fsync(path: Path) -> None:
+    """Flush a file's data, or a directory's entries, to disk: a rename is durable only once the data it
+    names is flushed, and survives a power loss only once its directory is."""
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Flush the directory entry, so the rename itself survives a power loss."""
-    fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -73,7 +65,7 @@ def write_manifest(directory: Path, manifest: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, directory / MANIFEST)
-    fsync_dir(directory)
+    fsync(directory)
 
 
 def read_manifest(directory: Path) -> dict:
