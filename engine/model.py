@@ -31,6 +31,10 @@ class StepContext:
     causal: bool
     cos: torch.Tensor  # [B, T, D]
     sin: torch.Tensor  # [B, T, D]
+    # Optional attention backend (e.g. InfLLM v2 sparse attention), called after the cache write as
+    # attn(layer, q [B, H, T, D] roped, kc, vc [B, KVH, L, D] cache views up to kv_len, ctx, q_raw, k_raw
+    # [B, T, H|KVH, D] before rotary) -> o [B, H, T, D]. None = ops.attention (dense).
+    attn: object | None = None
 
 
 class Linear:
@@ -96,6 +100,7 @@ def _dense(w: Weight, dtype: torch.dtype) -> torch.Tensor:
 
 class Block:
     def __init__(self, cfg: ModelConfig, t: dict[str, Weight], i: int, take):
+        self.idx = i
         p = f"model.layers.{i}."
         a, m = p + "self_attn.", p + "mlp."
         H, I, D = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
@@ -121,6 +126,7 @@ class Block:
         q, k, v = q.view(B, T, self.nh, self.hd), k.view(B, T, self.nkv, self.hd), v.view(B, T, self.nkv, self.hd)
         if self.q_norm is not None:
             q, k = ops.rms_norm(q, self.q_norm, self.eps), ops.rms_norm(k, self.k_norm, self.eps)
+        q_raw, k_raw = q, k
         q, k = ops.apply_rotary(q, k, ctx.cos, ctx.sin)
         kc, vc = kc[ctx.rows], vc[ctx.rows]  # [B, KVH, S, D] views of the static cache
         if ctx.pos is None:
@@ -130,8 +136,11 @@ class Block:
             rows = torch.arange(B, device=x.device)
             kc[rows, :, ctx.pos] = k[:, 0]
             vc[rows, :, ctx.pos] = v[:, 0]
-        o = ops.attention(q.transpose(1, 2), kc[:, :, :ctx.kv_len], vc[:, :, :ctx.kv_len], ctx.mask, ctx.causal,
-                          self.scale)  # [B, H, T, D]
+        kv, vv = kc[:, :, :ctx.kv_len], vc[:, :, :ctx.kv_len]
+        if ctx.attn is not None:
+            o = ctx.attn(self.idx, q.transpose(1, 2), kv, vv, ctx, q_raw, k_raw)
+        else:
+            o = ops.attention(q.transpose(1, 2), kv, vv, ctx.mask, ctx.causal, self.scale)  # [B, H, T, D]
         o = self.o(o.transpose(1, 2).reshape(B, T, self.nh * self.hd))
         x = x + (o if self.rs == 1.0 else o * self.rs)
         g, u = self.gate_up(ops.rms_norm(x, self.ln2, self.eps)).chunk(2, dim=-1)
@@ -188,8 +197,9 @@ class Transformer:
             self.head.to(device, dtype, cache_dense)
         return self
 
-    def __call__(self, tokens: torch.Tensor, ctx: StepContext, cache, last_only: bool = True) -> torch.Tensor:
-        """tokens int64 [B, T] -> logits float32 [B, V] (last position) or [B, T, V]."""
+    def hidden(self, tokens: torch.Tensor, ctx: StepContext, cache, last_only: bool = True) -> torch.Tensor:
+        """tokens int64 [B, T] -> hidden states after the final norm, [B, 1, H] (last position) or [B, T, H].
+        These are the features an Eagle draft head reads (the base model's post-final-norm output)."""
         x = F.embedding(tokens, self.embed)  # [B, T, H]
         if self.cfg.scale_emb != 1.0:
             x = x * self.cfg.scale_emb
@@ -197,8 +207,15 @@ class Transformer:
             x = block(x, ctx, cache.k[i], cache.v[i])
         if last_only:
             x = x[:, -1:]
-        x = ops.rms_norm(x, self.norm, self.cfg.rms_norm_eps)
+        return ops.rms_norm(x, self.norm, self.cfg.rms_norm_eps)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Post-norm hidden states [..., H] -> float32 logits [..., V] (MiniCPM's logit scale applied)."""
         if self.cfg.logit_scale != 1.0:
-            x = x * self.cfg.logit_scale
-        logits = self.head(x).float()
+            h = h * self.cfg.logit_scale
+        return self.head(h).float()
+
+    def __call__(self, tokens: torch.Tensor, ctx: StepContext, cache, last_only: bool = True) -> torch.Tensor:
+        """tokens int64 [B, T] -> logits float32 [B, V] (last position) or [B, T, V]."""
+        logits = self.logits(self.hidden(tokens, ctx, cache, last_only))
         return logits[:, -1] if last_only else logits
