@@ -1,7 +1,8 @@
 """`cpm serve`: an OpenAI-compatible HTTP server (Starlette) on the in-process engine.
 
 Endpoints: GET /v1/models, POST /v1/chat/completions (stream, tools, tool_choice, response_format), GET /health.
-Requests are served one at a time in arrival order (an asyncio.Lock is FIFO); generation runs in a worker thread
+Requests are served in arrival order (an asyncio.Lock is FIFO); waiting non-streaming requests with the same
+sampling settings are decoded together in one batch (tui/serve_batch.py). Generation runs in a worker thread
 so the event loop keeps accepting connections and noticing disconnects. Bad requests get OpenAI-style error
 JSON: {"error": {"message", "type", "param", "code"}}.
 """
@@ -24,6 +25,7 @@ from agents.chat.messages import tool_calls_to_openai
 from agents.chat.tooling import to_openai_tools
 from agents.errors import AgentError
 from engine.errors import EngineError
+from tui.serve_batch import Batcher
 
 
 class RequestError(Exception):
@@ -35,8 +37,10 @@ class RequestError(Exception):
 
 
 def create_app(runner: EngineRunner, model_name: str) -> Starlette:
-    """The ASGI app serving `runner`'s engine under the model id `model_name`."""
-    queue = asyncio.Lock()  # FIFO: requests run one at a time, in the order they arrived
+    """The ASGI app serving `runner`'s engine under the model id `model_name`; the engine's max_batch bounds
+    how many waiting requests are decoded together."""
+    queue = asyncio.Lock()  # FIFO: requests (or batches of them) run one at a time, in the order they arrived
+    batcher = Batcher(runner, queue, getattr(runner.engine, "max_batch", 1))
     created = int(time.time())
 
     async def models(_: Request) -> JSONResponse:
@@ -44,7 +48,10 @@ def create_app(runner: EngineRunner, model_name: str) -> Starlette:
             {"id": model_name, "object": "model", "created": created, "owned_by": "cpm-suite"}]})
 
     async def health(_: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "model": model_name, "busy": queue.locked()})
+        stats = batcher.stats
+        return JSONResponse({"status": "ok", "model": model_name, "busy": queue.locked(),
+                             "max_batch": batcher.max_batch, "batched_requests": stats.requests,
+                             "batches": stats.batches, "largest_batch": stats.largest})
 
     async def completions(request: Request):
         try:
@@ -53,8 +60,7 @@ def create_app(runner: EngineRunner, model_name: str) -> Starlette:
             if stream:
                 return await _streaming(runner, queue, req, model_name, include_usage)
             prep = await asyncio.to_thread(runner.prepare, req)
-            async with queue:
-                reply = await asyncio.to_thread(runner.complete, prep)
+            reply = await batcher.submit(prep)
             return JSONResponse(_completion(reply, model_name))
         except RequestError as exc:
             return _error(str(exc), exc.status, exc.param, exc.code)

@@ -10,6 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--max-batch", type=int, default=None, help="requests decoded together (default: 8 on a "
+                   "GPU, 1 on CPU); waiting non-streaming requests with the same settings share a batch")
     p.add_argument("--served-name", default=None, help="model id clients send and /v1/models lists "
                    "(default: the --model value)")
     p.set_defaults(func=run)
@@ -25,8 +27,20 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port} is not a TCP port (1-65535)")
-    engine = Engine.load(args.model, device=args.device)
+    if args.max_batch is not None and args.max_batch < 1:
+        raise UsageError(f"--max-batch must be >= 1, got {args.max_batch}")
+    max_batch = args.max_batch or (8 if _has_cuda(args.device) else 1)
+    engine = Engine.load(args.model, device=args.device, max_batch=max_batch)
     app = create_app(EngineRunner(engine), args.served_name or args.model)
-    print(f"cpm serve: {args.model} on http://{args.host}:{args.port}/v1 (Ctrl-C to stop)", flush=True)
+    print(f"cpm serve: {args.model} on http://{args.host}:{args.port}/v1, {engine.device}, max batch "
+          f"{max_batch} (Ctrl-C to stop)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
+
+
+def _has_cuda(device: str) -> bool:
+    if device == "cpu":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
