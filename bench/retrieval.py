@@ -18,13 +18,30 @@ from retrieval.config import FaissConfig
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corpus" / "arxiv_llm_mini.jsonl"
 
 
+def vector_counts(text: str) -> list[int]:
+    """`--sizes 100000,1000000` -> [100000, 1000000]; argparse turns the ValueError into a usage error."""
+    try:
+        sizes = [int(s.replace("_", "")) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of vector counts, "
+                                         "e.g. 100000,1000000") from None
+    if min(sizes) < 100:
+        raise argparse.ArgumentTypeError(f"each size must be at least 100 vectors (got {min(sizes)})")
+    return sizes
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="cpm bench retrieval", description=__doc__)
-    p.add_argument("--sizes", default="100000", help="comma-separated vector counts (e.g. 100000,1000000)")
+    p.add_argument("--sizes", type=vector_counts, default=[100000],
+                   help="comma-separated vector counts (e.g. 100000,1000000; 1000000 alone runs just 1M)")
     p.add_argument("--dim", type=int, default=384, help="vector dimension (MiniLM: 384)")
     p.add_argument("--queries", type=int, default=500, help="single queries timed per index")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--nprobe", type=int, default=16)
+    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default: the index builder's ~4*sqrt(n))")
+    p.add_argument("--train-sample", type=int, default=FaissConfig.train_sample,
+                   help="vectors the IVF is trained on (default %(default)s; FAISS needs >= 39 per list, so the "
+                        "builder raises it to 39*nlist)")
     p.add_argument("--data", choices=("random", "clustered"), default="random",
                    help="uniform random unit vectors (IVF's worst case) or a 1,000-centre mixture (closer to "
                         "real embeddings)")
@@ -87,7 +104,8 @@ def bench_size(n: int, args) -> list[dict]:
     results = []
     truth = None
     for kind, cfg in (("flat-ip", FaissConfig(ivf_threshold=n + 1)),
-                      ("ivf-flat-ip", FaissConfig(ivf_threshold=1, nprobe=args.nprobe))):
+                      ("ivf-flat-ip", FaissConfig(ivf_threshold=1, nprobe=args.nprobe, nlist=args.nlist,
+                                                  train_sample=args.train_sample))):
         start = time.perf_counter()
         index, params = make_index(vectors, cfg)
         build_s = time.perf_counter() - start
@@ -116,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:
         console.width = 140  # a log file gets the whole table rather than wrapped cells
-    out: dict = {"data": args.data, "cpu_count": os.cpu_count(), "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads()}
+    out: dict = {"data": args.data, "dim": args.dim, "k": args.k, "queries": args.queries,
+                 "cpu_count": os.cpu_count(), "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads(),
+                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": os.getloadavg()}
     if args.embed_docs:
         out["embed"] = bench_embed(args)
         e = out["embed"]
@@ -126,13 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     table = Table("vectors", "index", "build s", "p50 ms", "p99 ms", "params", f"recall@{args.k} vs flat",
                   title=f"FAISS, {args.data} data, dim {args.dim}, k={args.k}, {args.queries} single queries, "
                         f"{faiss.omp_get_max_threads()} threads")
-    for n in (int(s) for s in args.sizes.split(",")):
+    for n in args.sizes:
         for r in bench_size(n, args):
             out["search"].append(r)
             params = ", ".join(f"{k}={r[k]}" for k in ("nlist", "nprobe", "trained_on") if k in r)
             table.add_row(f"{n:,}", r["index"], f"{r['build_s']:.2f}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}",
                           params, str(r.get(f"recall@{args.k}_vs_flat", "exact")))
     console.print(table)
+    # The shared dev box's load changes the figures several-fold; the record keeps it beside them.
+    out["loadavg_end"] = os.getloadavg()
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return 0
