@@ -7,6 +7,11 @@ GPTQ layout (AutoGPTQ / GPTQModel, as in MiniCPM4-0.5B-QAT-Int4-GPTQ-format; see
     g_idx   int32 [in]               group of each input column (sequential unless desc_act)
     w[o, i] = scales[g, o] * (q[i, o] - z[g, o]) with g = g_idx[i]; checkpoint_format "gptq" (v1) stores
     z - 1 (AutoGPTQ's historical offset), "gptq_v2" stores z itself.
+
+BitCPM4 (openbmb/BitCPM4-0.5B, -1B) ships "fake-quantized" ternary weights: plain bf16 safetensors in which
+every projection value is t * s, t in {-1, 0, 1}, s shared by a group of input columns of one row. Such a
+weight is stored here as int4 codes t + 8 with scale s and min -8s: exact, 4x smaller than bf16, and run by
+the same int4 kernels as GPTQ/GGUF (see docs/formats.md).
 """
 from __future__ import annotations
 
@@ -104,10 +109,60 @@ def _convert_gptq(tensors: dict, cfg: ModelConfig, source: str) -> None:
         tensors[f"{base}.weight"] = gptq_to_int4(*parts, g_idx, group, v1, name=f"{source}: {base}")
 
 
+_PROJECTIONS = ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
+                "up_proj.weight", "down_proj.weight")
+KERNEL_GROUP = 128  # widest group torch's CPU int4 kernel is fast with; a wider ternary scale is repeated to it
+
+
+def _ternary_group(a: torch.Tensor, group: int) -> bool:
+    """a: |w| [rows, in]. True when, within every run of `group` columns of a row, all non-zero values are equal."""
+    g = a.view(a.shape[0], -1, group)
+    s = g.amax(-1, keepdim=True)
+    return bool(((g == 0) | (g == s)).all())
+
+
+def ternary_to_int4(w: torch.Tensor) -> Int4Weight | None:
+    """A fake-quantized ternary weight [out, in] -> the exact Int4Weight (codes t + 8, scale s, min -8s), or None
+    when w is not ternary. The scale group is found from the data (BitCPM4's config.json does not state it):
+    the widest of (in, 1024, ..., 32) under which every group's non-zero magnitudes are one value."""
+    n_out, n_in = w.shape
+    candidates = [n_in] + [g for g in (1024, 512, 256, 128, 64, 32) if g < n_in and n_in % g == 0]
+    smallest = candidates[-1]
+    if n_in % 2 or not _ternary_group(w[:1].abs().float(), smallest):  # cheap reject: first row only
+        return None
+    a = w.abs().float()
+    group = next((g for g in candidates if _ternary_group(a, g)), None)
+    if group is None:
+        return None
+    scales = a.view(n_out, -1, group).amax(-1)  # [out, in / group]
+    sub = next((k for k in (KERNEL_GROUP, 64, 32) if k < group and group % k == 0), None)
+    if group > KERNEL_GROUP and sub:  # same values, repeated to a group the int4 kernels take
+        scales, group = scales.repeat_interleave(group // sub, dim=1), sub
+    # codes t + 8 with min -8s: torch's CPU int4 form (q - 8) * scale + zero then has zero = 0 exactly, so no
+    # bf16 rounding of a zero point turns the ternary zeros into small non-zeros
+    codes = torch.sign(w.float()).to(torch.int8) + 8  # {-1, 0, 1} -> {7, 8, 9}
+    return Int4Weight(pack_int4(codes), scales, -8 * scales, group)
+
+
+def _compact_ternary(tensors: dict) -> int:
+    """Replace every exactly-ternary projection weight by its int4 form; returns how many were replaced."""
+    n = 0
+    for name in [k for k in tensors if k.endswith(_PROJECTIONS)]:
+        w = tensors[name]
+        if isinstance(w, torch.Tensor) and w.dim() == 2 and w.is_floating_point():
+            t = ternary_to_int4(w)
+            if t is not None:
+                tensors[name], n = t, n + 1
+    return n
+
+
 def load_hf(directory: Path) -> tuple[ModelConfig, dict]:
-    """(config, canonical tensors) from an HF folder: config.json + safetensors (+ GPTQ int4 layers)."""
+    """(config, canonical tensors) from an HF folder: config.json + safetensors (+ GPTQ int4 layers; fake-
+    quantized ternary projections, as in BitCPM4, are kept as exact int4 codes)."""
     cfg = ModelConfig.from_hf_dir(directory)
     tensors = read_safetensors(directory)
     if any(n.endswith(".qweight") for n in tensors):
         _convert_gptq(tensors, cfg, str(directory))
+    else:
+        _compact_ternary(tensors)
     return cfg, tensors
