@@ -1,0 +1,152 @@
+"""`cpm bench serve`: `cpm serve` under concurrent clients — throughput and latency percentiles.
+
+Starts `cpm serve` as a subprocess (as a user would) once per `--max-batch` value, then N clients each send
+`--requests` chat completions back to back (greedy, `--max-tokens` new tokens). Reports requests/s, completion
+tokens/s and p50/p99 latency per configuration, so batching is measured against one-at-a-time serving in the
+same run. `--stream` makes the clients stream (SSE) and also reports time to first token.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+QUESTIONS = [
+    "What is a transformer in machine learning?", "Explain retrieval-augmented generation briefly.",
+    "Why do language models hallucinate?", "What does a KV cache store?", "Define speculative decoding.",
+    "What is quantization of neural networks?", "How does beam search work?", "What is a tokenizer?",
+    "Name three uses of sentence embeddings.", "What is sparse attention?", "What is instruction tuning?",
+    "Why is batching faster on a GPU?", "What is a FAISS index?", "Explain top-p sampling.",
+    "What is a mixture of experts?", "What does RLHF stand for?",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: str, device: str, max_batch: int, log: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "tui.cli", "serve", "--model", model, "--device", device, "--port", str(port),
+           "--max-batch", str(max_batch)]
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"cpm serve exited with {proc.returncode}; its log: {log}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit(f"cpm serve did not come up within 900 s; its log: {log}")
+
+
+async def _one(client: httpx.AsyncClient, url: str, question: str, max_tokens: int, stream: bool) -> dict:
+    body = {"model": "default", "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
+            "temperature": 0}
+    t0 = time.perf_counter()
+    if not stream:
+        r = await client.post(url + "/v1/chat/completions", json=body)
+        r.raise_for_status()
+        return {"latency": time.perf_counter() - t0, "tokens": r.json()["usage"]["completion_tokens"], "ttft": None}
+    body["stream"], body["stream_options"] = True, {"include_usage": True}
+    ttft, tokens = None, 0
+    async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+            elif ttft is None and event["choices"] and event["choices"][0]["delta"].get("content"):
+                ttft = time.perf_counter() - t0
+    return {"latency": time.perf_counter() - t0, "tokens": tokens, "ttft": ttft}
+
+
+async def load_test(url: str, clients: int, requests: int, max_tokens: int, stream: bool) -> dict:
+    async def client_loop(c: int, client: httpx.AsyncClient) -> list[dict]:
+        return [await _one(client, url, QUESTIONS[(c + i) % len(QUESTIONS)], max_tokens, stream)
+                for i in range(requests)]
+
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=1800, limits=limits) as client:
+        await _one(client, url, QUESTIONS[0], 4, False)  # warm-up: first-use compilation / graph capture
+        before = (await client.get(url + "/health")).json()
+        t0 = time.perf_counter()
+        per_client = await asyncio.gather(*[client_loop(c, client) for c in range(clients)])
+        wall = time.perf_counter() - t0
+        health = (await client.get(url + "/health")).json()
+    done = [r for rs in per_client for r in rs]
+    lat = sorted(r["latency"] for r in done)
+    ttfts = sorted(r["ttft"] for r in done if r["ttft"] is not None)
+    out = {"requests": len(done), "wall_s": round(wall, 3), "req_s": round(len(done) / wall, 3),
+           "completion_tok_s": round(sum(r["tokens"] for r in done) / wall, 1),
+           "p50_s": round(statistics.median(lat), 3), "p99_s": round(_pct(lat, 0.99), 3),
+           "mean_batch": _mean_batch(before, health)}
+    if ttfts:
+        out["ttft_p50_s"], out["ttft_p99_s"] = round(statistics.median(ttfts), 3), round(_pct(ttfts, 0.99), 3)
+    return out
+
+
+def _mean_batch(before: dict, after: dict) -> float:
+    batches = after.get("batches", 0) - before.get("batches", 0)
+    return round((after["batched_requests"] - before["batched_requests"]) / batches, 2) if batches else 1.0
+
+
+def _pct(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="cpm bench serve", description=__doc__)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--requests", type=int, default=4, help="requests per client")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--max-batch", type=int, action="append", help="server --max-batch values to compare "
+                    "(repeatable; default 1 and 8)")
+    ap.add_argument("--stream", action="store_true", help="clients stream (SSE); streaming requests run one at a time")
+    ap.add_argument("--log-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")))
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    rows = []
+    for mb in args.max_batch or [1, 8]:
+        proc, url = start_server(args.model, args.device, mb, args.log_dir / f"cpm-serve-b{mb}.log")
+        try:
+            row = {"max_batch": mb, **asyncio.run(load_test(url, args.clients, args.requests, args.max_tokens,
+                                                            args.stream))}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        rows.append(row)
+        if not args.json:
+            print(f"max_batch {mb:>2}: {row['req_s']:.2f} req/s, {row['completion_tok_s']:.1f} tok/s, "
+                  f"p50 {row['p50_s']:.2f} s, p99 {row['p99_s']:.2f} s, mean batch {row['mean_batch']}", flush=True)
+    base = rows[0]["completion_tok_s"] or 1.0
+    for row in rows:
+        row["throughput_vs_first"] = round(row["completion_tok_s"] / base, 2)
+    report = {"model": args.model, "device": args.device, "clients": args.clients, "requests_per_client":
+              args.requests, "max_tokens": args.max_tokens, "stream": args.stream, "runs": rows}
+    print(json.dumps(report, indent=None if args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
