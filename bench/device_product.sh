@@ -25,9 +25,9 @@ what=${1:-all}
 if [ "$what" = all ] || [ "$what" = survey ]; then
   IDX=/tmp/lead/index
   head -300 "$L"/arxiv_llm_mini.jsonl > /tmp/lead/papers300.jsonl
-  [ -d "$IDX" ] || /usr/bin/time -f "index build %e s" python3 -m tui.cli index build /tmp/lead/papers300.jsonl \
+  [ -d "$IDX" ] || time python3 -m tui.cli index build /tmp/lead/papers300.jsonl \
       --index "$IDX" 2>&1 | tail -3
-  /usr/bin/time -f "survey wall %e s" python3 -m tui.cli survey "large language model agents" --index "$IDX" \
+  time python3 -m tui.cli survey "large language model agents" --index "$IDX" \
       --sections 6 --quiet --out "$OUT"/survey_gpu.md --checkpoints /tmp/lead/ckpt.sqlite 2>&1 | tail -15
   python3 - "$OUT"/survey_gpu.trace.json <<'EOF'
 import json, sys
