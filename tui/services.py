@@ -1,20 +1,27 @@
-"""What the TUI talks to — the chat model, the paper index, the MCP servers — created lazily, off the UI thread.
+"""What the TUI talks to — the chat model, the paper index, the FactScore judge, the MCP servers — created
+lazily, off the UI thread; and the stores it lists from (survey checkpoints, chat sessions).
 
 Loading the engine takes seconds, so nothing here runs at app start: the first worker that needs a model
 builds it (under a lock, once) and later workers reuse it.
 """
 from __future__ import annotations
 
+import sqlite3
 import threading
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from tui.settings import TuiSettings
+
+JUDGES = ("auto", "likelihood", "chat", "lexical")   # the choices (and default) of `cpm eval factscore --judge`
 
 
 class Services:
     def __init__(self, settings: TuiSettings, chat_model: Any | None = None) -> None:
         self.settings = settings
         self._chat_model = chat_model
+        self._judges: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def chat_model(self):
@@ -27,15 +34,124 @@ class Services:
                 self._chat_model = make_chat_model(backend=s.backend, model=s.model, base_url=s.base_url)
             return self._chat_model
 
+    def index(self):
+        """The paper index of the settings (blocking); a missing setting says where to set it."""
+        from retrieval import Index
+        from survey.errors import SurveyError
+
+        if not self.settings.index_dir:
+            raise SurveyError("no index directory: set one in Settings (F4) or start with `cpm tui --index DIR`")
+        index = Index.open(self.settings.index_dir)
+        if len(index) == 0:
+            raise SurveyError(f"index {self.settings.index_dir} holds no documents: add papers with "
+                              f"`cpm index add FILE --index {self.settings.index_dir}`")
+        return index
+
+    def factscore_judge(self, choice: str = "auto", extract: str = "model") -> tuple[Any, Any, str]:
+        """(claim-extraction model or None, judge, model name), chosen as `cpm eval factscore` chooses them:
+        auto is the likelihood judge on the in-process engine (token log-probs; on CPU read by transformers
+        from the same GGUF file), the chat judge on a remote backend. Judges are kept: loading one takes long."""
+        from survey.errors import SurveyError
+        from survey.factscore import ChatJudge, LexicalJudge
+
+        if choice not in JUDGES:
+            raise SurveyError(f"unknown judge {choice!r}: use one of {', '.join(JUDGES)}")
+        if choice == "lexical" and extract == "sentence":
+            return None, LexicalJudge(), "none"   # no model at all
+        llm = self.chat_model()   # greedy by default (temperature 0), so claims and verdicts repeat
+        name = str(getattr(llm, "model_name", None) or self.settings.model)
+        engine = getattr(llm, "engine", None)
+        if choice == "auto":
+            choice = "likelihood" if engine is not None else "chat"
+        with self._lock:
+            if choice not in self._judges:
+                if choice == "lexical":
+                    self._judges[choice] = LexicalJudge()
+                elif choice == "chat":
+                    self._judges[choice] = ChatJudge(llm, name)
+                else:
+                    if engine is None:
+                        raise SurveyError("the likelihood judge needs the in-process engine (backend engine); "
+                                          "pick the chat judge for a remote backend")
+                    self._judges[choice] = _likelihood_judge(engine, name)
+            return llm, self._judges[choice], name
+
     def reconfigure(self, settings: TuiSettings) -> None:
         """New settings: drop what depends on the old ones so the next use rebuilds it."""
         with self._lock:
             if (settings.backend, settings.model, settings.base_url) != (
-                self.settings.backend, self.settings.model, self.settings.base_url):
+                    self.settings.backend, self.settings.model, self.settings.base_url):
                 self._chat_model = None
+                self._judges.clear()
             self.settings = settings
 
     def describe(self) -> str:
         s = self.settings
         where = s.base_url if s.backend == "openai" else "in-process"
         return f"{s.model} · {s.backend} ({where})"
+
+
+def _likelihood_judge(engine, name: str):
+    from survey.factscore.likelihood import THRESHOLD, EngineScorer, HFScorer, LikelihoodJudge
+
+    # As the CLI's --scorer auto: on CPU one transformers forward pass beats one engine decode step per token.
+    if str(engine.device) == "cpu" and str(engine.path).endswith(".gguf"):
+        scorer = HFScorer(str(engine.path), f"hf:{name}")
+    else:
+        scorer = EngineScorer(engine, f"engine:{name}")
+    return LikelihoodJudge(scorer, THRESHOLD)
+
+
+def survey_threads(db_path: str | Path, interrupted_only: bool = True) -> list[dict]:
+    """Surveys in the checkpoint database, newest first: thread id, topic, sections done / total, last update.
+    Interrupted ones are those with no rendered Markdown yet (the last graph step never ran)."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    db_path = Path(db_path)
+    if not db_path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        threads = [r[0] for r in conn.execute("SELECT DISTINCT thread_id FROM checkpoints WHERE checkpoint_ns = ''")]
+        saver = SqliteSaver(conn)
+        rows = []
+        for thread in threads:
+            found = saver.get_tuple({"configurable": {"thread_id": thread}})
+            values = found.checkpoint.get("channel_values", {}) if found else {}
+            if not values.get("topic") or (interrupted_only and values.get("markdown")):
+                continue
+            rows.append({"thread_id": thread, "topic": values["topic"],
+                         "done": len(values.get("sections") or {}),
+                         "total": (values.get("settings") or {}).get("sections", 0),
+                         "updated": datetime.fromisoformat(found.checkpoint["ts"]).astimezone()})
+    finally:
+        conn.close()
+    return sorted(rows, key=lambda r: r["updated"], reverse=True)
+
+
+def chat_sessions(db_path: str | Path, limit: int = 50) -> list[dict]:
+    """Chat sessions in the transcript database, most recently used first (id, created, updated, title, model)."""
+    from agents.tools.transcript import Transcript
+
+    if not Path(db_path).exists():
+        return []
+    transcript = Transcript(db_path)
+    try:
+        return transcript.sessions(limit)
+    finally:
+        transcript.close()
+
+
+def chat_events(db_path: str | Path, session_id: str) -> list[dict]:
+    """The recorded events of one session (question, tool_call, approval, tool_result, answer, ...)."""
+    from agents.tools.transcript import Transcript
+
+    transcript = Transcript(db_path)
+    try:
+        if not transcript.exists(session_id):
+            from agents.errors import AgentError
+
+            raise AgentError(f"no chat session {session_id!r} in {db_path}")
+        return transcript.events(session_id)
+    finally:
+        transcript.close()

@@ -32,8 +32,9 @@ async def test_mode_switch_and_theme_toggle():
         assert app.theme != before
 
 
-async def test_failing_backend_shows_error_and_app_keeps_running():
+async def test_failing_backend_shows_error_and_app_keeps_running(tmp_path, monkeypatch):
     # A server nobody listens on: the backend fails for real, the UI must say so and stay usable.
+    monkeypatch.chdir(tmp_path)   # the sessions database goes under out/
     settings = TuiSettings(backend="openai", base_url="http://127.0.0.1:9/v1", model="none")
     app = CpmApp(settings, Services(settings))
     async with app.run_test(size=(140, 40)) as pilot:

@@ -13,13 +13,13 @@ from tui.settings import TuiSettings
 TOPIC_WORDS = re.compile(r"quantiz|speculative decoding|kv cache", re.I)
 
 
-def small_index(corpus_path, directory):
-    """60 on-topic papers, embedded for real (about half a minute on 2 cores)."""
+def small_index(corpus_path, directory, n: int = 60):
+    """n on-topic papers (60: about half a minute on 2 cores), embedded for real."""
     from retrieval import IndexConfig, build_index, read_documents
 
     subset = directory / "papers.jsonl"
     with corpus_path.open() as f:
-        lines = [line for line in f if TOPIC_WORDS.search(json.loads(line)["title"])][:60]
+        lines = [line for line in f if TOPIC_WORDS.search(json.loads(line)["title"])][:n]
     subset.write_text("".join(lines))
     build_index(read_documents([subset]), directory / "index", IndexConfig(progress=False, max_seq_length=128))
     return directory / "index"

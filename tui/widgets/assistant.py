@@ -1,4 +1,5 @@
-"""Assistant mode: chat with streaming Markdown, MCP tool calls as collapsible blocks, approvals, servers panel.
+"""Assistant mode: chat with streaming Markdown, MCP tool calls as collapsible blocks, approvals, a servers
+panel (state and tools, crashes notified), and a sessions list whose picked session continues.
 
 A turn runs `agents.tools.session.ToolSession.ask` in an async worker on the app's loop: the engine itself
 runs in executor threads (langchain's async path), so key presses are answered while it generates. The MCP
@@ -13,13 +14,13 @@ import json
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
-from textual.widgets import Collapsible, DataTable, Input, Markdown, Static
+from textual.widgets import Collapsible, Input, Markdown, Static, Tree
 
 from tui.screens.approval import ApprovalScreen
-from tui.widgets import cancel_workers
+from tui.widgets import RateMeter, cancel_workers
 
 SESSIONS_DB = "out/chat-sessions.sqlite"
+NEW_SESSION = "+new"   # the key of the sessions list's first row
 
 
 class ChatMessage(Markdown):
@@ -51,10 +52,12 @@ class ToolCallBlock(Collapsible):
 class AgentHost:
     """Owns the MCP servers and the chat session for the app's lifetime (one task enters and leaves them)."""
 
-    def __init__(self, services) -> None:
+    def __init__(self, services, session_id: str | None = None) -> None:
         self.services = services
+        self.session_id = session_id   # a session to resume, or None for a new one
         self.session = None
         self.mcp = None
+        self.tools: list = []
         self.ready = asyncio.Event()
         self.closing = asyncio.Event()
         self.error: Exception | None = None
@@ -69,10 +72,12 @@ class AgentHost:
             model = await asyncio.to_thread(self.services.chat_model)   # loading the engine blocks: a thread
             async with MCPManager(s.mcp_config or {}) as mcp:
                 self.mcp = mcp
+                self.tools = await mcp.list_tools()
                 async with ToolSession(model=model, mcp=mcp, db_path=SESSIONS_DB, approve=approve,
                                        settings=Configuration(approve=s.approve, max_tokens=s.max_tokens,
                                                               tool_choice=s.tool_choice),
-                                       model_name=s.model) as session:
+                                       model_name=s.model, session_id=self.session_id,
+                                       resume=bool(self.session_id)) as session:
                     self.session = session
                     self.ready.set()
                     await self.closing.wait()
@@ -81,20 +86,21 @@ class AgentHost:
             self.ready.set()
 
 
+def server_label(status) -> str:
+    state = "restarting" if status.state == "starting" and status.restarts else status.state
+    mark = {"ready": "●", "starting": "◌", "restarting": "◌"}.get(state, "✗")
+    return f"{mark} {status.name}: {state} ({status.tools} tools)"
+
+
 class AssistantPane(Horizontal):
-    """Transcript + prompt on the left, MCP servers on the right. Escape stops the running turn."""
-
-    class Stats(Message):
-        """Posted after a reply so the app header can show tokens/s."""
-
-        def __init__(self, tokens: int, seconds: float) -> None:
-            super().__init__()
-            self.tokens, self.seconds = tokens, seconds
+    """Transcript + prompt on the left, MCP servers and the session on the right. Escape stops the turn."""
 
     def __init__(self, services, **kwargs) -> None:
         super().__init__(**kwargs)
         self.services = services
         self.host: AgentHost | None = None
+        self.session_id: str | None = None   # picked before the host started: it resumes this one
+        self._server_states: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         with Vertical(id="chat-column"):
@@ -103,10 +109,14 @@ class AssistantPane(Horizontal):
             yield Input(placeholder="Ask something… (Enter to send, Esc to stop)", id="prompt")
         with Vertical(id="servers-panel"):
             yield Static("MCP servers", classes="panel-title")
-            yield DataTable(id="servers", cursor_type="row", show_cursor=False)
+            servers: Tree[None] = Tree("servers", id="servers")
+            servers.show_root = False
+            yield servers
+            yield Static("session: new", id="session-id")
 
     def on_mount(self) -> None:
-        self.query_one("#servers", DataTable).add_columns("server", "state", "tools")
+        # Server states change on their own (a crash, a restart): poll the manager's snapshot, which is cheap.
+        self.set_interval(1.0, self.watch_servers)
 
     @on(Input.Submitted, "#prompt")
     async def send(self, event: Input.Submitted) -> None:
@@ -121,7 +131,7 @@ class AssistantPane(Horizontal):
 
     async def _host(self) -> AgentHost:
         if self.host is None:
-            self.host = AgentHost(self.services)
+            self.host = AgentHost(self.services, self.session_id)
             self.run_host(self.host)
         await self.host.ready.wait()
         if self.host.error is not None:
@@ -149,12 +159,13 @@ class AssistantPane(Horizontal):
         transcript = self.query_one("#transcript", VerticalScroll)
         reply: ChatMessage | None = None
         blocks: dict[str, ToolCallBlock] = {}
-        tokens, loop = 0, asyncio.get_running_loop()
-        start = loop.time()
+        meter = RateMeter()
         self._status("starting model and MCP servers…")
         try:
             host = await self._host()
-            self._show_servers(host.mcp)
+            self._show_session(host.session.session_id)
+            host.tools = await host.mcp.list_tools()   # restarts a crashed server; the panel shows what is there
+            self.watch_servers()
             self._status("generating…")
             async for event in host.session.ask(text):
                 kind = event["event"]
@@ -162,21 +173,23 @@ class AssistantPane(Horizontal):
                     if reply is None:
                         reply = ChatMessage("assistant")
                         await transcript.mount(reply)
-                    tokens += 1
                     await reply.append(event["text"])
+                    rate = meter.tick()
+                    if rate:
+                        self.post_message(rate)
                 elif kind == "tool_call":
                     reply = None   # text after the tools goes into a new message below them
                     blocks[event["id"]] = ToolCallBlock(event["name"], event["args"])
                     await transcript.mount(blocks[event["id"]])
                 elif kind == "tool_result" and event["id"] in blocks:
                     blocks[event["id"]].finish(event)
-                    self._show_servers(host.mcp)
+                    self.watch_servers()
                 elif kind == "invalid_call":
                     self.app.notify("the model's tool call was malformed; it was told why", severity="warning")
                 elif kind == "answer" and reply is None:
                     await transcript.mount(ChatMessage("assistant", event["text"]))
                 transcript.scroll_end(animate=False)
-            self.post_message(self.Stats(tokens, loop.time() - start))
+            self.post_message(meter.final())
             self._status("")
         except asyncio.CancelledError:
             if reply is not None:
@@ -188,11 +201,99 @@ class AssistantPane(Horizontal):
             self.app.notify(f"backend error: {exc}", severity="error", timeout=10)
             await transcript.mount(ChatMessage("error", f"*error: {exc}*"))
 
-    def _show_servers(self, mcp) -> None:
-        table = self.query_one("#servers", DataTable)
-        table.clear()
-        for status in mcp.servers():
-            table.add_row(status.name, status.state, str(status.tools))
+    def watch_servers(self) -> None:
+        """Redraw the servers panel when a state changed; a server that crashed or failed is notified."""
+        if self.host is None or self.host.mcp is None:
+            return
+        statuses = self.host.mcp.servers()
+        states = {st.name: server_label(st) for st in statuses}
+        if states == self._server_states:
+            return
+        for st in statuses:
+            if st.state in ("crashed", "failed") and self._server_states.get(st.name) != states[st.name]:
+                self.app.notify(f"MCP server {st.name} {st.state}: {st.error}", severity="error", timeout=10)
+        self._server_states = states
+        tree = self.query_one("#servers", Tree)
+        tree.clear()
+        for st in statuses:
+            node = tree.root.add(states[st.name], expand=True)
+            for tool in self.host.tools:
+                if tool.server == st.name:
+                    node.add_leaf(tool.tool)
+        if not statuses:
+            tree.root.add_leaf("none configured (Settings, F4)")
+
+    # ---- sessions -------------------------------------------------------------------------------------
+    def pick_session(self) -> None:
+        """The sessions of the transcript database; the picked one continues (or a new one starts)."""
+        from tui.screens.pick import PickScreen
+        from tui.services import chat_sessions
+
+        try:
+            sessions = chat_sessions(SESSIONS_DB)
+        except Exception as exc:  # a damaged database must not take the app down
+            self.app.notify(f"cannot read {SESSIONS_DB}: {exc}", severity="error")
+            return
+        from datetime import datetime
+
+        rows = [(NEW_SESSION, ("+ new session", "", "", ""))]
+        rows += [(s["id"], (s["id"], datetime.fromtimestamp(s["updated"]).strftime("%Y-%m-%d %H:%M"),
+                            s["model"] or "-", (s["title"] or "(empty)")[:50])) for s in sessions]
+        self.app.push_screen(PickScreen("Chat sessions", ("session", "last update", "model", "first question"),
+                                        rows, ""), self.open_session)
+
+    async def open_session(self, session_id: str | None) -> None:
+        """Show a session's history and make it the one the next question goes to."""
+        if not session_id:
+            return
+        if any(w.group == "assistant" and w.is_running for w in self.workers):
+            self.app.notify("a turn is running: wait for it or press Esc first", severity="warning")
+            return
+        transcript = self.query_one("#transcript", VerticalScroll)
+        if session_id == NEW_SESSION:
+            await transcript.remove_children()
+            if self.host is not None and self.host.session is not None:
+                self._show_session(self.host.session.reset())
+            else:
+                self.session_id = None
+                self._show_session(None)
+            return
+        from tui.services import chat_events
+
+        try:
+            events = chat_events(SESSIONS_DB, session_id)
+        except Exception as exc:
+            self.app.notify(str(exc), severity="error")
+            return
+        await transcript.remove_children()
+        await self.show_history(events)
+        if self.host is not None and self.host.session is not None:
+            # The graph's checkpoint is keyed by the session id: the next question continues that thread.
+            self.host.session.session_id = session_id
+        else:
+            self.session_id = session_id
+        self._show_session(session_id)
+        self.app.notify(f"resumed session {session_id}")
+
+    async def show_history(self, events: list[dict]) -> None:
+        """Render recorded events as a live turn would have shown them."""
+        transcript = self.query_one("#transcript", VerticalScroll)
+        blocks: dict[str, ToolCallBlock] = {}
+        for event in events:
+            kind = event.get("event")
+            if kind == "question":
+                await transcript.mount(ChatMessage("user", event["text"]))
+            elif kind == "tool_call":
+                blocks[event["id"]] = ToolCallBlock(event["name"], event["args"])
+                await transcript.mount(blocks[event["id"]])
+            elif kind == "tool_result" and event.get("id") in blocks:
+                blocks[event["id"]].finish(event)
+            elif kind == "answer" and event.get("text"):
+                await transcript.mount(ChatMessage("assistant", event["text"]))
+        transcript.scroll_end(animate=False)
+
+    def _show_session(self, session_id: str | None) -> None:
+        self.query_one("#session-id", Static).update(f"session: {session_id or 'new'}")
 
     def _status(self, text: str) -> None:
         self.query_one("#assistant-status", Static).update(text)

@@ -1,5 +1,5 @@
 """Survey mode: topic in; live outline whose sections tick through their stages; the current section's text
-streaming in; the retrieved papers per section; save/export; resume of an interrupted survey.
+streaming in; the retrieved papers per section; save/export; FactScore; resume of an interrupted survey.
 
 The survey graph runs in a thread worker with its own event loop (the engine is blocking, in-process work),
 and every event comes back to the UI through `call_from_thread`.
@@ -7,6 +7,7 @@ and every event comes back to the UI through `call_from_thread`.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from textual import on, work
@@ -15,7 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, ListItem, ListView, Markdown, Static, Tree
 from textual.worker import get_current_worker
 
-from tui.widgets import cancel_workers
+from tui.widgets import RateMeter, cancel_workers
 
 CHECKPOINTS = Path("out/survey-checkpoints.sqlite")
 OUT_DIR = Path("out/surveys")
@@ -34,14 +35,17 @@ class SurveyPane(Vertical):
         self._sections: dict[int, object] = {}
         self._titles: dict[int, str] = {}
         self._stream_section: int | None = None
+        self._meter: RateMeter | None = None
+        self.saved: Path | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="survey-options"):
             yield Input(placeholder="Survey topic, e.g. speculative decoding for LLM inference", id="topic")
             yield Input(value="5", id="sections", type="integer", max_length=2, tooltip="body sections")
             yield Button("Write", variant="primary", id="write")
-            yield Button("Resume", id="resume", tooltip="continue the last interrupted survey")
-            yield Button("Save", id="save", disabled=True)
+            yield Button("Resume…", id="resume", tooltip="continue an interrupted survey (F6)")
+            yield Button("Save", id="save", disabled=True, tooltip="Markdown, BibTeX and trace under out/surveys")
+            yield Button("FactScore…", id="factscore", tooltip="score this or a saved survey (F7)")
         with Horizontal(id="survey-body"):
             tree: Tree[int] = Tree("Outline", id="outline")
             tree.root.expand()
@@ -65,12 +69,25 @@ class SurveyPane(Vertical):
         self.run_survey(topic, sections, resume=None)
 
     @on(Button.Pressed, "#resume")
-    def resume(self) -> None:
-        if not self.thread_id:
-            self.app.notify("no interrupted survey in this session; use `cpm survey --resume ID`", severity="warning")
+    def pick_resume(self) -> None:
+        """The interrupted surveys of the checkpoint database; the picked one continues, reusing its sections."""
+        from tui.screens.pick import PickScreen
+        from tui.services import survey_threads
+
+        try:
+            threads = survey_threads(CHECKPOINTS)
+        except Exception as exc:  # a damaged database must not take the app down
+            self.app.notify(f"cannot read {CHECKPOINTS}: {exc}", severity="error")
             return
-        self._reset()
-        self.run_survey(None, 0, resume=self.thread_id)
+        rows = [(t["thread_id"], (t["thread_id"], t["topic"][:40], f"{t['done']}/{t['total']}",
+                                  t["updated"].strftime("%Y-%m-%d %H:%M"))) for t in threads]
+        self.app.push_screen(PickScreen("Resume a survey", ("thread", "topic", "sections done", "last update"),
+                                        rows, f"no interrupted surveys in {CHECKPOINTS}"), self.resume)
+
+    def resume(self, thread_id: str | None) -> None:
+        if thread_id:
+            self._reset()
+            self.run_survey(None, 0, resume=thread_id)
 
     def _reset(self) -> None:
         self.result = None
@@ -82,6 +99,8 @@ class SurveyPane(Vertical):
         self.query_one("#reference-list", ListView).clear()
         self.query_one("#section-text", Markdown).update("")
         self.query_one("#save", Button).disabled = True
+        self.saved = None
+        self._meter = RateMeter()
 
     @work(thread=True, exclusive=True, group="survey")
     def run_survey(self, topic: str | None, sections: int, resume: str | None) -> None:
@@ -91,13 +110,8 @@ class SurveyPane(Vertical):
         worker = get_current_worker()
         call = self.app.call_from_thread
         try:
-            index_dir = self.services.settings.index_dir
-            if not index_dir:
-                raise ValueError("no index directory: set one in Settings (F4) or start with `cpm tui --index DIR`")
-            from retrieval import Index
-
             call(self._status, "loading index and model…")
-            retriever = Index.open(index_dir)
+            retriever = self.services.index()
             model = self.services.chat_model()
             settings = None if resume else Configuration(sections=sections, words_per_section=80)
 
@@ -130,8 +144,12 @@ class SurveyPane(Vertical):
             if event["section"] != self._stream_section:
                 self._stream_section = event["section"]
                 self.query_one("#section-text", Markdown).update(f"## {self._titles.get(event['section'], '')}\n\n")
-        elif kind == "token" and event.get("stage") in ("write", "revise"):
-            self.query_one("#section-text", Markdown).append(event["text"])
+        elif kind == "token":
+            rate = self._meter.tick() if self._meter else None
+            if rate:
+                self.post_message(rate)
+            if event.get("stage") in ("write", "revise"):
+                self.query_one("#section-text", Markdown).append(event["text"])
         elif kind == "retry":
             self.app.notify(f"backend failed, retrying ({event['error']})", severity="warning")
         elif kind == "section_done":
@@ -140,6 +158,8 @@ class SurveyPane(Vertical):
                 self._add_reference(src)
         elif kind == "done":
             self.result = event
+            if self._meter:
+                self.post_message(self._meter.final())
             self.query_one("#save", Button).disabled = False
             self.query_one("#section-text", Markdown).update(event.get("markdown") or "")
             self._status(f"survey {event['thread_id']} done in {event['wall_s']:.0f}s — Save writes it to {OUT_DIR}/")
@@ -171,14 +191,40 @@ class SurveyPane(Vertical):
         self.app.push_screen(DocumentScreen(getattr(event.item, "source", {})))
 
     @on(Button.Pressed, "#save")
-    def save(self) -> None:
+    def save(self) -> Path | None:
+        """Write the finished survey as `cpm survey` does: Markdown, BibTeX and the JSON trace."""
         if not self.result:
-            return
+            self.app.notify("no finished survey to save yet", severity="warning")
+            return None
+        r = self.result
         OUT_DIR.mkdir(parents=True, exist_ok=True)
-        md = OUT_DIR / f"{self.result['thread_id']}.md"
-        md.write_text(self.result.get("markdown") or "", encoding="utf-8")
-        md.with_suffix(".bib").write_text(self.result.get("bibtex") or "", encoding="utf-8")
-        self.app.notify(f"saved {md} and {md.with_suffix('.bib')}")
+        md = OUT_DIR / f"{r['thread_id']}.md"
+        md.write_text(r.get("markdown") or "", encoding="utf-8")
+        md.with_suffix(".bib").write_text(r.get("bibtex") or "", encoding="utf-8")
+        trace = {**(r.get("trace") or {}), "last_run": {"run_id": r.get("run_id"), "wall_s": round(r["wall_s"], 3)}}
+        md.with_suffix(".trace.json").write_text(json.dumps(trace, indent=2), encoding="utf-8")
+        self.saved = md
+        self.app.notify(f"saved {md}, {md.with_suffix('.bib')} and {md.with_suffix('.trace.json')}")
+        return md
+
+    @on(Button.Pressed, "#factscore")
+    def factscore(self) -> None:
+        """Score the finished survey (saved first), or pick a saved one."""
+        if self.result:
+            self.open_factscore(self.saved or self.save())
+            return
+        from tui.screens.pick import PickScreen
+
+        files = sorted(OUT_DIR.glob("*.md"), key=lambda p: p.stat().st_mtime, reverse=True)
+        rows = [(str(p), (p.name, f"{p.stat().st_size // 1024 + 1} KB")) for p in files]
+        self.app.push_screen(PickScreen("FactScore of a saved survey", ("survey", "size"), rows,
+                                        f"no saved surveys in {OUT_DIR}/: write one first"), self.open_factscore)
+
+    def open_factscore(self, path: str | Path | None) -> None:
+        from tui.screens.factscore import FactScoreScreen
+
+        if path:
+            self.app.push_screen(FactScoreScreen(self.services, Path(path)))
 
     def _status(self, text: str) -> None:
         self.query_one("#survey-status", Static).update(text)
