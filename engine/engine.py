@@ -27,6 +27,7 @@ class GenerationResult:
     decode_tokens: int
     prefill_s: float  # prompt forward pass, up to the first token's logits
     decode_s: float  # everything after: the remaining decode_tokens - 1 forward passes and sampling
+    spec: object | None = None  # engine.speculative.decode.SpecStats when a drafter was used
 
     @property
     def decode_tok_s(self) -> float:
@@ -76,6 +77,7 @@ class Engine:
         self.cache = KVCache(config, max_batch, max_seq_len, device, dtype)
         cos, sin = rope_table(config, max_seq_len)
         self.runner = Runner(model, self.cache, cos.to(device, dtype), sin.to(device, dtype))
+        self.drafters: dict[str, object] = {}  # loaded Eagle heads by spec string (engine.speculative)
         self.eos_ids = set(config.eos_token_ids)
         if getattr(tokenizer, "eos_token_id", None) is not None:
             self.eos_ids.add(int(tokenizer.eos_token_id))
@@ -143,6 +145,11 @@ class Engine:
         params = params or SamplingParams()
         params.validate()
         ids = self._ids(prompt)
+        if params.spec != "none":
+            from engine.speculative import make_drafter, speculative_stream
+
+            yield from speculative_stream(self, ids, params, make_drafter(self, params.spec), params.spec)
+            return
         stops = self.eos_ids | set(params.stop_token_ids)
         budget = min(params.max_tokens, self.max_seq_len - len(ids))
         sampler, text = Sampler(params, ids, self.device), TextTracker(self.tokenizer, params.stop)
@@ -190,6 +197,8 @@ class Engine:
 
         params = params or SamplingParams()
         params.validate()
+        if params.spec != "none":  # speculation verifies one sequence's tree at a time
+            return [self.generate(p, params) for p in prompts]
         out: list[GenerationResult] = []
         for g in range(0, len(prompts), self.max_batch):
             out += run_batch(self, [self._ids(p) for p in prompts[g:g + self.max_batch]], params)

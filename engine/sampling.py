@@ -33,6 +33,8 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)  # stop strings (not included in the text)
     stop_token_ids: list[int] = field(default_factory=list)  # besides the model's EOS ids
     logits_processors: list[LogitsProcessor] = field(default_factory=list)
+    # speculative drafter: "none" | "prompt-lookup" | "eagle:DIR" (engine/speculative; output is unchanged)
+    spec: str = "none"
 
     def validate(self) -> None:
         if self.max_tokens < 1:
@@ -47,6 +49,8 @@ class SamplingParams:
             raise EngineError(f"top_k must be >= 0, got {self.top_k}")
         if self.repetition_penalty <= 0:
             raise EngineError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not (self.spec in ("none", "prompt-lookup") or (self.spec.startswith("eagle:") and len(self.spec) > 6)):
+            raise EngineError(f"spec must be none, prompt-lookup or eagle:DIR, got {self.spec!r}")
 
 
 class Sampler:
@@ -65,6 +69,18 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor) -> int:
         """logits float32 [V] -> the next token id (also recorded in `generated`)."""
+        logits = self.process(logits)
+        if self.p.temperature == 0:
+            tok = int(torch.argmax(logits))
+        else:
+            tok = int(torch.multinomial(self.probs(logits), 1, generator=self.gen))
+        self.record(tok)
+        return tok
+
+    # The three steps of __call__, separately: speculative verification scores several candidate tokens
+    # at one position before recording the one it keeps.
+    def process(self, logits: torch.Tensor) -> torch.Tensor:
+        """Repetition penalty and the logits processors, for the position after `generated`."""
         p = self.p
         if self.seen is not None and len(self.seen):
             score = logits[self.seen]
@@ -72,14 +88,16 @@ class Sampler:
             logits[self.seen] = torch.where(score < 0, score * p.repetition_penalty, score / p.repetition_penalty)
         for proc in p.logits_processors:
             logits = proc(self.generated, logits)
-        if p.temperature == 0:
-            tok = int(torch.argmax(logits))
-        else:
-            tok = int(torch.multinomial(torch.softmax(_warp(logits / p.temperature, p), -1), 1, generator=self.gen))
+        return logits
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Processed logits [V] -> the sampling distribution (temperature, top-k, top-p, min-p); temperature > 0."""
+        return torch.softmax(_warp(logits / self.p.temperature, self.p), -1)
+
+    def record(self, tok: int) -> None:
         self.generated.append(tok)
         if self.seen is not None:
             self.seen = torch.unique(torch.cat([self.seen, self.seen.new_tensor([tok])]))
-        return tok
 
 
 def _warp(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:

@@ -1,0 +1,139 @@
+"""Tree verification: one target forward over root + draft tree, acceptance, and KV-cache compaction.
+
+The tree's nodes sit in cache slots after the committed context (root at slot L, node i at L + 1 + i) but at
+rotary positions L + depth, and each node attends to the committed context plus its own ancestors (the tree
+attention mask). Acceptance walks down from the root one position at a time, exactly as plain decoding would
+sample that position, so the output distribution is the target's:
+- greedy: the target's argmax (after penalties and logits processors) is accepted if a child carries it;
+- sampling: recursive rejection over the children (SpecInfer / EAGLE): child x drawn from q is kept with
+  probability min(1, p(x) / q(x)); on rejection p becomes norm(max(p - q, 0)) and the next child is tried;
+  when none is kept, the token is drawn from what is left of p. A drafter without q proposed its tokens
+  deterministically, which is the one-hot q = δ(x) (keep with probability p(x), else zero x out of p).
+Rejected nodes' K/V are simply left behind: accepted nodes are copied down to consecutive slots and the next
+step's writes overwrite the rest (rollback).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.model import StepContext
+from engine.sampling import Sampler
+from engine.speculative.drafter import Draft
+
+
+def depths(parents: torch.Tensor) -> list[int]:
+    """Depth of each node below the root (a child of the root has depth 1); parents in topological order."""
+    d: list[int] = []
+    for p in parents.tolist():
+        d.append(1 if p < 0 else d[p] + 1)
+    return d
+
+
+def prune(draft: Draft, max_nodes: int, max_depth: int) -> Draft:
+    """Keep the first `max_nodes` nodes no deeper than `max_depth` (closed under ancestors, since parents come
+    first and are shallower); parent indices are renumbered."""
+    dep = depths(draft.parents)
+    keep = [i for i, d in enumerate(dep) if d <= max_depth][:max(0, max_nodes)]
+    if len(keep) == len(dep):
+        return draft
+    new_index = {old: new for new, old in enumerate(keep)}
+    parents = [-1 if (p := int(draft.parents[i])) < 0 else new_index[p] for i in keep]
+    idx = torch.tensor(keep, dtype=torch.long, device=draft.tokens.device)
+    return Draft(draft.tokens[idx], torch.tensor(parents, dtype=torch.long, device=draft.tokens.device),
+                 None if draft.q is None else draft.q[idx.to(draft.q.device)])
+
+
+def tree_mask(parents: torch.Tensor, committed: int, device) -> torch.Tensor:
+    """bool [1, 1, n + 1, committed + n + 1]: row 0 is the root, row i + 1 node i; True = attend."""
+    n = len(parents)
+    anc = torch.zeros(n + 1, n + 1, dtype=torch.bool)
+    anc[:, 0] = True  # everything descends from the root
+    for i, p in enumerate(parents.tolist()):
+        anc[i + 1] = anc[p + 1]  # a node sees what its parent sees (root row for p = -1) ...
+        anc[i + 1, i + 1] = True  # ... and itself
+    anc[0, 0] = True
+    full = torch.ones(n + 1, committed + n + 1, dtype=torch.bool)
+    full[:, committed:] = anc
+    return full.to(device)[None, None]
+
+
+def forward_tree(engine, root: int, draft: Draft, committed: int, row: int = 0) -> torch.Tensor:
+    """Run root + draft nodes through the target, writing their K/V at slots committed..committed + n.
+    Returns post-norm hidden states [n + 1, H] (row 0 = root)."""
+    runner, dev = engine.runner, engine.device
+    n = len(draft.tokens)
+    tokens = torch.cat([torch.tensor([root], dtype=torch.long, device=dev), draft.tokens.to(dev)])[None]
+    pos = torch.tensor([0] + depths(draft.parents), dtype=torch.long, device=dev) + committed
+    if n == 0:  # a plain decode step (the fast single-token attention path)
+        ctx = StepContext(slice(row, row + 1), committed, None, committed + 1, None, False,
+                          runner.cos[None, committed:committed + 1], runner.sin[None, committed:committed + 1])
+    else:
+        ctx = StepContext(slice(row, row + 1), committed, None, committed + n + 1,
+                          tree_mask(draft.parents, committed, dev), False, runner.cos[pos][None], runner.sin[pos][None])
+    return engine.model.hidden(tokens, ctx, engine.cache, last_only=False)[0]
+
+
+@dataclass
+class Verdict:
+    accepted: list[int]  # indices of accepted draft nodes, root to leaf
+    tokens: list[int]  # accepted draft tokens, then the target's own next token (the new root)
+
+
+def accept(draft: Draft, logits: torch.Tensor, sampler: Sampler, stops: set[int] = frozenset()) -> Verdict:
+    """Walk the tree from the root. logits [n + 1, V] float32 (row 0 = root). Records every emitted token in
+    `sampler` (so penalties and processors see each position in order, as in plain decoding); the walk ends
+    at a stop token (nothing after it may be scored)."""
+    toks = draft.tokens.tolist()
+    parents = draft.parents.tolist()
+    children: dict[int, list[int]] = {}
+    for i, p in enumerate(parents):
+        children.setdefault(p, []).append(i)
+    greedy = sampler.p.temperature == 0
+    node, path, out = -1, [], []
+    while True:
+        lg = sampler.process(logits[node + 1])
+        kids = children.get(node, [])
+        if greedy:
+            best = int(torch.argmax(lg))
+            nxt = next((c for c in kids if toks[c] == best), None)
+            tok = best
+        else:
+            nxt, tok = _reject_sample(sampler, sampler.probs(lg), kids, toks, draft.q)
+        sampler.record(tok)
+        out.append(tok)
+        if nxt is None or tok in stops:
+            return Verdict(path, out)
+        path.append(nxt)
+        node = nxt
+
+
+def _reject_sample(sampler: Sampler, p: torch.Tensor, kids: list[int], toks: list[int], q):
+    """(accepted child or None, token) for one position by recursive rejection sampling over the children."""
+    for c in kids:
+        x = toks[c]
+        qc = q[c].to(p.device, torch.float32) if q is not None else None
+        qx = float(qc[x]) if qc is not None else 1.0
+        px = float(p[x])
+        u = float(torch.rand((), generator=sampler.gen, device=sampler.gen.device))
+        if qx > 0 and u * qx < px:  # u < p(x) / q(x)
+            return c, x
+        rest = p.clone() if qc is None else torch.clamp(p - qc[:p.numel()], min=0.0)
+        if qc is None:
+            rest[x] = 0.0
+        total = float(rest.sum())
+        if total <= 0:  # p <= q everywhere means p == q: rejection had probability 0 (a rounding miss)
+            return c, x
+        p = rest / total
+    return None, int(torch.multinomial(p, 1, generator=sampler.gen))
+
+
+def compact(cache, committed: int, accepted: list[int], row: int = 0) -> None:
+    """Move accepted nodes' K/V (slots committed + 1 + i) down to committed + 1, committed + 2, ..."""
+    if not accepted or accepted == list(range(len(accepted))):
+        return
+    src = torch.tensor(accepted, dtype=torch.long, device=cache.k.device) + committed + 1
+    dst = torch.arange(len(accepted), dtype=torch.long, device=cache.k.device) + committed + 1
+    for kv in (cache.k, cache.v):
+        kv[:, row, :, dst] = kv[:, row, :, src]  # the right side is gathered first (a copy)
