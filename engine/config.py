@@ -140,8 +140,9 @@ class ModelConfig:
     def from_gguf(cls, meta: dict[str, Any], tensor_names: set[str], source: str) -> "ModelConfig":
         """Read llama.cpp metadata keys (`llama.*`, `tokenizer.ggml.*`)."""
         arch = meta.get("general.architecture")
-        if arch not in ("llama", "qwen2", "qwen3"):
-            raise EngineError(f"{source}: GGUF architecture {arch!r} is not supported (supported: llama, qwen2, qwen3)")
+        if arch not in ("llama", "qwen2", "qwen3", "minicpm"):
+            raise EngineError(f"{source}: GGUF architecture {arch!r} is not supported "
+                              "(supported: llama, qwen2, qwen3, minicpm)")
 
         def get(key: str, default: Any = None) -> Any:
             value = meta.get(f"{arch}.{key}", default)
@@ -168,8 +169,15 @@ class ModelConfig:
             attention_bias="blk.0.attn_q.bias" in tensor_names,
             qk_norm="blk.0.attn_q_norm.weight" in tensor_names,
         )
+        if arch == "minicpm":
+            cfg.family = "minicpm"
+            cfg.tie_word_embeddings = "output.weight" not in tensor_names
+            _minicpm_gguf_scales(cfg, meta)
         kind = meta.get(f"{arch}.rope.scaling.type")
-        if kind and kind != "none":
+        if kind == "longrope":  # the factor lists are tensors (rope_factors_*), filled in by the GGUF loader
+            cfg.rope_scaling = {"rope_type": "longrope",
+                                "original_max_position_embeddings": cfg.max_position_embeddings}
+        elif kind and kind != "none":
             cfg.rope_scaling = {"rope_type": kind, "factor": float(meta.get(f"{arch}.rope.scaling.factor", 1.0))}
             orig = meta.get(f"{arch}.rope.scaling.original_context_length")
             if orig:
@@ -194,3 +202,15 @@ class ModelConfig:
             if kind not in ("default", "linear", "llama3", "yarn", "longrope"):
                 raise EngineError(f"{source}: rope_scaling type {kind!r} is not supported "
                                   "(supported: linear, llama3, yarn, longrope)")
+
+
+def _minicpm_gguf_scales(cfg: ModelConfig, meta: dict[str, Any]) -> None:
+    """llama.cpp's converter writes MiniCPM's muP knobs as derived values: minicpm.embedding_scale = scale_emb,
+    minicpm.residual_scale = scale_depth / sqrt(layers), minicpm.logit_scale = hidden_size / dim_model_base
+    (the logits divisor). Missing keys take llama.cpp's defaults for older files (12, 1.4 / sqrt(layers), and
+    MiniCPM's dim_model_base 256)."""
+    cfg.scale_emb = float(meta.get("minicpm.embedding_scale", 12.0))
+    residual = float(meta.get("minicpm.residual_scale", 1.4 / math.sqrt(cfg.num_layers)))
+    cfg.scale_depth = residual * math.sqrt(cfg.num_layers)
+    logit_div = meta.get("minicpm.logit_scale")
+    cfg.dim_model_base = 256.0 if logit_div is None else cfg.hidden_size / float(logit_div)

@@ -5,6 +5,8 @@ Block layouts (ggml `ggml-quants.c`, `gguf.quants`), one block per row segment:
     Q4_1  [d:f16][m:f16][qs:16B]     w = q * d + m
     Q4_K  256 = 8 x 32 sub-blocks: [d:f16][dmin:f16][scales:12B 6-bit sc/m pairs][qs:128B]
           w = d*sc[j] * q - dmin*m[j]; each 32-byte run of qs holds sub-block 2c in low nibbles, 2c+1 in high
+    TQ1_0 / TQ2_0  ternary, 256 per block, w = t * d (t in {-1, 0, 1}; BitCPM4-CANN GGUFs): decoded with
+          `gguf.quants.dequantize`, then kept as exact int4 codes (engine.hf_weights.ternary_to_int4)
 Other types (F16, BF16, Q8_0, Q5_*, Q6_K, ...) are dequantized once at load with `gguf.quants.dequantize`.
 llama.cpp's converter permutes the rows of Llama q/k weights for its interleaved rotary; we undo that so one
 (NeoX, rotate-half) rotary serves every format.
@@ -17,7 +19,9 @@ from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize as gguf_dequantize
 
 from engine.config import ModelConfig
+from engine.errors import EngineError
 from engine.gguf_file import GGUFError, GGUFFile, GGUFTensor
+from engine.hf_weights import ternary_to_int4
 from engine.quant import Int4Weight, pack_int4
 
 _LAYER_NAMES = {
@@ -34,6 +38,7 @@ _LAYER_NAMES = {
 _TOP_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
               "output.weight": "lm_head.weight"}
 _DENSE_OK = {Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q5_0, Q.Q5_1, Q.Q6_K, Q.Q5_K, Q.Q8_K, Q.Q2_K, Q.Q3_K}
+_TERNARY = {Q.TQ1_0, Q.TQ2_0}
 
 
 def hf_name(gguf_name: str) -> str | None:
@@ -99,10 +104,13 @@ def convert_tensor(t: GGUFTensor, path) -> torch.Tensor | Int4Weight:
         return torch.from_numpy(t.data.view(np.float32).reshape(t.shape).copy())
     if t.qtype == Q.F16:
         return torch.from_numpy(t.data.view(np.float16).reshape(t.shape).astype(np.float32))
-    if t.qtype in _DENSE_OK:
-        return torch.from_numpy(np.ascontiguousarray(gguf_dequantize(t.data, t.qtype)).reshape(t.shape))
+    if t.qtype in _DENSE_OK or t.qtype in _TERNARY:
+        w = torch.from_numpy(np.ascontiguousarray(gguf_dequantize(t.data, t.qtype)).reshape(t.shape))
+        if t.qtype in _TERNARY and len(t.shape) == 2:
+            return ternary_to_int4(w) or w  # exact by construction; dense only if a block were malformed
+        return w
     raise GGUFError(f"{path}: tensor {t.name!r} uses quant type {t.qtype.name}, which the engine does not load "
-                    f"(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K)")
+                    f"(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, TQ1_0, TQ2_0)")
 
 
 def _unpermute_rows(w: torch.Tensor | Int4Weight, n_head: int) -> torch.Tensor | Int4Weight:
@@ -125,7 +133,18 @@ def load_gguf(path) -> tuple[ModelConfig, dict, GGUFFile]:
         if key is None:
             continue
         w = convert_tensor(t, path)
-        if cfg.family == "llama" and key.endswith(("q_proj.weight", "k_proj.weight")):
+        if cfg.family in ("llama", "minicpm") and key.endswith(("q_proj.weight", "k_proj.weight")):
             w = _unpermute_rows(w, cfg.num_heads if "q_proj" in key else cfg.num_kv_heads)
         tensors[key] = w
+    if cfg.rope_scaling is not None and cfg.rope_scaling.get("rope_type") == "longrope":
+        _longrope_factors(cfg, f, path)
     return cfg, tensors, f
+
+
+def _longrope_factors(cfg: ModelConfig, f: GGUFFile, path) -> None:
+    """LongRoPE's factor lists travel as tensors (`rope_factors_long/short.weight`, F32 [head_dim / 2])."""
+    for kind in ("long", "short"):
+        t = f.tensors.get(f"rope_factors_{kind}.weight")
+        if t is None:
+            raise EngineError(f"{path}: rope scaling is longrope but the file has no rope_factors_{kind}.weight")
+        cfg.rope_scaling[f"{kind}_factor"] = convert_tensor(t, path).reshape(-1).tolist()

@@ -140,3 +140,86 @@ def test_bitcpm_greedy_generation_follows_dense_logits(tmp_path):
         logits[[2, 3]] = float("-inf")
         ids.append(int(logits.argmax()))
     assert out.token_ids == ids[len(prompt):]
+
+
+# ---- GGUF: llama.cpp's `minicpm` architecture with ternary TQ1_0 / TQ2_0 projections ------------------------
+def _llama_cpp_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """What llama.cpp's converter does to q/k rows (MiniCPMModel.modify_tensors -> LlamaModel.permute)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, w.shape[1]).swapaxes(1, 2).reshape(w.shape)
+
+
+def test_bitcpm_gguf_minicpm_arch_with_ternary_blocks(tmp_path):
+    import numpy as np
+    from gguf import GGMLQuantizationType as Q
+    from gguf import GGUFWriter, RopeScalingType
+    from gguf.quants import quantize
+
+    g = torch.Generator().manual_seed(3)
+    h, inter, layers, heads, kv, vocab = 256, 512, 2, 4, 2, 64  # TQ blocks are 256 wide
+    d = h // heads
+    hf_cfg = {"architectures": ["MiniCPMForCausalLM"], "hidden_size": h, "intermediate_size": inter,
+              "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv,
+              "vocab_size": vocab, "max_position_embeddings": 128, "rms_norm_eps": 1e-5, "scale_emb": 12,
+              "scale_depth": 1.4, "dim_model_base": 64,
+              "rope_scaling": {"rope_type": "longrope", "original_max_position_embeddings": 128,
+                               "short_factor": (1 + torch.rand(d // 2, generator=g)).tolist(),
+                               "long_factor": (1 + 4 * torch.rand(d // 2, generator=g)).tolist()}}
+    dense = {"model.embed_tokens.weight": torch.randn(vocab, h, generator=g) * 0.1,
+             "model.norm.weight": 1 + 0.1 * torch.randn(h, generator=g)}
+    w = GGUFWriter(str(tmp_path / "bitcpm.gguf"), "minicpm")
+    for key, val in (("block_count", layers), ("context_length", 128), ("embedding_length", h),
+                     ("feed_forward_length", inter), ("attention.head_count", heads),
+                     ("attention.head_count_kv", kv)):
+        w.add_uint32(f"minicpm.{key}", val)
+    w.add_float32("minicpm.attention.layer_norm_rms_epsilon", 1e-5)
+    w.add_embedding_scale(12.0)
+    w.add_residual_scale(1.4 / math.sqrt(layers))
+    w.add_logit_scale(h / 64)
+    w.add_rope_scaling_type(RopeScalingType.LONGROPE)
+    w.add_array("tokenizer.ggml.tokens", [f"t{i}" for i in range(vocab)])
+
+    def add(name: str, t: torch.Tensor, qtype=Q.F32) -> None:
+        x = t.float().numpy()
+        w.add_tensor(name, x if qtype == Q.F32 else quantize(x, qtype), raw_dtype=qtype)
+
+    add("token_embd.weight", dense["model.embed_tokens.weight"])
+    add("output_norm.weight", dense["model.norm.weight"])
+    for kind in ("long", "short"):
+        add(f"rope_factors_{kind}.weight", torch.tensor(hf_cfg["rope_scaling"][f"{kind}_factor"]))
+    gguf_names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                  "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                  "mlp.down_proj": "ffn_down"}
+    shapes = {"self_attn.q_proj": (h, h), "self_attn.k_proj": (kv * d, h), "self_attn.v_proj": (kv * d, h),
+              "self_attn.o_proj": (h, h), "mlp.gate_proj": (inter, h), "mlp.up_proj": (inter, h),
+              "mlp.down_proj": (h, inter)}
+    for i in range(layers):
+        for j, (n, (rows, cols)) in enumerate(shapes.items()):
+            t = torch.randint(-1, 2, (rows, cols), generator=g).float()
+            # one scale per 256-block, a multiple of 2^-12 below 2^-4 so f16 (TQ's d) holds it exactly
+            s = torch.randint(16, 256, (rows, cols // 256), generator=g).float() / 4096
+            wt = t * s.repeat_interleave(256, dim=1) * (16 / math.sqrt(cols))
+            dense[f"model.layers.{i}.{n}.weight"] = wt
+            if n == "self_attn.q_proj":
+                wt = _llama_cpp_permute(wt, heads)
+            elif n == "self_attn.k_proj":
+                wt = _llama_cpp_permute(wt, kv)
+            add(f"blk.{i}.{gguf_names[n]}.weight", wt, Q.TQ2_0 if j % 2 else Q.TQ1_0)
+        for n, gn in (("input_layernorm", "attn_norm"), ("post_attention_layernorm", "ffn_norm")):
+            dense[f"model.layers.{i}.{n}.weight"] = 1 + 0.1 * torch.randn(h, generator=g)
+            add(f"blk.{i}.{gn}.weight", dense[f"model.layers.{i}.{n}.weight"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    cfg, tensors = load_checkpoint(tmp_path / "bitcpm.gguf")
+    ref_cfg = ModelConfig.from_hf(hf_cfg)
+    assert cfg.family == "minicpm" and cfg.tie_word_embeddings
+    assert (cfg.scale_emb, cfg.residual_scale, cfg.logit_scale) == pytest.approx(
+        (ref_cfg.scale_emb, ref_cfg.residual_scale, ref_cfg.logit_scale))
+    assert cfg.rope_scaling["short_factor"] == pytest.approx(hf_cfg["rope_scaling"]["short_factor"])
+    assert all(isinstance(tensors[k], Int4Weight) for k in tensors if k.endswith("_proj.weight"))
+    ids = torch.randint(0, vocab, (16,), generator=g).tolist()
+    ref = _all_logits(_runner(ref_cfg, dense), ids)
+    got = _all_logits(_runner(cfg, tensors), ids)
+    assert (got - ref).abs().max().item() < 1e-4
