@@ -6,7 +6,7 @@ decode loop's main Python cost on CPU. Every hot op goes through engine/ops.py.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,21 @@ class StepContext:
     # attn(layer, q [B, H, T, D] roped, kc, vc [B, KVH, L, D] cache views up to kv_len, ctx, q_raw, k_raw
     # [B, T, H|KVH, D] before rotary) -> o [B, H, T, D]. None = ops.attention (dense).
     attn: object | None = None
+    # int32 [B]: each row's attended cache length, read on the device (decode, T == 1). Set by the CUDA-graph
+    # decode, which attends over the whole cache capacity (kv_len = max_seq_len) so one graph serves every step.
+    lengths: torch.Tensor | None = None
+    _slots: tuple | None = field(default=None, repr=False)  # (cache rows, cache slots) int32 [B * T], per step
+
+    def slots(self, B: int, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cache row and slot of each of this step's B * T tokens (int32, token-major), computed once a step."""
+        if self._slots is None:
+            rows = torch.arange(self.rows.start, self.rows.start + B, device=device, dtype=torch.int32)
+            if self.pos is None:
+                slots = torch.arange(self.start, self.start + T, device=device, dtype=torch.int32).repeat(B)
+            else:
+                slots = self.pos.to(torch.int32)
+            self._slots = (rows.repeat_interleave(T), slots)
+        return self._slots
 
 
 class Linear:
@@ -75,15 +90,23 @@ class Linear:
             self.dense = torch.cat([_dense(w, dtype) for w in parts])
             self.parts = None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if self.fast is not None:
-            return ops.linear(x, self.fast, self.bias)
+            return ops.linear(x, self.fast, self.bias, residual)
         if self.dense is not None:
-            return ops.linear(x, self.dense, self.bias)
+            return ops.linear(x, self.dense, self.bias, residual)
         if self.parts is None:
-            return ops.linear(x, self.weight, self.bias)
+            return ops.linear(x, self.weight, self.bias, residual)
         y = torch.cat([ops.linear(x, w) for w in self.parts], dim=-1)
-        return y if self.bias is None else y + self.bias
+        y = y if self.bias is None else y + self.bias
+        return y if residual is None else y + residual
+
+    def swiglu(self, x: torch.Tensor) -> torch.Tensor:
+        """silu(gate) * up for a fused [gate | up] projection (fused into one kernel on CUDA where it can)."""
+        if self.fast is None and self.dense is None and self.parts is None and self.bias is None:
+            return ops.swiglu_linear(x, self.weight)
+        g, u = self(x).chunk(2, dim=-1)
+        return F.silu(g) * u
 
 
 def _dense(w: Weight, dtype: torch.dtype) -> torch.Tensor:
@@ -120,6 +143,8 @@ class Block:
         return [self.qkv, self.o, self.gate_up, self.down]
 
     def __call__(self, x: torch.Tensor, ctx: StepContext, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
+        if ops.kernels_on(x) and ctx.attn is None:
+            return self._fused(x, ctx, kc, vc)
         B, T, _ = x.shape  # x: [B, T, H]
         h = ops.rms_norm(x, self.ln1, self.eps)
         q, k, v = self.qkv(h).split([self.nh * self.hd, self.nkv * self.hd, self.nkv * self.hd], dim=-1)
@@ -140,12 +165,30 @@ class Block:
         if ctx.attn is not None:
             o = ctx.attn(self.idx, q.transpose(1, 2), kv, vv, ctx, q_raw, k_raw)
         else:
-            o = ops.attention(q.transpose(1, 2), kv, vv, ctx.mask, ctx.causal, self.scale)  # [B, H, T, D]
+            o = ops.attention(q.transpose(1, 2), kv, vv, ctx.mask, ctx.causal, self.scale, ctx.lengths)
         o = self.o(o.transpose(1, 2).reshape(B, T, self.nh * self.hd))
         x = x + (o if self.rs == 1.0 else o * self.rs)
         g, u = self.gate_up(ops.rms_norm(x, self.ln2, self.eps)).chunk(2, dim=-1)
         d = self.down(F.silu(g) * u)
         return x + (d if self.rs == 1.0 else d * self.rs)
+
+    def _fused(self, x: torch.Tensor, ctx: StepContext, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
+        """The CUDA path, same math as __call__ in fewer kernels: rotary writes K/V straight into the cache,
+        the o and down projections add the residual in their epilogue, SwiGLU runs in gate_up's epilogue."""
+        B, T, _ = x.shape
+        h = ops.rms_norm(x, self.ln1, self.eps)
+        q, k, v = self.qkv(h).split([self.nh * self.hd, self.nkv * self.hd, self.nkv * self.hd], dim=-1)
+        q, k, v = q.view(B, T, self.nh, self.hd), k.view(B, T, self.nkv, self.hd), v.view(B, T, self.nkv, self.hd)
+        if self.q_norm is not None:
+            q, k = ops.rms_norm(q, self.q_norm, self.eps), ops.rms_norm(k, self.k_norm, self.eps)
+        rows, slots = ctx.slots(B, T, x.device)
+        q = ops.rotary_to_cache(q, k, v, ctx.cos, ctx.sin, kc, vc, rows, slots)
+        kv, vv = kc[ctx.rows, :, :ctx.kv_len], vc[ctx.rows, :, :ctx.kv_len]
+        o = ops.attention(q.transpose(1, 2), kv, vv, ctx.mask, ctx.causal, self.scale, ctx.lengths)
+        o = o.transpose(1, 2).reshape(B, T, self.nh * self.hd)
+        x = self.o(o, residual=x) if self.rs == 1.0 else x + self.o(o) * self.rs
+        a = self.gate_up.swiglu(ops.rms_norm(x, self.ln2, self.eps))
+        return self.down(a, residual=x) if self.rs == 1.0 else x + self.down(a) * self.rs
 
 
 class Transformer:

@@ -1,5 +1,9 @@
 """The dispatch seam: one function per hot op. Plain PyTorch here (what runs on CPU and what kernels are
-tested against); CUDA branches that call `engine/kernels/` plug in at the top of each function."""
+tested against); CUDA branches that call `engine/kernels/` plug in at the top of each function.
+
+The fused ops (`rms_norm` with a residual, `rotary_to_cache`, `swiglu_linear`, `linear` with a residual) exist
+so the CUDA decode step is a short chain of kernels (see docs/kernels.md); their plain paths compute the same
+thing op by op."""
 from __future__ import annotations
 
 import torch
@@ -11,28 +15,68 @@ from engine.quant import Int4Weight, int4_linear_ref
 KERNELS = True  # CUDA branches into engine/kernels/ (Triton); tests turn it off to compare with the plain path
 
 
-def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight | CpuInt4, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x [..., in] -> [..., out]. An `Int4Weight` is dequantized for this one layer, then dropped; a `CpuInt4`
-    runs torch's CPU int4 kernel."""
+def kernels_on(x: torch.Tensor) -> bool:
+    """Whether `x`'s ops take the Triton branches."""
+    return KERNELS and x.is_cuda
+
+
+def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight | CpuInt4, bias: torch.Tensor | None = None,
+           residual: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., in] -> [..., out] (+ residual, same shape as the output). An `Int4Weight` is dequantized for this
+    one layer, then dropped; a `CpuInt4` runs torch's CPU int4 kernel. On CUDA the int4 kernel adds the
+    residual in its epilogue (one kernel instead of two)."""
     if isinstance(w, CpuInt4):
         y = cpu_int4_linear(x, w)
-        return y if bias is None else y + bias
-    if isinstance(w, Int4Weight):
-        if KERNELS and x.is_cuda:
+        y = y if bias is None else y + bias
+    elif isinstance(w, Int4Weight):
+        if kernels_on(x):
             from engine.kernels import int4_matmul as k4  # imports Triton: only on the CUDA path
 
             if k4.supports(w):
-                y = k4.int4_linear(x, w)
-                return y if bias is None else y + bias
+                if bias is None:
+                    return k4.int4_linear(x, w, residual)
+                y = k4.int4_linear(x, w) + bias
+                return y if residual is None else y + residual
         y = int4_linear_ref(x, w)
-        return y if bias is None else y + bias
-    return F.linear(x, w, bias)
+        y = y if bias is None else y + bias
+    else:
+        y = F.linear(x, w, bias)
+    return y if residual is None else y + residual
+
+
+def swiglu_linear(x: torch.Tensor, w: torch.Tensor | Int4Weight) -> torch.Tensor:
+    """silu(gate) * up, where [gate | up] = x @ w^T (w's first half of rows is gate). On CUDA an int4 weight runs
+    the GEMV with SwiGLU in its epilogue (rows interleaved once, cached on the weight); a dense one runs cuBLAS
+    then the fused SwiGLU kernel."""
+    if kernels_on(x):
+        if isinstance(w, Int4Weight):
+            from engine.kernels import int4_matmul as k4
+
+            if k4.supports(w):
+                return k4.int4_linear(x, w, swiglu=True)
+        elif isinstance(w, torch.Tensor):
+            from engine.kernels.swiglu import swiglu
+
+            gu = F.linear(x, w)
+            return swiglu(gu.reshape(-1, gu.shape[-1])).view(*gu.shape[:-1], gu.shape[-1] // 2)
+    g, u = linear(x, w).chunk(2, dim=-1)
+    return F.silu(g) * u
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
              residual: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """RMSNorm in float32, as transformers' LlamaRMSNorm. With `residual`, first x = x + residual and
     return (normed, x) so a fused kernel can do both in one pass."""
+    if kernels_on(x) and x.shape[-1] <= 16384:
+        from engine.kernels.rmsnorm import rms_norm as k_rms
+
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        if x2.stride(-1) != 1:
+            x2 = x2.contiguous()
+        r2 = None if residual is None else residual.reshape(-1, shape[-1]).contiguous()
+        y, h = k_rms(x2, weight, eps, r2)
+        return y.view(shape) if residual is None else (y.view(shape), h.view(shape))
     if residual is not None:
         x = x + residual
     xf = x.float()
@@ -52,17 +96,45 @@ def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch
     return q * cos + rot(q) * sin, k * cos + rot(k) * sin
 
 
+def rotary_to_cache(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                    k_cache: torch.Tensor, v_cache: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor
+                    ) -> torch.Tensor:
+    """Rotary on q and k, then k and v written into the cache; returns roped q.
+
+    q [B, T, H, D], k/v [B, T, KVH, D], cos/sin [B, T, D] (rope.py's tables: both halves of a row equal),
+    caches [max_batch, KVH, S, D], rows/slots int32 [B * T]: cache row and slot of each token. On CUDA one kernel
+    does it all (q rotated in place); the plain path is apply_rotary + an indexed cache write."""
+    B, T, H, D = q.shape
+    if kernels_on(q) and D % 2 == 0 and (D // 2) & (D // 2 - 1) == 0 and q.stride(-1) == 1:
+        from engine.kernels.rotary import rotary_kv
+
+        q3 = q.reshape(B * T, H, D)  # a view for the fused qkv projection's split (checked by the kernel)
+        rotary_kv(q3, k.reshape(B * T, -1, D), v.reshape(B * T, -1, D), cos.reshape(B * T, -1),
+                  sin.reshape(B * T, -1), k_cache, v_cache, rows, slots)
+        return q3.view(B, T, H, D)
+    q, k = apply_rotary(q, k, cos, sin)
+    r, s = rows.long(), slots.long()
+    k_cache[r, :, s] = k.reshape(B * T, -1, D).to(k_cache.dtype)
+    v_cache[r, :, s] = v.reshape(B * T, -1, D).to(v_cache.dtype)
+    return q
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-              causal: bool, scale: float) -> torch.Tensor:
+              causal: bool, scale: float, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """q [B, H, T, D] against k/v [B, KVH, L, D] (the cache up to the last written position) -> [B, H, T, D].
-    mask: bool [B, 1, T, L] (True = attend) or None; causal: plain causal (T == L) when mask is None."""
+    mask: bool [B, 1, T, L] (True = attend) or None; causal: plain causal (T == L) when mask is None.
+    lengths: int32 [B], each row's valid cache length (decode, T == 1): the CUDA kernel reads it on the device
+    instead of a mask, so a CUDA graph can serve every position; the plain path turns it into a mask."""
     B, H, T, D = q.shape
     kvh = k.shape[1]
-    if T == 1 and KERNELS and q.is_cuda and mask is None and D & (D - 1) == 0:
+    if T == 1 and kernels_on(q) and (mask is None or lengths is not None) and D & (D - 1) == 0:
         from engine.kernels.decode_attention import decode_attention  # flash-decoding over the cache in place
 
-        lengths = torch.full((B,), k.shape[2], dtype=torch.int32, device=q.device)
+        if lengths is None:
+            lengths = torch.full((B,), k.shape[2], dtype=torch.int32, device=q.device)
         return decode_attention(q[:, :, 0], k, v, lengths, scale).unsqueeze(2)
+    if lengths is not None and mask is None:
+        mask = (torch.arange(k.shape[2], device=q.device)[None, :] < lengths[:, None])[:, None, None]
     if T == 1:
         # decode: each KV head serves its group of query heads as one small matmul, reading the cache in
         # place (CPU SDPA copies/tiles the strided cache slice, which dominated decode time)

@@ -1,13 +1,19 @@
 """Prefill (chunked) and decode steps: builds each step's StepContext and calls the model.
 
-The decode step for one sequence does no allocation beyond the op outputs: rotary rows are views of the
-precomputed tables and the KV cache is written in place.
+On CUDA (with the Triton kernels on and no attention backend set) decode replays a captured CUDA graph per
+batch-size bucket (engine/cuda_graph.py); elsewhere it runs eagerly. The eager decode step for one sequence
+does no allocation beyond the op outputs: rotary rows are views of the precomputed tables and the KV cache is
+written in place.
 """
 from __future__ import annotations
 
+import bisect
+
 import torch
 
+from engine import ops
 from engine.cache import KVCache
+from engine.cuda_graph import DecodeGraph, buckets
 from engine.model import StepContext, Transformer
 
 PREFILL_CHUNK = 512  # bounds prefill attention memory at chunk x context, independent of prompt length
@@ -18,6 +24,20 @@ class Runner:
         self.model, self.cache, self.cos, self.sin = model, cache, cos, sin  # cos/sin: [max_seq_len, D]
         self.device = cos.device
         self._tok = torch.zeros(1, 1, dtype=torch.long, device=self.device)  # reused decode input
+        self.attn = None  # optional attention backend put into every StepContext (see model.StepContext.attn)
+        self.use_graphs = True  # CUDA graphs for decode where possible (benchmarks turn it off to compare)
+        self._buckets = buckets(cache.max_batch)
+        self._graphs: dict[int, DecodeGraph] = {}
+
+    def graphs_on(self) -> bool:
+        """Whether decode replays CUDA graphs: CUDA, kernels on, no attention backend (it may not capture)."""
+        return self.use_graphs and self.device.type == "cuda" and ops.KERNELS and self.attn is None
+
+    def _graph(self, batch: int) -> DecodeGraph:
+        b = self._buckets[bisect.bisect_left(self._buckets, batch)]
+        if b not in self._graphs:
+            self._graphs[b] = DecodeGraph(self, b)
+        return self._graphs[b]
 
     def prefill(self, ids: list[int], row: int = 0) -> torch.Tensor:
         """Run the prompt through the model into cache row `row`; return float32 logits [1, V] of its last token."""
@@ -29,21 +49,48 @@ class Runner:
             if s > 0:  # later chunks see the whole earlier prompt plus a causal triangle over themselves
                 q_pos = torch.arange(s, e, device=self.device)[:, None]
                 mask = (torch.arange(e, device=self.device)[None, :] <= q_pos)[None, None]  # [1, 1, T, e]
-            ctx = StepContext(slice(row, row + 1), s, None, e, mask, True, self.cos[None, s:e], self.sin[None, s:e])
+            ctx = StepContext(slice(row, row + 1), s, None, e, mask, True, self.cos[None, s:e], self.sin[None, s:e],
+                              self.attn)
             logits = self.model(tokens[:, s:e], ctx, self.cache)
         return logits
 
     def decode_one(self, token: int, pos: int, row: int = 0) -> torch.Tensor:
         """One token at position `pos` for one sequence -> float32 logits [1, V]."""
+        if row == 0 and self.graphs_on():
+            return self._replay_one(token, pos).logits.clone()
         self._tok.fill_(token)
         ctx = StepContext(slice(row, row + 1), pos, None, pos + 1, None, False,
-                          self.cos[None, pos:pos + 1], self.sin[None, pos:pos + 1])
+                          self.cos[None, pos:pos + 1], self.sin[None, pos:pos + 1], self.attn)
         return self.model(self._tok, ctx, self.cache)
+
+    def decode_greedy(self, token: int, pos: int) -> int:
+        """decode_one for row 0 followed by argmax, computed on the device: the one host sync is reading the id.
+        For pure greedy decoding (no penalty, no logits processors)."""
+        if self.graphs_on():
+            return int(self._replay_one(token, pos).next[0])
+        return int(self.decode_one(token, pos).argmax(-1)[0])
+
+    def _replay_one(self, token: int, pos: int) -> DecodeGraph:
+        g = self._graph(1)  # the first bucket is always 1
+        g.tokens.fill_(token)
+        g.pos.fill_(pos)
+        g.replay()
+        return g
 
     def decode_batch(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """tokens int64 [B], pos int64 [B] (each row's own position) -> float32 logits [B, V]."""
+        B = len(tokens)
+        if self.graphs_on():
+            g = self._graph(B)
+            g.tokens[:B, 0].copy_(tokens)
+            g.pos[:B].copy_(pos)
+            if g.batch > B:  # spare rows of the bucket write slot 0 of cache rows this batch does not use
+                g.tokens[B:].zero_()
+                g.pos[B:].zero_()
+            g.replay()
+            return g.logits[:B].clone()
         kv_len = int(pos.max()) + 1
         mask = (torch.arange(kv_len, device=self.device)[None, :] <= pos[:, None])[:, None, None]  # [B, 1, 1, L]
-        ctx = StepContext(slice(0, len(tokens)), None, pos, kv_len, mask, False,
-                          self.cos[pos][:, None], self.sin[pos][:, None])
+        ctx = StepContext(slice(0, B), None, pos, kv_len, mask, False, self.cos[pos][:, None], self.sin[pos][:, None],
+                          self.attn, (pos + 1).to(torch.int32))
         return self.model(tokens[:, None], ctx, self.cache)

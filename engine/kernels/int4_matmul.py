@@ -265,14 +265,26 @@ def supports(w: Int4Weight) -> bool:
     return w.group_size in (32, 64, 128) and k % w.group_size == 0
 
 
-def int4_linear(x: torch.Tensor, w: Int4Weight) -> torch.Tensor:
-    """x [..., K] @ W^T for an engine `Int4Weight` on CUDA: repacked once (the pack is kept on the weight
-    object, so the model code never sees the kernel layout), then `int4_matmul`."""
-    pw = w.__dict__.get("_kernel_pack")
+def _interleaved(w: Int4Weight) -> Int4Weight:
+    """A [gate | up] weight with rows reordered gate0, up0, gate1, up1, ... (the swiglu epilogue's order)."""
+    half = w.shape[0] // 2
+    order = interleave_rows(torch.arange(half), torch.arange(half, 2 * half)).to(w.packed.device)
+    return Int4Weight(w.packed[order], w.scales[order], w.mins[order], w.group_size, w.perm)
+
+
+def int4_linear(x: torch.Tensor, w: Int4Weight, residual: torch.Tensor | None = None,
+                swiglu: bool = False) -> torch.Tensor:
+    """x [..., K] @ W^T (+ residual [..., N]) for an engine `Int4Weight` on CUDA: repacked once (the pack is
+    kept on the weight object, so the model code never sees the kernel layout), then `int4_matmul`. With
+    `swiglu`, W is [gate | up] and the result silu(gate) * up [..., N / 2] (a second, row-interleaved pack)."""
+    key = "_kernel_pack_swiglu" if swiglu else "_kernel_pack"
+    pw = w.__dict__.get(key)
     if pw is None:
-        pw = w.__dict__["_kernel_pack"] = repack_int4(w)
-    y = int4_matmul(x.reshape(-1, x.shape[-1]).contiguous(), pw)
-    return y.view(*x.shape[:-1], y.shape[-1])
+        pw = w.__dict__[key] = repack_int4(_interleaved(w) if swiglu else w)
+    lead = x.shape[:-1]
+    r2 = None if residual is None else residual.reshape(-1, residual.shape[-1]).contiguous()
+    y = int4_matmul(x.reshape(-1, x.shape[-1]).contiguous(), pw, residual=r2, swiglu=swiglu)
+    return y.view(*lead, y.shape[-1])
 
 
 def int4_matmul(x: torch.Tensor, pw: PackedInt4, residual: torch.Tensor | None = None, swiglu: bool = False,

@@ -1,0 +1,62 @@
+"""CUDA-graph decode: one captured decode step per batch-size bucket, replayed over static buffers.
+
+The step reads everything that changes between tokens from its static inputs on the device: the token ids, the
+positions (rotary rows are gathered from them inside the graph, K/V are written at them, and the attention
+kernel reads each row's length as position + 1). Attention is captured over the cache's whole capacity, so one
+graph serves every position, and the cache stays ordinary memory that other code (prefill, speculative
+verification) may write between replays. Replaying does no allocation and no host sync; the caller's one sync
+is reading the chosen token.
+"""
+from __future__ import annotations
+
+import torch
+
+from engine.model import StepContext
+
+
+class DecodeGraph:
+    """A decode step for `batch` cache rows (rows 0..batch-1), captured on first use."""
+
+    def __init__(self, runner, batch: int):
+        self.runner, self.batch = runner, batch
+        dev = runner.device
+        self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=dev)
+        self.pos = torch.zeros(batch, dtype=torch.long, device=dev)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.logits: torch.Tensor | None = None  # float32 [batch, V], written by each replay
+        self.next: torch.Tensor | None = None  # int64 [batch]: greedy argmax of `logits`
+
+    def _step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        r = self.runner
+        ctx = StepContext(slice(0, self.batch), None, self.pos, r.cache.max_seq_len, None, False,
+                          r.cos[self.pos][:, None], r.sin[self.pos][:, None], None, (self.pos + 1).to(torch.int32))
+        logits = r.model(self.tokens, ctx, r.cache)
+        return logits, logits.argmax(-1)
+
+    def capture(self) -> None:
+        """Warm up (Triton compiles and autotunes, int4 weights are repacked) then capture. The inputs must
+        already hold the real step's values: warm-up runs write the same K/V the replay will write."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            self.logits, self.next = self._step()
+        self.graph = graph
+
+    def replay(self) -> None:
+        if self.graph is None:
+            self.capture()
+        self.graph.replay()
+
+
+def buckets(max_batch: int) -> list[int]:
+    """Batch sizes that get their own graph: powers of two below max_batch, then max_batch itself."""
+    out, b = [], 1
+    while b < max_batch:
+        out.append(b)
+        b *= 2
+    return out + [max_batch]
