@@ -40,7 +40,12 @@ def bibtex_entry(src: Source, key: str) -> str:
     return f"@misc{{{key},\n{body}\n}}"
 
 
+def bibtex_keys(sources: list[Source]) -> list[str]:
+    """The citation key of each source, unique within the list (LaTeX export cites with these)."""
+    used: set[str] = set()
+    return [_key(s, used) for s in sources]
+
+
 def render_bibtex(sources: list[Source]) -> str:
     """Entries in the order given (the References order)."""
-    used: set[str] = set()
-    return "\n\n".join(bibtex_entry(s, _key(s, used)) for s in sources) + "\n"
+    return "\n\n".join(bibtex_entry(s, k) for s, k in zip(sources, bibtex_keys(sources))) + "\n"

@@ -3,6 +3,10 @@
 The model is any langchain-core BaseChatModel (the in-process engine or a remote server), so its failures
 have no common type; every `Exception` from the call is treated as a backend failure, retried after a short
 pause and reported in the Usage. Cancellation (Ctrl-C, task cancel) is a BaseException and passes through.
+
+Each call's engine telemetry (the chat model's `response_metadata["telemetry"]`, see agents/chat/telemetry.py)
+is kept in `Usage.steps`; a backend that reports none gets one built from its usage counts, with the time to the
+first token as the prefill time.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ class BackendFailed(SurveyError):
 async def _stream_once(model: BaseChatModel, messages: list, on_token: OnToken | None,
                        max_tokens: int | None) -> tuple[str, Usage]:
     start = time.perf_counter()
+    first_token_s: float | None = None
     total: AIMessageChunk | None = None
     chunks = 0
     # max_tokens is the per-call option both chat backends accept; a model without it ignores the kwarg.
@@ -34,13 +39,21 @@ async def _stream_once(model: BaseChatModel, messages: list, on_token: OnToken |
         text = chunk.content if isinstance(chunk.content, str) else ""
         if text:
             chunks += 1
+            first_token_s = first_token_s or time.perf_counter() - start
             if on_token:
                 on_token(text)
     text = total.content if total is not None and isinstance(total.content, str) else ""
     meta = getattr(total, "usage_metadata", None) or {}
+    elapsed = time.perf_counter() - start
     # Without usage metadata, one streamed chunk per token is the best count available.
-    return text, Usage(calls=1, input_tokens=int(meta.get("input_tokens", 0)),
-                       output_tokens=int(meta.get("output_tokens", chunks)), model_s=time.perf_counter() - start)
+    usage = Usage(calls=1, input_tokens=int(meta.get("input_tokens", 0)),
+                  output_tokens=int(meta.get("output_tokens", chunks)), model_s=elapsed)
+    step = (getattr(total, "response_metadata", None) or {}).get("telemetry")
+    if step is None:
+        ttft = first_token_s if first_token_s is not None else elapsed
+        step = {"prompt_tokens": usage.input_tokens, "generated_tokens": usage.output_tokens, "prefill_s": ttft,
+                "decode_s": elapsed - ttft, "generations": 1, "attention": "unknown"}
+    return text, usage.model_copy(update={"steps": [dict(step)]})
 
 
 async def generate(model: BaseChatModel, system: str, prompt: str, *, on_token: OnToken | None = None,

@@ -15,11 +15,13 @@ class Usage(BaseModel):
     model_s: float = 0.0
     retries: int = 0
     errors: list[str] = Field(default_factory=list, description="backend failures that were retried")
+    steps: list[dict] = Field(default_factory=list, description="engine telemetry per model call, in call order")
 
     def add(self, other: "Usage") -> "Usage":
         return Usage(calls=self.calls + other.calls, input_tokens=self.input_tokens + other.input_tokens,
                      output_tokens=self.output_tokens + other.output_tokens, model_s=self.model_s + other.model_s,
-                     retries=self.retries + other.retries, errors=self.errors + other.errors)
+                     retries=self.retries + other.retries, errors=self.errors + other.errors,
+                     steps=self.steps + other.steps)
 
 
 class SectionResult(BaseModel):

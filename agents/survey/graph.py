@@ -17,6 +17,7 @@ from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
+from agents.chat import telemetry
 from agents.survey import prompts
 from agents.survey.configuration import Configuration
 from agents.survey.state import SectionTask, SurveyContext, SurveyState
@@ -29,7 +30,7 @@ from survey.outline import Outline, SectionPlan, parse_outline
 from survey.render import all_sources, numbering, render_markdown
 from survey.section import SectionResult, Usage
 from survey.sources import Source, parse_queries, require_hits, rerank, search
-from survey.trace import build_trace
+from survey.trace import build_trace, trace_steps
 from survey.verify import citation_problems
 
 INTRO, CONCLUSION = -1, -2
@@ -40,12 +41,17 @@ async def _ask(runtime: Runtime[SurveyContext], cfg: Configuration, section: int
     """One model call with token and retry events tagged with the section and stage."""
     emit = get_stream_writer()
     emit({"event": "stage", "section": section, "stage": stage})
-    return await generate(
+    text, usage = await generate(
         runtime.context.model, prompts.SYSTEM, prompt, retries=cfg.retries, backoff_s=cfg.backoff_s,
         max_tokens=max_tokens,
         on_token=lambda t: emit({"event": "token", "section": section, "stage": stage, "text": t}),
         on_retry=lambda n, exc: emit({"event": "retry", "section": section, "stage": stage, "attempt": n,
                                       "error": f"{type(exc).__name__}: {exc}"}))
+    # Label the call's telemetry with where it was spent, for the trace and the --stats table.
+    steps = [{"section": section, "stage": stage, **step} for step in usage.steps]
+    for step in steps:
+        emit({"event": "step", "section": section, "stage": stage, "telemetry": step})
+    return text, usage.model_copy(update={"steps": steps})
 
 
 async def _search(runtime: Runtime[SurveyContext], query: str, k: int) -> list[Source]:
@@ -230,8 +236,12 @@ async def render(state: SurveyState, config: RunnableConfig) -> Command[Literal[
     bibtex = render_bibtex([sources[d] for d in numbering(parts)])
     # Summed stage times; resumable, unlike a wall clock (the runner measures the wall time of one run)
     stage_s = state.get("plan_s", 0.0) + sum(p.seconds for p in parts)
+    plan_usage = Usage(**state["plan_usage"])
     trace = build_trace(state["topic"], state.get("thread_id", ""), outline, parts,
-                        Usage(**state["plan_usage"]), [s["id"] for s in state["plan_sources"]], stage_s)
+                        plan_usage, [s["id"] for s in state["plan_sources"]], stage_s)
+    for entry, part in zip(trace["sections"], parts):
+        entry["telemetry"] = telemetry.total(part.usage.steps).as_dict()
+    trace["telemetry"] = telemetry.summary(trace_steps(plan_usage, parts))
     return Command(goto="__end__", update={"markdown": markdown, "bibtex": bibtex, "trace": trace})
 
 

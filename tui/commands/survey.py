@@ -1,5 +1,8 @@
 """`cpm survey TOPIC --index DIR`: write a cited survey (Markdown + BibTeX + JSON trace); `--resume ID` continues.
 
+`cpm survey export SURVEY.md --index DIR --format {md,tex,bib} [--out FILE] [--force]` exports a written survey,
+refusing one whose citations do not resolve to documents in the index (survey/export.py).
+
 The model, FAISS and LangGraph are imported inside `run`, so `cpm --help` stays fast.
 """
 from __future__ import annotations
@@ -16,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("survey", help="write a survey with numbered citations from a paper index",
                        description="Plan -> retrieve -> write with [n] citations -> check/revise -> render "
                                    "Markdown, BibTeX and a JSON trace. Interrupted runs resume with --resume.")
-    p.add_argument("topic", nargs="?", help="survey topic (not needed with --resume)")
+    p.add_argument("topic", nargs="?", help="survey topic (not needed with --resume), or `export`")
+    p.add_argument("survey_file", nargs="?", type=Path, metavar="SURVEY.md",
+                   help="with `export`: the survey Markdown to export")
     p.add_argument("--index", type=Path, help="index directory built with `cpm index build`")
     p.add_argument("--sections", type=int, default=5, help="body sections (default 5)")
     p.add_argument("--words-per-section", type=int, default=120, help="target words per section (default 120)")
@@ -27,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="per_source (default): a short cited summary per paper, suits small models; section: "
                         "the model writes each section with [n] citations, checked and revised")
     p.add_argument("--out", type=Path, help="Markdown file to write (default out/surveys/THREAD_ID.md); "
-                                            ".bib and .trace.json are written beside it")
+                                            ".bib and .trace.json are written beside it. With `export`: the "
+                                            "file to write (default: standard output)")
     p.add_argument("--backend", choices=["engine", "openai"], help="chat backend (default: $CPM_BACKEND or engine)")
     p.add_argument("--model", help="model alias or path (engine) or served model name (openai)")
     p.add_argument("--base-url", help="OpenAI-compatible server URL (openai backend)")
@@ -36,6 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="THREAD_ID", help="continue an interrupted survey")
     p.add_argument("--checkpoints", type=Path, default=DEFAULT_DB, help=f"checkpoint database (default {DEFAULT_DB})")
     p.add_argument("--quiet", action="store_true", help="no progress display, only the final summary")
+    p.add_argument("--stats", action="store_true", help="print the engine telemetry table (one row per model call)")
+    p.add_argument("--format", choices=["md", "tex", "bib"], default="md",
+                   help="with `export`: md, tex (LaTeX citing the BibTeX keys) or bib (default md)")
+    p.add_argument("--force", action="store_true", help="with `export`: export even when citations do not "
+                                                       "resolve to the index, marking them")
     p.set_defaults(func=run)
 
 
@@ -45,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.index is None:
         raise UsageError("--index DIR is required (build one with `cpm index build FILE.jsonl --index DIR`)")
+    if args.topic == "export":
+        return export(args)
+    if args.survey_file is not None:
+        raise UsageError(f"unexpected argument {str(args.survey_file)!r}: quote a topic of several words")
     if not args.resume and not args.topic:
         raise UsageError("give a TOPIC, or --resume THREAD_ID to continue a survey")
     settings = Configuration(sections=args.sections, words_per_section=args.words_per_section,
@@ -56,6 +71,33 @@ def run(args: argparse.Namespace) -> int:
                              index_dir=args.index))
     paths = write_outputs(done, args.out)
     print_summary(done, paths)
+    if args.stats:
+        from agents.chat.telemetry import stats_table
+
+        print(stats_table(done["trace"]["telemetry"]["steps"], label_keys=("section", "stage")))
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """`cpm survey export SURVEY.md --index DIR --format F [--out FILE] [--force]`."""
+    from survey.export import export_survey
+    from tui.errors import UsageError
+
+    if args.survey_file is None:
+        raise UsageError("give the survey to export: cpm survey export SURVEY.md --index DIR --format tex")
+    if not args.survey_file.is_file():
+        raise UsageError(f"no survey file {args.survey_file}: give the .md that `cpm survey` wrote")
+    index = open_index(args.index)
+    bib_name = (args.out or args.survey_file).with_suffix("").name
+    text = export_survey(args.survey_file.read_text(), index, args.format, force=args.force, bib_name=bib_name,
+                         where=str(args.survey_file))
+    if args.out is None:
+        print(text, end="")
+        return 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(f"wrote {args.out}" + (f" (cites {bib_name}.bib: export it with --format bib)" if args.format == "tex"
+                                 else ""))
     return 0
 
 
