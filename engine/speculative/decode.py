@@ -55,7 +55,8 @@ def prefill_hidden(engine, ids: list[int], row: int = 0) -> torch.Tensor:
         if s > 0:
             q_pos = torch.arange(s, e, device=dev)[:, None]
             mask = (torch.arange(e, device=dev)[None, :] <= q_pos)[None, None]
-        ctx = StepContext(slice(row, row + 1), s, None, e, mask, True, runner.cos[None, s:e], runner.sin[None, s:e])
+        ctx = StepContext(slice(row, row + 1), s, None, e, mask, True, runner.cos[None, s:e], runner.sin[None, s:e],
+                          runner.attn)
         out.append(engine.model.hidden(tokens[:, s:e], ctx, engine.cache, last_only=False)[0])
     return torch.cat(out)
 

@@ -68,10 +68,11 @@ def forward_tree(engine, root: int, draft: Draft, committed: int, row: int = 0) 
     pos = torch.tensor([0] + depths(draft.parents), dtype=torch.long, device=dev) + committed
     if n == 0:  # a plain decode step (the fast single-token attention path)
         ctx = StepContext(slice(row, row + 1), committed, None, committed + 1, None, False,
-                          runner.cos[None, committed:committed + 1], runner.sin[None, committed:committed + 1])
+                          runner.cos[None, committed:committed + 1], runner.sin[None, committed:committed + 1], runner.attn)
     else:
         ctx = StepContext(slice(row, row + 1), committed, None, committed + n + 1,
-                          tree_mask(draft.parents, committed, dev), False, runner.cos[pos][None], runner.sin[pos][None])
+                          tree_mask(draft.parents, committed, dev), False, runner.cos[pos][None], runner.sin[pos][None],
+                          runner.attn)  # an attention backend must honour ctx.mask (the tree)
     return engine.model.hidden(tokens, ctx, engine.cache, last_only=False)[0]
 
 

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
     p.add_argument("--chat", action="store_true", help="wrap PROMPT as one user message via the chat template")
+    p.add_argument("--spec", default="none", metavar="{none,prompt-lookup,eagle:DIR}",
+                   help="speculative decoding drafter (output unchanged, only faster): none (default), "
+                        "prompt-lookup (copy n-grams from the context) or eagle:DIR (a draft head from cpm spec train)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=run)
 
@@ -26,9 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine import Engine, SamplingParams
 
-    engine = Engine.load(args.model, device=args.device, max_seq_len=args.max_seq_len)
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
-                            top_k=args.top_k, seed=args.seed, stop=args.stop)
+                            top_k=args.top_k, seed=args.seed, stop=args.stop, spec=args.spec)
+    params.validate()  # a bad --spec is reported before the model loads
+    engine = Engine.load(args.model, device=args.device, max_seq_len=args.max_seq_len)
     if args.chat:
         prompt = engine.apply_chat_template([{"role": "user", "content": args.prompt}])
     else:
@@ -41,11 +45,16 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
         result = chunk.result or result
     if args.json:
-        print(json.dumps({"text": result.text, "tokens": result.token_ids, "finish_reason": result.finish_reason,
-                          "prompt_tokens": result.prompt_tokens, "decode_tokens": result.decode_tokens,
-                          "decode_tok_s": round(result.decode_tok_s, 2)}))
+        out = {"text": result.text, "tokens": result.token_ids, "finish_reason": result.finish_reason,
+               "prompt_tokens": result.prompt_tokens, "decode_tokens": result.decode_tokens,
+               "decode_tok_s": round(result.decode_tok_s, 2)}
+        if result.spec is not None:  # drafter, steps, drafted, accepted, mean_accepted_length, acceptance_rate
+            out["spec"] = result.spec.as_dict()
+        print(json.dumps(out))
     else:
         sys.stdout.write("\n")
+        spec = "" if result.spec is None else \
+            f", {result.spec.mean_accepted_length:.2f} tokens per verification ({result.spec.drafter})"
         print(f"[{result.prompt_tokens} prompt + {result.decode_tokens} generated tokens, "
-              f"{result.decode_tok_s:.1f} tok/s decode, finish: {result.finish_reason}]", file=sys.stderr)
+              f"{result.decode_tok_s:.1f} tok/s decode{spec}, finish: {result.finish_reason}]", file=sys.stderr)
     return 0

@@ -1,0 +1,37 @@
+"""`cpm generate --spec`: same tokens as without, accepted-length fields in --json, clear errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def cpm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_generate_spec_prompt_lookup_same_tokens(smollm2_path):
+    base = ["generate", "Repeat after me: red, green, blue, red, green, blue.", "--chat", "--device", "cpu",
+            "--max-tokens", "24", "--json"]
+    plain, spec = cpm(*base), cpm(*base, "--spec", "prompt-lookup")
+    assert plain.returncode == 0 and spec.returncode == 0, spec.stderr
+    a, b = json.loads(plain.stdout), json.loads(spec.stdout)
+    assert a["tokens"] == b["tokens"] and a["text"] == b["text"]
+    assert "spec" not in a
+    s = b["spec"]
+    assert s["drafter"] == "prompt-lookup" and s["steps"] >= 1 and s["mean_accepted_length"] >= 1.0
+    assert 0.0 <= s["acceptance_rate"] <= 1.0
+
+
+def test_generate_bad_spec_is_one_line_exit_2():
+    r = cpm("generate", "hi", "--spec", "medusa")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "spec must be none, prompt-lookup or eagle:DIR" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow  # a third model load in a subprocess
+def test_generate_eagle_missing_dir_is_clear(smollm2_path, tmp_path):
+    r = cpm("generate", "hi", "--device", "cpu", "--max-tokens", "4", "--spec", f"eagle:{tmp_path / 'nope'}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
