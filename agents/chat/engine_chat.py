@@ -3,6 +3,10 @@
 Tool calls come back on `AIMessage.tool_calls`; malformed ones on `AIMessage.invalid_tool_calls` (with an
 `error` to show the model). When streaming, langchain rebuilds tool calls from chunks and would drop those
 errors, so the last chunk also carries them in `response_metadata["invalid_tool_calls"]`.
+
+Reasoning (think-then-call, or a model that writes `<think>` / `<|thought_start|>` blocks) is kept out of
+`content` and the calls: it is in `additional_kwargs["reasoning_content"]`, as langchain's reasoning models put
+it. Each reply carries its engine cost in `response_metadata["telemetry"]` (agents.chat.telemetry).
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from agents.chat.engine_runner import ChatReply, ChatRequest, EngineRunner
+from agents.chat.engine_runner import ChatReply, ChatRequest, EngineRunner, Reasoning
 from agents.chat.messages import to_openai_messages
 from agents.chat.tooling import normalize_tool_choice, to_openai_tools
 
@@ -24,7 +28,7 @@ _RUNNERS: "weakref.WeakKeyDictionary[Any, EngineRunner]" = weakref.WeakKeyDictio
 
 # Per-call options a caller may pass through `.bind(...)` or `invoke(..., **kwargs)`.
 _REQUEST_KEYS = {"tools", "tool_choice", "response_format", "parallel_tool_calls", "max_tokens", "temperature",
-                 "top_p", "top_k", "seed"}
+                 "top_p", "top_k", "seed", "reasoning", "max_reasoning_tokens"}
 
 
 class ChatEngine(BaseChatModel):
@@ -41,6 +45,8 @@ class ChatEngine(BaseChatModel):
     seed: int | None = None
     stop: list[str] | None = None
     constrain: bool = True  # grammar-constrained tool calls and response_format (False only to measure)
+    reasoning: str | None = None  # "think" | "thought": reason before answering or calling (engine_runner)
+    max_reasoning_tokens: int = 256
     _runner: EngineRunner = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:
@@ -78,12 +84,15 @@ class ChatEngine(BaseChatModel):
         parsed = reply.parsed
         message = AIMessage(content=parsed.content, tool_calls=parsed.tool_calls,
                             invalid_tool_calls=parsed.invalid_tool_calls, usage_metadata=_usage(reply),
-                            response_metadata=self._metadata(reply))
+                            response_metadata=self._metadata(reply), additional_kwargs=_reasoning(parsed.reasoning))
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         for item in self._runner.stream(self._request(messages, stop, kwargs)):
+            if isinstance(item, Reasoning):  # no on_llm_new_token: reasoning is not answer text
+                yield ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs=_reasoning(item)))
+                continue
             if isinstance(item, str):
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=item))
                 if run_manager:
@@ -104,15 +113,22 @@ class ChatEngine(BaseChatModel):
             messages=to_openai_messages(messages), tools=tools,
             max_tokens=opts.pop("max_tokens", self.max_tokens), temperature=opts.pop("temperature", self.temperature),
             top_p=opts.pop("top_p", self.top_p), top_k=opts.pop("top_k", self.top_k), seed=opts.pop("seed", self.seed),
-            stop=list(stop or self.stop or []), constrain=self.constrain, **opts)
+            stop=list(stop or self.stop or []), constrain=self.constrain,
+            reasoning=opts.pop("reasoning", self.reasoning),
+            max_reasoning_tokens=opts.pop("max_reasoning_tokens", self.max_reasoning_tokens), **opts)
 
     def _metadata(self, reply: ChatReply) -> dict:
-        return {"finish_reason": reply.finish_reason, "model_name": self.model_name}
+        return {"finish_reason": reply.finish_reason, "model_name": self.model_name,
+                "telemetry": reply.telemetry.as_dict()}
 
 
 def _usage(reply: ChatReply) -> dict:
     return {"input_tokens": reply.prompt_tokens, "output_tokens": reply.completion_tokens,
             "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+
+
+def _reasoning(text: str) -> dict:
+    return {"reasoning_content": str(text)} if text else {}
 
 
 def _json(args: dict) -> str:

@@ -2,10 +2,14 @@
 
 Shared by `ChatEngine` (langchain) and `cpm serve` (HTTP), so both render, constrain and parse identically.
 The Engine is not thread-safe: every generation holds this runner's lock for its whole length.
+
+Think, then call (`ChatRequest.reasoning`): the reply is opened with the style's reasoning marker, the
+reasoning is decoded free (bounded by `max_reasoning_tokens`, ended by the close marker or a `<tool_call>`),
+then the block is closed and the answer or call is decoded under the grammar, so the grammar applies from the
+call marker on and reasoning can never reach the arguments.
 """
 from __future__ import annotations
 
-import itertools
 import threading
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -13,8 +17,10 @@ from typing import Any, Iterator
 
 from agents.chat.grammar import GrammarFactory, response_format_key
 from agents.chat.prompting import render_prompt
+from agents.chat.reasoning import ReasoningStreamSplitter, markers, split_reasoning
 from agents.chat.streamsplit import ToolCallStreamSplitter
-from agents.chat.toolcalls import ParsedOutput, parse_tool_calls
+from agents.chat.telemetry import StepTelemetry, total
+from agents.chat.toolcalls import HERMES_OPEN, ParsedOutput, parse_tool_calls
 from agents.chat.tooling import normalize_tool_choice, tool_names
 from agents.errors import AgentError
 
@@ -35,6 +41,12 @@ class ChatRequest:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     constrain: bool = True  # False: no grammar (to measure what the model writes unaided)
+    reasoning: str | None = None  # "think" | "thought": open the reply with reasoning, then answer or call
+    max_reasoning_tokens: int = 256  # bound on the reasoning; max_tokens bounds the answer or call after it
+
+
+class Reasoning(str):
+    """A streamed piece of reasoning (a plain `str` piece is answer text)."""
 
 
 @dataclass
@@ -45,6 +57,7 @@ class ChatReply:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    telemetry: StepTelemetry = field(default_factory=StepTelemetry)
 
 
 @dataclass
@@ -55,6 +68,9 @@ class Prepared:
     params: Any
     names: list[str] | None  # tool names when the reply is parsed for calls, else None
     prefix: str = ""  # text the grammar forces at the start, placed in the prompt instead of decoded
+    prompt: str = ""  # the prompt text (think-then-call re-encodes it with the reasoning appended)
+    reasoning: tuple[str, str] | None = None  # (open, close) markers when the reply starts with reasoning
+    max_reasoning_tokens: int = 0
 
 
 class EngineRunner:
@@ -77,11 +93,12 @@ class EngineRunner:
     def complete(self, req: ChatRequest | Prepared) -> ChatReply:
         prep = req if isinstance(req, Prepared) else self.prepare(req)
         with self.lock:
-            result = self.engine.generate(prep.prompt_ids, prep.params)
-        return self._reply(prep.prefix + result.text, prep, result)
+            pieces = list(self._generations(prep, stream=False))
+        return self._reply("".join(p.text for p in pieces), prep, [p.result for p in pieces if p.result is not None])
 
     def stream(self, req: ChatRequest) -> Iterator[str | ChatReply]:
-        """Yields prose pieces as they are decoded, then one ChatReply (tool calls parsed from the full text).
+        """Yields answer pieces (`str`) and reasoning pieces (`Reasoning`) as they are decoded, then one ChatReply
+        (tool calls parsed from the full text).
 
         The request is checked (and its grammar compiled) here, before the first item, so a bad request fails
         at the call rather than mid-stream.
@@ -90,22 +107,61 @@ class EngineRunner:
 
     def stream_prepared(self, prep: Prepared) -> Iterator[str | ChatReply]:
         """`stream` for a request already checked by `prepare`; the engine lock is held while it runs."""
-        splitter = ToolCallStreamSplitter() if prep.names is not None else None
-        result = None
+        thoughts = ReasoningStreamSplitter()
+        calls = ToolCallStreamSplitter() if prep.names is not None else None
+        results, text = [], []
         with self.lock:
-            first = [SimpleNamespace(text=prep.prefix, result=None)] if prep.prefix else []
-            for chunk in itertools.chain(first, self.engine.stream(prep.prompt_ids, prep.params)):
-                if chunk.text:
-                    piece = splitter.feed(chunk.text) if splitter else chunk.text
-                    if piece:
-                        yield piece
+            for chunk in self._generations(prep, stream=True):
+                text.append(chunk.text)
                 if chunk.result is not None:
-                    result = chunk.result
-        if splitter and (tail := splitter.flush()):
+                    results.append(chunk.result)
+                yield from _pieces(thoughts.feed(chunk.text), calls)
+        yield from _pieces(thoughts.flush(), calls)
+        if calls and (tail := calls.flush()):
             yield tail
-        if result is None:
+        if not results:
             raise AgentError("the engine's stream ended without a final result")
-        yield self._reply(prep.prefix + result.text, prep, result)
+        yield self._reply("".join(text), prep, results)
+
+    def _generations(self, prep: Prepared, stream: bool) -> Iterator[Any]:
+        """The reply's text as chunks (`.text`, `.result` on each generation's last): forced prefixes included,
+        so their concatenation is the whole reply. Caller holds the lock."""
+        run = self.engine.stream if stream else _generate_as_chunk(self.engine)
+        if prep.reasoning is None:
+            yield _text_chunk(prep.prefix)
+            yield from run(prep.prompt_ids, prep.params)
+            return
+        from engine import SamplingParams
+
+        open_, close = prep.reasoning
+        yield _text_chunk(open_ + "\n")
+        # Phase 1: free reasoning; the close marker or the start of a call ends it.
+        think = SamplingParams(max_tokens=prep.max_reasoning_tokens, temperature=prep.params.temperature,
+                               top_p=prep.params.top_p, top_k=prep.params.top_k, seed=prep.params.seed,
+                               stop=[close, HERMES_OPEN])
+        reasoning, result = [], None
+        for chunk in run(prep.prompt_ids, think):
+            reasoning.append(chunk.text)
+            result = chunk.result or result
+            yield chunk
+        # Phase 2: the block closed, the answer or call under the grammar (started for the model when it had
+        # begun a call in its reasoning and the grammar allows one here).
+        prefix = prep.prefix
+        if not prefix and result is not None and self._stopped_at_call(result) and prep.params.logits_processors:
+            matcher = prep.params.logits_processors[0].matcher
+            if matcher.accept_string(HERMES_OPEN):
+                prefix = HERMES_OPEN + matcher.find_jump_forward_string()
+                matcher.accept_string(prefix[len(HERMES_OPEN):])
+        close_block = f"\n{close}\n"
+        yield _text_chunk(close_block + prefix)
+        thought = "".join(reasoning)
+        ids = self.engine.tokenizer.encode(prep.prompt + open_ + "\n" + thought + close_block + prefix,
+                                           add_special_tokens=False)
+        yield from run(ids, prep.params)
+
+    def _stopped_at_call(self, result) -> bool:
+        # The stop string is cut from `text` but its tokens are in `token_ids`.
+        return HERMES_OPEN in self.engine.tokenizer.decode(result.token_ids, skip_special_tokens=False)
 
     def prepare(self, req: ChatRequest) -> Prepared:
         """Check the request, render its prompt and build its grammar (no engine lock needed)."""
@@ -117,6 +173,7 @@ class EngineRunner:
         prompt = render_prompt(self._apply_template, self.engine.tokenizer.chat_template, req.messages,
                                req.tools, choice)
         processors = []
+        thinking = markers(req.reasoning) if req.reasoning else None
         # A required call wins over response_format; otherwise the JSON format constrains the whole reply.
         if choice.mode == "required" or (choice.mode == "auto" and response_format_key(req.response_format)[0] is None):
             proc = self.grammars.for_tools(req.tools, choice, req.parallel_tool_calls)
@@ -130,13 +187,15 @@ class EngineRunner:
             prefix = proc.matcher.find_jump_forward_string()
             if prefix and not proc.matcher.accept_string(prefix):
                 raise AgentError(f"internal: the grammar refused its own forced prefix {prefix!r}")
-            prompt += prefix
         params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p,
                                 top_k=req.top_k, seed=req.seed, stop=list(req.stop or []),
                                 logits_processors=processors)
-        ids = self.engine.tokenizer.encode(prompt, add_special_tokens=False)  # the template wrote any BOS
+        # The template wrote any BOS. With reasoning, the reply opens with the reasoning marker; the forced call
+        # prefix comes after the reasoning.
+        head = thinking[0] + "\n" if thinking else prefix
+        ids = self.engine.tokenizer.encode(prompt + head, add_special_tokens=False)
         names = tool_names(req.tools) if choice.mode != "none" and req.tools else None
-        return Prepared(ids, params, names, prefix)
+        return Prepared(ids, params, names, prefix, prompt, thinking, req.max_reasoning_tokens)
 
     def _apply_template(self, messages: list[dict], tools=None, add_generation_prompt: bool = True) -> str:
         apply = getattr(self.engine, "apply_chat_template", None)
@@ -145,8 +204,37 @@ class EngineRunner:
         return self.engine.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
                                                          add_generation_prompt=add_generation_prompt)
 
-    @staticmethod
-    def _reply(text: str, prep: Prepared, result) -> ChatReply:
-        parsed = parse_tool_calls(text, prep.names) if prep.names is not None else ParsedOutput(content=text)
-        finish = "tool_calls" if parsed.tool_calls and result.finish_reason == "stop" else result.finish_reason
-        return ChatReply(parsed, finish, result.prompt_tokens, result.decode_tokens)
+    def _reply(self, text: str, prep: Prepared, results) -> ChatReply:
+        """The reply to `text`, the whole reply; `results` are its engine generations (one result or a list)."""
+        results = results if isinstance(results, list) else [results]
+        if prep.names is not None:
+            parsed = parse_tool_calls(text, prep.names)
+        else:
+            reasoning, content = split_reasoning(text)
+            parsed = ParsedOutput(content=content.strip() if reasoning else content, reasoning=reasoning)
+        last = results[-1]
+        finish = "tool_calls" if parsed.tool_calls and last.finish_reason == "stop" else last.finish_reason
+        capacity = int(getattr(self.engine, "max_seq_len", 0) or 0)
+        telemetry = total(StepTelemetry.from_result(r, capacity) for r in results)
+        return ChatReply(parsed, finish, results[0].prompt_tokens, telemetry.generated_tokens, telemetry)
+
+
+def _pieces(split: tuple[str, str], calls: ToolCallStreamSplitter | None) -> Iterator[str]:
+    """Reasoning as `Reasoning` pieces; answer text through the tool-call splitter (which holds back calls)."""
+    reasoning, content = split
+    if reasoning:
+        yield Reasoning(reasoning)
+    if content and (piece := calls.feed(content) if calls else content):
+        yield piece
+
+
+def _text_chunk(text: str) -> SimpleNamespace:
+    return SimpleNamespace(text=text, result=None)
+
+
+def _generate_as_chunk(engine):
+    """`engine.generate` shaped like `engine.stream`: one chunk holding the whole text and the result."""
+    def run(ids, params):
+        result = engine.generate(ids, params)
+        return [SimpleNamespace(text=result.text, result=result)]
+    return run

@@ -2,10 +2,12 @@
 
 Formats read (see docs/chat.md):
 - Hermes/Qwen: `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (one call per tag, several tags allowed);
-- MiniCPM4-MCP: `<|tool_call_start|>```python\\nf(a=1)\\n```<|tool_call_end|>` (one call per line), optionally
-  after a `<|thought_start|>...<|thought_end|>` block;
+- MiniCPM4-MCP: `<|tool_call_start|>```python\\nf(a=1)\\n```<|tool_call_end|>` (one call per line);
 - a bare JSON object `{"name", "arguments"}` (or a list of them), possibly in a ```json fence;
 - Python-call style `f(a=1)` or `[f(a=1), g(b=2)]` as the whole reply.
+
+Reasoning (`<|thought_start|>...<|thought_end|>`, `<think>...</think>`) is split off first (agents.chat.reasoning)
+and returned apart, so a call written inside reasoning is not a call and reasoning never reaches arguments.
 
 `parse_tool_calls` never raises on model output: a malformed call becomes a langchain `InvalidToolCall` whose
 `error` says what is wrong and how the call should look, so an agent can show it to the model.
@@ -20,11 +22,11 @@ from dataclasses import dataclass, field
 from langchain_core.messages.tool import InvalidToolCall, ToolCall, invalid_tool_call, tool_call
 
 from agents.chat.pycalls import PyCallError, parse_python_calls
+from agents.chat.reasoning import split_reasoning
 
 HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
 MCP_OPEN, MCP_CLOSE = "<|tool_call_start|>", "<|tool_call_end|>"
 CALL_MARKERS = (HERMES_OPEN, MCP_OPEN)
-_THOUGHT = re.compile(r"<\|thought_start\|>.*?(<\|thought_end\|>|$)", re.S)
 _FENCE = re.compile(r"^```[\w-]*\s*\n?(.*?)\n?```$", re.S)
 _PY_HEAD = re.compile(r"^\[?\s*([A-Za-z_][\w\-]*(?:\.[A-Za-z_][\w\-]*)*)\s*\(")
 _HOW = 'write a call as <tool_call>{"name": "<tool>", "arguments": {...}}</tool_call>'
@@ -37,6 +39,7 @@ class ParsedOutput:
     content: str
     tool_calls: list[ToolCall] = field(default_factory=list)
     invalid_tool_calls: list[InvalidToolCall] = field(default_factory=list)
+    reasoning: str = ""  # text of the reasoning blocks, kept out of content and calls
 
 
 def new_call_id() -> str:
@@ -45,7 +48,13 @@ def new_call_id() -> str:
 
 def parse_tool_calls(text: str, tool_names: list[str] | None = None) -> ParsedOutput:
     """Split `text` into prose and tool calls; `tool_names`, when given, are the only names accepted."""
-    text = _THOUGHT.sub("", text or "")
+    reasoning, text = split_reasoning(text or "")
+    parsed = _parse_calls(text, tool_names)
+    parsed.reasoning = reasoning
+    return parsed
+
+
+def _parse_calls(text: str, tool_names: list[str] | None) -> ParsedOutput:
     whole = _whole_bare_calls(text, tool_names)  # a bare call may itself hold "<tool_call>" inside a string
     if whole is not None:
         return whole

@@ -19,6 +19,8 @@ class Configuration(BaseModel):
     max_tokens: int = Field(512, description="token budget of one model reply")
     max_history_chars: int = Field(12_000, description="older turns are dropped from the prompt past this size")
     system_prompt: str | None = Field(None, description="replaces the default system prompt")
+    reasoning: str | None = Field(None, description="'think' or 'thought': the model reasons before each answer or "
+                                  "call (in-process engine; the grammar applies from the call on)")
 
     @model_validator(mode="after")
     def _check(self) -> "Configuration":
@@ -26,6 +28,8 @@ class Configuration(BaseModel):
             raise AgentError(f"max-steps must be at least 1 (got {self.max_steps})")
         if self.tool_choice not in ("auto", "required"):
             raise AgentError(f"tool-choice must be 'auto' or 'required' (got {self.tool_choice!r})")
+        if self.reasoning not in (None, "think", "thought"):
+            raise AgentError(f"reasoning must be 'think' or 'thought' (got {self.reasoning!r})")
         if self.max_tokens < 16:
             raise AgentError(f"max-tokens must be at least 16 (got {self.max_tokens})")
         return self

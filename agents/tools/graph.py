@@ -2,11 +2,13 @@
 
 Nodes are async `(state, config, runtime) -> Command`. Tool failures, denials, unknown tools and unparsable
 calls all go back to the model as text, so a turn always ends with an answer. Progress goes out on LangGraph's
-custom stream (`{"event": ...}` dicts); model tokens on the "messages" stream.
+custom stream (`{"event": ...}` dicts); model tokens on the "messages" stream. Each model call sends a `step`
+event with its engine telemetry (agents/chat/telemetry.py) and the reasoning it wrote, if any.
 """
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
@@ -16,6 +18,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
+from agents.chat.telemetry import StepTelemetry
 from agents.tools import prompts
 from agents.tools.approval import ApprovalPolicy, ask
 from agents.tools.configuration import Configuration
@@ -27,6 +30,16 @@ def _invalid_calls(reply: AIMessage) -> list[dict]:
     # ChatEngine puts unparsable calls on `invalid_tool_calls`; when streamed, langchain rebuilds the message
     # from chunks and keeps them only in response_metadata.
     return list(reply.invalid_tool_calls or []) or list(reply.response_metadata.get("invalid_tool_calls") or [])
+
+
+def step_telemetry(reply: AIMessage, wall_s: float) -> dict:
+    """The reply's engine telemetry; for a backend that reports none, its usage counts and wall time."""
+    telemetry = reply.response_metadata.get("telemetry")
+    if telemetry is not None:
+        return dict(telemetry)
+    usage = reply.usage_metadata or {}
+    return StepTelemetry(prompt_tokens=usage.get("input_tokens", 0), generated_tokens=usage.get("output_tokens", 0),
+                         decode_s=wall_s, generations=1, attention="unknown").as_dict()
 
 
 async def model(state: ToolAgentState, config: RunnableConfig,
@@ -54,7 +67,12 @@ async def model(state: ToolAgentState, config: RunnableConfig,
         forced = ({"tool_choice": "required", "parallel_tool_calls": False}
                   if cfg.tool_choice == "required" and steps == 1 else {})
         runnable = ctx.model.bind_tools([spec.as_openai_tool() for spec in ctx.tools], **forced)
-    reply = await runnable.ainvoke(messages, max_tokens=cfg.max_tokens)
+    start = time.perf_counter()
+    reply = await runnable.ainvoke(messages, max_tokens=cfg.max_tokens,
+                                   **({"reasoning": cfg.reasoning} if cfg.reasoning else {}))
+    get_stream_writer()({"event": "step", "step": steps,
+                         "telemetry": step_telemetry(reply, time.perf_counter() - start),
+                         "reasoning": reply.additional_kwargs.get("reasoning_content", "")})
     update: dict[str, Any] = {"messages": [reply], "steps": steps}
     if reply.tool_calls and not last_step:
         return Command(goto="tools", update=update)

@@ -1,9 +1,11 @@
 """A chat session on the tool graph: turns streamed as events, messages checkpointed in SQLite per session,
 so `--session ID` resumes a conversation after an exit, Ctrl-C or crash.
 
-Events (dicts with an "event" key): `question`, `token` (answer text as it is decoded), `tool_call`,
-`approval`, `tool_result`, `invalid_call`, and last `answer` (text, steps, why the turn stopped, the turn's
-tool calls and wall time). The CLI and the TUI render the same events.
+Events (dicts with an "event" key): `question`, `token` (answer text as it is decoded), `reasoning_token`
+(reasoning text as it is decoded, never part of the answer), `step` (one model call: its number, engine
+telemetry and reasoning), `tool_call`, `approval`, `tool_result`, `invalid_call`, and last `answer` (text,
+steps, why the turn stopped, the turn's tool calls, wall time, and `telemetry`: the turn's steps and their
+total). The CLI and the TUI render the same events; all but the token events go to the transcript.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 
+from agents.chat import telemetry
 from agents.errors import AgentError
 from agents.tools.approval import ApprovalPolicy, ApproveFn
 from agents.tools.configuration import Configuration
@@ -89,6 +92,7 @@ class ToolSession:
         tools = await self.mcp.list_tools()   # restarts crashed servers; the model sees what is there now
         context = ToolAgentContext(model=self.model, mcp=self.mcp, tools=tools, approve=self.approve)
         calls: dict[str, dict] = {}
+        steps: list[dict] = []  # per model call: engine telemetry
 
         def record(event: dict) -> dict:
             self.transcript.add(self.session_id, event)
@@ -104,6 +108,8 @@ class ToolSession:
                 if meta.get("langgraph_node") != "model" or not isinstance(message, AIMessage):
                     continue
                 text = message.content if isinstance(message.content, str) else ""
+                if isinstance(message, AIMessageChunk) and message.additional_kwargs.get("reasoning_content"):
+                    yield {"event": "reasoning_token", "text": message.additional_kwargs["reasoning_content"]}
                 # A model that cannot stream arrives here once, whole; a streaming one, in chunks.
                 if text and (isinstance(message, AIMessageChunk) or not streamed):
                     streamed = streamed or isinstance(message, AIMessageChunk)
@@ -116,12 +122,15 @@ class ToolSession:
             elif chunk.get("event") == "tool_result":
                 calls[chunk["id"]].update(result=chunk["text"], is_error=chunk["is_error"],
                                           duration_s=chunk["duration_s"])
+            elif chunk.get("event") == "step":
+                steps.append({"step": chunk["step"], **chunk["telemetry"]})
             yield record(chunk)
         values = (await self.graph.aget_state(self._config())).values
         last = values["messages"][-1]
         yield record({"event": "answer", "session": self.session_id, "text": _text(last),
                       "steps": values.get("steps", 0), "stopped": values.get("stopped", "answer"),
-                      "tool_calls": list(calls.values()), "wall_s": round(time.perf_counter() - started, 3)})
+                      "tool_calls": list(calls.values()), "wall_s": round(time.perf_counter() - started, 3),
+                      "telemetry": telemetry.summary(steps)})
 
 
 def _text(message: BaseMessage) -> str:

@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=6, help="model calls per question (default 6)")
     p.add_argument("--max-tokens", type=int, default=512, help="tokens per model reply (default 512)")
     p.add_argument("--timeout", type=float, help="seconds per tool call (default: each server's, else 60)")
+    p.add_argument("--think", choices=["think", "thought"], help="the model reasons before each answer or call, "
+                   "in <think> or <|thought_start|> blocks kept apart from the answer (engine backend)")
+    p.add_argument("--stats", action="store_true", help="print the engine telemetry table (one row per model "
+                                                       "call) at the end")
     p.set_defaults(func=run)
 
 
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     quiet_sdk_logs()
     settings = Configuration(max_steps=args.max_steps, approve=args.approve, max_tokens=args.max_tokens,
-                             tool_choice=args.tool_choice)
+                             tool_choice=args.tool_choice, reasoning=args.think)
     ApprovalPolicy.parse(args.approve)          # a bad policy is refused before the model loads
     servers = open_config(args.mcp, required=False)
     return asyncio.run(chat(args, servers, settings))
@@ -90,12 +94,23 @@ async def chat(args: argparse.Namespace, servers: dict, settings) -> int:
                                approve=view.ask_approval if interactive else None, session_id=args.session,
                                resume=bool(args.session), model_name=args.model or "") as session:
             view.servers(mcp.servers(), warn_only=True)
-            if args.once:
-                return await _once(session, view, args)
-            view.banner(session.session_id, settings, len(await mcp.list_tools()))
-            if args.session:
-                view.history(await session.history())
-            return await _repl(session, mcp, view, args)
+            steps: list[dict] = []  # telemetry of every model call, for --stats
+            try:
+                if args.once:
+                    return await _once(session, view, args, steps)
+                view.banner(session.session_id, settings, len(await mcp.list_tools()))
+                if args.session:
+                    view.history(await session.history())
+                return await _repl(session, mcp, view, args, steps)
+            finally:
+                if args.stats and steps:
+                    print_stats(steps, sys.stderr if args.json else sys.stdout)
+
+
+def print_stats(steps: list[dict], out) -> None:
+    from agents.chat.telemetry import stats_table
+
+    print(stats_table(steps, label_keys=("turn", "step")), file=out)
 
 
 def check_allow_list(policy: str, mcp, tools) -> None:
@@ -124,22 +139,24 @@ async def _ensure_model(session, view, args) -> None:
         session.model = await asyncio.to_thread(chat_model_from_args, args)
 
 
-async def _once(session, view, args) -> int:
+async def _once(session, view, args, steps: list[dict]) -> int:
     await _ensure_model(session, view, args)
     answer = None
     async for event in session.ask(args.once):
         view.event(event)
         if event["event"] == "answer":
             answer = event
+            steps += [{"turn": "q1", **s} for s in event["telemetry"]["steps"]]
     if args.json:
         trace = {k: v for k, v in answer.items() if k not in ("event", "text")}
         print(json.dumps({"question": args.once, "answer": answer["text"], **trace}, indent=2, default=str))
     return 0
 
 
-async def _repl(session, mcp, view, args) -> int:
+async def _repl(session, mcp, view, args, steps: list[dict]) -> int:
     import asyncio
 
+    turn = 0
     while True:
         try:
             line = (await asyncio.to_thread(input, "you> ")).strip()
@@ -164,5 +181,8 @@ async def _repl(session, mcp, view, args) -> int:
                 view.note(HELP)
             continue
         await _ensure_model(session, view, args)
+        turn += 1
         async for event in session.ask(line):
             view.event(event)
+            if event["event"] == "answer":
+                steps += [{"turn": f"q{turn}", **s} for s in event["telemetry"]["steps"]]
