@@ -130,8 +130,10 @@ class EagleHead(nn.Module):
         return x
 
     # ---- files ------------------------------------------------------------------------------------------
-    def save(self, directory: Path, base: ModelConfig, freq_ids: list[int] | None, extra: dict | None = None) -> Path:
-        """Write the CPM.cu layout: config.json + model.safetensors (+ freq_{r}.pt)."""
+    def save(self, directory: Path, base: ModelConfig, freq_ids: list[int] | None, extra: dict | None = None,
+             dtype: torch.dtype = torch.bfloat16) -> Path:
+        """Write the CPM.cu layout: config.json + model.safetensors (+ freq_{r}.pt), tensors in `dtype`
+        (bf16 as the published heads; the loader upcasts)."""
         from safetensors.torch import save_file
 
         from engine.speculative.freq import save_freq
@@ -146,7 +148,7 @@ class EagleHead(nn.Module):
                "num_key_value_heads": c.num_kv_heads, "head_dim": c.head_dim, "vocab_size": c.vocab_size,
                "rms_norm_eps": c.rms_norm_eps, "rope_theta": base.rope_theta,
                "max_position_embeddings": base.max_position_embeddings, "hidden_act": "silu",
-               "torch_dtype": "float32", "eagle_residual_scale": c.residual_scale,
+               "torch_dtype": str(dtype).removeprefix("torch."), "eagle_residual_scale": c.residual_scale,
                "eagle_use_input_norm": c.use_input_norm, "eagle_use_attn_norm": c.use_attn_norm}
         if base.rope_scaling:
             cfg["rope_scaling"] = base.rope_scaling
@@ -154,7 +156,7 @@ class EagleHead(nn.Module):
             cfg.update(scale_emb=base.scale_emb, scale_depth=base.scale_depth, dim_model_base=base.dim_model_base)
         cfg.update(extra or {})
         (directory / "config.json").write_text(json.dumps(cfg, indent=2))
-        state = {k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = {k: v.detach().to(dtype).contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(directory / "model.safetensors"))
         if freq_ids is not None:
             save_freq(freq_ids, directory / f"freq_{len(freq_ids)}.pt")

@@ -179,6 +179,7 @@ class EagleDrafter:
         return Draft(tokens, parents, torch.stack(qs).float())
 
     # ---- costs for `cpm bench spec` -----------------------------------------------------------------------
+    @torch.inference_mode()
     def draft_costs(self, params=None, repeats: int = 30) -> dict:
         """Median seconds of one propose() and of one LM-head call (frontier batch) with the full vs the
         FR-pruned head. Needs start() first. Leaves `pruned` as it was."""

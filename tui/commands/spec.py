@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--layers", type=int, default=1, help="Eagle decoder layers")
     t.add_argument("--max-docs", type=int, default=None, help="use at most this many corpus documents")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--max-seconds", type=float, default=None, help="stop training after this long (then save)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--json", action="store_true", help="print one JSON summary line")
     t.set_defaults(func=run_train)
@@ -50,7 +51,8 @@ def run_train(args: argparse.Namespace) -> int:
     from engine.speculative.train import TrainConfig, train_head
 
     cfg = TrainConfig(steps=args.steps, batch=args.batch, seq_len=args.seq_len, lr=args.lr, top=args.top,
-                      layers=args.layers, max_docs=args.max_docs, seed=args.seed)
+                      layers=args.layers, max_docs=args.max_docs, seed=args.seed,
+                      max_seconds=args.max_seconds)
     progress = None if args.json else _Bar(args.steps)
     try:
         report = train_head(args.model, args.corpus, args.out, cfg, device=args.device,

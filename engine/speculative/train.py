@@ -1,0 +1,185 @@
+"""`cpm spec train`: fit an Eagle draft head to a local model by self-distillation on its own hidden states.
+
+Each step takes random windows of corpus tokens, runs the frozen target over them (post-norm hidden states h
+and next-token distributions), and trains the head on pairs (h_p, embed t_{p+1}) to predict h_{p+1} (smooth-L1
+feature regression) and the target's distribution at p+1 (soft cross-entropy, weight 0.1), as in Eagle.
+Uniform noise on the input features stands in for the head's own imperfect features at draft time. The
+result is saved in the CPM.cu layout with its FR-Spec frequency file (docs/frspec.md §5).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from engine.errors import EngineError
+from engine.speculative.eagle import EagleHead, config_for_target, head_rows
+from engine.speculative.freq import corpus_texts, rank
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch: int = 16  # windows per step
+    seq_len: int = 256
+    lr: float = 3e-4
+    warmup: int = 50
+    top: int = 8192  # FR-Spec vocabulary written beside the head
+    layers: int = 1
+    max_docs: int | None = None
+    noise: float = 0.2  # uniform noise half-width on input features, relative to their RMS
+    p_weight: float = 0.1  # Eagle's weight of the token loss against the feature loss
+    seed: int = 0
+    max_seconds: float | None = None  # stop early (and save) after this much training time
+
+
+def _token_stream(engine, corpus: Path, max_docs: int | None) -> torch.Tensor:
+    """All documents tokenized and joined with EOS: int64 [N]."""
+    tok = engine.tokenizer
+    eos = tok.eos_token_id if tok.eos_token_id is not None else next(iter(engine.eos_ids), 0)
+    texts = []
+    for i, t in enumerate(corpus_texts(corpus)):
+        if max_docs is not None and i >= max_docs:
+            break
+        texts.append(t)
+    if not texts:
+        raise EngineError(f"corpus {corpus} holds no text")
+    ids: list[int] = []
+    for s in range(0, len(texts), 256):
+        for seq in tok(texts[s:s + 256], add_special_tokens=False)["input_ids"]:
+            ids += seq + [eos]
+    stream = torch.tensor(ids, dtype=torch.long)
+    if int(stream.max()) >= engine.config.vocab_size:
+        raise EngineError("the tokenizer produced ids outside the model's vocabulary")
+    return stream
+
+
+def _init_from_target(head: EagleHead, model) -> None:
+    """Start the Eagle layer(s) from the target's last decoder layer; fc passes the hidden state through."""
+    from engine.model import _dense
+
+    blk = model.blocks[-1]
+    H = head.config.hidden_size
+
+    def dense(lin) -> torch.Tensor:
+        parts = lin.parts or [lin.dense if lin.dense is not None else lin.weight]
+        return torch.cat([_dense(w, torch.float32).float().cpu() for w in parts])
+
+    qkv = dense(blk.qkv)
+    nq, nkv = blk.nh * blk.hd, blk.nkv * blk.hd
+    gate_up = dense(blk.gate_up)
+    I = gate_up.shape[0] // 2
+    with torch.no_grad():
+        for layer in head.layers:
+            a, m = layer.self_attn, layer.mlp
+            a.q_proj.weight.copy_(qkv[:nq]), a.k_proj.weight.copy_(qkv[nq:nq + nkv])
+            a.v_proj.weight.copy_(qkv[nq + nkv:]), a.o_proj.weight.copy_(dense(blk.o))
+            m.gate_proj.weight.copy_(gate_up[:I]), m.up_proj.weight.copy_(gate_up[I:])
+            m.down_proj.weight.copy_(dense(blk.down))
+            if isinstance(layer.input_layernorm, torch.nn.Module) and hasattr(layer.input_layernorm, "weight"):
+                layer.input_layernorm.weight.copy_(blk.ln1.float().cpu())
+            layer.post_attention_layernorm.weight.copy_(blk.ln2.float().cpu())
+        head.fc.weight.normal_(0, 0.02 / math.sqrt(H))
+        head.fc.weight[:, H:] += torch.eye(H)
+
+
+def _teacher(engine, tokens: torch.Tensor, cache) -> torch.Tensor:
+    """tokens [B, T] -> the target's post-norm hidden states [B, T, H] (no grad)."""
+    from engine.model import StepContext
+
+    B, T = tokens.shape
+    r = engine.runner
+    cos, sin = r.cos[None, :T].expand(B, -1, -1), r.sin[None, :T].expand(B, -1, -1)  # fused kernels want [B, T, D]
+    ctx = StepContext(slice(0, B), 0, None, T, None, True, cos, sin)
+    return engine.model.hidden(tokens, ctx, cache, last_only=False)
+
+
+def train_head(model, corpus, out, cfg: TrainConfig | None = None, device: str = "auto", progress=None) -> dict:
+    """Fit and save a head. `model`: an alias/path or a loaded Engine. progress(step, metrics) is called each
+    step. -> a report dict (losses, top-1 agreement with the target, timings)."""
+    from engine.cache import KVCache
+    from engine.engine import Engine
+
+    cfg = cfg or TrainConfig()
+    if cfg.steps < 1 or cfg.batch < 1 or cfg.seq_len < 4:
+        raise EngineError("training needs steps >= 1, batch >= 1 and seq_len >= 4")
+    engine = model if isinstance(model, Engine) else Engine.load(model, device=device, max_seq_len=cfg.seq_len)
+    dev, dtype, base = engine.device, engine.dtype, engine.config
+    if cfg.seq_len > engine.max_seq_len:
+        raise EngineError(f"--seq-len {cfg.seq_len} exceeds the engine's context {engine.max_seq_len}")
+    torch.manual_seed(cfg.seed)
+    stream = _token_stream(engine, Path(corpus), cfg.max_docs)
+    if len(stream) <= cfg.seq_len:
+        raise EngineError(f"corpus {corpus} has only {len(stream)} tokens; need more than --seq-len {cfg.seq_len}")
+    counts = torch.bincount(stream, minlength=base.vocab_size)
+    freq_ids = rank(counts, min(cfg.top, base.vocab_size), engine.tokenizer.eos_token_id)
+
+    head = EagleHead(config_for_target(base, cfg.layers))
+    _init_from_target(head, engine.model)
+    head = head.to(dev).train()
+    rows = head_rows(engine.model, None)  # frozen full LM head [V, H], dense
+    embed = engine.model.embed
+    cache = KVCache(base, cfg.batch, cfg.seq_len, dev, dtype)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    t0 = time.perf_counter()
+
+    def lr_factor(s: int) -> float:  # warmup, then cosine over steps or the time budget, whichever ends first
+        done = s / cfg.steps
+        if cfg.max_seconds:
+            done = max(done, (time.perf_counter() - t0) / cfg.max_seconds)
+        return min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    T = cfg.seq_len
+    cos, sin = engine.runner.cos[None, :T - 1], engine.runner.sin[None, :T - 1]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    history: list[dict] = []
+    scale = None  # the target's mean feature RMS: the feature loss is measured in units of it
+    for step in range(1, cfg.steps + 1):
+        starts = torch.randint(0, len(stream) - T, (cfg.batch,), generator=gen)
+        tokens = torch.stack([stream[s:s + T] for s in starts.tolist()]).to(dev)  # [B, T]
+        with torch.no_grad():
+            h = _teacher(engine, tokens, cache).float()  # [B, T, H]
+            target_logp = torch.log_softmax(engine.model.logits(h[:, 1:].to(dtype)), -1)  # [B, T-1, V]
+            emb = F.embedding(tokens[:, 1:], embed).float() * base.scale_emb
+            rms = h.pow(2).mean(-1, keepdim=True).sqrt()
+            scale = scale or float(rms.mean())
+            noisy = h[:, :-1] + (torch.rand_like(h[:, :-1]) * 2 - 1) * cfg.noise * rms[:, :-1]
+        with autocast:
+            f = head(emb, noisy, cos, sin)  # [B, T-1, H]
+            logits = F.linear(f * base.logit_scale, rows.to(f.dtype)).float()
+        v_loss = F.smooth_l1_loss(f.float() / scale, h[:, 1:] / scale)
+        p_loss = -(target_logp.exp() * torch.log_softmax(logits, -1)).sum(-1).mean()
+        loss = v_loss + cfg.p_weight * p_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(head.parameters(), 0.5)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            top1 = (logits.argmax(-1) == target_logp.argmax(-1)).float().mean().item()
+        metrics = {"step": step, "loss": loss.item(), "v_loss": v_loss.item(), "p_loss": p_loss.item(), "top1": top1}
+        history.append(metrics)
+        if progress is not None:
+            progress(step, metrics)
+        if cfg.max_seconds and time.perf_counter() - t0 > cfg.max_seconds:
+            break
+    seconds = time.perf_counter() - t0
+    head = head.eval().float().cpu()
+    name = model if isinstance(model, str) else str(engine.path)
+    tail = history[-min(20, len(history)):]
+    steps = len(history)
+    report = {"out": str(out), "device": str(dev), "steps": steps, "seconds": round(seconds, 1),
+              "tokens_seen": steps * cfg.batch * T, "corpus_tokens": len(stream),
+              "loss_first": history[0]["loss"], "loss_last": sum(m["loss"] for m in tail) / len(tail),
+              "top1_first": history[0]["top1"], "top1_last": sum(m["top1"] for m in tail) / len(tail),
+              "fr_vocab": len(freq_ids)}
+    head.save(Path(out), base, freq_ids, extra={"eagle_base_model": name, "eagle_train": {
+        **asdict(cfg), "corpus": str(corpus),
+        **{k: report[k] for k in ("steps", "tokens_seen", "loss_last", "top1_last", "seconds")}}})
+    return report
