@@ -1,0 +1,98 @@
+"""Per-step engine telemetry on the real default model: each step's decode tokens are the tokens the engine
+generated, totals are the sums of the steps, and the tool session and its transcript carry them."""
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from agents.chat.telemetry import StepTelemetry, stats_table, summary, total
+
+ADDITIVE = ("prompt_tokens", "generated_tokens", "prefill_s", "decode_s", "generations", "spec_drafted",
+            "spec_accepted")
+
+
+class RecordingEngine:
+    """The real engine, with every GenerationResult it returns kept for the test to compare against."""
+
+    def __init__(self, engine):
+        self.engine, self.results = engine, []
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def generate(self, prompt, params=None):
+        result = self.engine.generate(prompt, params)
+        self.results.append(result)
+        return result
+
+
+@pytest.fixture(scope="module")
+def recorded(smollm2_path):
+    from agents.chat import ChatEngine
+    from engine import Engine
+
+    engine = RecordingEngine(Engine.load("smollm2-135m", max_seq_len=1024))
+    return ChatEngine(engine=engine, model_name="smollm2-135m", max_tokens=6), engine
+
+
+def test_telemetry_decode_tokens_equal_generated_tokens_and_totals_sum(recorded):
+    chat, engine = recorded
+    replies = [chat.invoke([HumanMessage("Name a colour.")]),
+               chat.invoke([HumanMessage("Name a fruit.")], reasoning="think", max_reasoning_tokens=5)]
+    steps = [r.response_metadata["telemetry"] for r in replies]
+    plain, think = engine.results[:1], engine.results[1:]
+    assert len(think) == 2  # reasoning, then the answer
+    for step, results, reply in zip(steps, (plain, think), replies):
+        assert step["generated_tokens"] == sum(len(r.token_ids) for r in results) == reply.usage_metadata["output_tokens"]
+        assert step["prompt_tokens"] == sum(r.prompt_tokens for r in results)
+        assert step["decode_s"] == pytest.approx(sum(r.decode_s for r in results))
+        assert step["generations"] == len(results) and step["attention"] in ("dense", "sparse", "dense+sparse")
+        assert step["kv_capacity"] == 1024 and 0 < step["kv_use"] <= 1
+    tot = summary(steps)["total"]
+    for key in ADDITIVE:
+        assert tot[key] == pytest.approx(sum(s[key] for s in steps)), key
+    assert tot["kv_tokens"] == max(s["kv_tokens"] for s in steps)
+    table = stats_table(steps).splitlines()
+    assert len(table) == 2 + len(steps) + 2 and table[-1].split()[:3] == ["total", str(tot["prompt_tokens"]),
+                                                                          str(tot["generated_tokens"])]
+
+
+def test_telemetry_speculative_fields_when_the_engine_reports_them():
+    """The speculative helper's result fields (spec_drafted / spec_accepted, attention_mode) are picked up."""
+    from engine import GenerationResult
+
+    result = GenerationResult("ab", [1, 2, 3], "stop", 10, 3, 0.5, 0.25)
+    result.spec_drafted, result.spec_accepted, result.attention_mode = 8, 6, "sparse"
+    step = StepTelemetry.from_result(result, kv_capacity=100)
+    assert step.acceptance == 0.75 and step.attention == "sparse" and step.kv_use == 0.13
+    both = total([step, StepTelemetry.from_result(GenerationResult("a", [1], "stop", 4, 1, 0.1, 0.0), 100)])
+    assert both.attention == "dense+sparse" and both.spec_drafted == 8 and both.generated_tokens == 4
+
+
+@pytest.mark.slow
+async def test_telemetry_in_tool_session_and_transcript(recorded, tmp_path):
+    """A forced call then an answer on the real model and mcp-server-time: two step events, summed in the answer."""
+    import sys
+
+    from agents.tools.configuration import Configuration
+    from agents.tools.session import ToolSession
+    from agents.tools.transcript import Transcript
+    from mcp_client import MCPManager
+
+    chat, _ = recorded
+    servers = {"mcpServers": {"time": {"command": sys.executable,
+                                       "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"]}}}
+    async with MCPManager(servers) as mcp:
+        settings = Configuration(approve="never", tool_choice="required", max_steps=2, max_tokens=24)
+        async with ToolSession(model=chat, mcp=mcp, db_path=tmp_path / "s.db", settings=settings) as session:
+            events = [e async for e in session.ask("What time is it in UTC?")]
+            session_id = session.session_id
+    steps = [e for e in events if e["event"] == "step"]
+    answer = events[-1]
+    assert [s["step"] for s in steps] == [1, 2] and len(answer["telemetry"]["steps"]) == 2
+    for key in ADDITIVE:
+        assert answer["telemetry"]["total"][key] == pytest.approx(sum(s["telemetry"][key] for s in steps))
+    transcript = Transcript(tmp_path / "s.db")
+    logged = [e for e in transcript.events(session_id) if e["event"] in ("step", "answer")]
+    transcript.close()
+    assert [e["event"] for e in logged] == ["step", "step", "answer"]
