@@ -92,16 +92,17 @@ def accept(draft: Draft, logits: torch.Tensor, sampler: Sampler, stops: set[int]
     for i, p in enumerate(parents):
         children.setdefault(p, []).append(i)
     greedy = sampler.p.temperature == 0
+    # plain greedy (nothing changes logits per position): every row's argmax in one device->host copy
+    argmax = logits.argmax(-1).tolist() if greedy and sampler.seen is None and not sampler.p.logits_processors \
+        else None
     node, path, out = -1, [], []
     while True:
-        lg = sampler.process(logits[node + 1])
         kids = children.get(node, [])
         if greedy:
-            best = int(torch.argmax(lg))
-            nxt = next((c for c in kids if toks[c] == best), None)
-            tok = best
+            tok = argmax[node + 1] if argmax is not None else int(torch.argmax(sampler.process(logits[node + 1])))
+            nxt = next((c for c in kids if toks[c] == tok), None)
         else:
-            nxt, tok = _reject_sample(sampler, sampler.probs(lg), kids, toks, draft.q)
+            nxt, tok = _reject_sample(sampler, sampler.probs(sampler.process(logits[node + 1])), kids, toks, draft.q)
         sampler.record(tok)
         out.append(tok)
         if nxt is None or tok in stops:

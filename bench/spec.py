@@ -1,0 +1,117 @@
+"""`cpm bench spec`: decode speed with and without speculative decoding, in one run on one engine.
+
+    cpm bench spec --model smollm2-135m [--draft DIR] [--spec prompt-lookup] [--device cuda] [--json]
+
+For each prompt: plain greedy decoding, then each drafter (prompt lookup always; eagle:DIR with --draft):
+decode tokens/s, the speed-up, mean accepted length (tokens per verification pass, bonus included), the
+acceptance rate, and whether the tokens equal plain decoding's (they must: speculation is lossless). With an
+Eagle head, also the draft step's cost with the full LM head vs the FR-Spec frequency-ranked one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+# Our own short texts: a free-form answer, and a quote-heavy one (the case prompt lookup is for).
+PASSAGE = ("Speculative decoding lets a small draft model propose several tokens that the large target model "
+           "then verifies in a single forward pass. Because verification accepts a drafted token only when the "
+           "target would have produced it, the output is unchanged, while the number of sequential target passes "
+           "drops. FR-Spec restricts the draft head's vocabulary to the most frequent tokens, which makes each "
+           "draft step cheaper without changing what the target accepts.")
+PROMPTS = [
+    "Explain what a KV cache is in a short paragraph.",
+    "Write a Python function that returns the n-th Fibonacci number, with a docstring.",
+    f"Here is a passage:\n\n{PASSAGE}\n\nRepeat the passage's second and third sentences word for word, "
+    "then explain them.",
+    f"Summarize this text, quoting its key phrases exactly:\n\n{PASSAGE}",
+]
+
+
+def _timed(engine, text: str, params) -> dict:
+    start = time.perf_counter()
+    res = engine.generate(text, params)
+    out = {"tokens": res.token_ids, "decode_tok_s": res.decode_tok_s, "wall_s": time.perf_counter() - start}
+    if res.spec is not None:
+        out.update(res.spec.as_dict(), draft_s=res.spec.draft_s, verify_s=res.spec.verify_s)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="cpm bench spec", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default=None, help="engine dtype (default: the engine's)")
+    p.add_argument("--draft", default=None, metavar="DIR", help="an Eagle/FR-Spec head folder (cpm spec train)")
+    p.add_argument("--spec", action="append", default=None,
+                   help="drafters to compare (repeatable; default: prompt-lookup, plus eagle:DIR with --draft)")
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the built-in prompts to run")
+    p.add_argument("--max-seq-len", type=int, default=2048)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    import torch
+
+    from engine import Engine, SamplingParams
+
+    specs = args.spec or ["prompt-lookup"] + ([f"eagle:{args.draft}"] if args.draft else [])
+    for s in specs:
+        SamplingParams(spec=s).validate()
+    engine = Engine.load(args.model, device=args.device, dtype=args.dtype, max_seq_len=args.max_seq_len)
+    rows = []
+    for prompt in PROMPTS[:args.prompts]:
+        text = engine.apply_chat_template([{"role": "user", "content": prompt}])
+        for s in ["none"] + specs:  # warm-up: allocator, kernels, graph capture, the drafter's own first call
+            engine.generate(text, SamplingParams(max_tokens=8, spec=s))
+        base = _timed(engine, text, SamplingParams(max_tokens=args.new_tokens))
+        row = {"prompt": prompt[:48], "tokens": len(base["tokens"]), "plain_tok_s": round(base["decode_tok_s"], 1)}
+        for s in specs:
+            r = _timed(engine, text, SamplingParams(max_tokens=args.new_tokens, spec=s))
+            row[s] = {"tok_s": round(r["decode_tok_s"], 1),
+                      "speedup": round(r["decode_tok_s"] / base["decode_tok_s"], 3) if base["decode_tok_s"] else None,
+                      "mean_accepted_length": r["mean_accepted_length"], "acceptance_rate": r["acceptance_rate"],
+                      "draft_s": round(r["draft_s"], 4), "verify_s": round(r["verify_s"], 4),
+                      "identical": r["tokens"] == base["tokens"]}
+        rows.append(row)
+    report = {"model": args.model, "device": str(engine.device), "dtype": str(engine.dtype).replace("torch.", ""),
+              "gpu": torch.cuda.get_device_name(0) if engine.device.type == "cuda" else None,
+              "torch": torch.__version__, "new_tokens": args.new_tokens, "rows": rows, "summary": _summary(rows, specs)}
+    eagle = next((s for s in specs if s.startswith("eagle:")), None)
+    if eagle is not None:  # the drafter was started by the runs above; time one draft step both ways
+        costs = engine.drafters[eagle].draft_costs(SamplingParams())
+        report["eagle_draft_costs"] = {k: (round(v * 1e3, 4) if isinstance(v, float) else v) for k, v in costs.items()}
+        report["eagle_draft_costs"]["unit"] = "ms (medians)"
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print(report, specs)
+    return 0
+
+
+def _summary(rows: list[dict], specs: list[str]) -> dict:
+    """Per drafter: mean speed-up and mean accepted length over the prompts, and whether every run matched."""
+    out = {}
+    for s in specs:
+        runs = [r[s] for r in rows]
+        out[s] = {"mean_speedup": round(sum(x["speedup"] or 0 for x in runs) / len(runs), 3),
+                  "mean_accepted_length": round(sum(x["mean_accepted_length"] for x in runs) / len(runs), 3),
+                  "all_identical": all(x["identical"] for x in runs)}
+    return out
+
+
+def _print(report: dict, specs: list[str]) -> None:
+    print(f"{report['model']} on {report['gpu'] or report['device']} ({report['dtype']}), "
+          f"{report['new_tokens']} new tokens, greedy")
+    for r in report["rows"]:
+        cells = " | ".join(f"{s}: {r[s]['tok_s']} tok/s x{r[s]['speedup']} tau {r[s]['mean_accepted_length']}"
+                           f"{'' if r[s]['identical'] else ' MISMATCH'}" for s in specs)
+        print(f"plain {r['plain_tok_s']:>7} tok/s | {cells} | {r['prompt']}")
+    for s, v in report["summary"].items():
+        print(f"{s}: mean speed-up x{v['mean_speedup']}, mean accepted length {v['mean_accepted_length']}, "
+              f"identical: {v['all_identical']}")
+    if "eagle_draft_costs" in report:
+        print("eagle draft step (ms):", json.dumps(report["eagle_draft_costs"]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
