@@ -1,6 +1,8 @@
 """Assistant mode end to end: the real default model, a real MCP server (mcp-server-time), approval granted
-and denied through the modal, and key presses answered while the engine generates."""
+and denied through the modal, key presses answered while the engine generates, sessions resumed from the list,
+and MCP servers that fail or crash."""
 import asyncio
+import json
 import sys
 import time
 
@@ -11,7 +13,7 @@ from tui.app import CpmApp
 from tui.screens.approval import ApprovalScreen
 from tui.services import Services
 from tui.settings import TuiSettings
-from tui.widgets.assistant import ToolCallBlock
+from tui.widgets.assistant import AssistantPane, ChatMessage, ToolCallBlock
 
 
 async def wait_for_screen(app, kind, timeout: float = 600) -> None:
@@ -60,3 +62,55 @@ async def test_tool_call_approved_then_denied(smollm2_path, tmp_path, monkeypatc
         denied = list(app.query(ToolCallBlock))[-1]
         assert "denied" in str(denied.title)
         assert app.query_one("#modes", TabbedContent).active == "assistant"
+        # Sessions: start a new one, then resume this one from the list; its history and messages come back.
+        host = app.query_one(AssistantPane).host
+        first = host.session.session_id
+        await pilot.press("f6", "enter")           # first row: a new session
+        await pilot.pause()
+        assert host.session.session_id != first and not list(app.query(ToolCallBlock))
+        await pilot.press("f6")
+        keys = [key for key, _ in app.screen.rows]
+        await pilot.press(*["down"] * keys.index(first), "enter")
+        await pilot.pause()
+        assert host.session.session_id == first
+        questions = [m._markdown for m in app.query(ChatMessage) if m.role == "user"]
+        assert questions == ["What time is it in UTC?", "And the time now?"]
+        assert len(list(app.query(ToolCallBlock))) == 2
+        assert len(await host.session.history()) >= 6   # the checkpointed conversation the next turn continues
+
+
+async def wait_until(predicate, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_server_that_fails_or_crashes_is_notified(smollm2_path, tmp_path, monkeypatch):
+    """Real servers: one that never starts, and the tests' own server killed by its `crash` tool. Each shows
+    an error notification and its state in the panel; the app keeps running and the next turn restarts it."""
+    from pathlib import Path
+
+    own = Path(__file__).resolve().parents[1] / "mcp" / "mcp_test_server.py"
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {
+        "t": {"command": sys.executable, "args": [str(own)]},
+        "broken": {"command": sys.executable, "args": ["-c", "raise SystemExit(1)"]}}}))
+    settings = TuiSettings(mcp_config=str(config))
+    app = CpmApp(settings, Services(settings))
+    async with app.run_test(size=(140, 45)) as pilot:
+        pane = app.query_one(AssistantPane)
+        host = await pane._host()          # what the first question does: model, servers, session
+        messages = lambda: [str(n.message) for n in app._notifications]   # noqa: E731
+        await wait_until(lambda: any("MCP server broken failed" in m for m in messages()))
+        labels = lambda: [str(n.label) for n in app.query_one("#servers").root.children]   # noqa: E731
+        assert any("t: ready" in label for label in labels()), labels()
+        crashed = await host.mcp.call("t.crash")
+        assert crashed.is_error
+        await wait_until(lambda: any("MCP server t crashed" in m for m in messages()))
+        await wait_until(lambda: any("t: crashed" in label for label in labels()))
+        host.tools = await host.mcp.list_tools()   # as the next turn does: the crashed server is restarted
+        await wait_until(lambda: any("t: ready" in label for label in labels()))
+        await pilot.press("f2")
+        assert app.query_one("#modes", TabbedContent).active == "survey"
