@@ -78,6 +78,7 @@ class Engine:
         cos, sin = rope_table(config, max_seq_len)
         self.runner = Runner(model, self.cache, cos.to(device, dtype), sin.to(device, dtype))
         self.drafters: dict[str, object] = {}  # loaded Eagle heads by spec string (engine.speculative)
+        self.spec_graphs: dict[int, object] = {}  # captured tree-verification passes by size (CUDA)
         self.eos_ids = set(config.eos_token_ids)
         if getattr(tokenizer, "eos_token_id", None) is not None:
             self.eos_ids.add(int(tokenizer.eos_token_id))

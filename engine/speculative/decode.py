@@ -102,8 +102,8 @@ def speculative_stream(engine, ids: list[int], params: SamplingParams, drafter: 
         d0 = time.perf_counter()
         draft = prune(drafter.propose(params), engine.max_seq_len - committed - 1, budget - len(gen) - 1)
         d1 = time.perf_counter()
-        h = forward_tree(engine, root, draft, committed)
-        verdict = accept(draft, engine.model.logits(h), sampler, stops)
+        h, logits = forward_tree(engine, root, draft, committed)
+        verdict = accept(draft, logits, sampler, stops)
         compact(engine.cache, committed, verdict.accepted)
         d2 = time.perf_counter()
         stats.steps, stats.drafted, stats.accepted = stats.steps + 1, stats.drafted + len(draft.tokens), \

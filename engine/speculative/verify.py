@@ -21,6 +21,7 @@ import torch
 from engine.model import StepContext
 from engine.sampling import Sampler
 from engine.speculative.drafter import Draft
+from engine.speculative.graph import graph_for
 
 
 def depths(parents: torch.Tensor) -> list[int]:
@@ -45,35 +46,50 @@ def prune(draft: Draft, max_nodes: int, max_depth: int) -> Draft:
                  None if draft.q is None else draft.q[idx.to(draft.q.device)])
 
 
-def tree_mask(parents: torch.Tensor, committed: int, device) -> torch.Tensor:
-    """bool [1, 1, n + 1, committed + n + 1]: row 0 is the root, row i + 1 node i; True = attend."""
+def ancestry(parents: torch.Tensor) -> torch.Tensor:
+    """bool [n + 1, n + 1]: row/column 0 is the root, i + 1 node i; True where the column is an ancestor of
+    the row or the row itself."""
     n = len(parents)
     anc = torch.zeros(n + 1, n + 1, dtype=torch.bool)
     anc[:, 0] = True  # everything descends from the root
     for i, p in enumerate(parents.tolist()):
-        anc[i + 1] = anc[p + 1]  # a node sees what its parent sees (root row for p = -1) ...
+        anc[i + 1] = anc[p + 1]  # a node sees what its parent sees (the root's row for p = -1) ...
         anc[i + 1, i + 1] = True  # ... and itself
-    anc[0, 0] = True
+    return anc
+
+
+def tree_mask(parents: torch.Tensor, committed: int, device) -> torch.Tensor:
+    """bool [1, 1, n + 1, committed + n + 1]: the committed prefix plus tree ancestry; True = attend."""
+    n = len(parents)
     full = torch.ones(n + 1, committed + n + 1, dtype=torch.bool)
-    full[:, committed:] = anc
+    full[:, committed:] = ancestry(parents)
     return full.to(device)[None, None]
 
 
-def forward_tree(engine, root: int, draft: Draft, committed: int, row: int = 0) -> torch.Tensor:
+def forward_tree(engine, root: int, draft: Draft, committed: int, row: int = 0
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run root + draft nodes through the target, writing their K/V at slots committed..committed + n.
-    Returns post-norm hidden states [n + 1, H] (row 0 = root)."""
+    Returns post-norm hidden states [n + 1, H] and float32 logits [n + 1, V] (row 0 = root). On CUDA the
+    pass replays a captured graph (engine/speculative/graph.py)."""
     runner, dev = engine.runner, engine.device
     n = len(draft.tokens)
-    tokens = torch.cat([torch.tensor([root], dtype=torch.long, device=dev), draft.tokens.to(dev)])[None]
-    pos = torch.tensor([0] + depths(draft.parents), dtype=torch.long, device=dev) + committed
+    tokens = torch.cat([torch.tensor([root], dtype=torch.long), draft.tokens.cpu()])
+    depth = torch.tensor([0] + depths(draft.parents), dtype=torch.long)
+    graph = graph_for(engine, n + 1, committed) if row == 0 else None
+    if graph is not None:
+        graph.load(tokens, depth, ancestry(draft.parents), committed)
+        h, logits = graph.run()
+        return h[:n + 1], logits[:n + 1]
     if n == 0:  # a plain decode step (the fast single-token attention path)
         ctx = StepContext(slice(row, row + 1), committed, None, committed + 1, None, False,
                           runner.cos[None, committed:committed + 1], runner.sin[None, committed:committed + 1], runner.attn)
     else:
+        pos = (depth + committed).to(dev)
         ctx = StepContext(slice(row, row + 1), committed, None, committed + n + 1,
                           tree_mask(draft.parents, committed, dev), False, runner.cos[pos][None], runner.sin[pos][None],
                           runner.attn)  # an attention backend must honour ctx.mask (the tree)
-    return engine.model.hidden(tokens, ctx, engine.cache, last_only=False)[0]
+    h = engine.model.hidden(tokens.to(dev)[None], ctx, engine.cache, last_only=False)[0]
+    return h, engine.model.logits(h)
 
 
 @dataclass

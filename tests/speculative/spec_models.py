@@ -21,7 +21,7 @@ def word_tokenizer(vocab: int):
 
 
 def tiny_minicpm_engine(tmp_path, vocab: int = 320, seed: int = 0, max_seq_len: int = 128, hidden: int = 64,
-                        logit_gain: float = 1.0):
+                        logit_gain: float = 1.0, device: str = "cpu"):
     """A random MiniCPM4-shaped checkpoint (muP knobs, tied head, GQA) written in the published layout and
     loaded as an fp32 CPU Engine. logit_gain scales the embedding (hence the tied head) to sharpen or flatten
     the next-token distribution."""
@@ -49,8 +49,9 @@ def tiny_minicpm_engine(tmp_path, vocab: int = 320, seed: int = 0, max_seq_len: 
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     save_file(t, str(tmp_path / "model.safetensors"))
     mcfg, tensors = load_checkpoint(tmp_path)
-    model = Transformer(mcfg, tensors, str(tmp_path)).to(torch.device("cpu"), torch.float32, cache_dense=True)
-    return Engine(model, word_tokenizer(vocab), mcfg, torch.device("cpu"), torch.float32, max_seq_len, 1, tmp_path)
+    dev = torch.device(device)
+    model = Transformer(mcfg, tensors, str(tmp_path)).to(dev, torch.float32, cache_dense=dev.type == "cpu")
+    return Engine(model, word_tokenizer(vocab), mcfg, dev, torch.float32, max_seq_len, 1, tmp_path)
 
 
 class RandomTreeDrafter:
