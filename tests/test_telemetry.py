@@ -58,11 +58,12 @@ def test_telemetry_decode_tokens_equal_generated_tokens_and_totals_sum(recorded)
 
 
 def test_telemetry_speculative_fields_when_the_engine_reports_them():
-    """The speculative helper's result fields (spec_drafted / spec_accepted, attention_mode) are picked up."""
+    """The engine's speculative stats (result.spec) and an attention mode on the result are picked up."""
     from engine import GenerationResult
+    from engine.speculative.decode import SpecStats
 
-    result = GenerationResult("ab", [1, 2, 3], "stop", 10, 3, 0.5, 0.25)
-    result.spec_drafted, result.spec_accepted, result.attention_mode = 8, 6, "sparse"
+    result = GenerationResult("ab", [1, 2, 3], "stop", 10, 3, 0.5, 0.25, spec=SpecStats("prompt-lookup", 2, 8, 6))
+    result.attention_mode = "sparse"
     step = StepTelemetry.from_result(result, kv_capacity=100)
     assert step.acceptance == 0.75 and step.attention == "sparse" and step.kv_use == 0.13
     both = total([step, StepTelemetry.from_result(GenerationResult("a", [1], "stop", 4, 1, 0.1, 0.0), 100)])

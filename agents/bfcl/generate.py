@@ -7,6 +7,8 @@ Two modes (a flag):
 - free: BFCL's prompting mode. No grammar and no bound tools: the functions are described in the system
   prompt (prompts.py), the reply text is stored as is and decoded like BFCL's prompting results.
 Results go to OUT/bfcl_results.jsonl, one line per case as it finishes; a rerun skips ids already there.
+The model is built as `cpm serve` builds it (same loader, quantisation, grammar and `--spec` drafter) and the
+report's `run.serving` records that set-up (agents/bfcl/setup.py).
 """
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from agents.bfcl.data import BfclCase, load_cases
 from agents.bfcl.prompts import free_messages
 from agents.bfcl.score import load_results, score_records
+from agents.bfcl.setup import serving_setup
 from agents.bfcl.tools import to_openai_tools
 from agents.errors import AgentError
 
@@ -35,20 +38,33 @@ class GenerationConfig:
     api_key: str | None = None
     constrained: bool = False
     max_tokens: int = 256
+    spec: str = "none"  # speculative drafter of the in-process engine (SamplingParams.spec)
+    device: str = "auto"  # in-process engine device, as `cpm serve --device`
 
     @property
     def mode(self) -> str:
         return "constrained" if self.constrained else "free"
 
     def describe(self) -> str:
-        return f"{self.model or 'default model'} ({self.backend or 'default backend'}), {self.mode}"
+        spec = f", spec {self.spec}" if self.spec != "none" else ""
+        return f"{self.model or 'default model'} ({self.backend or 'default backend'}), {self.mode}{spec}"
 
     def make_model(self):
         from agents.chat import make_chat_model
 
         kwargs = {k: v for k, v in (("backend", self.backend), ("model", self.model), ("base_url", self.base_url),
                                     ("api_key", self.api_key)) if v is not None}
-        return make_chat_model(**kwargs)
+        chat = make_chat_model(**kwargs)
+        if getattr(chat, "engine", None) is None:
+            if self.spec != "none" or self.device != "auto":
+                raise AgentError("--spec and --device set up the in-process engine; a server decides its own")
+            return chat
+        # The engine backend: load on the asked device (make_chat_model loads on "auto") and draft with --spec.
+        if self.device != "auto" and str(chat.engine.device) != self.device:
+            from agents.chat import ChatEngine
+
+            chat = ChatEngine.from_model(chat.model_name, device=self.device)
+        return chat.model_copy(update={"spec": self.spec})
 
 
 def _calls_as_result(tool_calls: list[dict]) -> list[dict]:
@@ -68,7 +84,7 @@ def run_case(chat, case: BfclCase, config: GenerationConfig) -> dict:
         message = chat.invoke(free_messages(case.question[0], case.functions), max_tokens=config.max_tokens)
         result = message.content if isinstance(message.content, str) else json.dumps(message.content)
     usage = getattr(message, "usage_metadata", None) or {}
-    return {"id": case.id, "category": case.category, "mode": config.mode, "model": config.model,
+    return {"id": case.id, "category": case.category, "mode": config.mode, "model": config.model, "spec": config.spec,
             "result": result, "raw": message.content,
             "invalid_tool_calls": [dict(c) for c in getattr(message, "invalid_tool_calls", [])],
             "finish_reason": (message.response_metadata or {}).get("finish_reason"),
@@ -77,14 +93,17 @@ def run_case(chat, case: BfclCase, config: GenerationConfig) -> dict:
 
 def _check_resume(records: dict[str, dict], config: GenerationConfig, path: Path) -> None:
     for record in records.values():
-        if record.get("mode") != config.mode or record.get("model") != config.model:
+        if (record.get("mode"), record.get("model"), record.get("spec", "none")) != (config.mode, config.model,
+                                                                                      config.spec):
             raise AgentError(f"{path} holds results of another run (mode {record.get('mode')}, model "
-                             f"{record.get('model')}); pass another --out to start a new one")
+                             f"{record.get('model')}, spec {record.get('spec', 'none')}); pass another --out to "
+                             "start a new one")
 
 
 def generate(cases: list[BfclCase], out_dir: Path, config: GenerationConfig, chat=None,
-             progress: Callable[[int, int, str], None] | None = None) -> dict[str, dict]:
-    """Run every case not yet in OUT/bfcl_results.jsonl, appending as each finishes; returns all records."""
+             progress: Callable[[int, int, str], None] | None = None) -> tuple[dict[str, dict], Any]:
+    """Run every case not yet in OUT/bfcl_results.jsonl, appending as each finishes; returns all records and
+    the chat model (None when every case was already done)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RESULTS_NAME
@@ -101,7 +120,7 @@ def generate(cases: list[BfclCase], out_dir: Path, config: GenerationConfig, cha
             records[case.id] = record
             if progress:
                 progress(n, len(todo), case.id)
-    return records
+    return records, chat
 
 
 def generate_and_score(data_dir: Path, out_dir: Path, config: GenerationConfig, categories: list[str] | None = None,
@@ -109,9 +128,11 @@ def generate_and_score(data_dir: Path, out_dir: Path, config: GenerationConfig, 
                        progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Generate for the selected cases, then score exactly those; the report also records the run settings."""
     cases = load_cases(data_dir, categories, limit)
-    records = generate(cases, out_dir, config, chat, progress)
+    records, chat = generate(cases, out_dir, config, chat, progress)
     report = score_records(cases, records, name_mode)
     settings = {k: v for k, v in asdict(config).items() if k != "api_key"}   # never write the key to disk
-    report["run"] = {**settings, "mode": config.mode, "limit": limit,
+    serving = serving_setup(chat, config.mode, config.spec) if chat is not None else \
+        {"note": "every case was already in the results file: no model was loaded in this run"}
+    report["run"] = {**settings, "mode": config.mode, "limit": limit, "serving": serving,
                      "categories": sorted({c.category for c in cases}), "results": str(Path(out_dir) / RESULTS_NAME)}
     return report

@@ -28,7 +28,7 @@ _RUNNERS: "weakref.WeakKeyDictionary[Any, EngineRunner]" = weakref.WeakKeyDictio
 
 # Per-call options a caller may pass through `.bind(...)` or `invoke(..., **kwargs)`.
 _REQUEST_KEYS = {"tools", "tool_choice", "response_format", "parallel_tool_calls", "max_tokens", "temperature",
-                 "top_p", "top_k", "seed", "reasoning", "max_reasoning_tokens"}
+                 "top_p", "top_k", "seed", "reasoning", "max_reasoning_tokens", "spec"}
 
 
 class ChatEngine(BaseChatModel):
@@ -47,6 +47,7 @@ class ChatEngine(BaseChatModel):
     constrain: bool = True  # grammar-constrained tool calls and response_format (False only to measure)
     reasoning: str | None = None  # "think" | "thought": reason before answering or calling (engine_runner)
     max_reasoning_tokens: int = 256
+    spec: str = "none"  # speculative drafter for every generation: none | prompt-lookup | eagle:DIR
     _runner: EngineRunner = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:
@@ -115,7 +116,8 @@ class ChatEngine(BaseChatModel):
             top_p=opts.pop("top_p", self.top_p), top_k=opts.pop("top_k", self.top_k), seed=opts.pop("seed", self.seed),
             stop=list(stop or self.stop or []), constrain=self.constrain,
             reasoning=opts.pop("reasoning", self.reasoning),
-            max_reasoning_tokens=opts.pop("max_reasoning_tokens", self.max_reasoning_tokens), **opts)
+            max_reasoning_tokens=opts.pop("max_reasoning_tokens", self.max_reasoning_tokens),
+            spec=opts.pop("spec", self.spec), **opts)
 
     def _metadata(self, reply: ChatReply) -> dict:
         return {"finish_reason": reply.finish_reason, "model_name": self.model_name,

@@ -43,6 +43,7 @@ class ChatRequest:
     constrain: bool = True  # False: no grammar (to measure what the model writes unaided)
     reasoning: str | None = None  # "think" | "thought": open the reply with reasoning, then answer or call
     max_reasoning_tokens: int = 256  # bound on the reasoning; max_tokens bounds the answer or call after it
+    spec: str = "none"  # speculative drafter (engine SamplingParams.spec): none | prompt-lookup | eagle:DIR
 
 
 class Reasoning(str):
@@ -138,7 +139,7 @@ class EngineRunner:
         # Phase 1: free reasoning; the close marker or the start of a call ends it.
         think = SamplingParams(max_tokens=prep.max_reasoning_tokens, temperature=prep.params.temperature,
                                top_p=prep.params.top_p, top_k=prep.params.top_k, seed=prep.params.seed,
-                               stop=[close, HERMES_OPEN])
+                               stop=[close, HERMES_OPEN], spec=prep.params.spec)
         reasoning, result = [], None
         for chunk in run(prep.prompt_ids, think):
             reasoning.append(chunk.text)
@@ -189,7 +190,8 @@ class EngineRunner:
                 raise AgentError(f"internal: the grammar refused its own forced prefix {prefix!r}")
         params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p,
                                 top_k=req.top_k, seed=req.seed, stop=list(req.stop or []),
-                                logits_processors=processors)
+                                logits_processors=processors, spec=req.spec)
+        params.validate()  # a bad spec fails here, before the engine lock
         # The template wrote any BOS. With reasoning, the reply opens with the reasoning marker; the forced call
         # prefix comes after the reasoning.
         head = thinking[0] + "\n" if thinking else prefix

@@ -4,18 +4,16 @@ A step may take more than one engine generation (think-then-call decodes the rea
 step sums its generations. The dict form (`as_dict`) is the contract: `ChatEngine` puts it in
 `response_metadata["telemetry"]`; the survey trace, the chat transcript and the `--stats` tables read it.
 
-Speculative decoding and sparse attention are recorded when the engine's result carries them
-(`spec_drafted`/`spec_accepted`, `attention_mode`); an engine without them reports no drafts and "dense".
+Speculative decoding is read from the engine result's `spec` (engine.speculative SpecStats: drafted, accepted)
+and the attention mode from its `attention_mode` when present; an engine without them reports no drafts and
+"dense".
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterable
 
-# Engine result attributes, first match wins (the speculative helper's names, then generic spellings).
-_DRAFTED = ("spec_drafted", "draft_tokens", "spec_proposed")
-_ACCEPTED = ("spec_accepted", "accepted_tokens")
-_ATTENTION = ("attention_mode", "attention")
+_ATTENTION = ("attention_mode", "attention")  # engine result attributes, first present wins
 
 
 @dataclass
@@ -62,10 +60,11 @@ class StepTelemetry:
     @classmethod
     def from_result(cls, result: Any, kv_capacity: int = 0) -> "StepTelemetry":
         """From one `engine.GenerationResult` (fields a given engine lacks take their defaults)."""
+        spec = getattr(result, "spec", None)  # SpecStats when a drafter ran, else None
         return cls(prompt_tokens=result.prompt_tokens, generated_tokens=result.decode_tokens,
                    prefill_s=result.prefill_s, decode_s=result.decode_s, generations=1,
-                   spec_drafted=int(_first(result, _DRAFTED, 0) or 0),
-                   spec_accepted=int(_first(result, _ACCEPTED, 0) or 0),
+                   spec_drafted=int(getattr(spec, "drafted", 0) or 0),
+                   spec_accepted=int(getattr(spec, "accepted", 0) or 0),
                    attention=str(_first(result, _ATTENTION, "dense") or "dense"),
                    kv_tokens=result.prompt_tokens + result.decode_tokens, kv_capacity=kv_capacity)
 

@@ -54,3 +54,31 @@ def test_bfcl_generate_on_default_model(tmp_path, bfcl_dir, smollm2_path, mode):
     assert [c["id"] for c in report["cases"]] == ["simple_python_0", "irrelevance_0"]
     assert main(argv) == 0                                    # resumed: nothing new generated
     assert (tmp_path / RESULTS_NAME).read_text().splitlines() == lines
+
+
+def test_bfcl_resume_refuses_other_spec(tmp_path, bfcl_dir):
+    cases = load_cases(bfcl_dir, ["simple"], limit=1)
+    _seed(tmp_path / RESULTS_NAME, cases, GenerationConfig(model="smollm2-135m", constrained=True))
+    with pytest.raises(AgentError, match="spec none"):
+        generate_and_score(bfcl_dir, tmp_path, GenerationConfig(model="smollm2-135m", constrained=True,
+                                                                spec="prompt-lookup"), ["simple"], 1)
+
+
+def test_bfcl_bad_spec_is_refused_before_loading(tmp_path, bfcl_dir, capsys):
+    assert main(["eval", "bfcl", "--data", str(bfcl_dir), "--limit", "1", "--spec", "medusa",
+                 "--out", str(tmp_path)]) == 2
+    assert "spec must be none, prompt-lookup or eagle:DIR" in capsys.readouterr().err
+    assert not (tmp_path / RESULTS_NAME).exists()
+
+
+@pytest.mark.slow
+def test_bfcl_report_records_the_serving_setup(tmp_path, bfcl_dir, smollm2_path):
+    """Constrained, with the prompt-lookup drafter: the report says so, and which weights (int4 layers) ran."""
+    argv = ["eval", "bfcl", "--data", str(bfcl_dir), "--categories", "simple_python", "--limit", "1",
+            "--max-tokens", "24", "--model", "smollm2-135m", "--backend", "engine", "--spec", "prompt-lookup",
+            "--constrained", "--out", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    serving = json.loads((tmp_path / "bfcl_report.json").read_text())["run"]["serving"]
+    assert serving["backend"] == "engine" and serving["spec"] == "prompt-lookup"
+    assert serving["decoding"] == "constrained" and serving["grammar"] == "xgrammar"
+    assert serving["weights_file"].endswith("Q4_1.gguf") and serving["weights"]["int4/g32"] == 120

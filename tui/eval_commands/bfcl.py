@@ -2,6 +2,8 @@
 
 Two modes: `--score RESULTS.jsonl` scores existing outputs in BFCL's result format; without it the chat
 model generates outputs for the chosen categories (resumable JSON lines under --out), then they are scored.
+Generation runs on the serving set-up (`cpm serve`'s loader and quantisation, the grammar when --constrained,
+the --spec drafter) and the report records it under run.serving.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-url", help="OpenAI-compatible server URL for --backend openai (env CPM_BASE_URL)")
     p.add_argument("--api-key", help="API key for the server (env CPM_API_KEY)")
     p.add_argument("--max-tokens", type=int, default=256, help="generation budget per case (default 256)")
+    p.add_argument("--spec", default="none", metavar="{none,prompt-lookup,eagle:DIR}",
+                   help="speculative drafter of the in-process engine, as in `cpm generate --spec` (default none)")
+    p.add_argument("--device", default="auto", help="in-process engine device: auto, cpu or cuda (default auto)")
     p.add_argument("--names", choices=["either", "exact", "underscore"], default="either",
                    help="function-name matching: exact, BFCL's dot->underscore form, or either (default)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
@@ -54,13 +59,22 @@ def run(args: argparse.Namespace) -> int:
 
         out = Path(args.out or "bfcl_run")
         config = GenerationConfig(backend=args.backend, model=args.model, base_url=args.base_url,
-                                  api_key=args.api_key, constrained=args.constrained, max_tokens=args.max_tokens)
+                                  api_key=args.api_key, constrained=args.constrained, max_tokens=args.max_tokens,
+                                  spec=args.spec, device=args.device)
+        _check_spec(args.spec)
         report = generate_and_score(Path(args.data), out, config, args.categories, args.limit, args.names,
                                     progress=_progress)
         args.out = str(out)
         title = f"BFCL (AST) — {config.describe()}"
     _show(report, args, title)
     return 0
+
+
+def _check_spec(spec: str) -> None:
+    """A bad --spec is refused before the model loads."""
+    from engine import SamplingParams
+
+    SamplingParams(spec=spec).validate()
 
 
 def _progress(done: int, total: int, case_id: str) -> None:
