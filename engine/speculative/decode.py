@@ -16,6 +16,7 @@ from engine.detok import TextTracker
 from engine.model import StepContext
 from engine.runner import PREFILL_CHUNK
 from engine.sampling import Sampler, SamplingParams
+from engine.speculative.constrain import filter_draft
 from engine.speculative.drafter import Drafter
 from engine.speculative.verify import accept, compact, forward_tree, prune
 
@@ -26,6 +27,7 @@ class SpecStats:
     steps: int = 0  # verification forward passes
     drafted: int = 0  # draft tokens sent to verification
     accepted: int = 0  # draft tokens kept
+    filtered: int = 0  # draft tokens dropped before verification because a constraint forbids them
     draft_s: float = 0.0  # time in drafter.propose / commit
     verify_s: float = 0.0  # time in the target's verification passes and acceptance
 
@@ -40,6 +42,7 @@ class SpecStats:
 
     def as_dict(self) -> dict:
         return {"drafter": self.drafter, "steps": self.steps, "drafted": self.drafted, "accepted": self.accepted,
+                "filtered": self.filtered,
                 "mean_accepted_length": round(self.mean_accepted_length, 3),
                 "acceptance_rate": round(self.acceptance_rate, 3)}
 
@@ -101,6 +104,10 @@ def speculative_stream(engine, ids: list[int], params: SamplingParams, drafter: 
     while not done:
         d0 = time.perf_counter()
         draft = prune(drafter.propose(params), engine.max_seq_len - committed - 1, budget - len(gen) - 1)
+        if params.logits_processors:  # cut what a grammar forbids before the target pays for it
+            n_before = len(draft.tokens)
+            draft = filter_draft(draft, params.logits_processors, sampler.generated)
+            stats.filtered += n_before - len(draft.tokens)
         d1 = time.perf_counter()
         h, logits = forward_tree(engine, root, draft, committed)
         verdict = accept(draft, logits, sampler, stops)

@@ -20,6 +20,7 @@ import torch
 
 from engine.model import StepContext
 from engine.sampling import Sampler
+from engine.speculative.constrain import select
 from engine.speculative.drafter import Draft
 from engine.speculative.graph import graph_for
 
@@ -34,16 +35,9 @@ def depths(parents: torch.Tensor) -> list[int]:
 
 def prune(draft: Draft, max_nodes: int, max_depth: int) -> Draft:
     """Keep the first `max_nodes` nodes no deeper than `max_depth` (closed under ancestors, since parents come
-    first and are shallower); parent indices are renumbered."""
-    dep = depths(draft.parents)
-    keep = [i for i, d in enumerate(dep) if d <= max_depth][:max(0, max_nodes)]
-    if len(keep) == len(dep):
-        return draft
-    new_index = {old: new for new, old in enumerate(keep)}
-    parents = [-1 if (p := int(draft.parents[i])) < 0 else new_index[p] for i in keep]
-    idx = torch.tensor(keep, dtype=torch.long, device=draft.tokens.device)
-    return Draft(draft.tokens[idx], torch.tensor(parents, dtype=torch.long, device=draft.tokens.device),
-                 None if draft.q is None else draft.q[idx.to(draft.q.device)])
+    first and are shallower)."""
+    keep = [i for i, d in enumerate(depths(draft.parents)) if d <= max_depth][:max(0, max_nodes)]
+    return select(draft, keep)
 
 
 def ancestry(parents: torch.Tensor) -> torch.Tensor:
