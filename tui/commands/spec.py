@@ -69,21 +69,25 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 class _Bar:
-    """A rich progress bar on stderr fed by train_head's (step, metrics) callback."""
+    """A rich progress bar on stderr fed by train_head's (step, metrics) callback; it appears with the first
+    step, so a bad argument fails with its one-line error and no bar."""
 
     def __init__(self, total: int):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(TextColumn("training Eagle head"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                             console=Console(file=sys.stderr))
-        self._task = self._bar.add_task("train", total=total, info="")
-        self._bar.start()
+        self.total, self._bar = total, None
 
     def update(self, step: int, metrics: dict) -> None:
+        if self._bar is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("training Eagle head"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                                 console=Console(file=sys.stderr))
+            self._task = self._bar.add_task("train", total=self.total, info="")
+            self._bar.start()
         info = f"loss {metrics['loss']:.3f}  top-1 {metrics['top1']:.2f}"
         self._bar.update(self._task, completed=step, info=info)
 
     def close(self) -> None:
-        self._bar.stop()
+        if self._bar is not None:
+            self._bar.stop()
