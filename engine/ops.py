@@ -63,6 +63,19 @@ def swiglu_linear(x: torch.Tensor, w: torch.Tensor | Int4Weight) -> torch.Tensor
     return F.silu(g) * u
 
 
+def norm_linear(x: torch.Tensor, norm_weight: torch.Tensor, eps: float, w: torch.Tensor | Int4Weight,
+                swiglu: bool = False) -> torch.Tensor:
+    """linear (or swiglu_linear) of rms_norm(x). On CUDA, one token and an int4 weight, the norm is the GEMV's
+    prologue (normalised x stays fp32 and is never written): one kernel instead of two."""
+    if kernels_on(x) and isinstance(w, Int4Weight) and w.perm is None and x.numel() == x.shape[-1]:
+        from engine.kernels import int4_matmul as k4
+
+        if k4.supports(w):
+            return k4.int4_linear(x, w, swiglu=swiglu, norm=(norm_weight, eps))
+    h = rms_norm(x, norm_weight, eps)
+    return swiglu_linear(h, w) if swiglu else linear(h, w)
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
              residual: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """RMSNorm in float32, as transformers' LlamaRMSNorm. With `residual`, first x = x + residual and

@@ -184,16 +184,26 @@ def _gemv_configs():
         for bn, bk, w, r in [(4, 4096, 8, 64), (4, 2048, 4, 64), (4, 4096, 8, 96), (8, 1024, 4, 64)]]
 
 
-@triton.autotune(configs=_gemv_configs(), key=["N", "K", "G", "SWIGLU"])
+@triton.autotune(configs=_gemv_configs(), key=["N", "K", "G", "SWIGLU", "NORM"])
 @triton.jit(do_not_specialize=["x_stride"])
-def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, N, K, x_stride, G: tl.constexpr,
-                 SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                 X_WIDE: tl.constexpr):
+def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, eps, N, K, x_stride, G: tl.constexpr,
+                 SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, NORM: tl.constexpr, BN: tl.constexpr,
+                 BK: tl.constexpr, X_WIDE: tl.constexpr):
     # x [1, K] -> out [1, BN rows]. A thread owns whole words of 4 rows and loads each x value it needs once
     # ([BK / 8, 1] tensors broadcast over the rows), 8 loads per word-row, coalesced since a word's nibble j
     # sits G/8 columns after nibble j-1. x_stride (always 1) is not specialised so that Triton does not
     # vectorise these loads into a layout that would need a shared-memory shuffle to broadcast.
+    # NORM: x is first RMS-normalised with weight nw (the layer's input norm as a prologue: every program
+    # reads all of x once for the sum of squares, cheap beside its weight rows, and the norm kernel is gone).
     rn = tl.program_id(0) * BN + tl.arange(0, BN)
+    rstd = 1.0
+    if NORM:
+        ss = tl.zeros((BK,), tl.float32)
+        for k0 in range(0, K, BK):
+            rk = k0 + tl.arange(0, BK)
+            xv = tl.load(x_ptr + rk * x_stride, mask=rk < K, other=0.0).to(tl.float32)
+            ss += xv * xv
+        rstd = tl.rsqrt(tl.sum(ss, axis=0) / K + eps)
     acc = tl.zeros((BK // 8, BN), tl.float32)
     for k0 in range(0, K, BK):
         q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)  # [BK / 8, BN]
@@ -201,10 +211,13 @@ def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, N, K, x_stride, G
         part = tl.zeros((BK // 8, BN), tl.float32)
         xsum = tl.zeros((BK // 8, BN if X_WIDE else 1), tl.float32)
         for j in tl.static_range(8):
-            xo = _column(kk, j, G) * x_stride
+            col = _column(kk, j, G)
+            xo = col * x_stride
             if X_WIDE:  # the same x value loaded for each of the BN rows: redundant, but never reshuffled
                 xo = xo + rn[None, :] * 0
             xj = tl.load(x_ptr + xo, mask=kk < K // 8, other=0.0).to(tl.float32)
+            if NORM:
+                xj = xj * rstd * tl.load(nw_ptr + col, mask=kk < K // 8, other=0.0).to(tl.float32)
             xsum += xj
             part += xj * _magic_const(q, j)
         acc += part * s + xsum * mn  # scale once per word
@@ -233,8 +246,8 @@ def _gemm_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, M, N, K, stride_x
         rk = _tile_columns(k0, BK, G)
         x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=(rm < M)[:, None] & (rk < K)[None, :],
                     other=0.0)  # [BM, BK]
-        if F32_DOT:  # Triton 3.9's interpreter computes bf16 tl.dot wrongly (bit patterns as numbers)
-            acc = tl.dot(x.to(tl.float32), w, acc)
+        if F32_DOT:  # fp32 x: exact fp32 products (the engine's fp32 mode); also for Triton 3.9's interpreter,
+            acc = tl.dot(x.to(tl.float32), w, acc, input_precision="ieee")  # whose bf16 tl.dot is wrong
         else:
             acc = tl.dot(x.to(tl.bfloat16), w.to(tl.bfloat16), acc)
     _epilogue(acc, rm, tl.program_id(1) * BN, M, N, out_ptr, res_ptr, stride_om, stride_rm, BM, BN, SWIGLU,
@@ -273,7 +286,7 @@ def _interleaved(w: Int4Weight) -> Int4Weight:
 
 
 def int4_linear(x: torch.Tensor, w: Int4Weight, residual: torch.Tensor | None = None,
-                swiglu: bool = False) -> torch.Tensor:
+                swiglu: bool = False, norm: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
     """x [..., K] @ W^T (+ residual [..., N]) for an engine `Int4Weight` on CUDA: repacked once (the pack is
     kept on the weight object, so the model code never sees the kernel layout), then `int4_matmul`. With
     `swiglu`, W is [gate | up] and the result silu(gate) * up [..., N / 2] (a second, row-interleaved pack)."""
@@ -283,17 +296,22 @@ def int4_linear(x: torch.Tensor, w: Int4Weight, residual: torch.Tensor | None = 
         pw = w.__dict__[key] = repack_int4(_interleaved(w) if swiglu else w)
     lead = x.shape[:-1]
     r2 = None if residual is None else residual.reshape(-1, residual.shape[-1]).contiguous()
-    y = int4_matmul(x.reshape(-1, x.shape[-1]).contiguous(), pw, residual=r2, swiglu=swiglu)
+    y = int4_matmul(x.reshape(-1, x.shape[-1]).contiguous(), pw, residual=r2, swiglu=swiglu, norm=norm)
     return y.view(*lead, y.shape[-1])
 
 
 def int4_matmul(x: torch.Tensor, pw: PackedInt4, residual: torch.Tensor | None = None, swiglu: bool = False,
-                out_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """x [M, K] @ W^T -> [M, N] (or [M, N // 2] with swiglu) in out_dtype (default x's); see module doc."""
+                out_dtype: torch.dtype | None = None, norm: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+    """x [M, K] @ W^T -> [M, N] (or [M, N // 2] with swiglu) in out_dtype (default x's); see module doc.
+    norm = (weight [K], eps): RMS-normalise x first (fp32, not rounded to x's dtype); fused into the GEMV."""
     n, k = pw.shape
     assert x.dim() == 2 and x.shape[1] == k and x.stride(1) == 1, (x.shape, x.stride(), pw.shape)
     assert pw.qweight.dtype == torch.int32 and pw.qweight.is_contiguous() and pw.qweight.shape[1:] == (k // 8, 4)
     assert pw.scales.is_contiguous() and pw.mins.is_contiguous() and pw.mins.shape == (k // pw.group_size, n)
+    if norm is not None and (x.shape[0] != 1 or pw.perm is not None):  # fused only into the plain GEMV
+        xf = x.float()
+        x = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm[1]) * norm[0].float()).to(x.dtype)
+        norm = None
     if pw.perm is not None:
         x = x[:, pw.perm]  # act-order: one gather of x (K elements a row), not of the weight
     m, n_out = x.shape[0], (n // 2 if swiglu else n)
@@ -310,11 +328,12 @@ def int4_matmul(x: torch.Tensor, pw: PackedInt4, residual: torch.Tensor | None =
     res = out if residual is None else residual
     if m == 1:
         grid = lambda meta: (triton.cdiv(n, meta["BN"]),)  # noqa: E731
-        _gemv_kernel[grid](x, pw.qweight, pw.scales, pw.mins, out, res, n, k, 1, G=pw.group_size,
-                           SWIGLU=swiglu, RESIDUAL=residual is not None)
+        _gemv_kernel[grid](x, pw.qweight, pw.scales, pw.mins, out, res, x if norm is None else norm[0],
+                           0.0 if norm is None else norm[1], n, k, 1, G=pw.group_size, SWIGLU=swiglu,
+                           RESIDUAL=residual is not None, NORM=norm is not None)
     else:
         grid = lambda meta: (triton.cdiv(m, meta["BM"]), triton.cdiv(n, meta["BN"]))  # noqa: E731
         _gemm_kernel[grid](x, pw.qweight, pw.scales, pw.mins, out, res, m, n, k, x.stride(0), out.stride(0),
                            res.stride(0), triton.next_power_of_2(m), G=pw.group_size, SWIGLU=swiglu,
-                           RESIDUAL=residual is not None, F32_DOT=interpreting())
+                           RESIDUAL=residual is not None, F32_DOT=interpreting() or x.dtype == torch.float32)
     return out

@@ -1,13 +1,21 @@
-"""The same tiny checkpoints on CUDA: fp32 logits equal transformers' (prefill + cached decode), bf16 close,
-and int4 layers dequantized one at a time on the GPU (ops.linear) equal the CPU reference."""
+"""The engine on CUDA: tiny checkpoints against transformers, the CUDA-graph decode against the plain-PyTorch
+eager engine (greedy tokens equal: random MiniCPM4-shaped models, int4 and dense, batch buckets, a cache
+written between replays, the attention-backend fallback) and the real smollm2-135m against the CPU engine."""
 from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
+from engine import ops
 from engine.cache import KVCache
 from engine.engine import load_checkpoint
-from engine.model import Transformer
+from engine.model import StepContext, Transformer
+from engine.quant import Int4Weight, pack_int4
 from engine.rope import rope_table
 from engine.runner import Runner
 
@@ -16,22 +24,93 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(autouse=True)
 def ieee_fp32():
-    """Full fp32 matmuls (no TF32), so fp32 results compare at 1e-4."""
+    """Full fp32 matmuls (no TF32), so fp32 results compare at 1e-4; kernels back on after each test."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
+    yield
+    ops.KERNELS = True
 
 
-def cuda_runner(path, dtype):
+def cuda_runner(path, dtype, int4: bool = False, max_batch: int = 2, max_seq_len: int = 64) -> Runner:
     cfg, tensors = load_checkpoint(path)
     dev = torch.device("cuda")
-    model = Transformer(cfg, tensors, str(path)).to(dev, dtype, cache_dense=False)
-    cos, sin = rope_table(cfg, 64)
-    return Runner(model, KVCache(cfg, 2, 64, dev, dtype), cos.to(dev, dtype), sin.to(dev, dtype))
+    model = Transformer(cfg, tensors, str(path))
+    if int4:
+        for block in model.blocks:
+            for lin in block.linears():
+                lin.weight = quantize(lin.weight)
+    model.to(dev, dtype, cache_dense=False)
+    cos, sin = rope_table(cfg, max_seq_len)
+    return Runner(model, KVCache(cfg, max_batch, max_seq_len, dev, dtype), cos.to(dev, dtype), sin.to(dev, dtype))
+
+
+def quantize(w: torch.Tensor, group: int = 32) -> Int4Weight:
+    """Asymmetric group-wise int4 of a dense [N, K] weight (min/max per group)."""
+    n, k = w.shape
+    g = w.float().view(n, k // group, group)
+    lo, hi = g.amin(-1), g.amax(-1)
+    scale = (hi - lo).clamp_min(1e-8) / 15
+    codes = ((g - lo[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.uint8).view(n, k)
+    return Int4Weight(pack_int4(codes), scale, lo, group)
+
+
+def write_minicpm(path: Path, seed: int = 0) -> Path:
+    """A random checkpoint in MiniCPM4's published layout and knobs (muP scales, LongRoPE, tied head, GQA,
+    head_dim 64 as MiniCPM4-0.5B/8B), at a tiny width."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    H, I, L, V, nh, nkv, D = 256, 640, 3, 512, 4, 2, 64
+    cfg = {"architectures": ["MiniCPMForCausalLM"], "model_type": "minicpm", "hidden_size": H,
+           "intermediate_size": I, "num_hidden_layers": L, "num_attention_heads": nh, "num_key_value_heads": nkv,
+           "vocab_size": V, "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "scale_emb": 12,
+           "scale_depth": 1.4, "dim_model_base": 64, "hidden_act": "silu", "torch_dtype": "float32",
+           "bos_token_id": 1, "eos_token_id": [2],
+           "rope_scaling": {"rope_type": "longrope", "short_factor": (1 + torch.rand(D // 2, generator=g)).tolist(),
+                            "long_factor": (1 + 4 * torch.rand(D // 2, generator=g)).tolist(),
+                            "original_max_position_embeddings": 128}}
+    t = {"model.embed_tokens.weight": torch.randn(V, H, generator=g) * 0.1,
+         "model.norm.weight": 1 + 0.1 * torch.randn(H, generator=g)}
+    shapes = {"self_attn.q_proj": (nh * D, H), "self_attn.k_proj": (nkv * D, H), "self_attn.v_proj": (nkv * D, H),
+              "self_attn.o_proj": (H, nh * D), "mlp.gate_proj": (I, H), "mlp.up_proj": (I, H), "mlp.down_proj": (H, I)}
+    for i in range(L):
+        for n, s in shapes.items():
+            t[f"model.layers.{i}.{n}.weight"] = torch.randn(*s, generator=g) / math.sqrt(s[1])
+        for n in ("input_layernorm", "post_attention_layernorm"):
+            t[f"model.layers.{i}.{n}.weight"] = 1 + 0.1 * torch.randn(H, generator=g)
+    path.mkdir(exist_ok=True)
+    (path / "config.json").write_text(json.dumps(cfg))
+    save_file(t, str(path / "model.safetensors"))
+    return path
+
+
+def prompt(n: int, seed: int = 0, vocab: int = 512) -> list[int]:
+    return torch.randint(3, vocab, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def greedy(r: Runner, ids: list[int], n_new: int) -> list[int]:
+    out = [int(r.prefill(ids).argmax(-1))]
+    for pos in range(len(ids), len(ids) + n_new - 1):
+        out.append(int(r.decode_one(out[-1], pos).argmax(-1)))
+    return out
+
+
+def plain_and_graph(make, fn):
+    """fn(runner) with plain PyTorch ops eagerly, then with the kernels and CUDA graphs (fresh runners)."""
+    ops.KERNELS = False
+    with torch.inference_mode():
+        plain = fn(make())
+    ops.KERNELS = True
+    r = make()
+    with torch.inference_mode():
+        graph = fn(r)
+    return plain, graph, r
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 0.15)])
 def test_tiny_llama_on_cuda(tmp_path, dtype, tol):
+    """Logits of prefill and cached decode (graph replays) against transformers."""
     import transformers
 
     torch.manual_seed(0)
@@ -46,17 +125,153 @@ def test_tiny_llama_on_cuda(tmp_path, dtype, tol):
     with torch.inference_mode():
         got = [r.prefill(ids[:12])[0].float().cpu()]
         got += [r.decode_one(ids[i], i)[0].float().cpu() for i in range(12, 20)]
+    assert r._graphs, "decode did not use a CUDA graph"
     diff = max((g - want[i]).abs().max().item() for g, i in zip(got, range(11, 20)))
     assert diff < tol, diff
 
 
+@pytest.mark.parametrize("int4", [True, False], ids=["int4", "dense"])
+def test_graph_greedy_equals_plain_eager_minicpm(tmp_path, int4):
+    """fp32, so the two paths differ only by summation order: greedy tokens must be identical."""
+    path = write_minicpm(tmp_path / "m")
+    ids = prompt(21)
+    plain, graph, r = plain_and_graph(lambda: cuda_runner(path, torch.float32, int4, max_seq_len=128),
+                                      lambda r: greedy(r, ids, 40))
+    assert list(r._graphs) == [1]
+    assert graph == plain
+
+
+def test_graph_bf16_minicpm_close_to_plain(tmp_path):
+    """bf16: the fused kernels round differently from the op-by-op path (fp32 inside each kernel), so
+    teacher-forced logits are compared (close), and greedy tokens where the plain path's top two are apart."""
+    path = write_minicpm(tmp_path / "m", seed=1)
+    ids = prompt(60, seed=1)
+
+    def logits(r):
+        rows = [r.prefill(ids[:20])[0].float()]
+        rows += [r.decode_one(ids[i], i)[0].float() for i in range(20, 60)]
+        return torch.stack(rows).cpu()
+
+    plain, graph, _ = plain_and_graph(lambda: cuda_runner(path, torch.bfloat16, True, max_seq_len=128), logits)
+    assert (plain - graph).abs().max().item() < 0.25
+    top2 = plain.topk(2, -1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 0.25
+    assert clear.sum() > 10 and torch.equal(plain.argmax(-1)[clear], graph.argmax(-1)[clear])
+
+
+def test_batch_buckets_equal_single_sequences(tmp_path):
+    """decode_batch over batch buckets (3 rows -> the 4 bucket, 2 -> 2, 1 -> 1) with rows at different
+    positions: each row's greedy tokens equal its own single-sequence plain eager run."""
+    path = write_minicpm(tmp_path / "m", seed=2)
+    prompts = [prompt(n, seed=n) for n in (9, 17, 5)]
+
+    def batch(r, ps):
+        logits = torch.cat([r.prefill(p, row=b) for b, p in enumerate(ps)])
+        last = logits.argmax(-1)
+        out = [[int(t)] for t in last]
+        pos = torch.tensor([len(p) for p in ps], device="cuda")
+        for _ in range(24):
+            last = r.decode_batch(last, pos).argmax(-1)
+            pos += 1
+            for b, t in enumerate(last.tolist()):
+                out[b].append(t)
+        return out
+
+    make = lambda: cuda_runner(path, torch.float32, True, max_batch=4, max_seq_len=128)  # noqa: E731
+    ops.KERNELS = False
+    with torch.inference_mode():
+        want = [greedy(make(), p, 25) for p in prompts]
+    ops.KERNELS = True
+    for n in (3, 2, 1):
+        r = make()
+        with torch.inference_mode():
+            assert batch(r, prompts[:n]) == want[:n], n
+        assert list(r._graphs) == [{3: 4, 2: 2, 1: 1}[n]]
+
+
+def test_cache_written_between_replays(tmp_path):
+    """Another path (as speculative verification does) writes K/V at later slots with its own forward pass
+    between replays; the next replay reads its position from the static input and sees those entries."""
+    path = write_minicpm(tmp_path / "m", seed=3)
+    ids = prompt(30, seed=3)
+
+    def run(r):
+        out = [int(r.prefill(ids[:10]).argmax(-1))]
+        for pos in range(10, 15):
+            out.append(int(r.decode_one(ids[pos], pos).argmax(-1)))
+        T = 4  # tokens 15..18 in one eager forward, as a verification pass would
+        ctx = StepContext(slice(0, 1), 15, None, 19, None, True, r.cos[None, 15:19], r.sin[None, 15:19], r.attn)
+        toks = torch.tensor([ids[15:15 + T]], device="cuda")
+        out.append(int(r.model.logits(r.model.hidden(toks, ctx, r.cache))[0, -1].argmax()))
+        for pos in range(19, 30):
+            out.append(int(r.decode_one(ids[pos], pos).argmax(-1)))
+        return out
+
+    plain, graph, r = plain_and_graph(lambda: cuda_runner(path, torch.float32, True, max_seq_len=64), run)
+    assert r._graphs and graph == plain
+
+
+def test_attention_backend_decodes_eagerly(tmp_path):
+    """With runner.attn set, decode runs eagerly (a backend may not be capturable) and still gets called."""
+    path = write_minicpm(tmp_path / "m", seed=4)
+    ids = prompt(12, seed=4)
+    calls = []
+
+    def dense(layer, q, k, v, ctx, q_raw, k_raw):
+        calls.append(layer)
+        return ops.attention(q, k, v, ctx.mask, ctx.causal, q.shape[-1] ** -0.5, ctx.lengths)
+
+    r = cuda_runner(path, torch.float32, True, max_seq_len=64)
+    r.attn = dense
+    with torch.inference_mode():
+        got = greedy(r, ids, 8)
+    assert not r._graphs and len(calls) == 3 * 8
+    plain, _, _ = plain_and_graph(lambda: cuda_runner(path, torch.float32, True, max_seq_len=64),
+                                  lambda r: greedy(r, ids, 8))
+    assert got == plain
+
+
+def test_decode_greedy_fast_path(tmp_path):
+    path = write_minicpm(tmp_path / "m", seed=5)
+    ids = prompt(15, seed=5)
+    r = cuda_runner(path, torch.float32, True, max_seq_len=64)
+    with torch.inference_mode():
+        want = greedy(r, ids, 20)
+        got = [int(r.prefill(ids).argmax(-1))]
+        for pos in range(15, 34):
+            got.append(r.decode_greedy(got[-1], pos))
+    assert got == want
+
+
+def smollm2_path() -> Path:
+    env = os.environ.get("CPM_SMOLLM2_GGUF")
+    if env:
+        return Path(env)
+    from engine.assets import resolve
+    from engine.errors import AssetMissing
+
+    try:
+        return resolve("smollm2-135m")
+    except AssetMissing:
+        pytest.skip("smollm2-135m not installed (set CPM_SMOLLM2_GGUF to its .gguf)")
+
+
+def test_smollm2_graph_greedy_equals_cpu_engine():
+    """The real checkpoint: bf16 CUDA-graph engine vs the fp32 CPU engine, 48 greedy tokens."""
+    from engine import Engine, SamplingParams
+
+    path = smollm2_path()
+    gpu, cpu = Engine.load(str(path), device="cuda"), Engine.load(str(path), device="cpu", dtype=torch.float32)
+    text = gpu.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}])
+    a = gpu.generate(text, SamplingParams(max_tokens=48))
+    b = cpu.generate(text, SamplingParams(max_tokens=48))
+    assert gpu.runner._graphs
+    assert a.token_ids == b.token_ids, (a.text, b.text)
+
+
 def test_int4_linear_on_cuda_matches_cpu(monkeypatch):
     """The plain PyTorch path on the GPU (the Triton kernels have their own tests in tests/kernels/)."""
-    from engine import ops
-
     monkeypatch.setattr(ops, "KERNELS", False)
-    from engine.quant import Int4Weight, pack_int4
-
     g = torch.Generator().manual_seed(0)
     w = Int4Weight(pack_int4(torch.randint(0, 16, (96, 128), generator=g)), torch.rand(96, 4, generator=g) * 0.1,
                    -torch.rand(96, 4, generator=g), 32, torch.randperm(128, generator=g))

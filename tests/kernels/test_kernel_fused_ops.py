@@ -50,6 +50,38 @@ def test_kernel_rotary_kv(t, hq, hkv, d, b, s):
         assert close(a, b_, 1e-6)
 
 
+def test_kernel_rotary_kv_reads_full_table_rows():
+    """The engine passes rows of rope.py's [S, D] tables (both halves equal, model dtype) straight in."""
+    qkv, cos, sin, caches, bidx, pos = _rotary_inputs(4, 4, 2, 16, 2, 9)
+    full_cos, full_sin = torch.cat([cos, cos], -1), torch.cat([sin, sin], -1)
+    outs = []
+    for c, s_ in ((cos, sin), (full_cos, full_sin)):
+        x, kc, vc = qkv.clone(), caches[0].clone(), caches[1].clone()
+        rotary_kv(x[:, :4], x[:, 4:6], x[:, 6:], c, s_, kc, vc, bidx, pos)
+        outs.append((x, kc, vc))
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+
+
+def test_kernel_int4_linear_swiglu_and_residual():
+    """engine Int4Weight entry point: [gate | up] rows -> SwiGLU epilogue (rows interleaved once, cached), and
+    the residual epilogue, against the plain ops."""
+    import torch.nn.functional as F
+
+    from engine.kernels.int4_matmul import int4_linear
+    from engine.quant import Int4Weight, int4_linear_ref, pack_int4
+
+    g = torch.Generator().manual_seed(0)
+    w = Int4Weight(pack_int4(torch.randint(0, 16, (64, 128), generator=g)), torch.rand(64, 4, generator=g) * 0.1,
+                   -torch.rand(64, 4, generator=g) * 0.8, 32)
+    w = w.to(DEVICE)
+    x = torch.randn(1, 128, generator=g).to(DEVICE)
+    ref = int4_linear_ref(x, w)
+    gate, up = ref.chunk(2, -1)
+    assert close(int4_linear(x, w, swiglu=True), F.silu(gate) * up, 1e-5)
+    res = torch.randn(1, 64, generator=g).to(DEVICE)
+    assert close(int4_linear(x, w, residual=res), ref + res, 1e-5)
+
+
 @pytest.mark.parametrize("m,i", [(3, 50), (2, 1100)])
 def test_kernel_swiglu(m, i):
     gu = torch.randn(m, 2 * i, device=DEVICE)

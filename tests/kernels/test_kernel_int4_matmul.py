@@ -49,14 +49,25 @@ def test_kernel_int4_matmul_epilogues(m):
     assert res.shape == (m, 24)
 
 
+@pytest.mark.parametrize("swiglu", [False, True])
+def test_kernel_int4_gemv_norm_prologue(swiglu):
+    """norm=(w, eps): RMSNorm of x fused into the GEMV equals the fp32 norm followed by the matmul."""
+    pw = K.repack_int4(random_int4(48, 320, 32, act_order=False))
+    x = torch.randn(1, 320, device=DEVICE) * 3
+    nw = torch.rand(320, device=DEVICE) + 0.5
+    xn = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * nw
+    got = K.int4_matmul(x, pw, swiglu=swiglu, norm=(nw, 1e-5))
+    assert rel_err(got, K.int4_matmul_ref(xn, pw, swiglu=swiglu)) < 1e-4
+
+
 @pytest.mark.parametrize("bn,bk,wide", [(4, 64, True), (8, 128, False), (4, 128, True)])
 def test_kernel_int4_gemv_every_x_form(bn, bk, wide):
     """The GEMV's configs outside the autotuner (it keeps one under the interpreter)."""
     pw = K.repack_int4(random_int4(40, 320, 64, act_order=False))
     x = torch.randn(1, 320, device=DEVICE)
     out = torch.empty(1, 40, device=DEVICE)
-    K._gemv_kernel.fn[(10,)](x, pw.qweight, pw.scales, pw.mins, out, out, 40, 320, 1, G=64, SWIGLU=False,
-                             RESIDUAL=False, BN=bn, BK=bk, X_WIDE=wide)
+    K._gemv_kernel.fn[(10,)](x, pw.qweight, pw.scales, pw.mins, out, out, x, 0.0, 40, 320, 1, G=64,
+                             SWIGLU=False, RESIDUAL=False, NORM=False, BN=bn, BK=bk, X_WIDE=wide)
     assert rel_err(out, K.int4_matmul_ref(x, pw)) < 1e-4
 
 
