@@ -186,3 +186,33 @@ def test_fr_rows_are_the_target_head_rows(tmp_path):
     q = Int4Weight(pack_int4(codes), torch.rand(320, 2), -torch.rand(320, 2), 32)
     M.head.weight = q
     assert torch.allclose(head_rows(M, ids), dequantize(q)[ids])
+
+
+def test_qat_head_with_gptq_fc_loads_dequantized(tmp_path):
+    """MiniCPM4-8B-Eagle-FRSpec-QAT stores fc (and layers) as GPTQ int4: qweight/qzeros/scales (+ g_idx)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n_in, n_out, group = 128, 64, 32
+    codes = rng.integers(0, 16, (n_in, n_out))
+    zeros = rng.integers(1, 16, (n_in // group, n_out))
+    scales = (rng.random((n_in // group, n_out)) * 0.02 + 0.001).astype(np.float16)
+    g_idx = (np.arange(n_in) // group).astype(np.int32)
+    w = scales.astype(np.float32)[g_idx, np.arange(n_out)[:, None]] * (codes.T - zeros[g_idx, np.arange(n_out)[:, None]])
+
+    def pack(c, axis):  # 8 codes per int32 along `axis`, code k at bits 4k (GPTQ)
+        c = np.moveaxis(c.astype(np.uint32), axis, -1)
+        c = c.reshape(*c.shape[:-1], -1, 8)
+        words = np.zeros(c.shape[:-1], np.uint32)
+        for k in range(8):
+            words |= c[..., k] << (4 * k)
+        return torch.from_numpy(np.moveaxis(words.view(np.int32), -1, axis).copy())
+
+    t = cpmcu_tensors()
+    del t["fc.weight"]
+    t.update({"fc.qweight": pack(codes, 0), "fc.qzeros": pack(zeros - 1, 1), "fc.scales": torch.from_numpy(scales),
+              "fc.g_idx": torch.from_numpy(g_idx)})
+    head, layout = load_head(write(tmp_path / "qat", t, quantization_config={
+        "quant_method": "gptq", "bits": 4, "group_size": group}), base_cfg())
+    assert layout == "cpmcu"
+    assert torch.allclose(head.fc.weight, torch.from_numpy(w).float(), atol=1e-6)
