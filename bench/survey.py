@@ -48,6 +48,9 @@ async def run_survey(args, model, retriever, settings, samples: list[dict]) -> d
                                          db_path=Path(tmp) / "checkpoints.sqlite", settings=settings):
             if event["event"] == "section_done":
                 load_sample(samples, f"section {event['section']}")
+                # One line per section: a CPU run is silent for minutes otherwise.
+                print(f"section {event['section'] + 1}/{settings.sections} done in {event['seconds']:.0f} s "
+                      f"({event['cited']} cited): {event['title']}", flush=True)
             elif event["event"] == "done":
                 done = event
     return done
@@ -109,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['input_tokens']:,}", f"{r['output_tokens']:,}", f"{r['model_s']:.1f}",
                   f"{r['decode_tok_s']}", f"{r['end_to_end_tok_s']}",
                   f"{r['loadavg_1m_mean']}/{r['loadavg_1m_max']}")
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console.width = 160  # a log file gets the whole table rather than wrapped cells
+    console.print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(done["markdown"])
