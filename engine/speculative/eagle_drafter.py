@@ -11,6 +11,7 @@ The LM head is the target's, pruned to the FR-Spec frequency list when the head 
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -154,7 +155,10 @@ class EagleDrafter:
     def _chain_sampled(self, params, depth: int) -> Draft:
         if self.gen is None or self.gen_seed != params.seed:
             self.gen = torch.Generator(device=self.dev)
-            self.gen.manual_seed((params.seed if params.seed is not None else torch.seed()) + 7919)
+            # a seeded request drafts reproducibly; otherwise fresh OS entropy (torch.seed() would reseed the
+            # caller's global RNG)
+            seed = params.seed + 7919 if params.seed is not None else int.from_bytes(os.urandom(7), "little")
+            self.gen.manual_seed(seed)
             self.gen_seed = params.seed
         V = self.engine.model.cfg.vocab_size
         toks, qs = [], []
