@@ -8,6 +8,7 @@ from langchain_core.messages import (AIMessage, BaseMessage, ChatMessage, HumanM
                                      ToolMessage)
 from langchain_core.messages.tool import invalid_tool_call, tool_call
 
+from agents.chat.reasoning import split_reasoning
 from agents.errors import AgentError
 
 
@@ -54,7 +55,11 @@ def text_of(content: Any) -> str:
 
 
 def from_openai_message(msg: dict, **fields) -> AIMessage:
-    """An AIMessage from a response's `choices[0].message`; tool calls with bad JSON become invalid calls."""
+    """An AIMessage from a response's `choices[0].message`; tool calls with bad JSON become invalid calls.
+
+    Reasoning, as servers send it (`reasoning_content`, `reasoning`) or left in the text (`<think>` blocks),
+    goes to `additional_kwargs["reasoning_content"]`, as ChatEngine puts it.
+    """
     calls, invalid = [], []
     for c in msg.get("tool_calls") or []:
         fn = c.get("function") or {}
@@ -67,7 +72,11 @@ def from_openai_message(msg: dict, **fields) -> AIMessage:
         except (json.JSONDecodeError, ValueError) as exc:
             invalid.append(invalid_tool_call(name=fn.get("name"), args=str(raw), id=c.get("id"),
                                              error=f"arguments are not a JSON object: {exc}"))
-    return AIMessage(content=msg.get("content") or "", tool_calls=calls, invalid_tool_calls=invalid, **fields)
+    reasoning, content = split_reasoning(msg.get("content") or "")
+    content = content.strip() if reasoning else content
+    reasoning = msg.get("reasoning_content") or msg.get("reasoning") or reasoning
+    extra = {"reasoning_content": reasoning} if reasoning else {}
+    return AIMessage(content=content, tool_calls=calls, invalid_tool_calls=invalid, additional_kwargs=extra, **fields)
 
 
 def tool_calls_to_openai(calls: list[dict]) -> list[dict]:

@@ -142,8 +142,11 @@ class ChatOpenAICompatible(BaseChatModel):
                  for i, c in enumerate(delta.get("tool_calls") or [])]
         meta = {"finish_reason": choice["finish_reason"], "model_name": event.get("model", self.model_name)} \
             if choice.get("finish_reason") else {}
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")  # vLLM/SGLang reasoning parsers
         return ChatGenerationChunk(message=AIMessageChunk(content=delta.get("content") or "", tool_call_chunks=calls,
-                                                          usage_metadata=usage, response_metadata=meta))
+                                                          usage_metadata=usage, response_metadata=meta,
+                                                          additional_kwargs={"reasoning_content": reasoning}
+                                                          if reasoning else {}))
 
 
 def _wire_choice(choice) -> Any:
@@ -158,7 +161,8 @@ def _parse_text_calls(message: AIMessage, names: list[str]) -> AIMessage:
     if not parsed.tool_calls and not parsed.invalid_tool_calls:
         return message
     return AIMessage(content=parsed.content, tool_calls=parsed.tool_calls, invalid_tool_calls=parsed.invalid_tool_calls,
-                     response_metadata=message.response_metadata, usage_metadata=message.usage_metadata)
+                     response_metadata=message.response_metadata, usage_metadata=message.usage_metadata,
+                     additional_kwargs=message.additional_kwargs)
 
 
 def _usage(usage: dict | None) -> dict | None:

@@ -79,3 +79,18 @@ def test_chat_think_forced_reasoning_then_schema_valid_call(thinker):
         merged = merged + chunk
     assert merged.additional_kwargs.get("reasoning_content", "").strip() == reasoning.strip()  # greedy: same text
     _check_call(merged, reasoning)
+
+
+def test_chat_think_remote_servers_reasoning_lands_in_the_same_place():
+    """A server's reasoning field, or `<think>` left in its text, arrives as ChatEngine's reasoning does."""
+    from agents.chat import ChatOpenAICompatible
+    from agents.chat.messages import from_openai_message
+
+    left_in = from_openai_message({"content": "<think>why</think>\nAnswer."})
+    assert left_in.content == "Answer." and left_in.additional_kwargs["reasoning_content"] == "why"
+    parsed = from_openai_message({"content": "Answer.", "reasoning_content": "server side"})
+    assert parsed.content == "Answer." and parsed.additional_kwargs["reasoning_content"] == "server side"
+    assert from_openai_message({"content": "Plain."}).additional_kwargs == {}
+    chat = ChatOpenAICompatible(base_url="http://127.0.0.1:9/v1", model="m")
+    chunk = chat._chunk({"choices": [{"delta": {"reasoning_content": "step 1"}, "finish_reason": None}]})
+    assert chunk.message.content == "" and chunk.message.additional_kwargs == {"reasoning_content": "step 1"}
