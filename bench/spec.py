@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     for s in specs:
         SamplingParams(spec=s).validate()
     engine = Engine.load(args.model, device=args.device, dtype=args.dtype, max_seq_len=args.max_seq_len)
+    from engine.speculative.graph import capture_all
+
+    capture_all(engine)  # tree-verification graphs (CUDA) captured up front, not inside a timed run
     rows = []
     for prompt in PROMPTS[:args.prompts]:
         text = engine.apply_chat_template([{"role": "user", "content": prompt}])
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                       "speedup": round(r["decode_tok_s"] / base["decode_tok_s"], 3) if base["decode_tok_s"] else None,
                       "mean_accepted_length": r["mean_accepted_length"], "acceptance_rate": r["acceptance_rate"],
                       "draft_s": round(r["draft_s"], 4), "verify_s": round(r["verify_s"], 4),
-                      "identical": r["tokens"] == base["tokens"]}
+                      "identical": r["tokens"] == base["tokens"],
+                      "first_difference": _first_difference(base["tokens"], r["tokens"])}
         rows.append(row)
     report = {"model": args.model, "device": str(engine.device), "dtype": str(engine.dtype).replace("torch.", ""),
               "gpu": torch.cuda.get_device_name(0) if engine.device.type == "cuda" else None,
@@ -86,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _print(report, specs)
     return 0
+
+
+def _first_difference(a: list[int], b: list[int]) -> int | None:
+    """Index of the first differing token (None when equal). On bf16 GPUs a verification pass over T tokens
+    rounds differently from T single-token passes, so a near-tie can flip; on CPU fp32 runs are identical."""
+    n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    return n if n is not None or len(a) == len(b) else min(len(a), len(b))
 
 
 def _summary(rows: list[dict], specs: list[str]) -> dict:

@@ -86,3 +86,15 @@ def graph_for(engine, n1: int, committed: int) -> VerifyGraph | None:
     if T not in engine.spec_graphs:
         engine.spec_graphs[T] = VerifyGraph(engine, T)
     return engine.spec_graphs[T]
+
+
+def capture_all(engine) -> int:
+    """Capture every bucket now (Triton autotuning and capture take a moment each), writing only scratch K/V
+    at the cache's start: call between requests. Returns how many graphs exist."""
+    for T in BUCKETS:
+        g = graph_for(engine, T, 0)
+        if g is None:
+            break
+        g.load(torch.zeros(T, dtype=torch.long), torch.arange(T), torch.ones(T, T, dtype=torch.bool).tril(), 0)
+        g.run()
+    return len(engine.spec_graphs)
