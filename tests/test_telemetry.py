@@ -43,7 +43,8 @@ def test_telemetry_decode_tokens_equal_generated_tokens_and_totals_sum(recorded)
     plain, think = engine.results[:1], engine.results[1:]
     assert len(think) == 2  # reasoning, then the answer
     for step, results, reply in zip(steps, (plain, think), replies):
-        assert step["generated_tokens"] == sum(len(r.token_ids) for r in results) == reply.usage_metadata["output_tokens"]
+        generated = sum(len(r.token_ids) for r in results)
+        assert step["generated_tokens"] == generated == reply.usage_metadata["output_tokens"]
         assert step["prompt_tokens"] == sum(r.prompt_tokens for r in results)
         assert step["decode_s"] == pytest.approx(sum(r.decode_s for r in results))
         assert step["generations"] == len(results) and step["attention"] in ("dense", "sparse", "dense+sparse")

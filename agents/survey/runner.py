@@ -1,7 +1,9 @@
 """Run or resume a survey with the SQLite checkpointer, yielding events for the CLI and the TUI.
 
-Events are dicts with an "event" key: `start`, `outline`, `stage`, `token`, `retry`, `section_done`,
-`node` (a graph node finished), `saved` (sections now in the checkpoint: a resume will not redo them) and finally `done` (with the final state's markdown, bibtex and trace).
+Events are dicts with an "event" key: `start`, `outline`, `stage`, `token`, `step` (one model call's engine
+telemetry), `retry`, `section_done`, `node` (a graph node finished), `saved` (sections now in the checkpoint: a
+resume will not redo them) and finally `done` (with the final state's markdown, bibtex and trace, whose
+`telemetry` holds every step and their total).
 """
 from __future__ import annotations
 
