@@ -18,7 +18,10 @@ DEFAULT_DB = Path("out/survey-checkpoints.sqlite")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("survey", help="write a survey with numbered citations from a paper index",
                        description="Plan -> retrieve -> write with [n] citations -> check/revise -> render "
-                                   "Markdown, BibTeX and a JSON trace. Interrupted runs resume with --resume.")
+                                   "Markdown, BibTeX and a JSON trace. Interrupted runs resume with --resume. "
+                                   "`cpm survey export SURVEY.md --index DIR --format {md,tex,bib}` exports a "
+                                   "written survey, refusing citations that are not in the index (--force marks "
+                                   "them).")
     p.add_argument("topic", nargs="?", help="survey topic (not needed with --resume), or `export`")
     p.add_argument("survey_file", nargs="?", type=Path, metavar="SURVEY.md",
                    help="with `export`: the survey Markdown to export")
