@@ -62,7 +62,8 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, cache, start: int, mask) -> torch.Tensor:
         """x [B, T, H]; cos/sin [B, T, D]; cache None (training: causal over x) or (kc, vc) [B, KVH, S, D]
-        written at slots start..start+T, attended over [0, start+T) with mask bool [B, 1, T, start+T]."""
+        written at slots start..start+T, attended over [0, start+T) with mask bool [B, 1, T, start+T]; or, with
+        `start` an int64 tensor of T slots, written there and attended over all S slots with mask [B, 1, T, S]."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.nh, self.hd)
         k = self.k_proj(x).view(B, T, self.nkv, self.hd)
@@ -71,9 +72,14 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, D]
         if cache is not None:
             kc, vc = cache
-            kc[:, :, start:start + T] = k
-            vc[:, :, start:start + T] = v
-            k, v = kc[:, :, :start + T], vc[:, :, :start + T]
+            if isinstance(start, torch.Tensor):  # static shapes (CUDA graphs): slots on device, mask over capacity
+                kc.index_copy_(2, start, k)
+                vc.index_copy_(2, start, v)
+                k, v = kc, vc
+            else:
+                kc[:, :, start:start + T] = k
+                vc[:, :, start:start + T] = v
+                k, v = kc[:, :, :start + T], vc[:, :, :start + T]
         if self.nkv != self.nh:
             k, v = k.repeat_interleave(self.nh // self.nkv, 1), v.repeat_interleave(self.nh // self.nkv, 1)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1)

@@ -49,6 +49,8 @@ class EagleDrafter:
         self.f_root: torch.Tensor | None = None  # head output at slot n-1: predicts the root's successor
         self.gen: torch.Generator | None = None
         self.gen_seed: int | None = None
+        self.use_graph = False  # greedy trees replayed as CUDA graphs (eagle_graph.py), one per head mode
+        self.graphs: dict = {}
 
     # ---- the head over slots -----------------------------------------------------------------------------
     def _caches(self):
@@ -112,22 +114,49 @@ class EagleDrafter:
 
     # ---- greedy: Eagle-2 dynamic tree ---------------------------------------------------------------------
     def _tree(self, depth: int) -> Draft:
-        W, n, dev = self.width, self.n, self.dev
-        lp = torch.log_softmax(self.logits(self.f_root), -1)
+        if self.use_graph and depth == self.depth:
+            from engine.speculative.eagle_graph import DraftGraph
+
+            graph = self.graphs.get(self.pruned) or self.graphs.setdefault(self.pruned, DraftGraph(self))
+            try:
+                return Draft(*graph.run(self.f_root, self.n))
+            except RuntimeError as exc:  # a capture that fails leaves eager drafting, which is always right
+                import warnings
+
+                warnings.warn(f"Eagle draft graph capture failed ({exc}); drafting eagerly")
+                self.use_graph, self.graphs = False, {}
+        return Draft(*self._tree_nodes(depth, self.f_root, self.n))
+
+    def _tree_nodes(self, depth: int, f_root: torch.Tensor, n) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens, parents) of the tree. n: committed slots, an int (eager: attention over [0, slot end)) or
+        a 0-dim device tensor (static shapes for CUDA-graph capture: attention over the whole cache with a
+        mask, slots and positions computed on the device). Both give the same tree."""
+        W, dev = self.width, self.dev
+        static = isinstance(n, torch.Tensor)
+        lp = torch.log_softmax(self.logits(f_root), -1)
         W = min(W, lp.numel())
         score, tok = torch.topk(lp, W)
         scores, toks, parents = [score], [tok], [torch.full((W,), -1, dtype=torch.long, device=dev)]
         front_ids = torch.arange(W, device=dev)  # global node ids of the frontier
         front_tok, front_score = tok, score
-        front_f = self.f_root.expand(W, -1)
+        front_f = f_root.expand(W, -1)
         anc = torch.zeros(W, depth * W, dtype=torch.bool, device=dev)  # tree slots each frontier node sees
         anc[torch.arange(W), torch.arange(W)] = True
+        if static:
+            cap = torch.arange(self.k.shape[3], device=dev)
+            tree_cols = n + torch.arange(depth * W, device=dev)
         count = W
         for d in range(1, depth):
-            base = n + (d - 1) * W
-            mask = torch.cat([torch.ones(W, n, dtype=torch.bool, device=dev), anc[:, :d * W]], dim=1)
-            pos = torch.full((W,), n + d - 1, device=dev)
-            f = self._run(self._to_full(front_tok), front_f, base, pos, mask)
+            if static:
+                start = n + (d - 1) * W + torch.arange(W, device=dev)
+                mask = (cap[None, :] < n).expand(W, -1).clone()
+                mask[:, tree_cols] = anc
+                pos = (n + d - 1).expand(W)
+            else:
+                start = n + (d - 1) * W
+                mask = torch.cat([torch.ones(W, n, dtype=torch.bool, device=dev), anc[:, :d * W]], dim=1)
+                pos = torch.full((W,), n + d - 1, device=dev)
+            f = self._run(self._to_full(front_tok), front_f, start, pos, mask)
             lp = torch.log_softmax(self.logits(f), -1)  # [W, r]
             c_lp, c_tok = torch.topk(lp, W, dim=-1)  # [W, W]
             c_score = (front_score[:, None] + c_lp).flatten()
@@ -149,7 +178,7 @@ class EagleDrafter:
         remap[keep] = torch.arange(k, device=dev)
         par = par_all[keep]
         par = torch.where(par < 0, par, remap[par.clamp(min=0)])
-        return Draft(self._to_full(tok_all[keep]), par)
+        return self._to_full(tok_all[keep]), par
 
     # ---- sampling: a chain drawn from q -------------------------------------------------------------------
     def _chain_sampled(self, params, depth: int) -> Draft:
@@ -222,11 +251,13 @@ def parse_spec_dir(spec: str) -> tuple[Path, dict]:
     """'DIR' or 'DIR?depth=6&width=4&tree=32&fr=0' -> (DIR, drafter options)."""
     path, _, query = spec.partition("?")
     opts: dict = {}
-    names = {"depth": "depth", "width": "width", "tree": "tree_size", "tree_size": "tree_size", "fr": "fr"}
+    names = {"depth": "depth", "width": "width", "tree": "tree_size", "tree_size": "tree_size", "fr": "fr",
+             "graph": "graph"}
     for part in filter(None, query.split("&")):
         key, _, value = part.partition("=")
         if key not in names or not value.isdigit():
-            raise EngineError(f"bad Eagle option {part!r} in {spec!r} (use depth=N, width=N, tree=N, fr=0|1)")
+            raise EngineError(f"bad Eagle option {part!r} in {spec!r} (use depth=N, width=N, tree=N, fr=0|1, "
+                              "graph=0|1)")
         opts[names[key]] = int(value)
     return Path(path), opts
 
@@ -240,5 +271,10 @@ def load_eagle_drafter(engine, directory, depth: int | None = None, width: int |
     use_fr = opts.get("fr", 1) if fr is None else int(fr)
     freq = find_freq(path) if use_fr else None
     ids = load_freq(freq, engine.model.cfg.vocab_size) if freq is not None else None
-    return EagleDrafter(engine, head, ids, depth=depth or opts.get("depth", 5), width=width or opts.get("width", 4),
-                        tree_size=tree_size or opts.get("tree_size", 24))
+    drafter = EagleDrafter(engine, head, ids, depth=depth or opts.get("depth", 5),
+                           width=width or opts.get("width", 4), tree_size=tree_size or opts.get("tree_size", 24))
+    if opts.get("graph", 0):  # opt-in until measured on a GPU (docs/frspec.md §6)
+        from engine.speculative.eagle_graph import graphs_apply
+
+        drafter.use_graph = graphs_apply(drafter)
+    return drafter

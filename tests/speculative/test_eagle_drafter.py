@@ -102,6 +102,21 @@ def test_tree_nodes_are_top_children_along_their_path(tiny):
         assert int(draft.tokens[i]) in top
 
 
+def test_static_shape_tree_equals_eager(tiny):
+    """The form captured in a CUDA graph on GPU (slots/positions/mask computed on the device over the whole
+    head cache) drafts the same tree as the eager form."""
+    eng, path = tiny
+    d = load_eagle_drafter(eng, f"{path}?depth=4&width=3&tree=16")
+    assert not d.use_graph  # CPU: no graphs
+    ids = list(range(40, 61))
+    with torch.inference_mode():
+        d.start(ids, prefill_hidden(eng, ids), 8)
+        d.commit([3, 4], torch.randn(2, 64))
+        eager = d._tree_nodes(4, d.f_root, d.n)
+        static = d._tree_nodes(4, d.f_root, torch.tensor(d.n))
+    assert torch.equal(eager[0], static[0]) and torch.equal(eager[1], static[1])
+
+
 def test_chain_when_width_is_one(tiny):
     eng, path = tiny
     d = load_eagle_drafter(eng, f"{path}?depth=4&width=1")

@@ -1,0 +1,49 @@
+"""The Eagle drafter's greedy tree draft as one CUDA graph.
+
+A tree draft is depth - 1 head passes plus LM-head calls and top-k selections: some hundreds of small
+kernels, which on a small target cost more in launches than the target's own graph-replayed decode step.
+The whole draft is captured once (`EagleDrafter._tree_nodes` in its static-shape form: slots, positions and
+the attention mask over the head's whole cache are computed on the device from a 0-dim committed-length
+tensor) and replayed with the new root feature and length copied into static buffers. Drafts that cannot
+use it (sampling, a depth cut short near the context end) run eagerly.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class DraftGraph:
+    def __init__(self, drafter):
+        self.d = drafter
+        H = drafter.head.config.hidden_size
+        self.f_root = torch.zeros(H, device=drafter.dev, dtype=drafter.dtype)
+        self.n = torch.zeros((), dtype=torch.long, device=drafter.dev)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.out: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.d._tree_nodes(self.d.depth, self.f_root, self.n)
+
+    def run(self, f_root: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens, parents) of the tree after a root with feature f_root at committed length n."""
+        self.f_root.copy_(f_root)
+        self.n.fill_(n)
+        if self.graph is None:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):  # allocator and library handles warmed outside the capture
+                    self._step()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self.out = self._step()
+            self.graph = graph
+        self.graph.replay()
+        return self.out[0].clone(), self.out[1].clone()
+
+
+def graphs_apply(drafter) -> bool:
+    """Whether the drafter may replay graphs: CUDA, with the runner's own graphs on (kernels on, no backend)."""
+    on = getattr(drafter.engine.runner, "graphs_on", lambda: False)
+    return drafter.dev.type == "cuda" and bool(on())
