@@ -100,7 +100,33 @@ class EagleDrafter:
         self._append(nxt, hidden.reshape(len(prompt_ids), -1))
 
     def commit(self, tokens: list[int], hidden: torch.Tensor) -> None:
-        self._append(torch.tensor(tokens, dtype=torch.long, device=self.dev), hidden.reshape(len(tokens), -1))
+        hidden = hidden.reshape(len(tokens), -1)
+        if self.use_graph:
+            from engine.speculative.eagle_graph import commit_graph
+
+            graph = commit_graph(self, len(tokens))
+            if graph is not None:
+                try:
+                    self.f_root = graph.run(tokens, hidden, self.n)
+                    self.n += len(tokens)
+                    return
+                except RuntimeError as exc:  # as in _tree: eager is always right
+                    import warnings
+
+                    warnings.warn(f"Eagle commit graph capture failed ({exc}); running eagerly")
+                    self.use_graph, self.graphs = False, {}
+        self._append(torch.tensor(tokens, dtype=torch.long, device=self.dev), hidden)
+
+    def _commit_static(self, tokens: torch.Tensor, hidden: torch.Tensor, n: torch.Tensor, t: torch.Tensor
+                       ) -> torch.Tensor:
+        """The commit pass in static shapes (for capture): tokens [Tb] / hidden [Tb, H] padded past the t real
+        pairs, written at slots n..n+Tb (padding slots lie in the draft region and are overwritten later),
+        causal over the whole cache. -> the new root feature (output of the last real pair) [H]."""
+        Tb = len(tokens)
+        slots = n + torch.arange(Tb, device=self.dev)
+        mask = torch.arange(self.k.shape[3], device=self.dev)[None, :] <= slots[:, None]
+        f = self._run(tokens, hidden, slots, slots, mask)
+        return f.index_select(0, (t - 1).view(1))[0]
 
     def propose(self, params) -> Draft:
         room = self.engine.max_seq_len - self.n - 1  # target positions left after the root

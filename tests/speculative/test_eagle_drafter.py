@@ -117,6 +117,27 @@ def test_static_shape_tree_equals_eager(tiny):
     assert torch.equal(eager[0], static[0]) and torch.equal(eager[1], static[1])
 
 
+def test_static_shape_commit_equals_eager(tiny):
+    """The commit pass in the padded static form (captured per length bucket on GPU) gives the eager result."""
+    eng, path = tiny
+    ids = list(range(60, 80))
+    hid = torch.randn(3, 64)
+    out = []
+    for static in (False, True):
+        d = load_eagle_drafter(eng, path)
+        with torch.inference_mode():
+            d.start(ids, prefill_hidden(eng, ids), 8)
+            n = d.n
+            if static:
+                pad = torch.cat([hid, torch.zeros(5, 64)])
+                f = d._commit_static(torch.tensor([5, 6, 7, 0, 0, 0, 0, 0]), pad, torch.tensor(n), torch.tensor(3))
+            else:
+                d.commit([5, 6, 7], hid)
+                f = d.f_root
+        out.append((f, d.k[:, :, :, :n + 3].clone()))
+    assert torch.allclose(out[0][0], out[1][0], atol=1e-5) and torch.allclose(out[0][1], out[1][1], atol=1e-6)
+
+
 def test_chain_when_width_is_one(tiny):
     eng, path = tiny
     d = load_eagle_drafter(eng, f"{path}?depth=4&width=1")
