@@ -35,3 +35,23 @@ def test_generate_bad_spec_is_one_line_exit_2():
 def test_generate_eagle_missing_dir_is_clear(smollm2_path, tmp_path):
     r = cpm("generate", "hi", "--device", "cpu", "--max-tokens", "4", "--spec", f"eagle:{tmp_path / 'nope'}")
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_generate_bad_json_schema_file_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "schema.json"
+    bad.write_text("{not json")
+    r = cpm("generate", "hi", "--json-schema", str(bad))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "not valid JSON" in r.stderr
+
+
+@pytest.mark.slow  # a model load and grammar compilation in a subprocess
+def test_generate_json_schema_with_spec_same_tokens(smollm2_path, tmp_path):
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"name": {"type": "string"}},
+                                  "required": ["name"]}))
+    base = ["generate", "Give a JSON object with a name.", "--chat", "--device", "cpu", "--max-tokens", "24",
+            "--json", "--json-schema", str(schema)]
+    a, b = cpm(*base), cpm(*base, "--spec", "prompt-lookup")
+    assert a.returncode == 0 and b.returncode == 0, b.stderr
+    ja, jb = json.loads(a.stdout), json.loads(b.stdout)
+    assert ja["tokens"] == jb["tokens"] and ja["text"].startswith("{")

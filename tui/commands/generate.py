@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", default="none", metavar="{none,prompt-lookup,eagle:DIR}",
                    help="speculative decoding drafter (output unchanged, only faster): none (default), "
                         "prompt-lookup (copy n-grams from the context) or eagle:DIR (a draft head from cpm spec train)")
+    p.add_argument("--json-schema", metavar="FILE", default=None,
+                   help="constrain the output to this JSON schema (xgrammar; works with --spec)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=run)
 
@@ -32,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                             top_k=args.top_k, seed=args.seed, stop=args.stop, spec=args.spec)
     params.validate()  # a bad --spec is reported before the model loads
+    schema = _read_schema(args.json_schema) if args.json_schema else None
     engine = Engine.load(args.model, device=args.device, max_seq_len=args.max_seq_len)
+    if schema is not None:
+        params.logits_processors.append(_schema_processor(engine, schema))
     if args.chat:
         prompt = engine.apply_chat_template([{"role": "user", "content": args.prompt}])
     else:
@@ -58,3 +63,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{result.prompt_tokens} prompt + {result.decode_tokens} generated tokens, "
               f"{result.decode_tok_s:.1f} tok/s decode{spec}, finish: {result.finish_reason}]", file=sys.stderr)
     return 0
+
+
+def _read_schema(path: str) -> dict:
+    from pathlib import Path
+
+    from tui.errors import UsageError
+
+    try:
+        schema = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(schema, dict):
+        raise UsageError(f"{path}: a JSON schema must be an object")
+    return schema
+
+
+def _schema_processor(engine, schema: dict):
+    """The agents layer's xgrammar logits processor for a JSON-schema response format."""
+    from agents.chat.grammar import GrammarFactory
+
+    factory = GrammarFactory(engine.tokenizer, vocab_size=engine.config.vocab_size,
+                             stop_token_ids=sorted(engine.eos_ids))
+    return factory.for_response_format({"type": "json_schema", "json_schema": {"name": "cli", "schema": schema}})
