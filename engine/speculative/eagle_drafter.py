@@ -56,9 +56,10 @@ class EagleDrafter:
     def _caches(self):
         return [(self.k[i], self.v[i]) for i in range(self.k.shape[0])]
 
-    def _run(self, tokens: torch.Tensor, hidden: torch.Tensor, start: int, pos: torch.Tensor,
+    def _run(self, tokens: torch.Tensor, hidden: torch.Tensor, start: int | torch.Tensor, pos: torch.Tensor,
              mask: torch.Tensor | None) -> torch.Tensor:
-        """tokens [T] (full ids), hidden [T, H] at slots start..start+T, rotary positions pos [T] -> f [T, H]."""
+        """tokens [T] (full ids), hidden [T, H] at slots start..start+T (or at the T slots of a device tensor,
+        attending over the whole cache with mask [T, S]), rotary positions pos [T] -> f [T, H]."""
         emb = torch.nn.functional.embedding(tokens, self.engine.model.embed)
         if self.scale_emb != 1.0:
             emb = emb * self.scale_emb
