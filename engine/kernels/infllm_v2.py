@@ -295,21 +295,19 @@ def _keys_kernel(s_ptr, key_ptr, len_ptr, T, NCAP, NB,
 
 
 @triton.jit
-def _rank_select_kernel(s_ptr, idx_ptr, len_ptr, T, NCAP, NB, K,
-                        KVH: tl.constexpr, SP: tl.constexpr, SPP: tl.constexpr, BN: tl.constexpr,
-                        BALL: tl.constexpr, BS: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr,
-                        KS: tl.constexpr, ST: tl.constexpr, IDXB: tl.constexpr, KP: tl.constexpr):
+def _rank_select_kernel(key_ptr, idx_ptr, len_ptr, T, NB, K, KVH: tl.constexpr, BS: tl.constexpr,
+                        BN: tl.constexpr, BALL: tl.constexpr, KP: tl.constexpr):
     """Top-K by rank, for few query rows (decode): program (row, tile of BN blocks) counts, for each of its
     blocks, the blocks with a larger key (keys are unique), and writes block j to slot rank(j) if rank < K.
     Slots past the query's block count (qb + 1 valid blocks) get -1. No sort, no host sync."""
     row, jt = tl.program_id(0), tl.program_id(1)
     pos = tl.load(len_ptr + row // (KVH * T)) - T + row % T
     j = jt * BN + tl.arange(0, BN)
-    mine = _block_keys(s_ptr, row, j, pos, NB, SP, SPP, BS, INIT, LOCAL, KS, ST, IDXB, NCAP)
+    mine = tl.load(key_ptr + row * NB + j, mask=j < NB, other=-1)
     rank = tl.zeros((BN,), tl.int32)
     for a in range(0, NB, BALL):
-        other = _block_keys(s_ptr, row, a + tl.arange(0, BALL), pos, NB, SP, SPP, BS, INIT, LOCAL, KS, ST, IDXB,
-                            NCAP)
+        ra = a + tl.arange(0, BALL)
+        other = tl.load(key_ptr + row * NB + ra, mask=ra < NB, other=-1)
         rank += tl.sum((other[None, :] > mine[:, None]).to(tl.int32), axis=1)
     sel = (rank < K) & (mine >= 0)
     tl.store(idx_ptr + row * K + tl.where(sel, rank, 0), j, mask=sel)
@@ -320,23 +318,25 @@ def _rank_select_kernel(s_ptr, idx_ptr, len_ptr, T, NCAP, NB, K,
 
 def select_blocks(q: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor, num_blocks: int,
                   p: InfLLMParams, scale: float | None = None, num_splits: int | None = None,
-                  q_chunk: int = 2048) -> torch.Tensor:
+                  q_chunk: int = 2048, rows: int = 64, num_warps: int = 4) -> torch.Tensor:
     """q [B, H, T, D] (last dim contiguous), ck_cache [B, KVH, NC_cap, D], lengths int32 [B] (the row's last
     query is at lengths - 1) -> int32 [B, KVH, T, K] selected blocks (-1 = none). Long T runs in q_chunk slices
     to bound the [T, NC] score scratch."""
     bsz, h, t, d = q.shape
     if t > q_chunk:
         parts = [select_blocks(q[:, :, s:s + q_chunk], ck_cache, lengths - (t - min(s + q_chunk, t)), num_blocks,
-                               p, scale, num_splits, q_chunk) for s in range(0, t, q_chunk)]
+                               p, scale, num_splits, q_chunk, rows, num_warps) for s in range(0, t, q_chunk)]
         return torch.cat(parts, dim=2)
     kvh, ncap = ck_cache.shape[1], ck_cache.shape[2]
     g = h // kvh
     gp = triton.next_power_of_2(g)
     # query tokens per program: BQ * GP rows (>= 16 for tl.dot), up to 64 rows in prefill
-    bq = max(1, 16 // gp) if t == 1 else max(1, 16 // gp, min(triton.next_power_of_2(t), 64 // gp))
+    bq = max(1, 16 // gp) if t == 1 else max(1, 16 // gp, min(triton.next_power_of_2(t), rows // gp))
     nqt = triton.cdiv(t, bq)
     bc = 64
-    nsplit = num_splits or (max(1, min(64, triton.next_power_of_2(triton.cdiv(264, bsz * kvh * nqt)))))
+    # splits of the compressed axis: enough programs to fill the GPU, no more than there are key tiles
+    nsplit = num_splits or max(1, min(64, triton.next_power_of_2(triton.cdiv(264, bsz * kvh * nqt)),
+                                      triton.next_power_of_2(triton.cdiv(ncap, bc))))
     chunk = triton.cdiv(triton.cdiv(ncap, nsplit), bc) * bc
     scale = scale if scale is not None else d ** -0.5
     dev = q.device
@@ -345,7 +345,7 @@ def select_blocks(q: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor
     s = torch.empty(bsz, kvh, t, ncap, dtype=torch.float32, device=dev)
     f32 = _interp() or q.dtype == torch.float32
     common = dict(KVH=kvh, G=g, GP=gp, BQ=bq, D=d, BC=bc, KS=p.kernel_size, ST=p.kernel_stride, NSPLIT=nsplit,
-                  F32_DOT=f32, num_warps=4)
+                  F32_DOT=f32, num_warps=num_warps)
     strides = (q.stride(0), q.stride(1), q.stride(2), *ck_cache.stride()[:3])
     _lse_kernel[(bsz * kvh * nqt, nsplit)](q, ck_cache, lengths, m, l, scale * LOG2E, chunk, t, nqt, *strides,
                                            **common)
@@ -356,16 +356,17 @@ def select_blocks(q: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor
     kk = min(p.topk, num_blocks)
     pool = dict(KVH=kvh, SP=sp, SPP=triton.next_power_of_2(sp + 1), BS=p.block_size, INIT=p.init_blocks,
                 LOCAL=p.local_blocks, KS=p.kernel_size, ST=p.kernel_stride, IDXB=IDX_BITS, num_warps=4)
-    if bsz * kvh * t <= 64:  # decode: rank selection, two launches fewer than topk and no radix passes
-        idx = torch.empty(bsz, kvh, t, kk, dtype=torch.int32, device=dev)
-        bn = 64
-        _rank_select_kernel[(bsz * kvh * t, triton.cdiv(num_blocks, bn))](
-            s, idx, lengths, t, ncap, num_blocks, kk, BN=bn, BALL=256, KP=triton.next_power_of_2(kk), **pool)
-        return idx
     keys = torch.empty(bsz, kvh, t, num_blocks, dtype=torch.int64, device=dev)
     bnb = min(256, triton.next_power_of_2(num_blocks))
     _keys_kernel[(bsz * kvh * t, triton.cdiv(num_blocks, bnb))](s, keys, lengths, t, ncap, num_blocks, BNB=bnb,
                                                                 **pool)
+    if bsz * kvh * t <= 64:  # decode: selection by rank, in one launch (torch.topk takes several)
+        idx = torch.empty(bsz, kvh, t, kk, dtype=torch.int32, device=dev)
+        bn = 16
+        _rank_select_kernel[(bsz * kvh * t, triton.cdiv(num_blocks, bn))](
+            keys, idx, lengths, t, num_blocks, kk, KVH=kvh, BS=p.block_size, BN=bn, BALL=512,
+            KP=triton.next_power_of_2(kk), num_warps=4)
+        return idx
     vals, idx = torch.topk(keys, kk, dim=-1, sorted=False)
     return torch.where(vals >= 0, idx, -1).to(torch.int32)
 
@@ -374,7 +375,7 @@ def select_blocks(q: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor
 def _sparse_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, o_ptr, lse_ptr, qk_scale, per_split, T,
                         sq_b, sq_h, sq_t, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s,
                         KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
-                        K: tl.constexpr, NSPLIT: tl.constexpr, F32_DOT: tl.constexpr):
+                        K: tl.constexpr, NSPLIT: tl.constexpr, F32_DOT: tl.constexpr, PAIR: tl.constexpr):
     """Stage 2: program (row x kv head x token, split of the selected list). Each selected block's K/V tile is
     loaded once for the G query heads of the group; online softmax; partial output + log-sum-exp (log2)."""
     pid, sp = tl.program_id(0), tl.program_id(1)
@@ -382,7 +383,7 @@ def _sparse_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, o_ptr, lse_ptr, q
     h, t = rest // T, rest % T
     n = tl.load(len_ptr + b)
     pos = n - T + t
-    rg, rd, rs = tl.arange(0, GP), tl.arange(0, D), tl.arange(0, BS)
+    rg, rd, rs = tl.arange(0, GP), tl.arange(0, D), tl.arange(0, PAIR * BS)
     q = tl.load(q_ptr + b * sq_b + (h * G + rg)[:, None] * sq_h + t * sq_t + rd[None, :], mask=(rg < G)[:, None],
                 other=0.0)
     if F32_DOT:
@@ -390,10 +391,12 @@ def _sparse_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, o_ptr, lse_ptr, q
     m_i = tl.full((GP,), float("-inf"), tl.float32)
     l_i = tl.zeros((GP,), tl.float32)
     acc = tl.zeros((GP, D), tl.float32)
-    for j in range(sp * per_split, tl.minimum(sp * per_split + per_split, K)):
-        blk = tl.load(idx_ptr + pid * K + j)
-        ks = blk * BS + rs
-        ok = (ks <= tl.where(blk >= 0, pos, -1)) & (ks >= 0)  # blk -1: an empty slot
+    j_end = tl.minimum(sp * per_split + per_split, K)
+    for j in range(sp * per_split, j_end, PAIR):  # PAIR selected blocks per iteration: PAIR * BS keys
+        slot = j + rs // BS
+        blk = tl.load(idx_ptr + pid * K + slot, mask=slot < j_end, other=-1)
+        ks = blk * BS + rs % BS
+        ok = (blk >= 0) & (ks <= pos)  # blk -1: an empty slot
         ks = tl.where(ok, ks, 0)  # in-bounds addresses even where masked
         k = tl.load(k_ptr + b * sk_b + h * sk_h + ks[:, None] * sk_s + rd[None, :], mask=ok[:, None], other=0.0)
         v = tl.load(v_ptr + b * sv_b + h * sv_h + ks[:, None] * sv_s + rd[None, :], mask=ok[:, None], other=0.0)
@@ -421,18 +424,29 @@ def _sparse_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, o_ptr, lse_ptr, q
     tl.store(lse_ptr + prow, lse, mask=rg < G)
 
 
+@triton.jit
+def _merge_kernel(o_ptr, lse_ptr, out_ptr, D: tl.constexpr, NSPLIT: tl.constexpr):
+    """Program per (token, head): weight the splits' partial outputs by exp2(lse - max). Every token has at
+    least its own position selected, so some split is finite."""
+    row = tl.program_id(0)
+    rs, rd = tl.arange(0, NSPLIT), tl.arange(0, D)
+    lse = tl.load(lse_ptr + row * NSPLIT + rs)
+    w = tl.exp2(lse - tl.max(lse, axis=0))
+    o = tl.load(o_ptr + (row * NSPLIT + rs)[:, None] * D + rd[None, :])
+    out = tl.sum(o * w[:, None], axis=0) / tl.sum(w, axis=0)
+    tl.store(out_ptr + row * D + rd, out.to(out_ptr.dtype.element_ty))
+
+
 def sparse_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, idx: torch.Tensor,
                      lengths: torch.Tensor, block_size: int, scale: float | None = None,
-                     num_splits: int | None = None) -> torch.Tensor:
+                     num_splits: int | None = None, pair: int = 1, num_warps: int = 4) -> torch.Tensor:
     """q [B, H, T, D], caches [B, KVH, S, D], idx int32 [B, KVH, T, K] (-1 = none) -> [B, H, T, D]."""
-    from engine.kernels.decode_attention import _merge_kernel  # the same split merge as flash-decoding
-
     bsz, h, t, d = q.shape
     kvh = k_cache.shape[1]
     g = h // kvh
     kk = idx.shape[-1]
     idx = idx.contiguous()
-    want = min(16, triton.next_power_of_2(triton.cdiv(264, bsz * kvh * t)), kk)
+    want = min(32, triton.next_power_of_2(triton.cdiv(264, bsz * kvh * t)), kk)
     nsplit = num_splits or 1 << (want.bit_length() - 1)  # a power of 2 (the merge kernel's arange)
     per = triton.cdiv(kk, nsplit)
     scale = scale if scale is not None else d ** -0.5
@@ -443,9 +457,10 @@ def sparse_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     _sparse_attn_kernel[(bsz * kvh * t, nsplit)](
         q, k_cache, v_cache, idx, lengths, part, lse, scale * LOG2E, per, t, q.stride(0), q.stride(1), q.stride(2),
         *k_cache.stride()[:3], *v_cache.stride()[:3], KVH=kvh, G=g, GP=max(16, triton.next_power_of_2(g)), D=d,
-        BS=block_size, K=kk, NSPLIT=nsplit, F32_DOT=_interp() or q.dtype == torch.float32, num_warps=4)
+        BS=block_size, K=kk, NSPLIT=nsplit, F32_DOT=_interp() or q.dtype == torch.float32, PAIR=pair,
+        num_warps=num_warps)
     if nsplit > 1:
-        _merge_kernel[(bsz * t * h,)](part, lse, out, h * d, d, HQ=h, D=d, NSPLIT=nsplit)
+        _merge_kernel[(bsz * t * h,)](part, lse, out, D=d, NSPLIT=nsplit)
     return out.transpose(1, 2)
 
 

@@ -14,6 +14,9 @@ if DEVICE == "cpu":
 from engine.kernels.infllm_v2 import (InfLLMParams, compress_keys, compress_keys_ref, idx_to_mask,  # noqa: E402
                                       select_blocks, select_blocks_ref, sparse_attention, sparse_attention_ref)
 
+# prefill-shaped cases run many interpreted programs: minutes on CPU, so `slow` there (seconds on a GPU)
+SLOW_ON_CPU = [pytest.mark.slow] if DEVICE == "cpu" else []
+
 # a scaled-down sparse_config: 16-token blocks, windows of 8 with stride 4, 2 local blocks, top-6
 TINY = InfLLMParams(kernel_size=8, kernel_stride=4, init_blocks=1, block_size=16, window_size=32, topk=6,
                     dense_len=64)
@@ -42,7 +45,7 @@ def test_compress_matches_reference_and_is_incremental():
     assert torch.allclose(ck2[0], ck[0], atol=1e-6)
 
 
-@pytest.mark.parametrize("t,n", [(1, 150), (1, 9), (24, 150)])
+@pytest.mark.parametrize("t,n", [(1, 150), (1, 9), pytest.param(24, 150, marks=SLOW_ON_CPU)])
 def test_selection_matches_reference(t, n):
     torch.manual_seed(t + n)
     h, kvh, d, cap = 4, 2, 16, 160
@@ -72,7 +75,8 @@ def test_ties_go_to_the_lower_block():
     assert got[0, 0, 0].nonzero().flatten().tolist() == [0, 1, 2, 7, 8, 9]
 
 
-@pytest.mark.parametrize("t,n,dtype", [(1, 150, torch.float32), (17, 150, torch.float32), (1, 150, torch.bfloat16)])
+@pytest.mark.parametrize("t,n,dtype", [(1, 150, torch.float32), pytest.param(17, 150, torch.float32, marks=SLOW_ON_CPU),
+                                       (1, 150, torch.bfloat16)])
 def test_sparse_attention_matches_reference(t, n, dtype):
     torch.manual_seed(1)
     h, kvh, d, cap = 4, 2, 16, 160
@@ -89,7 +93,8 @@ def test_sparse_attention_matches_reference(t, n, dtype):
     assert (got.float() - ref.float()).abs().max().item() < tol
 
 
-def test_topk_covering_every_block_is_dense():
+@pytest.mark.parametrize("_", [pytest.param(0, marks=SLOW_ON_CPU)])
+def test_topk_covering_every_block_is_dense(_):
     torch.manual_seed(2)
     p = InfLLMParams(kernel_size=8, kernel_stride=4, init_blocks=1, block_size=16, window_size=32, topk=64)
     h, kvh, d, n = 4, 2, 16, 70 if DEVICE == "cpu" else 150
