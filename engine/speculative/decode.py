@@ -101,6 +101,7 @@ def speculative_stream(engine, ids: list[int], params: SamplingParams, drafter: 
         drafter.start(ids, hidden, root)
         stats.draft_s += time.perf_counter() - d0
     committed = len(ids)  # tokens in the cache; the root goes to slot `committed`
+    uses_hidden = getattr(drafter, "uses_hidden", True)
     while not done:
         d0 = time.perf_counter()
         draft = prune(drafter.propose(params), engine.max_seq_len - committed - 1, budget - len(gen) - 1)
@@ -109,7 +110,10 @@ def speculative_stream(engine, ids: list[int], params: SamplingParams, drafter: 
             draft = filter_draft(draft, params.logits_processors, sampler.generated)
             stats.filtered += n_before - len(draft.tokens)
         d1 = time.perf_counter()
-        h, logits = forward_tree(engine, root, draft, committed)
+        if len(draft.tokens) or uses_hidden:
+            h, logits = forward_tree(engine, root, draft, committed)
+        else:  # nothing drafted and nobody reads hidden states: the plain decode step (CUDA graph on GPU)
+            h, logits = None, engine.runner.decode_one(root, committed)
         verdict = accept(draft, logits, sampler, stops)
         compact(engine.cache, committed, verdict.accepted)
         d2 = time.perf_counter()
@@ -126,8 +130,10 @@ def speculative_stream(engine, ids: list[int], params: SamplingParams, drafter: 
         stats.draft_s, stats.verify_s = stats.draft_s + d1 - d0, stats.verify_s + d2 - d1
         if not done:
             c0 = time.perf_counter()
-            rows = torch.tensor([0] + [a + 1 for a in verdict.accepted], device=h.device)
-            drafter.commit(verdict.tokens, h[rows])
+            hidden = None
+            if uses_hidden:
+                hidden = h[torch.tensor([0] + [a + 1 for a in verdict.accepted], device=h.device)]
+            drafter.commit(verdict.tokens, hidden)
             stats.draft_s += time.perf_counter() - c0
     t2 = time.perf_counter()
     tail = text.finish()

@@ -23,6 +23,9 @@ class Draft:
 
 
 class Drafter(Protocol):
+    # Optional class attribute `uses_hidden = False` (prompt lookup): the drafter never reads hidden states, so
+    # commit() gets hidden=None and a step with an empty draft runs the plain decode step instead of a tree pass.
+
     def start(self, prompt_ids: list[int], hidden: torch.Tensor, root: int) -> None:
         """After prefill. hidden [T, H]: the target's post-final-norm hidden states for the prompt positions
         (engine.model.hidden(..., last_only=False)); hidden[i] is the state that predicts prompt_ids[i+1], and

@@ -13,7 +13,10 @@ from engine.speculative.drafter import Draft, empty_draft
 
 
 class PromptLookupDrafter:
-    def __init__(self, num_tokens: int = 8, max_ngram: int = 3, min_ngram: int = 1):
+    uses_hidden = False  # commit() gets hidden=None; empty drafts cost a plain decode step
+
+    # min_ngram 2: a single repeated token predicts its old continuation too rarely to pay for a tree pass
+    def __init__(self, num_tokens: int = 8, max_ngram: int = 3, min_ngram: int = 2):
         if num_tokens < 1 or not 1 <= min_ngram <= max_ngram:
             raise ValueError("prompt lookup needs num_tokens >= 1 and 1 <= min_ngram <= max_ngram")
         self.num_tokens, self.max_ngram, self.min_ngram = num_tokens, max_ngram, min_ngram
