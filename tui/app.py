@@ -87,6 +87,7 @@ class CpmApp(App):
             if new is not None:
                 self.settings = new
                 self.services.reconfigure(new)
+                self.query_one(AssistantPane).settings_changed()
                 self.sub_title = self.services.describe()
                 self.notify("settings saved")
 

@@ -102,31 +102,56 @@ def _likelihood_judge(engine, name: str):
     return LikelihoodJudge(scorer, THRESHOLD)
 
 
+def _checkpoints(db_path: Path):
+    """A read-only connection and a saver over the survey checkpoint database."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
+    return conn, SqliteSaver(conn)
+
+
+def _latest(saver, thread_id: str):
+    """(state values, checkpoint time) of a thread's newest checkpoint; ({}, None) when there is none."""
+    found = saver.get_tuple({"configurable": {"thread_id": thread_id}})
+    if found is None:
+        return {}, None
+    return found.checkpoint.get("channel_values", {}), datetime.fromisoformat(found.checkpoint["ts"]).astimezone()
+
+
 def survey_threads(db_path: str | Path, interrupted_only: bool = True) -> list[dict]:
     """Surveys in the checkpoint database, newest first: thread id, topic, sections done / total, last update.
     Interrupted ones are those with no rendered Markdown yet (the last graph step never ran)."""
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
     db_path = Path(db_path)
     if not db_path.exists():
         return []
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
+    conn, saver = _checkpoints(db_path)
     try:
         threads = [r[0] for r in conn.execute("SELECT DISTINCT thread_id FROM checkpoints WHERE checkpoint_ns = ''")]
-        saver = SqliteSaver(conn)
         rows = []
         for thread in threads:
-            found = saver.get_tuple({"configurable": {"thread_id": thread}})
-            values = found.checkpoint.get("channel_values", {}) if found else {}
+            values, updated = _latest(saver, thread)
             if not values.get("topic") or (interrupted_only and values.get("markdown")):
                 continue
-            rows.append({"thread_id": thread, "topic": values["topic"],
-                         "done": len(values.get("sections") or {}),
-                         "total": (values.get("settings") or {}).get("sections", 0),
-                         "updated": datetime.fromisoformat(found.checkpoint["ts"]).astimezone()})
+            rows.append({"thread_id": thread, "topic": values["topic"], "done": len(values.get("sections") or {}),
+                         "total": (values.get("settings") or {}).get("sections", 0), "updated": updated})
     finally:
         conn.close()
     return sorted(rows, key=lambda r: r["updated"], reverse=True)
+
+
+def survey_sources(db_path: str | Path, thread_id: str) -> list[dict]:
+    """The cited papers of the sections a survey's checkpoint already holds, in section order (what a resumed
+    survey reuses; the references panel lists them as the live run would have)."""
+    conn, saver = _checkpoints(Path(db_path))
+    try:
+        sections = _latest(saver, thread_id)[0].get("sections") or {}
+    finally:
+        conn.close()
+    out = []
+    for key in sorted(sections, key=int):
+        cited = set(sections[key].get("cited_ids", []))
+        out += [src for src in sections[key].get("sources", []) if src["id"] in cited]
+    return out
 
 
 def chat_sessions(db_path: str | Path, limit: int = 50) -> list[dict]:

@@ -2,6 +2,8 @@
 from textual.widgets import TabbedContent
 
 from tui.app import CpmApp
+from tui.services import Services
+from tui.settings import TuiSettings
 
 
 async def wait_for_group(app, pilot, group: str, timeout: float = 600) -> None:
@@ -15,8 +17,15 @@ async def wait_for_group(app, pilot, group: str, timeout: float = 600) -> None:
         assert loop.time() < deadline, f"workers of {group} still running after {timeout}s"
         await asyncio.sleep(0.1)
     await pilot.pause()
-from tui.services import Services
-from tui.settings import TuiSettings
+
+
+def screenshot(app, name: str) -> None:
+    """With CPM_SCREENSHOTS=DIR, save the screen as DIR/name.svg (how docs/screenshots are made from real runs)."""
+    import os
+
+    if os.environ.get("CPM_SCREENSHOTS"):
+        app.save_screenshot(f"{name}.svg", path=os.environ["CPM_SCREENSHOTS"])
+
 
 
 async def test_mode_switch_and_theme_toggle():
@@ -55,3 +64,17 @@ async def test_survey_without_index_explains_what_to_do():
         await pilot.click("#write")
         await wait_for_group(app, pilot, "survey")
         assert any("no index directory" in str(n.message) for n in app._notifications)
+
+
+def test_rate_meter_counts_from_the_first_token(monkeypatch):
+    import tui.widgets as widgets
+
+    now = iter([100.0, 101.0, 101.2, 102.0, 103.0])   # first token at 100 s (after a long load), then 4 more
+    monkeypatch.setattr(widgets.time, "monotonic", lambda: next(now))
+    meter = widgets.RateMeter(every=0.5)
+    assert meter.tick() is None                        # the first token starts the clock
+    assert meter.tick().rate == 1.0                    # 1 token in 1 s
+    assert meter.tick() is None                        # 0.2 s after the last update: no repaint
+    assert meter.tick().rate == 1.5                    # 3 tokens in 2 s
+    final = meter.final()
+    assert final.done and final.rate == 1.0            # 3 tokens in 3 s

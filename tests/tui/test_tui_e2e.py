@@ -8,7 +8,7 @@ import time
 
 from textual.widgets import TabbedContent
 
-from tests.tui.test_tui_app import wait_for_group
+from tests.tui.test_tui_app import screenshot, wait_for_group
 from tui.app import CpmApp
 from tui.screens.approval import ApprovalScreen
 from tui.services import Services
@@ -62,6 +62,7 @@ async def test_tool_call_approved_then_denied(smollm2_path, tmp_path, monkeypatc
         denied = list(app.query(ToolCallBlock))[-1]
         assert "denied" in str(denied.title)
         assert app.query_one("#modes", TabbedContent).active == "assistant"
+        screenshot(app, "assistant")
         # Sessions: start a new one, then resume this one from the list; its history and messages come back.
         host = app.query_one(AssistantPane).host
         first = host.session.session_id
@@ -112,5 +113,12 @@ async def test_server_that_fails_or_crashes_is_notified(smollm2_path, tmp_path, 
         await wait_until(lambda: any("t: crashed" in label for label in labels()))
         host.tools = await host.mcp.list_tools()   # as the next turn does: the crashed server is restarted
         await wait_until(lambda: any("t: ready" in label for label in labels()))
+        # Saved settings stop this host; the next question starts one with them, in the same session.
+        session = host.session.session_id
+        await pilot.press("f4")
+        await pilot.click("#save")
+        await pilot.pause()
+        pane = app.query_one(AssistantPane)
+        assert pane.host is None and pane.session_id == session
         await pilot.press("f2")
         assert app.query_one("#modes", TabbedContent).active == "survey"

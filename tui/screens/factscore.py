@@ -30,7 +30,7 @@ def percent(value) -> str:
 
 
 def score_row(row: dict) -> tuple[str, ...]:
-    return (row["section"], str(row["claims"]), str(row["supported"]), percent(row["factscore"]),
+    return (row["section"][:40], str(row["claims"]), str(row["supported"]), percent(row["factscore"]),
             percent(row["factscore_length_penalized"]), percent(row["citation_precision"]),
             percent(row["citation_recall"]))
 
@@ -47,7 +47,7 @@ class FactScoreScreen(ModalScreen[dict | None]):
         self.report: dict | None = None
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="factscore"):
+        with Vertical(id="factscore-dialog"):
             yield Label(f"[b]FactScore[/b] of {self.survey}", id="factscore-title")
             with Horizontal(id="factscore-options"):
                 yield Select([(f"judge: {j}", j) for j in JUDGES], value=self.judge, allow_blank=False,
@@ -55,7 +55,7 @@ class FactScoreScreen(ModalScreen[dict | None]):
                 yield Select([("claims: by the model", "model"), ("claims: one per sentence", "sentence")],
                              value=self.extract, allow_blank=False, id="extract")
                 yield Button("Run", variant="primary", id="run-factscore")
-            yield ProgressBar(id="factscore-progress", show_eta=False)
+            yield ProgressBar(total=1, id="factscore-progress", show_eta=False)   # not animated until a run
             yield Static("", id="factscore-status")
             yield DataTable(id="factscore-table", cursor_type="row", zebra_stripes=True)
             yield Static("", id="factscore-summary")

@@ -26,21 +26,26 @@ class TokenRate(Message):
 
 
 class RateMeter:
-    """Counts a generation's tokens; `tick` returns a TokenRate at most every `every` seconds (a repaint of the
-    header per token would cost more than the token)."""
+    """Counts a generation's tokens from the first one on (model loading and prefill are not decode speed);
+    `tick` returns a TokenRate at most every `every` seconds (a header repaint per token would cost more than
+    the token)."""
 
     def __init__(self, every: float = 0.5) -> None:
         self.every = every
-        self.start = self._last = time.monotonic()
-        self.tokens = 0
+        self.start: float | None = None
+        self._last = 0.0
+        self.tokens = 0   # tokens after the first
 
-    def tick(self, n: int = 1) -> TokenRate | None:
-        self.tokens += n
+    def tick(self) -> TokenRate | None:
         now = time.monotonic()
+        if self.start is None:
+            self.start = self._last = now
+            return None
+        self.tokens += 1
         if now - self._last < self.every:
             return None
         self._last = now
         return TokenRate(self.tokens, now - self.start)
 
     def final(self) -> TokenRate:
-        return TokenRate(self.tokens, time.monotonic() - self.start, done=True)
+        return TokenRate(self.tokens, time.monotonic() - self.start if self.start else 0.0, done=True)

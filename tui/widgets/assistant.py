@@ -115,6 +115,7 @@ class AssistantPane(Horizontal):
             yield Static("session: new", id="session-id")
 
     def on_mount(self) -> None:
+        self.query_one("#servers", Tree).root.add_leaf("start with the first question")
         # Server states change on their own (a crash, a restart): poll the manager's snapshot, which is cheap.
         self.set_interval(1.0, self.watch_servers)
 
@@ -301,6 +302,20 @@ class AssistantPane(Horizontal):
     def cancel(self) -> bool:
         """Cancel the running turn; True when there was one."""
         return cancel_workers(self, "assistant")
+
+    def settings_changed(self) -> None:
+        """New settings (model, MCP config, approval): the next question starts a new host with them and
+        continues the current session."""
+        if self.host is None:
+            return
+        self.cancel()
+        if self.host.session is not None:
+            self.session_id = self.host.session.session_id
+        self.host.closing.set()
+        self.host, self._server_states = None, {}
+        tree = self.query_one("#servers", Tree)
+        tree.clear()
+        tree.root.add_leaf("restart with the next question")
 
     def on_unmount(self) -> None:
         """Stop the MCP servers and close the session when the app quits."""

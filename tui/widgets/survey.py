@@ -114,6 +114,11 @@ class SurveyPane(Vertical):
             retriever = self.services.index()
             model = self.services.chat_model()
             settings = None if resume else Configuration(sections=sections, words_per_section=80)
+            if resume:
+                from tui.services import survey_sources
+
+                for src in survey_sources(CHECKPOINTS, resume):
+                    call(self._add_reference, src)
 
             async def consume() -> None:
                 async for event in stream_survey(topic, model=model, retriever=retriever, db_path=CHECKPOINTS,
