@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         console.width = 140  # a log file gets the whole table rather than wrapped cells
     out: dict = {"data": args.data, "dim": args.dim, "k": args.k, "queries": args.queries,
                  "cpu_count": os.cpu_count(), "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads(),
-                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": os.getloadavg()}
+                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
     if args.embed_docs:
         out["embed"] = bench_embed(args)
         e = out["embed"]
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                           params, str(r.get(f"recall@{args.k}_vs_flat", "exact")))
     console.print(table)
     # The shared dev box's load changes the figures several-fold; the record keeps it beside them.
-    out["loadavg_end"] = os.getloadavg()
+    out["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return 0
