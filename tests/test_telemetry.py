@@ -98,3 +98,18 @@ async def test_telemetry_in_tool_session_and_transcript(recorded, tmp_path):
     logged = [e for e in transcript.events(session_id) if e["event"] in ("step", "answer")]
     transcript.close()
     assert [e["event"] for e in logged] == ["step", "step", "answer"]
+
+
+def test_telemetry_attention_mode_from_the_sparse_backend():
+    """Without a result field, the mode comes from the engine's sparse backend threshold (InfLLM v2 `sparse_at`)."""
+    from types import SimpleNamespace
+
+    from agents.chat.engine_runner import EngineRunner
+    from engine import GenerationResult
+
+    backend = SimpleNamespace(sparse_at=lambda kv_len: kv_len >= 100)  # dense below 100 keys, as dense_len=100
+    runner = EngineRunner(SimpleNamespace(runner=SimpleNamespace(attn=backend)))
+    modes = [runner._attention_mode(GenerationResult("", [], "stop", p, d, 0.0, 0.0)) for p, d in
+             ((10, 5), (95, 10), (120, 3))]
+    assert modes == ["dense", "dense+sparse", "sparse"]
+    assert EngineRunner(SimpleNamespace())._attention_mode(GenerationResult("", [], "stop", 1, 1, 0, 0)) is None

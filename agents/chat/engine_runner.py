@@ -217,8 +217,18 @@ class EngineRunner:
         last = results[-1]
         finish = "tool_calls" if parsed.tool_calls and last.finish_reason == "stop" else last.finish_reason
         capacity = int(getattr(self.engine, "max_seq_len", 0) or 0)
-        telemetry = total(StepTelemetry.from_result(r, capacity) for r in results)
+        telemetry = total(StepTelemetry.from_result(r, capacity, self._attention_mode(r)) for r in results)
         return ChatReply(parsed, finish, results[0].prompt_tokens, telemetry.generated_tokens, telemetry)
+
+
+    def _attention_mode(self, result) -> str | None:
+        """dense / sparse / dense+sparse from the engine's sparse backend (InfLLM v2), None without one."""
+        sparse_at = getattr(getattr(getattr(self.engine, "runner", None), "attn", None), "sparse_at", None)
+        if sparse_at is None:
+            return None
+        # The prefill attends prompt_tokens keys; the last decode step prompt + generated.
+        first, last = sparse_at(result.prompt_tokens), sparse_at(result.prompt_tokens + result.decode_tokens)
+        return "sparse" if first else "dense+sparse" if last else "dense"
 
 
 def _pieces(split: tuple[str, str], calls: ToolCallStreamSplitter | None) -> Iterator[str]:

@@ -4,9 +4,10 @@ A step may take more than one engine generation (think-then-call decodes the rea
 step sums its generations. The dict form (`as_dict`) is the contract: `ChatEngine` puts it in
 `response_metadata["telemetry"]`; the survey trace, the chat transcript and the `--stats` tables read it.
 
-Speculative decoding is read from the engine result's `spec` (engine.speculative SpecStats: drafted, accepted)
-and the attention mode from its `attention_mode` when present; an engine without them reports no drafts and
-"dense".
+Speculative decoding is read from the engine result's `spec` (engine.speculative SpecStats: drafted, accepted).
+The attention mode is the result's `attention_mode` when the engine reports one, else what the caller derived
+from the engine's sparse backend (EngineRunner asks `Runner.attn.sparse_at(kv_len)` at the prefill and the last
+step), else "dense".
 """
 from __future__ import annotations
 
@@ -58,14 +59,14 @@ class StepTelemetry:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     @classmethod
-    def from_result(cls, result: Any, kv_capacity: int = 0) -> "StepTelemetry":
+    def from_result(cls, result: Any, kv_capacity: int = 0, attention: str | None = None) -> "StepTelemetry":
         """From one `engine.GenerationResult` (fields a given engine lacks take their defaults)."""
         spec = getattr(result, "spec", None)  # SpecStats when a drafter ran, else None
         return cls(prompt_tokens=result.prompt_tokens, generated_tokens=result.decode_tokens,
                    prefill_s=result.prefill_s, decode_s=result.decode_s, generations=1,
                    spec_drafted=int(getattr(spec, "drafted", 0) or 0),
                    spec_accepted=int(getattr(spec, "accepted", 0) or 0),
-                   attention=str(_first(result, _ATTENTION, "dense") or "dense"),
+                   attention=str(_first(result, _ATTENTION, None) or attention or "dense"),
                    kv_tokens=result.prompt_tokens + result.decode_tokens, kv_capacity=kv_capacity)
 
     def __add__(self, other: "StepTelemetry") -> "StepTelemetry":
