@@ -70,3 +70,18 @@ def test_kernel_path_generates_like_reference_on_gpu():
     clear = (top2[:, 0] - top2[:, 1]) > 1e-4
     assert torch.equal(logits.argmax(-1)[clear], logits_ref.argmax(-1)[clear])
     assert clear.float().mean().item() > 0.9
+
+
+def test_enable_sparse_plugs_into_an_engine():
+    from pathlib import Path
+
+    from engine.attention import enable_sparse
+    from engine.engine import Engine
+
+    r = tiny_runner()
+    eng = Engine(r.model, None, r.model.cfg, r.model.device, r.model.dtype, r.cache.max_seq_len, 1, Path("tiny"))
+    backend = enable_sparse(eng, "sparse")
+    assert eng.runner.attn is backend and backend.sparse_at(1)
+    direct = tiny_runner()
+    direct.attn = _backend(direct, "sparse")
+    assert greedy(eng.runner, PROMPT, 40)[0] == greedy(direct, PROMPT, 40)[0]
