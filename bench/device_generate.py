@@ -44,6 +44,31 @@ def _greedy_loop(engine, text: str, new_tokens: int) -> float:
         return (new_tokens - 1) / (time.perf_counter() - start)
 
 
+def _profile(engine, text: str, steps: int = 16) -> dict:
+    """Kernels of `steps` graph-replayed decode steps (CUPTI traces the kernels inside a graph): count a step and
+    device time, the largest first."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    ids = engine._ids(text)
+    with torch.inference_mode():
+        tok = int(engine.runner.prefill(ids).argmax(-1))
+        tok = engine.runner.decode_greedy(tok, len(ids))
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for pos in range(len(ids) + 1, len(ids) + 1 + steps):
+                tok = engine.runner.decode_greedy(tok, pos)
+            torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if t > 0 and e.key.lower() not in ("cudagraphlaunch",):
+            rows.append({"kernel": e.key[:90], "per_step": round(e.count / steps, 2), "us_per_step": round(t / steps, 1)})
+    rows.sort(key=lambda r: -r["us_per_step"])
+    return {"kernels_per_step": round(sum(r["per_step"] for r in rows), 1),
+            "kernel_us_per_step": round(sum(r["us_per_step"] for r in rows), 1), "top": rows[:24]}
+
+
 def _first_difference(a: list[int], b: list[int]) -> int | None:
     n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
     return n if n is not None or len(a) == len(b) else min(len(a), len(b))
@@ -56,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--dtype", default=None, help="device dtype (default: the engine's, bfloat16 on CUDA)")
     p.add_argument("--no-plain", action="store_true", help="skip the plain-PyTorch eager run (slow)")
+    p.add_argument("--profile", action="store_true", help="also profile the graph decode step's kernels (CUDA)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     import torch
@@ -93,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {"model": args.model, "device": args.device, "dtype": args.dtype or "default",
               "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
               "torch": torch.__version__, "rows": rows}
+    if args.profile and cuda:
+        report["profile"] = _profile(dev, dev.apply_chat_template([{"role": "user", "content": PROMPTS[0]}]))
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -4,7 +4,9 @@ One query token per sequence. The sequence is split across programs (grid: batch
 that even batch 1 with 2 KV heads fills the GPU; each program loads a K/V block once for all G = Hq / Hkv
 query heads that share it (GQA), keeps an online softmax, and writes a partial output with its log-sum-exp;
 a second small kernel merges the splits. The number of splits depends on the cache's capacity, not on the
-current lengths, so one CUDA graph serves every step: programs past a sequence's length exit at once.
+current lengths, so one CUDA graph serves every step; each split's share of the sequence is computed on the device
+from the length (a short sequence gets one block a split over several splits, not all of it in the first
+split); programs past a sequence's length exit at once.
 """
 from __future__ import annotations
 
@@ -36,10 +38,12 @@ def decode_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.
 def _split_kernel(q_ptr, k_ptr, v_ptr, len_ptr, o_ptr, lse_ptr, qk_scale, chunk,
                   sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s,
                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
-                  NSPLIT: tl.constexpr, F32_DOT: tl.constexpr):
+                  NSPLIT: tl.constexpr, F32_DOT: tl.constexpr, CHUNK_BY_LENGTH: tl.constexpr):
     bh, sp = tl.program_id(0), tl.program_id(1)
     b, h = bh // HKV, bh % HKV
     length = tl.load(len_ptr + b)
+    if CHUNK_BY_LENGTH:  # spread the sequence's actual length over the splits (fewer blocks a program)
+        chunk = tl.cdiv(tl.cdiv(length, NSPLIT), BS) * BS
     start = sp * chunk
     end = tl.minimum(start + chunk, length)
     rg, rd = tl.arange(0, GP), tl.arange(0, D)
@@ -113,7 +117,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     _split_kernel[(b * hkv, nsplit)](q, k_cache, v_cache, lengths, part, lse, scale * 1.4426950408889634, chunk,
                                      q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3],
                                      HKV=hkv, G=g, GP=max(16, triton.next_power_of_2(g)), D=d, BS=block,
-                                     NSPLIT=nsplit, F32_DOT=interp or q.dtype == torch.float32, num_warps=4)
+                                     NSPLIT=nsplit, F32_DOT=interp or q.dtype == torch.float32,
+                                     CHUNK_BY_LENGTH=num_splits is None, num_warps=4)
     out = torch.empty_like(q)
     _merge_kernel[(b * hq,)](part, lse, out, out.stride(0), out.stride(1), HQ=hq, D=d, NSPLIT=nsplit)
     return out

@@ -257,16 +257,19 @@ def smollm2_path() -> Path:
 
 
 def test_smollm2_graph_greedy_equals_cpu_engine():
-    """The real checkpoint: bf16 CUDA-graph engine vs the fp32 CPU engine, 48 greedy tokens."""
+    """The real checkpoint: the fp32 CUDA-graph engine vs the fp32 CPU engine, 64 greedy tokens on each prompt.
+    (bf16 is not compared token for token: its rounding, the Q8_0 tied head's above all, moves near-ties.)"""
     from engine import Engine, SamplingParams
 
     path = smollm2_path()
-    gpu, cpu = Engine.load(str(path), device="cuda"), Engine.load(str(path), device="cpu", dtype=torch.float32)
-    text = gpu.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}])
-    a = gpu.generate(text, SamplingParams(max_tokens=48))
-    b = cpu.generate(text, SamplingParams(max_tokens=48))
+    gpu = Engine.load(str(path), device="cuda", dtype=torch.float32)
+    cpu = Engine.load(str(path), device="cpu", dtype=torch.float32)
+    for q in ("What is the capital of France?", "Write a haiku about the sea."):
+        text = gpu.apply_chat_template([{"role": "user", "content": q}])
+        a = gpu.generate(text, SamplingParams(max_tokens=64))
+        b = cpu.generate(text, SamplingParams(max_tokens=64))
+        assert a.token_ids == b.token_ids, (a.text, b.text)
     assert gpu.runner._graphs
-    assert a.token_ids == b.token_ids, (a.text, b.text)
 
 
 def test_int4_linear_on_cuda_matches_cpu(monkeypatch):

@@ -27,6 +27,7 @@ def _case(b, hq, hkv, d, cap, lengths, dtype, splits=None):
 
 @pytest.mark.parametrize("b,hq,hkv,d,cap,lengths,splits", [
     (1, 4, 2, 16, 37, [37], None), (3, 6, 2, 32, 70, [1, 45, 70], 4), (2, 3, 3, 16, 130, [129, 7], 2),
+    (2, 4, 2, 16, 300, [5, 290], None),  # default splits: each split's share computed from the length
 ])
 def test_kernel_decode_attention_matches_reference(b, hq, hkv, d, cap, lengths, splits):
     assert _case(b, hq, hkv, d, cap, lengths, torch.float32, splits) < 1e-4
