@@ -113,3 +113,27 @@ def test_telemetry_attention_mode_from_the_sparse_backend():
              ((10, 5), (95, 10), (120, 3))]
     assert modes == ["dense", "dense+sparse", "sparse"]
     assert EngineRunner(SimpleNamespace())._attention_mode(GenerationResult("", [], "stop", 1, 1, 0, 0)) is None
+
+
+@pytest.mark.slow
+def test_telemetry_cpm_chat_stats_prints_the_table(tmp_path, capsys, smollm2_path):
+    """`cpm chat --once Q --stats --json`: the JSON answer on stdout carries the telemetry; the table on stderr."""
+    import json
+    import sys
+
+    from tui.cli import main
+
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"time": {"command": sys.executable, "args": [
+        "-m", "mcp_server_time", "--local-timezone", "UTC"]}}}))
+    argv = ["chat", "--mcp", str(config), "--once", "What time is it in UTC?", "--tool-choice", "required",
+            "--approve", "never", "--max-steps", "2", "--max-tokens", "24", "--sessions", str(tmp_path / "s.db"),
+            "--stats", "--json"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    answer = json.loads(out)
+    steps, total = answer["telemetry"]["steps"], answer["telemetry"]["total"]
+    assert len(steps) == 2 and total["generated_tokens"] == sum(s["generated_tokens"] for s in steps)
+    table = [line for line in err.splitlines() if line.startswith(("q1", "total"))]
+    assert [line.split()[0] for line in table] == ["q1", "q1", "total"]
+    assert table[-1].split()[1:3] == [str(total["prompt_tokens"]), str(total["generated_tokens"])]
