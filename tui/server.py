@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from agents.chat.engine_runner import ChatReply, ChatRequest, EngineRunner
+from agents.chat.engine_runner import ChatReply, ChatRequest, EngineRunner, Reasoning
 from agents.chat.messages import tool_calls_to_openai
 from agents.chat.tooling import to_openai_tools
 from agents.errors import AgentError
@@ -104,6 +104,8 @@ async def _streaming(runner: EngineRunner, queue: asyncio.Lock, req: ChatRequest
                     if isinstance(item, Exception):
                         yield _sse({"error": {"message": str(item), "type": "server_error", "param": None,
                                               "code": None}})
+                    elif isinstance(item, Reasoning):  # think-then-call, or the model's own <think> block
+                        yield _sse(_chunk(cid, created, model_name, {"reasoning_content": str(item)}))
                     elif isinstance(item, str):
                         yield _sse(_chunk(cid, created, model_name, {"content": item}))
                     else:
@@ -151,6 +153,8 @@ def _final_events(reply: ChatReply, cid: str, created: int, model: str, include_
 def _completion(reply: ChatReply, model: str) -> dict:
     content = reply.parsed.content + _invalid_text(reply)
     message: dict[str, Any] = {"role": "assistant", "content": content or None}
+    if getattr(reply.parsed, "reasoning", None):
+        message["reasoning_content"] = reply.parsed.reasoning
     if reply.parsed.tool_calls:
         message["tool_calls"] = tool_calls_to_openai(reply.parsed.tool_calls)
     return {"id": _completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
