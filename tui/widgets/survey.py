@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 from textual import on, work
@@ -37,6 +38,10 @@ class SurveyPane(Vertical):
         self._stream_section: int | None = None
         self._meter: RateMeter | None = None
         self.saved: Path | None = None
+        # Set while no survey thread runs. A cancelled thread worker counts as finished at once, but its
+        # thread goes on to the next event: a new run must not start on the same checkpoints before it ends.
+        self.idle = threading.Event()
+        self.idle.set()
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="survey-options"):
@@ -65,6 +70,8 @@ class SurveyPane(Vertical):
             self.app.notify("type a topic first", severity="warning")
             return
         sections = int(self.query_one("#sections", Input).value or 5)
+        if self._busy():
+            return
         self._reset()
         self.run_survey(topic, sections, resume=None)
 
@@ -85,9 +92,15 @@ class SurveyPane(Vertical):
                                         rows, f"no interrupted surveys in {CHECKPOINTS}"), self.resume)
 
     def resume(self, thread_id: str | None) -> None:
-        if thread_id:
+        if thread_id and not self._busy():
             self._reset()
             self.run_survey(None, 0, resume=thread_id)
+
+    def _busy(self) -> bool:
+        if self.idle.is_set():
+            return False
+        self.app.notify("a survey is still running or stopping: wait for it (Esc stops it)", severity="warning")
+        return True
 
     def _reset(self) -> None:
         self.result = None
@@ -101,6 +114,7 @@ class SurveyPane(Vertical):
         self.query_one("#save", Button).disabled = True
         self.saved = None
         self._meter = RateMeter()
+        self.idle.clear()   # here, not in the thread: a second Write before the thread starts must wait too
 
     @work(thread=True, exclusive=True, group="survey")
     def run_survey(self, topic: str | None, sections: int, resume: str | None) -> None:
@@ -121,17 +135,23 @@ class SurveyPane(Vertical):
                     call(self._add_reference, src)
 
             async def consume() -> None:
-                async for event in stream_survey(topic, model=model, retriever=retriever, db_path=CHECKPOINTS,
-                                                 settings=settings, thread_id=resume, resume=bool(resume)):
-                    if worker.is_cancelled:
-                        call(self._status, f"stopped; resume survey {self.thread_id} with the Resume button")
-                        return
-                    call(self.show_event, event)
+                events = stream_survey(topic, model=model, retriever=retriever, db_path=CHECKPOINTS,
+                                       settings=settings, thread_id=resume, resume=bool(resume))
+                try:
+                    async for event in events:
+                        if worker.is_cancelled:
+                            call(self._status, f"stopped; resume survey {self.thread_id} with Resume (F6)")
+                            return
+                        call(self.show_event, event)
+                finally:
+                    await events.aclose()   # closes the checkpoint database inside this loop
 
             asyncio.run(consume())
         except Exception as exc:  # the user sees it and the app keeps running
             call(self._status, "")
             call(self.app.notify, f"survey failed: {exc}", severity="error", timeout=10)
+        finally:
+            self.idle.set()
 
     # ---- events ---------------------------------------------------------------------------------------
     def show_event(self, event: dict) -> None:
@@ -235,5 +255,8 @@ class SurveyPane(Vertical):
         self.query_one("#survey-status", Static).update(text)
 
     def cancel(self) -> bool:
-        """Cancel the running survey; True when there was one."""
-        return cancel_workers(self, "survey")
+        """Cancel the running survey (it stops at its next event); True when there was one."""
+        stopping = cancel_workers(self, "survey")
+        if stopping:
+            self._status("stopping at the next step…")
+        return stopping
