@@ -41,12 +41,31 @@ class GrammarLogitsProcessor:
         self.seen = 0
         self.rejected_token: int | None = None  # set if the sampler produced a token the grammar refused
 
-    def __call__(self, generated: list[int], logits):
+    def _sync(self, generated: list[int]) -> None:
+        """Feed the matcher the tokens generated since the last call (the engine passes all of them)."""
         for token in generated[self.seen:]:
             self.seen += 1
             if self.rejected_token is None and not self.matcher.is_terminated():
                 if not self.matcher.accept_token(int(token)):
                     self.rejected_token = int(token)
+
+    def draft_prefix_ok(self, generated: list[int], tokens: list[int]) -> int:
+        """How many leading drafted tokens the grammar accepts (engine.speculative.constrain.DraftChecker), so
+        speculation cuts a draft where it leaves the grammar; the matcher is rolled back, its state unchanged."""
+        self._sync(generated)
+        if self.rejected_token is not None:
+            return len(tokens)
+        n = 0
+        for t in tokens:
+            if self.matcher.is_terminated() or not self.matcher.accept_token(int(t)):
+                break
+            n += 1
+        if n:
+            self.matcher.rollback(n)
+        return n
+
+    def __call__(self, generated: list[int], logits):
+        self._sync(generated)
         if self.rejected_token is not None or self.matcher.is_terminated():
             return logits  # nothing left to constrain; the engine stops on EOS
         self.matcher.fill_next_token_bitmask(self.bitmask)

@@ -1,8 +1,8 @@
 """Speculation + grammar in one request: greedy JSON-schema-constrained output is token-identical with and
 without speculation, and drafted tokens the grammar forbids are cut before verification.
 
-`GrammarDraftProcessor` is agents.chat.grammar.GrammarLogitsProcessor plus the `draft_prefix_ok` method
-proposed for it (engine/speculative/constrain.py: accept the drafted path on the matcher, then roll back).
+agents.chat.grammar.GrammarLogitsProcessor implements engine/speculative/constrain.py's `draft_prefix_ok`
+(accept the drafted path on the matcher, then roll back).
 """
 from __future__ import annotations
 
@@ -24,26 +24,7 @@ SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "country"
           "required": ["city", "country", "population"]}
 
 
-class GrammarDraftProcessor(GrammarLogitsProcessor):
-    def _sync(self, generated: list[int]) -> None:
-        for token in generated[self.seen:]:
-            self.seen += 1
-            if self.rejected_token is None and not self.matcher.is_terminated():
-                if not self.matcher.accept_token(int(token)):
-                    self.rejected_token = int(token)
-
-    def draft_prefix_ok(self, generated: list[int], tokens: list[int]) -> int:
-        self._sync(generated)
-        if self.rejected_token is not None:
-            return len(tokens)  # unconstrained from here (as __call__)
-        n = 0
-        for t in tokens:
-            if self.matcher.is_terminated() or not self.matcher.accept_token(int(t)):
-                break
-            n += 1
-        if n:
-            self.matcher.rollback(n)
-        return n
+GrammarDraftProcessor = GrammarLogitsProcessor  # it implements DraftChecker.draft_prefix_ok
 
 
 @pytest.fixture(scope="module")
