@@ -110,7 +110,14 @@ class Engine:
         # GPU never dequantizes the model: int4 layers are dequantized one at a time (until kernels take over)
         m.to(dev, dtype, cache_dense=dev.type == "cpu", cpu_int4=cpu_int4)
         seq = max_seq_len or min(cfg.max_position_embeddings, 8192)
-        return cls(m, load_tokenizer(path), cfg, dev, dtype, seq, max_batch, path)
+        engine = cls(m, load_tokenizer(path), cfg, dev, dtype, seq, max_batch, path)
+        # MiniCPM4 InfLLM v2 (docs/infllm_v2.md): sparse past dense_len on CUDA; dense on CPU, as the model's
+        # own HF code does when no GPU is present
+        if cfg.sparse_config is not None and dev.type == "cuda":
+            from engine.attention import enable_sparse
+
+            enable_sparse(engine)
+        return engine
 
     # ---- text in, ids out -------------------------------------------------------------------------------
     def apply_chat_template(self, messages: list[dict], tools: list[dict] | None = None,
@@ -158,8 +165,15 @@ class Engine:
         logits = self.runner.prefill(ids, row=0)
         t1 = time.perf_counter()
         pos, reason, last = len(ids), "length", None
+        # plain greedy takes the argmax computed inside the decode graph: no logits copy back to the sampler
+        fast = params.temperature == 0 and params.repetition_penalty == 1.0 and not params.logits_processors
+        pending: int | None = None
         while True:
-            tok = sampler(logits[0])
+            if pending is None:
+                tok = sampler(logits[0])
+            else:
+                tok = pending
+                sampler.record(tok)
             if tok in stops:  # EOS / stop token: recorded in token_ids, never in the text
                 reason, last = "stop", tok
                 break
@@ -171,7 +185,10 @@ class Engine:
                 break
             if len(sampler.generated) >= budget:
                 break
-            logits = self.runner.decode_one(tok, pos)
+            if fast:
+                pending = self.runner.decode_greedy(tok, pos)
+            else:
+                logits = self.runner.decode_one(tok, pos)
             pos += 1
         t2 = time.perf_counter()
         tail = text.finish()  # text held back as a possible stop-string start, now final
