@@ -26,13 +26,21 @@ def run_batch(engine, prompts: list[list[int]], params: SamplingParams) -> list:
     t0 = time.perf_counter()
     logits = torch.cat([runner.prefill(ids, row=b) for b, ids in enumerate(prompts)])  # [B, V]
     t1 = time.perf_counter()
-    pos = torch.tensor([len(ids) for ids in prompts], dtype=torch.long, device=dev)
-    last = torch.zeros(B, dtype=torch.long, device=dev)
+    # positions and last tokens live on the host and go to the device once per step; plain greedy reads all
+    # rows' argmaxes in one copy (a per-row sampler call would sync once per row)
+    pos = [len(ids) for ids in prompts]
+    last = [0] * B
+    fast = params.temperature == 0 and params.repetition_penalty == 1.0 and not params.logits_processors
     while True:
+        picks = logits.argmax(-1).tolist() if fast else None
         for b in range(B):
             if reasons[b] is not None:
                 continue
-            tok = samplers[b](logits[b])
+            if picks is None:
+                tok = samplers[b](logits[b])
+            else:
+                tok = picks[b]
+                samplers[b].record(tok)
             last[b] = tok
             if tok in stops:
                 reasons[b] = "stop"
@@ -44,9 +52,9 @@ def run_batch(engine, prompts: list[list[int]], params: SamplingParams) -> list:
                 reasons[b] = "length"
         if all(r is not None for r in reasons):
             break
-        logits = runner.decode_batch(last, pos)
+        logits = runner.decode_batch(torch.tensor(last, device=dev), torch.tensor(pos, device=dev))
         # finished rows stay put (they rewrite their own last slot); live rows advance
-        pos += torch.tensor([r is None for r in reasons], dtype=torch.long, device=dev)
+        pos = [p + (r is None) for p, r in zip(pos, reasons)]
     t2 = time.perf_counter()
     out = []
     for b in range(B):
