@@ -86,7 +86,9 @@ async def load_test(url: str, clients: int, requests: int, max_tokens: int, stre
 
     limits = httpx.Limits(max_connections=clients + 4)
     async with httpx.AsyncClient(timeout=1800, limits=limits) as client:
-        await _one(client, url, QUESTIONS[0], 4, False)  # warm-up: first-use compilation / graph capture
+        # warm-up at full concurrency: kernel autotuning and graph capture for every batch size happen here
+        for _ in range(2):
+            await asyncio.gather(*[_one(client, url, QUESTIONS[c % len(QUESTIONS)], 8, False) for c in range(clients)])
         before = (await client.get(url + "/health")).json()
         t0 = time.perf_counter()
         per_client = await asyncio.gather(*[client_loop(c, client) for c in range(clients)])
