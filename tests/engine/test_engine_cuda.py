@@ -4,7 +4,6 @@ written between replays, the attention-backend fallback) and the real smollm2-13
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from engine.model import StepContext, Transformer
 from engine.quant import Int4Weight, pack_int4
 from engine.rope import rope_table
 from engine.runner import Runner
+from tests.tiny_weights import random_layers
 
 pytestmark = pytest.mark.gpu
 
@@ -72,13 +72,7 @@ def write_minicpm(path: Path, seed: int = 0) -> Path:
                             "original_max_position_embeddings": 128}}
     t = {"model.embed_tokens.weight": torch.randn(V, H, generator=g) * 0.1,
          "model.norm.weight": 1 + 0.1 * torch.randn(H, generator=g)}
-    shapes = {"self_attn.q_proj": (nh * D, H), "self_attn.k_proj": (nkv * D, H), "self_attn.v_proj": (nkv * D, H),
-              "self_attn.o_proj": (H, nh * D), "mlp.gate_proj": (I, H), "mlp.up_proj": (I, H), "mlp.down_proj": (H, I)}
-    for i in range(L):
-        for n, s in shapes.items():
-            t[f"model.layers.{i}.{n}.weight"] = torch.randn(*s, generator=g) / math.sqrt(s[1])
-        for n in ("input_layernorm", "post_attention_layernorm"):
-            t[f"model.layers.{i}.{n}.weight"] = 1 + 0.1 * torch.randn(H, generator=g)
+    t.update(random_layers(g, L, H, I, nh, nkv, D, prefix="model.layers."))
     path.mkdir(exist_ok=True)
     (path / "config.json").write_text(json.dumps(cfg))
     save_file(t, str(path / "model.safetensors"))

@@ -16,6 +16,7 @@ from engine.engine import load_checkpoint
 from engine.model import Transformer
 from engine.rope import rope_table
 from engine.runner import Runner
+from tests.tiny_weights import random_layers
 
 torch.set_num_threads(1)
 TINY = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -112,13 +113,7 @@ def write_minicpm(tmp_path, *, longrope: bool, max_pos: int = 256, orig: int = 2
                                "original_max_position_embeddings": orig}
     t = {"model.embed_tokens.weight": torch.randn(V, H, generator=g) * 0.1,
          "model.norm.weight": 1 + 0.1 * torch.randn(H, generator=g)}
-    shapes = {"self_attn.q_proj": (nh * D, H), "self_attn.k_proj": (nkv * D, H), "self_attn.v_proj": (nkv * D, H),
-              "self_attn.o_proj": (H, nh * D), "mlp.gate_proj": (I, H), "mlp.up_proj": (I, H), "mlp.down_proj": (H, I)}
-    for i in range(L):
-        for n, s in shapes.items():
-            t[f"model.layers.{i}.{n}.weight"] = torch.randn(*s, generator=g) / math.sqrt(s[1])
-        for n in ("input_layernorm", "post_attention_layernorm"):
-            t[f"model.layers.{i}.{n}.weight"] = 1 + 0.1 * torch.randn(H, generator=g)
+    t.update(random_layers(g, L, H, I, nh, nkv, D, prefix="model.layers."))
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     save_file(t, str(tmp_path / "model.safetensors"))
     return cfg, t

@@ -3,11 +3,11 @@ drafters built for testing the verifier (they are test tools, not product drafte
 from __future__ import annotations
 
 import json
-import math
 
 import torch
 
 from engine.speculative.drafter import Draft
+from tests.tiny_weights import random_layers
 
 
 def word_tokenizer(vocab: int):
@@ -39,13 +39,7 @@ def tiny_minicpm_engine(tmp_path, vocab: int = 320, seed: int = 0, max_seq_len: 
            "scale_depth": 1.4, "dim_model_base": 16, "hidden_act": "silu", "torch_dtype": "float32"}
     t = {"model.embed_tokens.weight": torch.randn(vocab, H, generator=g) * 0.1 * logit_gain,
          "model.norm.weight": 1 + 0.1 * torch.randn(H, generator=g)}
-    shapes = {"self_attn.q_proj": (nh * D, H), "self_attn.k_proj": (nkv * D, H), "self_attn.v_proj": (nkv * D, H),
-              "self_attn.o_proj": (H, nh * D), "mlp.gate_proj": (I, H), "mlp.up_proj": (I, H), "mlp.down_proj": (H, I)}
-    for i in range(L):
-        for n, s in shapes.items():
-            t[f"model.layers.{i}.{n}.weight"] = torch.randn(*s, generator=g) / math.sqrt(s[1])
-        for n in ("input_layernorm", "post_attention_layernorm"):
-            t[f"model.layers.{i}.{n}.weight"] = 1 + 0.1 * torch.randn(H, generator=g)
+    t.update(random_layers(g, L, H, I, nh, nkv, D, prefix="model.layers."))
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     save_file(t, str(tmp_path / "model.safetensors"))
     mcfg, tensors = load_checkpoint(tmp_path)

@@ -15,6 +15,7 @@ from engine.errors import EngineError
 from engine.model import Block, StepContext
 from engine.speculative.eagle import EagleHead, config_for_target, head_rows, load_head
 from engine.speculative.freq import load_freq
+from tests.tiny_weights import random_layers
 
 torch.set_num_threads(1)
 BASE = {"architectures": ["MiniCPMForCausalLM"], "model_type": "minicpm", "hidden_size": 64, "intermediate_size": 128,
@@ -35,13 +36,7 @@ def cpmcu_tensors(layers: int = 1, seed: int = 0, fc_bias: bool = False) -> dict
          "input_norm2.weight": 1 + 0.1 * torch.randn(H, generator=g)}
     if fc_bias:
         t["fc.bias"] = 0.1 * torch.randn(H, generator=g)
-    shapes = {"self_attn.q_proj": (nh * D, H), "self_attn.k_proj": (nkv * D, H), "self_attn.v_proj": (nkv * D, H),
-              "self_attn.o_proj": (H, nh * D), "mlp.gate_proj": (I, H), "mlp.up_proj": (I, H), "mlp.down_proj": (H, I)}
-    for i in range(layers):
-        for n, s in shapes.items():
-            t[f"layers.{i}.{n}.weight"] = torch.randn(*s, generator=g) / math.sqrt(s[1])
-        for n in ("input_layernorm", "post_attention_layernorm"):
-            t[f"layers.{i}.{n}.weight"] = 1 + 0.1 * torch.randn(H, generator=g)
+    t.update(random_layers(g, layers, H, I, nh, nkv, D, prefix="layers."))
     return t
 
 
