@@ -14,7 +14,7 @@ from typing import Any
 
 from tui.settings import TuiSettings
 
-JUDGES = ("auto", "likelihood", "chat", "lexical")   # the choices (and default) of `cpm eval factscore --judge`
+from survey.factscore.choose import JUDGES  # noqa: F401  (the TUI lists the same choices as the CLI)
 
 
 class Services:
@@ -51,29 +51,16 @@ class Services:
         """(claim-extraction model or None, judge, model name), chosen as `cpm eval factscore` chooses them:
         auto is the likelihood judge on the in-process engine (token log-probs; on CPU read by transformers
         from the same GGUF file), the chat judge on a remote backend. Judges are kept: loading one takes long."""
-        from survey.errors import SurveyError
-        from survey.factscore import ChatJudge, LexicalJudge
+        from survey.factscore import LexicalJudge
+        from survey.factscore.choose import choose_judge
 
-        if choice not in JUDGES:
-            raise SurveyError(f"unknown judge {choice!r}: use one of {', '.join(JUDGES)}")
         if choice == "lexical" and extract == "sentence":
             return None, LexicalJudge(), "none"   # no model at all
         llm = self.chat_model()   # greedy by default (temperature 0), so claims and verdicts repeat
         name = str(getattr(llm, "model_name", None) or self.settings.model)
-        engine = getattr(llm, "engine", None)
-        if choice == "auto":
-            choice = "likelihood" if engine is not None else "chat"
         with self._lock:
             if choice not in self._judges:
-                if choice == "lexical":
-                    self._judges[choice] = LexicalJudge()
-                elif choice == "chat":
-                    self._judges[choice] = ChatJudge(llm, name)
-                else:
-                    if engine is None:
-                        raise SurveyError("the likelihood judge needs the in-process engine (backend engine); "
-                                          "pick the chat judge for a remote backend")
-                    self._judges[choice] = _likelihood_judge(engine, name)
+                self._judges[choice] = choose_judge(choice, llm, name)
             return llm, self._judges[choice], name
 
     def reconfigure(self, settings: TuiSettings) -> None:
@@ -89,17 +76,6 @@ class Services:
         s = self.settings
         where = s.base_url if s.backend == "openai" else "in-process"
         return f"{s.model} · {s.backend} ({where})"
-
-
-def _likelihood_judge(engine, name: str):
-    from survey.factscore.likelihood import THRESHOLD, EngineScorer, HFScorer, LikelihoodJudge
-
-    # As the CLI's --scorer auto: on CPU one transformers forward pass beats one engine decode step per token.
-    if str(engine.device) == "cpu" and str(engine.path).endswith(".gguf"):
-        scorer = HFScorer(str(engine.path), f"hf:{name}")
-    else:
-        scorer = EngineScorer(engine, f"engine:{name}")
-    return LikelihoodJudge(scorer, THRESHOLD)
 
 
 def _checkpoints(db_path: Path):

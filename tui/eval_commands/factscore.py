@@ -78,9 +78,8 @@ def _open_index(directory: str):
 
 def _build_models(args: argparse.Namespace):
     """(chat model, judge, model name); the likelihood judge shares the chat model's in-process engine."""
-    from survey.errors import SurveyError
-    from survey.factscore import ChatJudge, LexicalJudge
-    from survey.factscore.likelihood import THRESHOLD, LikelihoodJudge
+    from survey.factscore import LexicalJudge
+    from survey.factscore.choose import choose_judge
 
     if args.judge == "lexical" and args.extract == "sentence":
         return None, LexicalJudge(), "none"  # no model at all: nothing to load
@@ -89,28 +88,7 @@ def _build_models(args: argparse.Namespace):
     # greedy and seeded: the same survey gives the same claims and verdicts (and cache keys)
     llm = chat_model_from_args(args, temperature=0.0, seed=args.seed)
     name = str(getattr(llm, "model_name", None) or getattr(llm, "model", None) or args.model or "default")
-    engine = getattr(llm, "engine", None)
-    choice = args.judge if args.judge != "auto" else ("likelihood" if engine is not None else "chat")
-    if choice == "lexical":
-        return llm, LexicalJudge(), name
-    if choice == "likelihood":
-        if engine is None:
-            raise SurveyError("--judge likelihood needs the in-process engine (--backend engine); "
-                              "use --judge chat with a remote backend")
-        threshold = THRESHOLD if args.threshold is None else args.threshold
-        return llm, LikelihoodJudge(_scorer(args.scorer, engine, name), threshold), name
-    return llm, ChatJudge(llm, name), name
-
-
-def _scorer(choice: str, engine, name: str):
-    from survey.factscore.likelihood import EngineScorer, HFScorer
-
-    if choice == "auto":
-        choice = "hf" if str(engine.device) == "cpu" and str(engine.path).endswith(".gguf") else "engine"
-    if choice == "hf":
-        # the same weights file the engine loaded, read by transformers
-        return HFScorer(str(engine.path), f"hf:{name}")
-    return EngineScorer(engine, f"engine:{name}")
+    return llm, choose_judge(args.judge, llm, name, args.scorer, args.threshold), name
 
 
 class _progress_bar:
