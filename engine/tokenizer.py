@@ -15,7 +15,14 @@ def load_tokenizer(path: Path):
         if path.is_file():
             # PreTrainedTokenizerFast reads only the tokenizer keys; AutoTokenizer would first parse the whole
             # file into a config with gguf.GGUFReader, which costs ~10 s for a 49k vocabulary
-            return PreTrainedTokenizerFast.from_pretrained(str(path.parent), gguf_file=path.name)
+            try:
+                return PreTrainedTokenizerFast.from_pretrained(str(path.parent), gguf_file=path.name)
+            except ValueError:
+                # transformers builds GGUF tokenizers only for the architectures it maps (not llama.cpp's
+                # `minicpm`, e.g. BitCPM4 GGUFs): an HF tokenizer saved beside the file serves instead
+                if not (path.parent / "tokenizer.json").exists():
+                    raise
+                return AutoTokenizer.from_pretrained(str(path.parent))
         return AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError, KeyError) as exc:
         raise EngineError(f"{path}: cannot build a tokenizer ({exc})") from None
