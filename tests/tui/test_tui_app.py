@@ -78,3 +78,25 @@ def test_rate_meter_counts_from_the_first_token(monkeypatch):
     assert meter.tick().rate == 1.5                    # 3 tokens in 2 s
     final = meter.final()
     assert final.done and final.rate == 1.0            # 3 tokens in 3 s
+
+
+async def test_telemetry_block_shows_steps_and_total():
+    from textual.app import App
+
+    from tui.widgets.telemetry import TelemetryBlock
+
+    step = {"prompt_tokens": 100, "generated_tokens": 20, "prefill_s": 0.1, "decode_s": 0.5, "generations": 1,
+            "spec_drafted": 10, "spec_accepted": 5, "attention": "dense", "kv_tokens": 120, "kv_capacity": 1024}
+    telemetry = {"steps": [dict(step, step=1), dict(step, step=2)],
+                 "total": dict(step, prompt_tokens=200, generated_tokens=40, prefill_s=0.2, decode_s=1.0,
+                               generations=2, spec_drafted=20, spec_accepted=10)}
+
+    class Host(App):
+        def compose(self):
+            yield TelemetryBlock(telemetry)
+
+    async with Host().run_test() as pilot:
+        block = pilot.app.query_one(TelemetryBlock)
+        assert "2 steps" in str(block.title) and "200 in / 40 out" in str(block.title) and block.collapsed
+        table = str(block.query_one(".telemetry-table").render())
+        assert "total" in table and "50%" in table  # speculative acceptance of the steps

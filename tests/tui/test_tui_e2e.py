@@ -14,6 +14,7 @@ from tui.screens.approval import ApprovalScreen
 from tui.services import Services
 from tui.settings import TuiSettings
 from tui.widgets.assistant import AssistantPane, ChatMessage, ToolCallBlock
+from tui.widgets.telemetry import TelemetryBlock
 
 
 async def wait_for_screen(app, kind, timeout: float = 600) -> None:
@@ -53,6 +54,9 @@ async def test_tool_call_approved_then_denied(smollm2_path, tmp_path, monkeypatc
         assert blocks and str(blocks[0].title)[0] in "✓✗"
         assert "result:" in str(blocks[0].body.render())
         assert latency < 0.1, f"key press took {latency * 1000:.0f} ms during generation"
+        # The turn's engine telemetry: collapsed, one row per model call plus the total.
+        telemetry = list(app.query(TelemetryBlock))
+        assert telemetry and "steps" in str(telemetry[-1].title) and telemetry[-1].collapsed
         # Deny: the call never runs and the block says so.
         await pilot.click("#prompt")
         await pilot.press(*"And the time now?", "enter")

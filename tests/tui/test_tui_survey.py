@@ -15,6 +15,7 @@ from tui.screens.pick import PickScreen
 from tui.services import Services
 from tui.settings import TuiSettings
 from tui.widgets.survey import SurveyPane
+from tui.widgets.telemetry import TelemetryBlock
 
 TOPIC_WORDS = re.compile(r"quantiz|speculative decoding|kv cache", re.I)
 
@@ -64,6 +65,7 @@ async def test_survey_mode_interrupt_resume_save_factscore(corpus_path, smollm2_
         assert "reused" in labels[0], labels
         assert len(app.query_one("#reference-list", ListView).children) >= 2   # reused section's papers too
         assert "## References" in app.query_one("#section-text")._markdown
+        assert "steps" in str(app.query_one(TelemetryBlock).title)   # the engine's cost of every model call
         assert "tok/s" in app.sub_title
         screenshot(app, "survey")
         await pilot.press("ctrl+s")

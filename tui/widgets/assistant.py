@@ -18,6 +18,7 @@ from textual.widgets import Collapsible, Input, Markdown, Static, Tree
 
 from tui.screens.approval import ApprovalScreen
 from tui.widgets import RateMeter, cancel_workers
+from tui.widgets.telemetry import TelemetryBlock
 
 SESSIONS_DB = "out/chat-sessions.sqlite"
 NEW_SESSION = "+new"   # the key of the sessions list's first row
@@ -187,8 +188,11 @@ class AssistantPane(Horizontal):
                     self.watch_servers()
                 elif kind == "invalid_call":
                     self.app.notify("the model's tool call was malformed; it was told why", severity="warning")
-                elif kind == "answer" and reply is None:
-                    await transcript.mount(ChatMessage("assistant", event["text"]))
+                elif kind == "answer":
+                    if reply is None:
+                        await transcript.mount(ChatMessage("assistant", event["text"]))
+                    if event.get("telemetry", {}).get("steps"):
+                        await transcript.mount(TelemetryBlock(event["telemetry"]))
                 transcript.scroll_end(animate=False)
             self.post_message(meter.final())
             self._status("")

@@ -18,6 +18,7 @@ from textual.widgets import Button, Input, Label, ListItem, ListView, Markdown, 
 from textual.worker import get_current_worker
 
 from tui.widgets import RateMeter, cancel_workers
+from tui.widgets.telemetry import TelemetryBlock
 
 CHECKPOINTS = Path("out/survey-checkpoints.sqlite")
 OUT_DIR = Path("out/surveys")
@@ -110,6 +111,7 @@ class SurveyPane(Vertical):
         tree = self.query_one("#outline", Tree)
         tree.clear()
         self.query_one("#reference-list", ListView).clear()
+        self.query(TelemetryBlock).remove()
         self.query_one("#section-text", Markdown).update("")
         self.query_one("#save", Button).disabled = True
         self.saved = None
@@ -187,6 +189,10 @@ class SurveyPane(Vertical):
                 self.post_message(self._meter.final())
             self.query_one("#save", Button).disabled = False
             self.query_one("#section-text", Markdown).update(event.get("markdown") or "")
+            telemetry = (event.get("trace") or {}).get("telemetry") or {}
+            if telemetry.get("steps"):
+                self.mount(TelemetryBlock(telemetry, label_keys=("section", "stage")),
+                           before=self.query_one("#survey-status"))
             self._status(f"survey {event['thread_id']} done in {event['wall_s']:.0f}s — Save writes it to {OUT_DIR}/")
         tree.refresh()
 
