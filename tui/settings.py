@@ -14,6 +14,7 @@ class TuiSettings:
     mcp_config: str | None = None
     approve: str = "always"  # "always" ask | "never" ask | comma-separated allow list of server.tool
     tool_choice: str = "auto"  # "required": the first model call of a turn must call a tool
+    think: str = "none"  # "think" | "thought": the model reasons (free text, shown apart) before each reply
     max_tokens: int = 256
 
     @classmethod

@@ -100,3 +100,20 @@ async def test_telemetry_block_shows_steps_and_total():
         assert "2 steps" in str(block.title) and "200 in / 40 out" in str(block.title) and block.collapsed
         table = str(block.query_one(".telemetry-table").render())
         assert "total" in table and "50%" in table  # speculative acceptance of the steps
+
+
+async def test_reasoning_block_streams_apart_and_collapsed():
+    from textual.app import App
+
+    from tui.widgets.telemetry import ReasoningBlock
+
+    class Host(App):
+        def compose(self):
+            yield ReasoningBlock()
+
+    async with Host().run_test() as pilot:
+        block = pilot.app.query_one(ReasoningBlock)
+        for piece in ("The user wants ", "the time; ", "call the tool."):
+            block.append(piece)
+        await pilot.pause()
+        assert block.collapsed and str(block.body.render()) == "The user wants the time; call the tool."

@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mcp", dest="mcp_config", help="MCP servers config file for Assistant mode")
     p.add_argument("--approve", help="tool approval: always | never | comma-separated allow list")
     p.add_argument("--tool-choice", choices=["auto", "required"], help="required: each turn starts with a tool call")
+    p.add_argument("--think", choices=["none", "think", "thought"], help="the model reasons before each reply "
+                   "(shown apart, never in the answer or tool arguments)")
     p.set_defaults(func=run)
 
 
@@ -22,6 +24,6 @@ def run(args: argparse.Namespace) -> int:
 
     settings = TuiSettings.from_env(model=args.model, backend=args.backend, base_url=args.base_url,
                                     index_dir=args.index_dir, mcp_config=args.mcp_config, approve=args.approve,
-                                    tool_choice=args.tool_choice)
+                                    tool_choice=args.tool_choice, think=args.think)
     CpmApp(settings).run()
     return 0

@@ -10,10 +10,12 @@ from textual.widgets import Button, Input, Label, Select
 
 from tui.settings import TuiSettings
 
-FIELDS = (("model", "Model alias or path"), ("base_url", "Backend URL (openai backend)"),
-          ("index_dir", "Index directory"), ("mcp_config", "MCP config file"),
-          ("approve", "Approval: always | never | allow list server.tool,..."),
-          ("tool_choice", "Tool choice: auto | required (first reply must call a tool)"))
+FIELDS = (("model", "Model", "model alias or path"), ("base_url", "Backend URL", "for the openai backend"),
+          ("index_dir", "Index directory", "paper index for Survey mode"),
+          ("mcp_config", "MCP config file", "MCP servers for Assistant mode"),
+          ("approve", "Approval", "always | never | allow list server.tool,..."),
+          ("tool_choice", "Tool choice", "auto | required (the first reply must call a tool)"),
+          ("think", "Reasoning", "none | think (<think>) | thought (MiniCPM4-MCP): reasons before each reply"))
 
 
 class SettingsScreen(ModalScreen[TuiSettings | None]):
@@ -29,9 +31,10 @@ class SettingsScreen(ModalScreen[TuiSettings | None]):
             yield Label("Backend")
             yield Select([("in-process engine", "engine"), ("OpenAI-compatible server", "openai")],
                          value=self.settings.backend, allow_blank=False, id="backend")
-            for name, label in FIELDS:
-                yield Label(label)
-                yield Input(value=getattr(self.settings, name) or "", id=name)
+            for name, label, hint in FIELDS:
+                with Horizontal(classes="setting-row"):
+                    yield Label(label, classes="setting-label")
+                    yield Input(value=getattr(self.settings, name) or "", placeholder=hint, tooltip=hint, id=name)
             with Horizontal(id="settings-buttons"):
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Cancel", id="cancel")
@@ -40,9 +43,13 @@ class SettingsScreen(ModalScreen[TuiSettings | None]):
         if event.button.id == "cancel":
             self.dismiss(None)
             return
-        values = {name: (self.query_one(f"#{name}", Input).value.strip() or None) for name, _ in FIELDS}
+        values = {name: (self.query_one(f"#{name}", Input).value.strip() or None) for name, _, _ in FIELDS}
         values["approve"] = values["approve"] or "always"
         values["tool_choice"] = values["tool_choice"] or "auto"
+        values["think"] = values["think"] or "none"
+        if values["think"] not in ("none", "think", "thought"):
+            self.app.notify("reasoning must be none, think or thought", severity="error")
+            return
         values["model"] = values["model"] or self.settings.model
         self.dismiss(replace(self.settings, backend=self.query_one("#backend", Select).value, **values))
 

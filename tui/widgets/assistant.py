@@ -18,7 +18,7 @@ from textual.widgets import Collapsible, Input, Markdown, Static, Tree
 
 from tui.screens.approval import ApprovalScreen
 from tui.widgets import RateMeter, cancel_workers
-from tui.widgets.telemetry import TelemetryBlock
+from tui.widgets.telemetry import ReasoningBlock, TelemetryBlock
 
 SESSIONS_DB = "out/chat-sessions.sqlite"
 NEW_SESSION = "+new"   # the key of the sessions list's first row
@@ -76,7 +76,8 @@ class AgentHost:
                 self.tools = await mcp.list_tools()
                 async with ToolSession(model=model, mcp=mcp, db_path=SESSIONS_DB, approve=approve,
                                        settings=Configuration(approve=s.approve, max_tokens=s.max_tokens,
-                                                              tool_choice=s.tool_choice),
+                                                              tool_choice=s.tool_choice,
+                                                              reasoning=None if s.think == "none" else s.think),
                                        model_name=s.model, session_id=self.session_id,
                                        resume=bool(self.session_id)) as session:
                     self.session = session
@@ -160,6 +161,7 @@ class AssistantPane(Horizontal):
     async def turn(self, text: str) -> None:
         transcript = self.query_one("#transcript", VerticalScroll)
         reply: ChatMessage | None = None
+        thoughts: ReasoningBlock | None = None
         blocks: dict[str, ToolCallBlock] = {}
         meter = RateMeter()
         self._status("starting model and MCP servers…")
@@ -179,8 +181,13 @@ class AssistantPane(Horizontal):
                     rate = meter.tick()
                     if rate:
                         self.post_message(rate)
+                elif kind == "reasoning_token":
+                    if thoughts is None:
+                        thoughts = ReasoningBlock()
+                        await transcript.mount(thoughts)
+                    thoughts.append(event["text"])
                 elif kind == "tool_call":
-                    reply = None   # text after the tools goes into a new message below them
+                    reply = thoughts = None   # text after the tools goes into new blocks below them
                     blocks[event["id"]] = ToolCallBlock(event["name"], event["args"])
                     await transcript.mount(blocks[event["id"]])
                 elif kind == "tool_result" and event["id"] in blocks:

@@ -1,4 +1,4 @@
-"""What the engine did for each agent step, shown collapsed under a chat turn or beside a finished survey."""
+"""Collapsed blocks under a chat turn: what the engine did for each agent step, and the model's reasoning."""
 from __future__ import annotations
 
 from textual.widgets import Collapsible, Static
@@ -17,3 +17,16 @@ class TelemetryBlock(Collapsible):
                  f"{total.generated_tokens} out · {total.decode_tok_s:.1f} tok/s")
         table = Static(stats_table(steps, label_keys=label_keys), markup=False, classes="telemetry-table")
         super().__init__(table, title=title, collapsed=True, classes="telemetry")
+
+
+class ReasoningBlock(Collapsible):
+    """The reasoning a model wrote before its answer or call, streamed in, kept apart from both."""
+
+    def __init__(self):
+        self.text = ""
+        self.body = Static("", markup=False, classes="reasoning-text")
+        super().__init__(self.body, title="reasoning", collapsed=True, classes="reasoning")
+
+    def append(self, piece: str) -> None:
+        self.text += piece
+        self.body.update(self.text)
