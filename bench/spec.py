@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the built-in prompts to run")
     p.add_argument("--max-seq-len", type=int, default=2048)
+    p.add_argument("--json-schema", default=None, metavar="FILE", help="constrain every run (plain and "
+                   "speculative) to this JSON schema: the speed of grammar + speculation together")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     import torch
@@ -61,15 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     from engine.speculative.graph import capture_all
 
     capture_all(engine)  # tree-verification graphs (CUDA) captured up front, not inside a timed run
+    grammar = _grammar(engine, args.json_schema)
+
+    def params(**kw) -> SamplingParams:  # a fresh grammar matcher for every run
+        return SamplingParams(logits_processors=[grammar()] if grammar else [], **kw)
+
     rows = []
     for prompt in PROMPTS[:args.prompts]:
         text = engine.apply_chat_template([{"role": "user", "content": prompt}])
         for s in ["none"] + specs:  # warm-up: allocator, kernels, graph capture, the drafter's own first call
-            engine.generate(text, SamplingParams(max_tokens=8, spec=s))
-        base = _timed(engine, text, SamplingParams(max_tokens=args.new_tokens))
+            engine.generate(text, params(max_tokens=8, spec=s))
+        base = _timed(engine, text, params(max_tokens=args.new_tokens))
         row = {"prompt": prompt[:48], "tokens": len(base["tokens"]), "plain_tok_s": round(base["decode_tok_s"], 1)}
         for s in specs:
-            r = _timed(engine, text, SamplingParams(max_tokens=args.new_tokens, spec=s))
+            r = _timed(engine, text, params(max_tokens=args.new_tokens, spec=s))
             row[s] = {"tok_s": round(r["decode_tok_s"], 1),
                       "speedup": round(r["decode_tok_s"] / base["decode_tok_s"], 3) if base["decode_tok_s"] else None,
                       "mean_accepted_length": r["mean_accepted_length"], "acceptance_rate": r["acceptance_rate"],
@@ -79,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     report = {"model": args.model, "device": str(engine.device), "dtype": str(engine.dtype).replace("torch.", ""),
               "gpu": torch.cuda.get_device_name(0) if engine.device.type == "cuda" else None,
-              "torch": torch.__version__, "new_tokens": args.new_tokens, "rows": rows, "summary": _summary(rows, specs)}
+              "torch": torch.__version__, "new_tokens": args.new_tokens, "json_schema": args.json_schema,
+              "rows": rows, "summary": _summary(rows, specs)}
     eagle = next((s for s in specs if s.startswith("eagle:")), None)
     if eagle is not None:  # the drafter was started by the runs above; time one draft step both ways
         costs = engine.drafters[eagle].draft_costs(SamplingParams())
@@ -90,6 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _print(report, specs)
     return 0
+
+
+def _grammar(engine, path: str | None):
+    """A factory of fresh JSON-schema logits processors (xgrammar, as `cpm serve` uses), or None."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    from agents.chat.grammar import GrammarFactory
+
+    schema = json.loads(Path(path).read_text())
+    factory = GrammarFactory(engine.tokenizer, vocab_size=engine.config.vocab_size, stop_token_ids=sorted(engine.eos_ids))
+    fmt = {"type": "json_schema", "json_schema": {"name": "bench", "schema": schema}}
+    return lambda: factory.for_response_format(fmt)
 
 
 def _first_difference(a: list[int], b: list[int]) -> int | None:
