@@ -18,6 +18,7 @@ import json
 import torch
 import torch.nn.functional as F
 
+from bench.engine import _event_ms
 from bench.peers.shapes import SHAPES
 
 SPARSE_8B = {"kernel_size": 32, "kernel_stride": 16, "init_blocks": 1, "block_size": 64, "window_size": 2048,
@@ -26,17 +27,7 @@ SPARSE_8B = {"kernel_size": 32, "kernel_stride": 16, "init_blocks": 1, "block_si
 
 def _ms(fn, reps: int = 5, warmup: int = 2) -> float:
     """Median milliseconds of fn over reps (CUDA events)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e))
-    return sorted(times)[len(times) // 2]
+    return _event_ms(fn, reps, warmup)
 
 
 def _graph_us(fn, calls: int = 32, reps: int = 20) -> float:

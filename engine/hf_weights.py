@@ -92,8 +92,9 @@ def gptq_to_int4(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tens
                       group_size, perm)
 
 
-def _convert_gptq(tensors: dict, cfg: ModelConfig, source: str) -> None:
-    qc = cfg.quantization or {}
+def convert_gptq(tensors: dict, qc: dict, source: str) -> None:
+    """Replace each GPTQ layer's qweight/qzeros/scales/g_idx in `tensors` by one `Int4Weight` `{base}.weight`;
+    qc is the checkpoint's `quantization_config` (or quantize_config.json)."""
     if qc.get("quant_method", "gptq") != "gptq" or int(qc.get("bits", 4)) != 4:
         raise EngineError(f"{source}: quantization {qc.get('quant_method')!r} bits={qc.get('bits')} is not "
                           "supported (GPTQ 4-bit only)")
@@ -162,7 +163,7 @@ def load_hf(directory: Path) -> tuple[ModelConfig, dict]:
     cfg = ModelConfig.from_hf_dir(directory)
     tensors = read_safetensors(directory)
     if any(n.endswith(".qweight") for n in tensors):
-        _convert_gptq(tensors, cfg, str(directory))
+        convert_gptq(tensors, cfg.quantization or {}, str(directory))
     else:
         _compact_ternary(tensors)
     return cfg, tensors

@@ -215,21 +215,12 @@ def _residual_scale(raw: dict, layout: str, base: ModelConfig) -> float:
 def _dequantize_gptq(tensors: dict, raw: dict, source: str) -> dict:
     """QAT heads (fc / layers as GPTQ int4): convert with the engine's GPTQ loader, then dequantize (the head is
     one layer; kept dense)."""
-    from engine.hf_weights import gptq_to_int4
+    from engine.hf_weights import convert_gptq
     from engine.model import _dense
+    from engine.quant import Int4Weight
 
-    qc = raw.get("quantization_config") or {}
-    group = int(qc.get("group_size", 128))
-    v1 = qc.get("checkpoint_format", "gptq") != "gptq_v2"
-    for qname in [n for n in tensors if n.endswith(".qweight")]:
-        base = qname[:-len(".qweight")]
-        try:
-            parts = [tensors.pop(f"{base}.{k}") for k in ("qweight", "qzeros", "scales")]
-        except KeyError as exc:
-            raise EngineError(f"{source}: GPTQ layer {base!r} lacks {exc.args[0]!r}") from None
-        w = gptq_to_int4(*parts, tensors.pop(f"{base}.g_idx", None), group, v1, name=f"{source}: {base}")
-        tensors[f"{base}.weight"] = _dense(w, torch.float32)
-    return tensors
+    convert_gptq(tensors, raw.get("quantization_config") or {}, source)
+    return {k: _dense(v, torch.float32) if isinstance(v, Int4Weight) else v for k, v in tensors.items()}
 
 
 def load_head(directory: Path, base: ModelConfig) -> tuple[EagleHead, str]:
