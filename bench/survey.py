@@ -69,7 +69,7 @@ def summarize(done: dict, load_s: float, samples: list[dict]) -> dict:
         # Output tokens over model seconds (prefill included), as the trace reports it.
         "decode_tok_s": totals["decode_tok_s"],
         "end_to_end_tok_s": round(totals["output_tokens"] / done["wall_s"], 2),
-        "loadavg_1m_mean": round(sum(loads) / len(loads), 1), "loadavg_1m_max": max(loads),
+        "loadavg_1m_mean": round(sum(loads) / len(loads), 2), "loadavg_1m_max": max(loads),
         "loadavg_samples": samples,
     }
 
