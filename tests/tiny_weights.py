@@ -1,9 +1,12 @@
-"""Random decoder-layer weights for the tiny checkpoints that tests write (MiniCPM/Llama tensor names)."""
+"""Random decoder-layer weights for the tiny checkpoints that tests write (MiniCPM/Llama tensor names), and
+a plain int4 quantizer for the tests that run those models through the int4 paths."""
 from __future__ import annotations
 
 import math
 
 import torch
+
+from engine.quant import Int4Weight, pack_int4
 
 
 def random_layers(g: torch.Generator, layers: int, H: int, I: int, nh: int, nkv: int, D: int,
@@ -18,3 +21,13 @@ def random_layers(g: torch.Generator, layers: int, H: int, I: int, nh: int, nkv:
         for n in ("input_layernorm", "post_attention_layernorm"):
             t[f"{prefix}{i}.{n}.weight"] = 1 + 0.1 * torch.randn(H, generator=g)
     return t
+
+
+def quantize(w: torch.Tensor, group: int = 32) -> Int4Weight:
+    """Asymmetric group-wise int4 of a dense [N, K] weight (min/max per group)."""
+    n, k = w.shape
+    g = w.float().view(n, k // group, group)
+    lo, hi = g.amin(-1), g.amax(-1)
+    scale = (hi - lo).clamp_min(1e-8) / 15
+    codes = ((g - lo[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.uint8).view(n, k)
+    return Int4Weight(pack_int4(codes), scale, lo, group)

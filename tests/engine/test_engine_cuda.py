@@ -17,7 +17,7 @@ from engine.model import StepContext, Transformer
 from engine.quant import Int4Weight, pack_int4
 from engine.rope import rope_table
 from engine.runner import Runner
-from tests.tiny_weights import random_layers
+from tests.tiny_weights import quantize, random_layers
 
 pytestmark = pytest.mark.gpu
 
@@ -43,16 +43,6 @@ def cuda_runner(path, dtype, int4: bool = False, max_batch: int = 2, max_seq_len
     model.to(dev, dtype, cache_dense=False)
     cos, sin = rope_table(cfg, max_seq_len)
     return Runner(model, KVCache(cfg, max_batch, max_seq_len, dev, dtype), cos.to(dev, dtype), sin.to(dev, dtype))
-
-
-def quantize(w: torch.Tensor, group: int = 32) -> Int4Weight:
-    """Asymmetric group-wise int4 of a dense [N, K] weight (min/max per group)."""
-    n, k = w.shape
-    g = w.float().view(n, k // group, group)
-    lo, hi = g.amin(-1), g.amax(-1)
-    scale = (hi - lo).clamp_min(1e-8) / 15
-    codes = ((g - lo[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.uint8).view(n, k)
-    return Int4Weight(pack_int4(codes), scale, lo, group)
 
 
 def write_minicpm(path: Path, seed: int = 0) -> Path:

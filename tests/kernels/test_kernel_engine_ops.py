@@ -6,17 +6,7 @@ import pytest
 import torch
 
 from engine import ops
-from engine.quant import Int4Weight, pack_int4
-
-
-def quantize(w: torch.Tensor, group: int = 32) -> Int4Weight:
-    """Asymmetric group-wise int4 of a dense [N, K] weight (min/max per group)."""
-    n, k = w.shape
-    g = w.float().view(n, k // group, group)
-    lo, hi = g.amin(-1), g.amax(-1)
-    scale = (hi - lo).clamp_min(1e-8) / 15
-    codes = ((g - lo[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.uint8).view(n, k)
-    return Int4Weight(pack_int4(codes), scale, lo, group)
+from tests.tiny_weights import quantize
 
 
 def greedy(path, n_new: int = 24) -> list[int]:
