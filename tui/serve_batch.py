@@ -16,7 +16,7 @@ from agents.chat.engine_runner import ChatReply, EngineRunner, Prepared
 def batch_key(prep: Prepared) -> tuple | None:
     """Requests with equal keys can share one batch; None = this request runs alone."""
     p = prep.params
-    if p.logits_processors or getattr(p, "spec", "none") not in (None, "none"):
+    if p.logits_processors or p.spec != "none":
         return None
     return (p.max_tokens, p.temperature, p.top_k, p.top_p, p.min_p, p.repetition_penalty, p.seed,
             tuple(p.stop), tuple(p.stop_token_ids))
