@@ -182,7 +182,8 @@ class Block:
     def _fused(self, x: torch.Tensor, ctx: StepContext, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
         """The CUDA path, same math as __call__ in fewer kernels: the norms run inside the next GEMV (one token,
         int4), rotary writes K/V straight into the cache, the o and down projections add the residual in their
-        epilogue, SwiGLU runs in gate_up's epilogue: 7 kernels a layer for an int4 decode step."""
+        epilogue, SwiGLU runs in gate_up's epilogue, and a decode step's rotary, cache write and attention are one
+        kernel: 5 kernels a layer for an int4 decode step."""
         B, T, _ = x.shape
         qkv = self.qkv.normed(x, self.ln1, self.eps)
         q, k, v = qkv.split([self.nh * self.hd, self.nkv * self.hd, self.nkv * self.hd], dim=-1)
@@ -190,13 +191,26 @@ class Block:
         if self.q_norm is not None:
             q, k = ops.rms_norm(q, self.q_norm, self.eps), ops.rms_norm(k, self.k_norm, self.eps)
         rows, slots = ctx.slots(B, T, x.device)
-        q = ops.rotary_to_cache(q, k, v, ctx.cos, ctx.sin, kc, vc, rows, slots)
-        kv, vv = kc[ctx.rows, :, :ctx.kv_len], vc[ctx.rows, :, :ctx.kv_len]
-        o = ops.attention(q.transpose(1, 2), kv, vv, ctx.mask, ctx.causal, self.scale, ctx.lengths)
-        o = o.transpose(1, 2).reshape(B, T, self.nh * self.hd)
+        if T == 1 and _attends_to_own_position(ctx):  # decode: rotary, cache write and attention in one kernel
+            o = ops.decode_attention_step(q[:, 0], k[:, 0], v[:, 0], ctx.cos[:, 0], ctx.sin[:, 0], kc, vc, rows,
+                                          slots, self.scale).reshape(B, T, self.nh * self.hd)
+        else:
+            q = ops.rotary_to_cache(q, k, v, ctx.cos, ctx.sin, kc, vc, rows, slots)
+            kv, vv = kc[ctx.rows, :, :ctx.kv_len], vc[ctx.rows, :, :ctx.kv_len]
+            o = ops.attention(q.transpose(1, 2), kv, vv, ctx.mask, ctx.causal, self.scale, ctx.lengths)
+            o = o.transpose(1, 2).reshape(B, T, self.nh * self.hd)
         x = self.o(o, residual=x) if self.rs == 1.0 else x + self.o(o) * self.rs
         a = self.gate_up.normed(x, self.ln2, self.eps, swiglu=True)
         return self.down(a, residual=x) if self.rs == 1.0 else x + self.down(a) * self.rs
+
+
+def _attends_to_own_position(ctx: StepContext) -> bool:
+    """Whether a one-token step attends to exactly its row's cache [0, position]: per-row lengths (pos + 1, the
+    batched and graph decode) or a plain step at `start` over kv_len = start + 1. A mask without lengths (a
+    tree verify) does not qualify."""
+    if ctx.lengths is not None:
+        return True
+    return ctx.mask is None and ctx.pos is None and ctx.start is not None and ctx.kv_len == ctx.start + 1
 
 
 class Transformer:

@@ -159,3 +159,29 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     if kvh != H:
         k, v = k.repeat_interleave(H // kvh, dim=1), v.repeat_interleave(H // kvh, dim=1)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None, scale=scale)
+
+
+def decode_attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                          k_cache: torch.Tensor, v_cache: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor,
+                          scale: float) -> torch.Tensor:
+    """A decode step's attention for one new token a row: rotary on q and k, k and v written into the cache at
+    (rows, pos), then q against the row's cache [0, pos]. q [B, H, D], k/v [B, KVH, D] (before rotary), cos/sin
+    [B, D] rows at each position, rows/pos int32 [B] -> [B, H, D]. On CUDA one kernel does it all
+    (engine/kernels/rope_decode_attention.py); the plain path is rotary_to_cache + attention."""
+    B, H, D = q.shape
+    if kernels_on(q) and D % 2 == 0 and (D // 2) & (D // 2 - 1) == 0 and D >= 32:
+        from engine.kernels.rope_decode_attention import rope_decode_attention
+
+        return rope_decode_attention(q, k, v, cos, sin, k_cache, v_cache, rows, pos, scale)
+    q = rotary_to_cache(q[:, None], k[:, None], v[:, None], cos[:, None], sin[:, None], k_cache, v_cache, rows, pos)
+    r = rows.long()
+    return attention(q.transpose(1, 2), k_cache[r], v_cache[r], None, False, scale, (pos + 1).to(torch.int32))[:, :, 0]
+
+
+def argmax(logits: torch.Tensor) -> torch.Tensor:
+    """logits [B, V] -> int64 [B], first index of each row's max (a two-stage kernel on CUDA)."""
+    if kernels_on(logits) and logits.dim() == 2 and logits.stride(1) == 1:
+        from engine.kernels.argmax import argmax as k_argmax
+
+        return k_argmax(logits)
+    return logits.argmax(-1)

@@ -30,8 +30,10 @@ class Runner:
         self._graphs: dict[int, DecodeGraph] = {}
 
     def graphs_on(self) -> bool:
-        """Whether decode replays CUDA graphs: CUDA, kernels on, no attention backend (it may not capture)."""
-        return self.use_graphs and self.device.type == "cuda" and ops.KERNELS and self.attn is None
+        """Whether decode replays CUDA graphs: CUDA, kernels on, and no attention backend unless it declares
+        `graph_safe = True` (no host sync or allocation that varies by step: it is captured into the graph)."""
+        attn_ok = self.attn is None or getattr(self.attn, "graph_safe", False)
+        return self.use_graphs and self.device.type == "cuda" and ops.KERNELS and attn_ok
 
     def _graph(self, batch: int) -> DecodeGraph:
         b = self._buckets[bisect.bisect_left(self._buckets, batch)]
@@ -67,13 +69,17 @@ class Runner:
         """decode_one for row 0 followed by argmax, computed on the device: the one host sync is reading the id.
         For pure greedy decoding (no penalty, no logits processors)."""
         if self.graphs_on():
-            return int(self._replay_one(token, pos).next[0])
+            g = self._replay_one(token, pos)
+            nxt = int(g.next[0])
+            g.holds = (nxt, pos + 1)  # the graph advanced its own inputs: a greedy loop uploads nothing
+            return nxt
         return int(self.decode_one(token, pos).argmax(-1)[0])
 
     def _replay_one(self, token: int, pos: int) -> DecodeGraph:
         g = self._graph(1)  # the first bucket is always 1
-        g.tokens.fill_(token)
-        g.pos.fill_(pos)
+        if g.holds != (token, pos):
+            g.tokens.fill_(token)
+            g.pos.fill_(pos)
         g.replay()
         return g
 

@@ -215,6 +215,28 @@ def test_attention_backend_decodes_eagerly(tmp_path):
     assert got == plain
 
 
+def test_graph_safe_attention_backend_is_captured(tmp_path):
+    """A backend that declares graph_safe runs inside the decode graph: Python calls it while warming up and
+    capturing only, and the tokens equal the plain path's."""
+    path = write_minicpm(tmp_path / "m", seed=4)
+    ids = prompt(12, seed=4)
+    calls = []
+
+    def dense(layer, q, k, v, ctx, q_raw, k_raw):
+        calls.append(layer)
+        return ops.attention(q, k, v, ctx.mask, ctx.causal, q.shape[-1] ** -0.5, ctx.lengths)
+
+    dense.graph_safe = True
+    r = cuda_runner(path, torch.float32, True, max_seq_len=64)
+    r.attn = dense
+    with torch.inference_mode():
+        got = greedy(r, ids, 8)
+    assert list(r._graphs) == [1] and len(calls) == 3 * (1 + 3)  # prefill, 2 warm-up steps, capture; 7 replays
+    plain, _, _ = plain_and_graph(lambda: cuda_runner(path, torch.float32, True, max_seq_len=64),
+                                  lambda r: greedy(r, ids, 8))
+    assert got == plain
+
+
 def test_decode_greedy_fast_path(tmp_path):
     path = write_minicpm(tmp_path / "m", seed=5)
     ids = prompt(15, seed=5)
@@ -224,7 +246,12 @@ def test_decode_greedy_fast_path(tmp_path):
         got = [int(r.prefill(ids).argmax(-1))]
         for pos in range(15, 34):
             got.append(r.decode_greedy(got[-1], pos))
-    assert got == want
+        # the graph advanced its own inputs; a call that does not continue the loop must still be honoured
+        again = [int(r.prefill(ids).argmax(-1))]
+        for pos in range(15, 25):
+            again.append(r.decode_greedy(again[-1], pos))
+        forced = r.decode_greedy(want[3], 18)  # teacher-forced at an earlier position
+    assert got == want and again == want[:11] and forced == want[4]
 
 
 def smollm2_path() -> Path:

@@ -10,6 +10,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from engine.kernels.argmax import argmax  # noqa: E402
 from engine.kernels.rmsnorm import rms_norm, rms_norm_ref  # noqa: E402
 from engine.kernels.rotary import rotary_kv, rotary_kv_ref  # noqa: E402
 from engine.kernels.swiglu import swiglu, swiglu_ref  # noqa: E402
@@ -96,3 +97,11 @@ def test_kernel_fused_ops_gpu_shapes():
     gu = torch.randn(8, 2 * 16384, device="cuda", dtype=torch.bfloat16)
     assert close(swiglu(gu), swiglu_ref(gu), 1e-2)
     test_kernel_rotary_kv(8, 32, 2, 128, 8, 4096)
+
+
+@pytest.mark.parametrize("b,v", [(1, 5000), (3, 2049), (2, 73448)])
+def test_kernel_argmax_equals_torch_first_index_on_ties(b, v):
+    x = torch.randn(b, v, device=DEVICE)
+    x[:, [7, v - 3, v // 2]] = 10.0  # ties across blocks: the lowest index wins, as torch.argmax
+    x[-1, :] = torch.randn(v, device=DEVICE)
+    assert torch.equal(argmax(x), x.argmax(-1))

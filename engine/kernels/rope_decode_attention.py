@@ -1,0 +1,212 @@
+"""One kernel for a decode step's attention: rotary on q and the new k, the K/V cache write, and attention.
+
+Beside its PyTorch reference `rope_decode_attention_ref` (rotary.rotary_kv_ref then
+decode_attention.decode_attention_ref). Each program serves one (row, KV head) and all G = Hq / Hkv query heads
+that share it (GQA). It ropes q and the new k in registers, attends over the cache's old positions [0, pos) and
+adds the new token from registers, so the cache write (done by split 0) never races a read of the same step.
+
+Two regimes, picked on the device from each row's length so that one CUDA graph serves every step:
+- short (pos + 1 <= SHORT): split 0 alone walks the whole sequence and writes the output; the other splits exit.
+  No partials, no merge: at the lengths of a chat turn this is one launch instead of three (rotary, split, merge).
+- long: flash-decoding. Each split takes its share of [0, pos) (split 0 also the new token) and writes a partial
+  output with its log-sum-exp; the last split to finish (an atomic ticket per (row, KV head)) merges them and
+  resets the ticket for the next step.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from engine.kernels.decode_attention import decode_attention_ref, default_splits
+from engine.kernels.rotary import rotary_kv_ref
+
+SHORT = 1024  # longest sequence served by one program per (row, KV head); measured in docs/gpu_results.md
+
+
+def rope_decode_attention_ref(q, k, v, cos, sin, k_cache, v_cache, rows, pos, scale=None) -> torch.Tensor:
+    """q [B, Hq, D], k/v [B, Hkv, D] (not yet roped), cos/sin [B, D] or [B, D / 2] (rows at each position),
+    caches [maxB, Hkv, S, D], rows/pos int32 [B] -> attention output [B, Hq, D]; k, v written at (rows, pos).
+    q is not modified."""
+    q = q.clone()
+    rotary_kv_ref(q, k, v, cos, sin, k_cache, v_cache, rows, pos)
+    r = rows.long()
+    return decode_attention_ref(q, k_cache[r], v_cache[r], (pos + 1).to(torch.int32), scale)
+
+
+@triton.jit
+def _kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, row_ptr, pos_ptr, o_ptr, part_ptr, lse_ptr,
+            tick_ptr, qk_scale, sq_b, sq_h, sk_b, sk_h, sv_b, sv_h, s_cos, s_sin,
+            sc_b, sc_h, sc_s, svc_b, svc_h, svc_s,
+            HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, HALF: tl.constexpr, BS: tl.constexpr,
+            NSPLIT: tl.constexpr, SHORT: tl.constexpr, F32_DOT: tl.constexpr):
+    bh, sp = tl.program_id(0), tl.program_id(1)
+    b, h = bh // HKV, bh % HKV
+    row = tl.load(row_ptr + b)
+    old = tl.load(pos_ptr + b)  # cache positions [0, old) were written by earlier steps
+    short = old + 1 <= SHORT
+    rg, rd = tl.arange(0, GP), tl.arange(0, HALF)
+    gmask = (rg < G)[:, None]
+    cos = tl.load(cos_ptr + b * s_cos + rd).to(tl.float32)
+    sin = tl.load(sin_ptr + b * s_sin + rd).to(tl.float32)
+
+    # rotary on this head group's queries; rounded to q's dtype as a separate rotary kernel would store them
+    qb = q_ptr + b * sq_b + (h * G + rg)[:, None] * sq_h + rd[None, :]
+    x1 = tl.load(qb, mask=gmask, other=0.0).to(tl.float32)
+    x2 = tl.load(qb + HALF, mask=gmask, other=0.0).to(tl.float32)
+    q1 = (x1 * cos[None, :] - x2 * sin[None, :]).to(q_ptr.dtype.element_ty)
+    q2 = (x2 * cos[None, :] + x1 * sin[None, :]).to(q_ptr.dtype.element_ty)
+    if F32_DOT:  # fp32: exact products (the engine's fp32 mode matches its CPU path); the interpreter's bf16 dot is wrong
+        q1, q2 = q1.to(tl.float32), q2.to(tl.float32)
+
+    # the new token's k (roped, rounded to the cache dtype as stored) and v
+    kb = k_ptr + b * sk_b + h * sk_h
+    y1 = tl.load(kb + rd).to(tl.float32)
+    y2 = tl.load(kb + HALF + rd).to(tl.float32)
+    kn1 = (y1 * cos - y2 * sin).to(kc_ptr.dtype.element_ty)
+    kn2 = (y2 * cos + y1 * sin).to(kc_ptr.dtype.element_ty)
+    vb = v_ptr + b * sv_b + h * sv_h
+    vn1 = tl.load(vb + rd).to(vc_ptr.dtype.element_ty)
+    vn2 = tl.load(vb + HALF + rd).to(vc_ptr.dtype.element_ty)
+    if sp == 0:  # one writer; nobody reads slot `old` in this step
+        kd = kc_ptr + row * sc_b + h * sc_h + old * sc_s
+        vd = vc_ptr + row * svc_b + h * svc_h + old * svc_s
+        tl.store(kd + rd, kn1)
+        tl.store(kd + HALF + rd, kn2)
+        tl.store(vd + rd, vn1)
+        tl.store(vd + HALF + rd, vn2)
+
+    # this program's share of the old positions
+    chunk = tl.cdiv(tl.cdiv(old, NSPLIT), BS) * BS
+    start = tl.where(short, 0, sp * chunk)
+    end = tl.where(short, tl.where(sp == 0, old, 0), tl.minimum(start + chunk, old))
+    m_i = tl.full((GP,), float("-inf"), tl.float32)
+    l_i = tl.zeros((GP,), tl.float32)
+    acc1 = tl.zeros((GP, HALF), tl.float32)
+    acc2 = tl.zeros((GP, HALF), tl.float32)
+    kbase = kc_ptr + row * sc_b + h * sc_h
+    vbase = vc_ptr + row * svc_b + h * svc_h
+    for s0 in range(start, end, BS):  # empty when this split has nothing to do
+        rs = s0 + tl.arange(0, BS)
+        smask = (rs < end)[:, None]
+        kp = kbase + rs[:, None] * sc_s + rd[None, :]
+        vp = vbase + rs[:, None] * svc_s + rd[None, :]
+        k1 = tl.load(kp, mask=smask, other=0.0).to(q1.dtype)
+        k2 = tl.load(kp + HALF, mask=smask, other=0.0).to(q1.dtype)
+        v1 = tl.load(vp, mask=smask, other=0.0)
+        v2 = tl.load(vp + HALF, mask=smask, other=0.0)
+        if F32_DOT:
+            qk = tl.dot(q1, tl.trans(k1), input_precision="ieee") + tl.dot(q2, tl.trans(k2), input_precision="ieee")
+        else:
+            qk = tl.dot(q1, tl.trans(k1)) + tl.dot(q2, tl.trans(k2))
+        qk = tl.where((rs < end)[None, :], qk * qk_scale, float("-inf"))  # log2 units
+        m_new = tl.maximum(m_i, tl.max(qk, axis=1))  # finite: every block holds one valid position
+        p = tl.exp2(qk - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        if F32_DOT:
+            acc1 = acc1 * alpha[:, None] + tl.dot(p, v1.to(tl.float32), input_precision="ieee")
+            acc2 = acc2 * alpha[:, None] + tl.dot(p, v2.to(tl.float32), input_precision="ieee")
+        else:
+            acc1 = acc1 * alpha[:, None] + tl.dot(p.to(v1.dtype), v1)
+            acc2 = acc2 * alpha[:, None] + tl.dot(p.to(v2.dtype), v2)
+        m_i = m_new
+    if sp == 0:  # the new token, from registers
+        s_new = tl.sum(q1.to(tl.float32) * kn1.to(tl.float32)[None, :] + q2.to(tl.float32) * kn2.to(tl.float32)[None, :],
+                       axis=1) * qk_scale
+        m_new = tl.maximum(m_i, s_new)
+        alpha = tl.exp2(m_i - m_new)
+        p_new = tl.exp2(s_new - m_new)
+        l_i = l_i * alpha + p_new
+        acc1 = acc1 * alpha[:, None] + p_new[:, None] * vn1.to(tl.float32)[None, :]
+        acc2 = acc2 * alpha[:, None] + p_new[:, None] * vn2.to(tl.float32)[None, :]
+        m_i = m_new
+
+    ob = o_ptr + (b * HKV * G + h * G + rg)[:, None] * (2 * HALF) + rd[None, :]  # out [B, Hq, D] contiguous
+    if short:
+        if sp == 0:
+            tl.store(ob, (acc1 / l_i[:, None]).to(o_ptr.dtype.element_ty), mask=gmask)
+            tl.store(ob + HALF, (acc2 / l_i[:, None]).to(o_ptr.dtype.element_ty), mask=gmask)
+    else:
+        valid = l_i > 0
+        inv = 1.0 / tl.where(valid, l_i, 1.0)
+        prow = (bh * NSPLIT + sp) * GP + rg  # partials [B * Hkv, NSPLIT, GP, D]
+        pp = part_ptr + prow[:, None] * (2 * HALF) + rd[None, :]
+        tl.store(pp, acc1 * inv[:, None])
+        tl.store(pp + HALF, acc2 * inv[:, None])
+        tl.store(lse_ptr + prow, tl.where(valid, m_i + tl.log2(tl.where(valid, l_i, 1.0)), float("-inf")))
+        tl.debug_barrier()  # every thread's partial stores precede the ticket (released by the atomic)
+        ticket = tl.atomic_add(tick_ptr + bh, 1)  # acq_rel, gpu scope
+        tl.debug_barrier()
+        if ticket == NSPLIT - 1:  # the last split merges; split 0 holds the new token, so its lse is finite
+            base = bh * NSPLIT * GP + rg
+            m = tl.load(lse_ptr + base, cache_modifier=".cg")
+            den = tl.full((GP,), 1.0, tl.float32)
+            o1 = tl.load(part_ptr + base[:, None] * (2 * HALF) + rd[None, :], cache_modifier=".cg")
+            o2 = tl.load(part_ptr + base[:, None] * (2 * HALF) + HALF + rd[None, :], cache_modifier=".cg")
+            for s in range(1, NSPLIT):
+                r2 = base + s * GP
+                lse = tl.load(lse_ptr + r2, cache_modifier=".cg")
+                m2 = tl.maximum(m, lse)
+                a, w = tl.exp2(m - m2), tl.exp2(lse - m2)
+                o1 = o1 * a[:, None] + w[:, None] * tl.load(part_ptr + r2[:, None] * (2 * HALF) + rd[None, :],
+                                                            cache_modifier=".cg")
+                o2 = o2 * a[:, None] + w[:, None] * tl.load(part_ptr + r2[:, None] * (2 * HALF) + HALF + rd[None, :],
+                                                            cache_modifier=".cg")
+                den = den * a + w
+                m = m2
+            tl.store(ob, (o1 / den[:, None]).to(o_ptr.dtype.element_ty), mask=gmask)
+            tl.store(ob + HALF, (o2 / den[:, None]).to(o_ptr.dtype.element_ty), mask=gmask)
+            tl.atomic_xchg(tick_ptr + bh, 0)  # ready for the next step (and the next graph replay)
+
+
+_tickets: dict[tuple, torch.Tensor] = {}
+
+
+def _ticket_buffer(n: int, device: torch.device) -> torch.Tensor:
+    """Zeroed int32 tickets kept across calls (the merging program resets its own), so a CUDA graph captures no
+    memset. Allocated on the first (warm-up) call, before capture."""
+    key = (device, n)
+    if key not in _tickets:
+        _tickets[key] = torch.zeros(n, dtype=torch.int32, device=device)
+    return _tickets[key]
+
+
+def rope_decode_attention(q, k, v, cos, sin, k_cache, v_cache, rows, pos, scale=None, num_splits=None,
+                          short: int = SHORT, block: int | None = None, num_warps: int = 4) -> torch.Tensor:
+    """Triton version of `rope_decode_attention_ref` (q, k, v may be strided views of one qkv projection;
+    the last dim of every tensor contiguous). cos/sin rows: [B, D] (both halves equal, engine/rope.py) or
+    [B, D / 2]. q is not modified."""
+    b, hq, d = q.shape
+    hkv = k.shape[1]
+    _, _, cap, _ = k_cache.shape
+    half = d // 2
+    assert d % 2 == 0 and half == triton.next_power_of_2(half) and half >= 16 and hq % hkv == 0
+    assert q.stride(2) == k.stride(2) == v.stride(2) == k_cache.stride(3) == v_cache.stride(3) == 1
+    assert cos.stride(1) == sin.stride(1) == 1 and cos.shape[0] == b and cos.shape[1] in (half, d)
+    assert rows.dtype == pos.dtype == torch.int32 and rows.shape == pos.shape == (b,)
+    g = hq // hkv
+    gp = max(16, triton.next_power_of_2(g))
+    block = block or (64 if d <= 64 else 32)
+    # splits exist only for the long regime: none when the cache cannot hold a long sequence
+    nsplit = num_splits or (1 if cap <= short else default_splits(b, hkv, cap, block))
+    scale = scale if scale is not None else 1.0 / math.sqrt(d)
+    out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
+    if nsplit > 1:
+        part = torch.empty(b * hkv * nsplit * gp * d, dtype=torch.float32, device=q.device)
+        lse = torch.empty(b * hkv * nsplit * gp, dtype=torch.float32, device=q.device)
+        tickets = _ticket_buffer(b * hkv, q.device)
+    else:
+        part = lse = tickets = out  # never touched: every row is short
+    interp = os.environ.get("TRITON_INTERPRET") == "1"
+    _kernel[(b * hkv, nsplit)](q, k, v, cos, sin, k_cache, v_cache, rows, pos, out, part, lse, tickets,
+                               scale * 1.4426950408889634, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+                               v.stride(0), v.stride(1), cos.stride(0), sin.stride(0),
+                               *k_cache.stride()[:3], *v_cache.stride()[:3],
+                               HKV=hkv, G=g, GP=gp, HALF=half, BS=block, NSPLIT=nsplit,
+                               SHORT=short if nsplit > 1 else cap + 1,
+                               F32_DOT=interp or q.dtype == torch.float32, num_warps=num_warps)
+    return out
