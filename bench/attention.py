@@ -69,7 +69,7 @@ def layer_bench(shape: str, ctx: int) -> dict:
                                  reps=3, warmup=1)
     qd = q[:, :, -1:].contiguous()  # [1, H, 1, D]: the last token decoding
     out["decode_sparse_us"] = _graph_us(lambda: (compress_keys(k, ck, lens, 2, p),
-                                                 infllm_v2_attention(qd, k, v, ck, lens, p)))
+                                                 infllm_v2_attention(qd, k, v, ck, lens, p, dense_len=p.dense_len)))
     out["decode_flash_us"] = _graph_us(lambda: decode_attention(qd[:, :, 0], k, v, lens))
     out["decode_sdpa_us"] = _graph_us(lambda: F.scaled_dot_product_attention(qd, k, v, enable_gqa=True))
     out["prefill_speedup_vs_sdpa"] = out["prefill_sdpa_ms"] / out["prefill_sparse_ms"]
@@ -77,6 +77,36 @@ def layer_bench(shape: str, ctx: int) -> dict:
     out["decode_speedup_vs_sdpa"] = out["decode_sdpa_us"] / out["decode_sparse_us"]
     del k, v, q, ck
     torch.cuda.empty_cache()
+    return out
+
+
+def breakdown(shape: str, ctx: int, chunk: int = 8192) -> dict:
+    """GPU time per kernel (torch.profiler) of one sparse decode step and of the last `chunk`-token prefill chunk
+    at context ctx, one layer: where the time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from engine.kernels.infllm_v2 import InfLLMParams, compress_keys, infllm_v2_attention
+
+    s, p = SHAPES[shape], InfLLMParams.from_config(SPARSE_8B)
+    torch.manual_seed(0)
+    k = torch.randn(1, s.kv_heads, ctx, s.head_dim, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    q = torch.randn(1, s.heads, chunk, s.head_dim, device="cuda", dtype=torch.bfloat16)
+    ck = torch.zeros(1, s.kv_heads, p.num_windows(ctx), s.head_dim, device="cuda", dtype=torch.bfloat16)
+    lens = torch.tensor([ctx], dtype=torch.int32, device="cuda")
+    compress_keys(k, ck, lens, ctx // p.kernel_stride + 2, p)
+    steps = {"decode": lambda: infllm_v2_attention(q[:, :, -1:].contiguous(), k, v, ck, lens, p,
+                                                   dense_len=p.dense_len),
+             "prefill_chunk": lambda: infllm_v2_attention(q, k, v, ck, lens, p)}
+    out = {}
+    for name, fn in steps.items():
+        fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        out[name] = {e.key[:60]: round(e.device_time_total, 1) for e in prof.key_averages()
+                     if e.device_time_total > 0}  # microseconds
     return out
 
 
@@ -134,10 +164,10 @@ def sparse_kernel_model(s, quant: str, batch: int, max_len: int, sparse: dict, c
 
         def _attend(self, i, q, decode, pos):
             kc, vc, ck, p = self.kv[i, 0], self.kv[i, 1], self.ck[i], self.p
-            if decode:  # q [B, H, D]
+            if decode:  # q [B, H, D]; the engine's on-device dense switch, as SparseAttention decodes
                 lens = (pos + 1).to(torch.int32)
                 compress_keys(kc, ck, lens, 2, p)
-                return infllm_v2_attention(q.unsqueeze(2), kc, vc, ck, lens, p)[:, :, 0]
+                return infllm_v2_attention(q.unsqueeze(2), kc, vc, ck, lens, p, dense_len=p.dense_len)[:, :, 0]
             t = q.shape[0]  # one sequence, tokens start .. start + t - 1
             e = self.start + t
             lens = torch.full((1,), e, dtype=torch.int32, device=q.device)
@@ -191,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape", choices=sorted(SHAPES), default="8b")
     ap.add_argument("--context", default="32k,64k,128k", help="comma-separated contexts for the per-layer bench")
     ap.add_argument("--whole-model", default="128k", help="context of the whole-model run ('' to skip)")
+    ap.add_argument("--breakdown", action="store_true", help="GPU time per kernel of a decode step and a prefill "
+                    "chunk at the largest context")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -199,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         raise EngineError("cpm bench attention needs a CUDA GPU (the kernels are timed on it)")
     result = {"device": torch.cuda.get_device_name(), "shape": args.shape, "sparse_config": SPARSE_8B,
               "layer": [layer_bench(args.shape, _ctx(c)) for c in args.context.split(",") if c]}
+    if args.breakdown:
+        result["breakdown"] = breakdown(args.shape, max(_ctx(c) for c in args.context.split(",") if c))
     if args.whole_model:
         result["whole_model"] = whole_model(args.shape, _ctx(args.whole_model))
     if args.json:
@@ -208,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ctx {r['context']:>7}: prefill sparse {r['prefill_sparse_ms']:8.2f} ms  sdpa "
                   f"{r['prefill_sdpa_ms']:8.2f} ms | decode sparse {r['decode_sparse_us']:6.1f} us  flash "
                   f"{r['decode_flash_us']:6.1f} us  sdpa {r['decode_sdpa_us']:6.1f} us")
-        if "whole_model" in result:
-            print(json.dumps(result["whole_model"], indent=1))
+        for key in ("breakdown", "whole_model"):
+            if key in result:
+                print(json.dumps(result[key], indent=1))
     return 0

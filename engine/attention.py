@@ -19,7 +19,12 @@ MODES = ("auto", "dense", "sparse")
 
 class SparseAttention:
     """mode: "auto" (dense while kv_len < dense_len), "dense" or "sparse" (forced). impl: "auto" (kernels on
-    CUDA, references on CPU), "reference" or "kernel"."""
+    CUDA, references on CPU), "reference" or "kernel".
+
+    `graph_safe` (the kernel path): a decode step (T == 1) does no host sync, allocates only op outputs and
+    reads each row's length from ctx.lengths / ctx.pos on the device, so it can be captured in a CUDA graph
+    over the cache's whole capacity (ctx.kv_len = max_seq_len). The dense/sparse switch of a decode step is
+    then made on the device too: a row shorter than dense_len selects every block."""
 
     def __init__(self, cfg: ModelConfig, max_batch: int, max_seq_len: int, device: torch.device,
                  dtype: torch.dtype, mode: str = "auto", impl: str = "auto"):
@@ -36,6 +41,7 @@ class SparseAttention:
             raise EngineError(f"bad sparse_config: {e}") from None
         self.mode, self.scale = mode, cfg.head_dim ** -0.5
         self.kernels = impl == "kernel" or (impl == "auto" and torch.device(device).type == "cuda")
+        self.graph_safe = self.kernels
         shape = (cfg.num_layers, max_batch, cfg.num_kv_heads)
         self.ck = torch.zeros(*shape, max(1, self.p.num_windows(max_seq_len)), cfg.head_dim, device=device,
                               dtype=dtype)
@@ -67,9 +73,14 @@ class SparseAttention:
             keys = kn
         ck = self.ck[layer, ctx.rows]
         self._compress(keys, ck, lengths, T)
-        if not self.sparse_at(ctx.kv_len):
-            return ops.attention(q, kc, vc, ctx.mask, ctx.causal, self.scale)
         q_sel = q_raw.transpose(1, 2) if self.p.use_nope else None
+        if self.kernels and T == 1 and self.mode != "dense":  # decode: the switch is made on the device
+            from engine.kernels.infllm_v2 import infllm_v2_attention
+
+            dense_len = self.p.dense_len if self.mode == "auto" else 0
+            return infllm_v2_attention(q, kc, vc, ck, lengths, self.p, q_sel, self.scale, dense_len)
+        if not self.sparse_at(ctx.kv_len):
+            return ops.attention(q, kc, vc, ctx.mask, ctx.causal, self.scale, ctx.lengths)
         if self.kernels:
             from engine.kernels.infllm_v2 import infllm_v2_attention
 

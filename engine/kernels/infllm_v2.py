@@ -173,6 +173,71 @@ def compress_keys(k_cache: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.
                                        KVH=kvh, KS=p.kernel_size, ST=p.kernel_stride, D=d, NCAP=ck_cache.shape[2])
 
 
+# shared pieces of the kernels below
+
+@triton.jit
+def _dot(a, b, F32_DOT: tl.constexpr):
+    """a @ b on tensor cores in b's dtype (bf16), or exact fp32 (fp32 models; the CPU interpreter, whose bf16
+    tl.dot is wrong)."""
+    if F32_DOT:
+        r = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        r = tl.dot(a.to(b.dtype), b)
+    return r
+
+
+@triton.jit
+def _load_rows(q_ptr, b, heads, t, valid, sq_b, sq_h, sq_t, D: tl.constexpr):
+    """Query rows [R, D]: row r is query head heads[r] of token t[r] of batch row b."""
+    rd = tl.arange(0, D)
+    return tl.load(q_ptr + b * sq_b + heads[:, None] * sq_h + t[:, None] * sq_t + rd[None, :], mask=valid[:, None],
+                   other=0.0)
+
+
+@triton.jit
+def _softmax_step(q, k, v, ok, m_i, l_i, acc, qk_scale, F32_DOT: tl.constexpr):
+    """One key tile of an online softmax (log2 units): q [R, D], k/v [N, D], ok [R, N] which keys count.
+    Rows that have seen no key yet keep zero mass."""
+    qk = tl.where(ok, _dot(q, tl.trans(k), F32_DOT) * qk_scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(qk, axis=1))
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    pr = tl.exp2(qk - m_use[:, None])
+    alpha = tl.exp2(m_i - m_use)
+    return m_new, l_i * alpha + tl.sum(pr, axis=1), acc * alpha[:, None] + _dot(pr, v, F32_DOT)
+
+
+@triton.jit
+def _finish(m_i, l_i, acc):
+    """Normalized output and its log-sum-exp (log2; -inf for a row that saw nothing)."""
+    seen = l_i > 0
+    out = acc / tl.where(seen, l_i, 1.0)[:, None]
+    return out, tl.where(seen, m_i + tl.log2(tl.where(seen, l_i, 1.0)), float("-inf"))
+
+
+@triton.jit
+def _merge_rows(o_ptr, lse_ptr, rows, valid, NSPLIT: tl.constexpr, D: tl.constexpr):
+    """Merge the NSPLIT partial (output, lse) of each row (partials at row * NSPLIT + split), as
+    flash-decoding does: weights exp2(lse - max). Some split of every valid row is finite."""
+    rd = tl.arange(0, D)
+    m = tl.full(rows.shape, float("-inf"), tl.float32)
+    l = tl.zeros(rows.shape, tl.float32)
+    acc = tl.zeros((rows.shape[0], D), tl.float32)
+    for s in range(NSPLIT):  # .cg: read past L1, which may hold an earlier call's partials
+        lse = tl.load(lse_ptr + rows * NSPLIT + s, mask=valid, other=float("-inf"), cache_modifier=".cg")
+        o = tl.load(o_ptr + (rows * NSPLIT + s)[:, None] * D + rd[None, :], mask=valid[:, None], other=0.0,
+                    cache_modifier=".cg")
+        m_new = tl.maximum(m, lse)
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha, w = tl.exp2(m - m_use), tl.exp2(lse - m_use)
+        acc = acc * alpha[:, None] + o * w[:, None]
+        l = l * alpha + w
+        m = m_new
+    return acc / tl.where(l > 0, l, 1.0)[:, None]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# stage 1: compressed-key scores, pooled block keys, top-k
+
 @triton.jit
 def _row_setup(pid, len_ptr, T, KVH: tl.constexpr, NQT, BQ: tl.constexpr, GP: tl.constexpr, G: tl.constexpr,
                KS: tl.constexpr, ST: tl.constexpr):
@@ -189,6 +254,18 @@ def _row_setup(pid, len_ptr, T, KVH: tl.constexpr, NQT, BQ: tl.constexpr, GP: tl
 
 
 @triton.jit
+def _window_logits(q, ck_ptr, b, h, c0, seen, n_win, qk_scale, sc_b, sc_h, sc_c, D: tl.constexpr,
+                   BC: tl.constexpr, F32_DOT: tl.constexpr):
+    """Logits (log2 units) of the query rows against compressed keys c0 .. c0 + BC - 1; -inf where a row may
+    not see the window yet."""
+    rc, rd = c0 + tl.arange(0, BC), tl.arange(0, D)
+    ck = tl.load(ck_ptr + b * sc_b + h * sc_h + rc[:, None] * sc_c + rd[None, :], mask=(rc < n_win)[:, None],
+                 other=0.0)
+    qk = _dot(q, tl.trans(ck), F32_DOT) * qk_scale
+    return rc, tl.where(rc[None, :] < seen[:, None], qk, float("-inf"))
+
+
+@triton.jit
 def _lse_kernel(q_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, qk_scale, chunk, T, NQT,
                 sq_b, sq_h, sq_t, sc_b, sc_h, sc_c,
                 KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr, D: tl.constexpr,
@@ -197,22 +274,11 @@ def _lse_kernel(q_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, qk_scale, chunk, T, NQT,
     of exp2 of the logits (log2 units)."""
     sp = tl.program_id(1)
     b, h, t, hq, valid, seen, n_win = _row_setup(tl.program_id(0), len_ptr, T, KVH, NQT, BQ, GP, G, KS, ST)
-    rd = tl.arange(0, D)
-    q = tl.load(q_ptr + b * sq_b + (h * G + hq)[:, None] * sq_h + t[:, None] * sq_t + rd[None, :],
-                mask=valid[:, None], other=0.0)
-    if F32_DOT:
-        q = q.to(tl.float32)
+    q = _load_rows(q_ptr, b, h * G + hq, t, valid, sq_b, sq_h, sq_t, D)
     m_i = tl.full((BQ * GP,), float("-inf"), tl.float32)
     l_i = tl.zeros((BQ * GP,), tl.float32)
-    for c0 in range(sp * chunk, tl.minimum(sp * chunk + chunk, n_win), BC):
-        rc = c0 + tl.arange(0, BC)
-        ck = tl.load(ck_ptr + b * sc_b + h * sc_h + rc[:, None] * sc_c + rd[None, :], mask=(rc < n_win)[:, None],
-                     other=0.0)
-        if F32_DOT:
-            qk = tl.dot(q, tl.trans(ck.to(tl.float32)), input_precision="ieee") * qk_scale
-        else:
-            qk = tl.dot(q, tl.trans(ck.to(q.dtype))) * qk_scale
-        qk = tl.where(rc[None, :] < seen[:, None], qk, float("-inf"))
+    for c0 in range(sp * chunk, tl.minimum(sp * chunk + chunk, tl.max(tl.where(valid, seen, 0), axis=0)), BC):
+        rc, qk = _window_logits(q, ck_ptr, b, h, c0, seen, n_win, qk_scale, sc_b, sc_h, sc_c, D, BC, F32_DOT)
         m_new = tl.maximum(m_i, tl.max(qk, axis=1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that see nothing yet stay at 0 mass
         l_i = l_i * tl.exp2(m_i - m_use) + tl.sum(tl.exp2(qk - m_use[:, None]), axis=1)
@@ -240,34 +306,25 @@ def _score_kernel(q_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, s_ptr, qk_scale, chunk, 
     mx = tl.where(mx == float("-inf"), 0.0, mx)
     tot = tl.sum(ls * tl.exp2(ms - mx[:, None]), axis=1)
     lse = tl.where(tot > 0, mx + tl.log2(tl.where(tot > 0, tot, 1.0)), float("inf"))  # inf: nothing seen -> p = 0
-    rd = tl.arange(0, D)
-    q = tl.load(q_ptr + b * sq_b + (h * G + hq)[:, None] * sq_h + t[:, None] * sq_t + rd[None, :],
-                mask=valid[:, None], other=0.0)
-    if F32_DOT:
-        q = q.to(tl.float32)
+    q = _load_rows(q_ptr, b, h * G + hq, t, valid, sq_b, sq_h, sq_t, D)
     tq = tl.program_id(0) % NQT * BQ + tl.arange(0, BQ)
-    for c0 in range(sp * chunk, tl.minimum(sp * chunk + chunk, n_win), BC):
-        rc = c0 + tl.arange(0, BC)
-        ck = tl.load(ck_ptr + b * sc_b + h * sc_h + rc[:, None] * sc_c + rd[None, :], mask=(rc < n_win)[:, None],
-                     other=0.0)
-        if F32_DOT:
-            qk = tl.dot(q, tl.trans(ck.to(tl.float32)), input_precision="ieee") * qk_scale
-        else:
-            qk = tl.dot(q, tl.trans(ck.to(q.dtype))) * qk_scale
-        ok = (rc[None, :] < seen[:, None]) & valid[:, None]
-        pr = tl.where(ok, tl.exp2(qk - lse[:, None]), 0.0)
+    # windows past the tile's last visible one are never read (_block_keys reads windows < seen only)
+    for c0 in range(sp * chunk, tl.minimum(sp * chunk + chunk, tl.max(tl.where(valid, seen, 0), axis=0)), BC):
+        rc, qk = _window_logits(q, ck_ptr, b, h, c0, seen, n_win, qk_scale, sc_b, sc_h, sc_c, D, BC, F32_DOT)
+        pr = tl.where(valid[:, None] & (qk > float("-inf")), tl.exp2(qk - lse[:, None]), 0.0)
         s = tl.sum(tl.reshape(pr, (BQ, GP, BC)), axis=1)  # [BQ, BC]: sum over the group's heads
         tl.store(s_ptr + ((b * KVH + h) * T + tq[:, None]) * NCAP + rc[None, :], s,
                  mask=(tq[:, None] < T) & (rc[None, :] < n_win))
 
 
 @triton.jit
-def _block_keys(s_ptr, row, j, pos, NB, SP: tl.constexpr, SPP: tl.constexpr, BS: tl.constexpr,
+def _block_keys(s_ptr, row, j, pos, dense, NB, SP: tl.constexpr, SPP: tl.constexpr, BS: tl.constexpr,
                 INIT: tl.constexpr, LOCAL: tl.constexpr, KS: tl.constexpr, ST: tl.constexpr, IDXB: tl.constexpr,
-                NCAP):
+                NCAP, CHOSEN: tl.constexpr):
     """Selection keys of blocks j for the query at pos: pool window scores (max over windows j*SP-1 ..
-    j*SP+SP-1), force the initial and local blocks, key = (score bits << IDXB) | (2^IDXB - 1 - j), -1 past the
-    query's block. Scores are >= 0, so their float bits order like the floats; the index part breaks ties."""
+    j*SP+SP-1), force the initial and local blocks (every block when `dense`), key = (score bits << IDXB) |
+    (2^IDXB - 1 - j), -1 past the query's block. Scores are >= 0, so their float bits order like the floats; the
+    index part breaks ties. CHOSEN: forced blocks get -1 too (the prefill path attends to them separately)."""
     seen = tl.where(pos + 1 >= KS, tl.maximum(pos + 1 - KS, 0) // ST + 1, 0)
     qb = pos // BS
     w = tl.arange(0, SPP)
@@ -275,62 +332,82 @@ def _block_keys(s_ptr, row, j, pos, NB, SP: tl.constexpr, SPP: tl.constexpr, BS:
     ok = (w[None, :] <= SP) & (c >= 0) & (c < seen)
     s = tl.load(s_ptr + row * NCAP + tl.where(ok, c, 0), mask=ok, other=0.0)
     score = tl.maximum(tl.max(s, axis=1), 0.0)
-    forced = (j < INIT) | ((j <= qb) & (j + LOCAL >= qb))
+    forced = (j < INIT) | ((j <= qb) & ((j + LOCAL >= qb) | dense))
     score = tl.where(forced, float("inf"), score)
     key = (score.to(tl.int32, bitcast=True).to(tl.int64) << IDXB) | ((1 << IDXB) - 1 - j).to(tl.int64)
-    return tl.where((j <= qb) & (j < NB), key, -1)
+    keep = (j <= qb) & (j < NB)
+    if CHOSEN:
+        keep = keep & ~forced
+    return tl.where(keep, key, -1)
 
 
 @triton.jit
 def _keys_kernel(s_ptr, key_ptr, len_ptr, T, NCAP, NB,
                  KVH: tl.constexpr, SP: tl.constexpr, SPP: tl.constexpr, BNB: tl.constexpr, BS: tl.constexpr,
                  INIT: tl.constexpr, LOCAL: tl.constexpr, KS: tl.constexpr, ST: tl.constexpr,
-                 IDXB: tl.constexpr):
+                 IDXB: tl.constexpr, CHOSEN: tl.constexpr):
     """All selection keys [rows, NB] (then torch.topk): the path for many query rows (prefill)."""
     row, jt = tl.program_id(0), tl.program_id(1)
     pos = tl.load(len_ptr + row // (KVH * T)) - T + row % T
     j = jt * BNB + tl.arange(0, BNB)
-    key = _block_keys(s_ptr, row, j, pos, NB, SP, SPP, BS, INIT, LOCAL, KS, ST, IDXB, NCAP)
+    key = _block_keys(s_ptr, row, j, pos, pos < 0, NB, SP, SPP, BS, INIT, LOCAL, KS, ST, IDXB, NCAP, CHOSEN)
     tl.store(key_ptr + row * NB + j, key, mask=j < NB)
 
 
 @triton.jit
-def _rank_select_kernel(key_ptr, idx_ptr, len_ptr, T, NB, K, KVH: tl.constexpr, BS: tl.constexpr,
-                        BN: tl.constexpr, BALL: tl.constexpr, KP: tl.constexpr):
-    """Top-K by rank, for few query rows (decode): program (row, tile of BN blocks) counts, for each of its
-    blocks, the blocks with a larger key (keys are unique), and writes block j to slot rank(j) if rank < K.
-    Slots past the query's block count (qb + 1 valid blocks) get -1. No sort, no host sync."""
+def _rank_select_kernel(s_ptr, idx_ptr, len_ptr, T, NCAP, NB, K, TOPK, DENSE_LEN,
+                        KVH: tl.constexpr, SP: tl.constexpr, SPP: tl.constexpr, BS: tl.constexpr,
+                        INIT: tl.constexpr, LOCAL: tl.constexpr, KS: tl.constexpr, ST: tl.constexpr,
+                        IDXB: tl.constexpr, BN: tl.constexpr, BALL: tl.constexpr, KP: tl.constexpr):
+    """Top-k by rank, for few query rows (decode), keys pooled on the fly: program (row, tile of BN blocks)
+    counts, for each of its blocks, the blocks with a larger key (keys are unique) and writes block j to slot
+    rank(j) if rank < k. So the selected blocks fill slots 0 .. min(k, qb + 1) - 1, best first, and the rest
+    get -1. k = K below DENSE_LEN tokens (every block forced: dense attention through the same kernels; the
+    switch reads the length on the device), else TOPK. No sort, no host sync."""
     row, jt = tl.program_id(0), tl.program_id(1)
     pos = tl.load(len_ptr + row // (KVH * T)) - T + row % T
+    dense = pos + 1 < DENSE_LEN
+    qb = pos // BS
     j = jt * BN + tl.arange(0, BN)
-    mine = tl.load(key_ptr + row * NB + j, mask=j < NB, other=-1)
+    mine = _block_keys(s_ptr, row, j, pos, dense, NB, SP, SPP, BS, INIT, LOCAL, KS, ST, IDXB, NCAP, False)
     rank = tl.zeros((BN,), tl.int32)
-    for a in range(0, NB, BALL):
-        ra = a + tl.arange(0, BALL)
-        other = tl.load(key_ptr + row * NB + ra, mask=ra < NB, other=-1)
+    for a in range(0, tl.minimum(qb + 1, NB), BALL):  # blocks past the query's own have key -1
+        other = _block_keys(s_ptr, row, a + tl.arange(0, BALL), pos, dense, NB, SP, SPP, BS, INIT, LOCAL, KS, ST,
+                            IDXB, NCAP, False)
         rank += tl.sum((other[None, :] > mine[:, None]).to(tl.int32), axis=1)
-    sel = (rank < K) & (mine >= 0)
+    k = tl.where(dense, K, TOPK)
+    sel = (rank < k) & (mine >= 0)
     tl.store(idx_ptr + row * K + tl.where(sel, rank, 0), j, mask=sel)
     slot = tl.arange(0, KP)
-    tl.store(idx_ptr + row * K + slot, tl.full((KP,), -1, tl.int32),
-             mask=(slot < K) & (slot > tl.where(jt == 0, pos // BS, KP)))  # program 0 only
+    n_sel = tl.where(jt == 0, tl.minimum(k, qb + 1), KP)  # program 0 clears the unused slots
+    tl.store(idx_ptr + row * K + slot, tl.full((KP,), -1, tl.int32), mask=(slot < K) & (slot >= n_sel))
+
+
+def decode_slots(p: InfLLMParams, num_blocks: int, dense_len: int = 0) -> int:
+    """Selected-block slots of a decode step: top-k, or every block of a context below dense_len."""
+    return min(num_blocks, max(p.topk, triton.cdiv(max(dense_len, 0), p.block_size)))
 
 
 def select_blocks(q: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor, num_blocks: int,
                   p: InfLLMParams, scale: float | None = None, num_splits: int | None = None,
-                  q_chunk: int = 2048, rows: int = 64, num_warps: int = 4) -> torch.Tensor:
+                  q_chunk: int = 2048, rows: int = 64, num_warps: int = 4, dense_len: int = 0,
+                  chosen_only: bool = False) -> torch.Tensor:
     """q [B, H, T, D] (last dim contiguous), ck_cache [B, KVH, NC_cap, D], lengths int32 [B] (the row's last
     query is at lengths - 1) -> int32 [B, KVH, T, K] selected blocks (-1 = none). Long T runs in q_chunk slices
-    to bound the [T, NC] score scratch."""
+    to bound the [T, NC] score scratch.
+    Decode (T == 1): slots best first, filled from slot 0; rows shorter than `dense_len` select every block
+    (K = decode_slots(...)). chosen_only (T > 1): only the top-k picks beyond the forced initial and local
+    blocks (K = topk - forced), for sparse_prefill_attention, which attends to those separately."""
     bsz, h, t, d = q.shape
     if t > q_chunk:
         parts = [select_blocks(q[:, :, s:s + q_chunk], ck_cache, lengths - (t - min(s + q_chunk, t)), num_blocks,
-                               p, scale, num_splits, q_chunk, rows, num_warps) for s in range(0, t, q_chunk)]
+                               p, scale, num_splits, q_chunk, rows, num_warps, dense_len, chosen_only)
+                 for s in range(0, t, q_chunk)]
         return torch.cat(parts, dim=2)
     kvh, ncap = ck_cache.shape[1], ck_cache.shape[2]
     g = h // kvh
     gp = triton.next_power_of_2(g)
-    # query tokens per program: BQ * GP rows (>= 16 for tl.dot), up to 64 rows in prefill
+    # query tokens per program: BQ * GP rows (>= 16 for tl.dot), up to `rows` rows in prefill
     bq = max(1, 16 // gp) if t == 1 else max(1, 16 // gp, min(triton.next_power_of_2(t), rows // gp))
     nqt = triton.cdiv(t, bq)
     bc = 64
@@ -353,101 +430,86 @@ def select_blocks(q: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor
                                              *strides, **common)
     sp = p.block_size // p.kernel_stride
     assert num_blocks < (1 << IDX_BITS) - 1
-    kk = min(p.topk, num_blocks)
     pool = dict(KVH=kvh, SP=sp, SPP=triton.next_power_of_2(sp + 1), BS=p.block_size, INIT=p.init_blocks,
                 LOCAL=p.local_blocks, KS=p.kernel_size, ST=p.kernel_stride, IDXB=IDX_BITS, num_warps=4)
-    keys = torch.empty(bsz, kvh, t, num_blocks, dtype=torch.int64, device=dev)
-    bnb = min(256, triton.next_power_of_2(num_blocks))
-    _keys_kernel[(bsz * kvh * t, triton.cdiv(num_blocks, bnb))](s, keys, lengths, t, ncap, num_blocks, BNB=bnb,
-                                                                **pool)
-    if bsz * kvh * t <= 64:  # decode: selection by rank, in one launch (torch.topk takes several)
+    if t == 1:  # decode: selection by rank, in one launch (torch.topk takes several)
+        kk = decode_slots(p, num_blocks, dense_len)
         idx = torch.empty(bsz, kvh, t, kk, dtype=torch.int32, device=dev)
         bn = 16
         _rank_select_kernel[(bsz * kvh * t, triton.cdiv(num_blocks, bn))](
-            keys, idx, lengths, t, num_blocks, kk, KVH=kvh, BS=p.block_size, BN=bn, BALL=512,
-            KP=triton.next_power_of_2(kk), num_warps=4)
+            s, idx, lengths, t, ncap, num_blocks, kk, min(p.topk, num_blocks), dense_len, BN=bn, BALL=512,
+            KP=triton.next_power_of_2(kk), **pool)
         return idx
+    assert dense_len <= 0, "the dense switch is decided per step in prefill"
+    kk = min(p.topk - forced_blocks(p) if chosen_only else p.topk, num_blocks)
+    keys = torch.empty(bsz, kvh, t, num_blocks, dtype=torch.int64, device=dev)
+    bnb = min(256, triton.next_power_of_2(num_blocks))
+    _keys_kernel[(bsz * kvh * t, triton.cdiv(num_blocks, bnb))](s, keys, lengths, t, ncap, num_blocks, BNB=bnb,
+                                                                CHOSEN=chosen_only, **pool)
+    if kk <= 0:
+        return torch.full((bsz, kvh, t, 1), -1, dtype=torch.int32, device=dev)
     vals, idx = torch.topk(keys, kk, dim=-1, sorted=False)
     return torch.where(vals >= 0, idx, -1).to(torch.int32)
 
+
+def forced_blocks(p: InfLLMParams) -> int:
+    """Blocks every query past the first few always keeps: the initial ones and the local window's."""
+    return p.init_blocks + p.local_blocks + 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# stage 2: attention over the selected blocks
 
 @triton.jit
 def _sparse_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, o_ptr, lse_ptr, qk_scale, per_split, T,
                         sq_b, sq_h, sq_t, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s,
                         KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
-                        K: tl.constexpr, NSPLIT: tl.constexpr, F32_DOT: tl.constexpr, PAIR: tl.constexpr):
-    """Stage 2: program (row x kv head x token, split of the selected list). Each selected block's K/V tile is
-    loaded once for the G query heads of the group; online softmax; partial output + log-sum-exp (log2)."""
+                        K: tl.constexpr, NSPLIT: tl.constexpr, SP0: tl.constexpr, F32_DOT: tl.constexpr):
+    """Program (row x kv head x token, split of the selected list): each selected block's K/V tile is loaded
+    once for the G query heads of the group; online softmax; partial output + log-sum-exp (log2) into split
+    SP0 + split of the NSPLIT partials of its rows. Slots may hold -1 anywhere (skipped)."""
     pid, sp = tl.program_id(0), tl.program_id(1)
     b, rest = pid // (KVH * T), pid % (KVH * T)
     h, t = rest // T, rest % T
-    n = tl.load(len_ptr + b)
-    pos = n - T + t
-    rg, rd, rs = tl.arange(0, GP), tl.arange(0, D), tl.arange(0, PAIR * BS)
-    q = tl.load(q_ptr + b * sq_b + (h * G + rg)[:, None] * sq_h + t * sq_t + rd[None, :], mask=(rg < G)[:, None],
-                other=0.0)
-    if F32_DOT:
-        q = q.to(tl.float32)
+    pos = tl.load(len_ptr + b) - T + t
+    rg, rd, rs = tl.arange(0, GP), tl.arange(0, D), tl.arange(0, BS)
+    q = _load_rows(q_ptr, b, h * G + rg, tl.full((GP,), 0, tl.int32) + t, rg < G, sq_b, sq_h, sq_t, D)
     m_i = tl.full((GP,), float("-inf"), tl.float32)
     l_i = tl.zeros((GP,), tl.float32)
     acc = tl.zeros((GP, D), tl.float32)
-    j_end = tl.minimum(sp * per_split + per_split, K)
-    for j in range(sp * per_split, j_end, PAIR):  # PAIR selected blocks per iteration: PAIR * BS keys
-        slot = j + rs // BS
-        blk = tl.load(idx_ptr + pid * K + slot, mask=slot < j_end, other=-1)
-        ks = blk * BS + rs % BS
-        ok = (blk >= 0) & (ks <= pos)  # blk -1: an empty slot
+    for j in range(sp * per_split, tl.minimum(sp * per_split + per_split, K)):
+        ks = tl.load(idx_ptr + pid * K + j) * BS + rs
+        ok = (ks >= 0) & (ks <= pos)  # block -1 (an empty slot): negative positions
         ks = tl.where(ok, ks, 0)  # in-bounds addresses even where masked
         k = tl.load(k_ptr + b * sk_b + h * sk_h + ks[:, None] * sk_s + rd[None, :], mask=ok[:, None], other=0.0)
         v = tl.load(v_ptr + b * sv_b + h * sv_h + ks[:, None] * sv_s + rd[None, :], mask=ok[:, None], other=0.0)
-        if F32_DOT:
-            qk = tl.dot(q, tl.trans(k.to(tl.float32)), input_precision="ieee") * qk_scale
-        else:
-            qk = tl.dot(q, tl.trans(k.to(q.dtype))) * qk_scale
-        qk = tl.where(ok[None, :], qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, axis=1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        pr = tl.exp2(qk - m_use[:, None])
-        alpha = tl.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(pr, axis=1)
-        if F32_DOT:
-            acc = acc * alpha[:, None] + tl.dot(pr, v.to(tl.float32), input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(pr.to(q.dtype), v.to(q.dtype))
-        m_i = m_new
-    seen = l_i > 0
-    out = acc / tl.where(seen, l_i, 1.0)[:, None]
-    lse = tl.where(seen, m_i + tl.log2(tl.where(seen, l_i, 1.0)), float("-inf"))
-    hq = KVH * G
-    prow = ((b * T + t) * hq + h * G + rg) * NSPLIT + sp  # partials [B * T, Hq, NSPLIT, D]
+        m_i, l_i, acc = _softmax_step(q, k, v, ok[None, :], m_i, l_i, acc, qk_scale, F32_DOT)
+    out, lse = _finish(m_i, l_i, acc)
+    prow = ((b * T + t) * KVH * G + h * G + rg) * NSPLIT + SP0 + sp  # partials [B * T, Hq, NSPLIT, D]
     tl.store(o_ptr + prow[:, None] * D + rd[None, :], out.to(o_ptr.dtype.element_ty), mask=(rg < G)[:, None])
     tl.store(lse_ptr + prow, lse, mask=rg < G)
 
 
 @triton.jit
-def _merge_kernel(o_ptr, lse_ptr, out_ptr, D: tl.constexpr, NSPLIT: tl.constexpr):
-    """Program per (token, head): weight the splits' partial outputs by exp2(lse - max). Every token has at
-    least its own position selected, so some split is finite."""
-    row = tl.program_id(0)
-    rs, rd = tl.arange(0, NSPLIT), tl.arange(0, D)
-    lse = tl.load(lse_ptr + row * NSPLIT + rs)
-    w = tl.exp2(lse - tl.max(lse, axis=0))
-    o = tl.load(o_ptr + (row * NSPLIT + rs)[:, None] * D + rd[None, :])
-    out = tl.sum(o * w[:, None], axis=0) / tl.sum(w, axis=0)
-    tl.store(out_ptr + row * D + rd, out.to(out_ptr.dtype.element_ty))
+def _merge_kernel(o_ptr, lse_ptr, out_ptr, N, R: tl.constexpr, D: tl.constexpr, NSPLIT: tl.constexpr):
+    """Program per R of the N (token, head) rows: merge their splits' partial outputs."""
+    rows = tl.program_id(0) * R + tl.arange(0, R)
+    out = _merge_rows(o_ptr, lse_ptr, rows, rows < N, NSPLIT, D)
+    tl.store(out_ptr + rows[:, None] * D + tl.arange(0, D)[None, :], out.to(out_ptr.dtype.element_ty),
+             mask=(rows < N)[:, None])
 
 
 def sparse_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, idx: torch.Tensor,
                      lengths: torch.Tensor, block_size: int, scale: float | None = None,
-                     num_splits: int | None = None, pair: int = 1, num_warps: int = 4) -> torch.Tensor:
-    """q [B, H, T, D], caches [B, KVH, S, D], idx int32 [B, KVH, T, K] (-1 = none) -> [B, H, T, D]."""
+                     num_splits: int | None = None, num_warps: int = 4) -> torch.Tensor:
+    """q [B, H, T, D], caches [B, KVH, S, D], idx int32 [B, KVH, T, K] (-1 = none, anywhere) -> [B, H, T, D]."""
     bsz, h, t, d = q.shape
     kvh = k_cache.shape[1]
     g = h // kvh
     kk = idx.shape[-1]
     idx = idx.contiguous()
     want = min(32, triton.next_power_of_2(triton.cdiv(264, bsz * kvh * t)), kk)
-    nsplit = num_splits or 1 << (want.bit_length() - 1)  # a power of 2 (the merge kernel's arange)
+    nsplit = num_splits or 1 << (want.bit_length() - 1)  # a power of 2 (the merge's loop)
     per = triton.cdiv(kk, nsplit)
     scale = scale if scale is not None else d ** -0.5
     out = torch.empty(bsz, t, h, d, dtype=q.dtype, device=q.device)
@@ -457,18 +519,172 @@ def sparse_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     _sparse_attn_kernel[(bsz * kvh * t, nsplit)](
         q, k_cache, v_cache, idx, lengths, part, lse, scale * LOG2E, per, t, q.stride(0), q.stride(1), q.stride(2),
         *k_cache.stride()[:3], *v_cache.stride()[:3], KVH=kvh, G=g, GP=max(16, triton.next_power_of_2(g)), D=d,
-        BS=block_size, K=kk, NSPLIT=nsplit, F32_DOT=_interp() or q.dtype == torch.float32, PAIR=pair,
+        BS=block_size, K=kk, NSPLIT=nsplit, SP0=0, F32_DOT=_interp() or q.dtype == torch.float32,
         num_warps=num_warps)
     if nsplit > 1:
-        _merge_kernel[(bsz * t * h,)](part, lse, out, D=d, NSPLIT=nsplit)
+        _merge_kernel[(bsz * t * h,)](part, lse, out, bsz * t * h, R=1, D=d, NSPLIT=nsplit)
+    return out.transpose(1, 2)
+
+
+@triton.jit
+def _decode_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, part_ptr, lse_ptr, cnt_ptr, out_ptr, qk_scale,
+                        K, TOPK, DENSE_LEN, sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h,
+                        KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
+                        NSPLIT: tl.constexpr, F32_DOT: tl.constexpr):
+    """Decode, program (row x kv head, split): the selected blocks fill slots 0 .. n - 1 (rank order, n from
+    the length on the device), split evenly; the last split to finish (an atomic count per row x kv head)
+    merges all splits' partials and resets the count: one launch, no separate merge kernel."""
+    pid, sp = tl.program_id(0), tl.program_id(1)
+    b, h = pid // KVH, pid % KVH
+    n = tl.load(len_ptr + b)
+    pos = n - 1
+    n_sel = tl.minimum(tl.where(n < DENSE_LEN, K, TOPK), pos // BS + 1)
+    per = tl.cdiv(n_sel, NSPLIT)
+    rg, rd, rs = tl.arange(0, GP), tl.arange(0, D), tl.arange(0, BS)
+    q = _load_rows(q_ptr, b, h * G + rg, tl.zeros((GP,), tl.int32), rg < G, sq_b, sq_h, 0, D)
+    m_i = tl.full((GP,), float("-inf"), tl.float32)
+    l_i = tl.zeros((GP,), tl.float32)
+    acc = tl.zeros((GP, D), tl.float32)
+    for j in range(sp * per, tl.minimum(sp * per + per, n_sel)):
+        ks = tl.load(idx_ptr + pid * K + j) * BS + rs
+        ok = ks <= pos
+        ks = tl.where(ok, ks, 0)
+        k = tl.load(k_ptr + b * sk_b + h * sk_h + ks[:, None] * sk_s + rd[None, :], mask=ok[:, None], other=0.0)
+        v = tl.load(v_ptr + b * sv_b + h * sv_h + ks[:, None] * sv_s + rd[None, :], mask=ok[:, None], other=0.0)
+        m_i, l_i, acc = _softmax_step(q, k, v, ok[None, :], m_i, l_i, acc, qk_scale, F32_DOT)
+    out, lse = _finish(m_i, l_i, acc)
+    rows = pid * G + rg  # partials [B * KVH * G, NSPLIT, D]
+    tl.store(part_ptr + (rows * NSPLIT + sp)[:, None] * D + rd[None, :], out, mask=(rg < G)[:, None])
+    tl.store(lse_ptr + rows * NSPLIT + sp, lse, mask=rg < G)
+    tl.debug_barrier()  # every thread's partial is written before the count says so
+    if tl.atomic_add(cnt_ptr + pid, 1, sem="acq_rel") == NSPLIT - 1:
+        merged = _merge_rows(part_ptr, lse_ptr, rows, rg < G, NSPLIT, D)
+        tl.store(out_ptr + b * so_b + (h * G + rg)[:, None] * so_h + rd[None, :],
+                 merged.to(out_ptr.dtype.element_ty), mask=(rg < G)[:, None])
+        tl.atomic_xchg(cnt_ptr + pid, 0)
+
+
+_COUNTS: dict[torch.device, torch.Tensor] = {}
+
+
+def _counts(n: int, device: torch.device) -> torch.Tensor:
+    """Zeroed int32 counters for the decode kernel's last-split merge; every launch leaves them at zero, so one
+    buffer serves every call (and every replay of a CUDA graph that captured it)."""
+    c = _COUNTS.get(device)
+    if c is None or c.numel() < n:
+        c = _COUNTS[device] = torch.zeros(max(n, 256), dtype=torch.int32, device=device)
+    return c
+
+
+def sparse_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, idx: torch.Tensor,
+                            lengths: torch.Tensor, p: InfLLMParams, dense_len: int = 0,
+                            scale: float | None = None, num_splits: int | None = None) -> torch.Tensor:
+    """One decode step: q [B, H, 1, D], caches [B, KVH, S, D], idx int32 [B, KVH, 1, K] from select_blocks
+    (T == 1: best first from slot 0) -> [B, H, 1, D]. One launch; graph-safe."""
+    bsz, h, _, d = q.shape
+    kvh = k_cache.shape[1]
+    g, kk = h // kvh, idx.shape[-1]
+    nsplit = num_splits or max(1, min(16, triton.next_power_of_2(triton.cdiv(264, bsz * kvh)) // 2,
+                                      1 << (kk.bit_length() - 1)))
+    scale = scale if scale is not None else d ** -0.5
+    part = torch.empty(bsz * h, nsplit, d, dtype=torch.float32, device=q.device)
+    lse = torch.empty(bsz * h, nsplit, dtype=torch.float32, device=q.device)
+    out = torch.empty_like(q)
+    _decode_attn_kernel[(bsz * kvh, nsplit)](
+        q, k_cache, v_cache, idx.contiguous(), lengths, part, lse, _counts(bsz * kvh, q.device), out, scale * LOG2E,
+        kk, min(p.topk, kk), dense_len, q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3],
+        out.stride(0), out.stride(1), KVH=kvh, G=g, GP=max(16, triton.next_power_of_2(g)), D=d, BS=p.block_size,
+        NSPLIT=nsplit, F32_DOT=_interp() or q.dtype == torch.float32, num_warps=4)
+    return out
+
+
+@triton.jit
+def _forced_attn_kernel(q_ptr, k_ptr, v_ptr, len_ptr, o_ptr, lse_ptr, qk_scale, T, NQT,
+                        sq_h, sq_t, sk_h, sk_s, sv_h, sv_s,
+                        KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BT: tl.constexpr, D: tl.constexpr,
+                        BS: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr, NSPLIT: tl.constexpr,
+                        F32_DOT: tl.constexpr):
+    """Prefill (one sequence), the forced blocks: program (kv head, tile of BT consecutive tokens x the G heads =
+    one [BT * GP, D] query tile). The initial blocks and the local window are the same for every token of a
+    block, so the tile walks them once, flash-attention style: [0, INIT) then [qb_first - LOCAL, qb_last],
+    each row masked to its own forced set and causally. Partial into split 0 of its rows."""
+    h, qt = tl.program_id(0) // NQT, tl.program_id(0) % NQT
+    r = tl.arange(0, BT * GP)
+    t, hq = qt * BT + r // GP, r % GP
+    valid = (t < T) & (hq < G)
+    start = tl.load(len_ptr) - T
+    pos = start + t
+    qb = pos // BS
+    q = _load_rows(q_ptr, 0, h * G + hq, t, valid, 0, sq_h, sq_t, D)
+    rd, rs = tl.arange(0, D), tl.arange(0, BS)
+    m_i = tl.full((BT * GP,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BT * GP,), tl.float32)
+    acc = tl.zeros((BT * GP, D), tl.float32)
+    qb_first = (start + qt * BT) // BS
+    pos_last = start + tl.minimum(qt * BT + BT, T) - 1
+    qb_last = pos_last // BS
+    lo = tl.maximum(qb_first - LOCAL, INIT)
+    for i in range(0, tl.minimum(INIT, qb_last + 1) + qb_last + 1 - tl.minimum(lo, qb_last + 1)):
+        blk = tl.where(i < INIT, i, lo + i - tl.minimum(INIT, qb_last + 1))
+        ks = blk * BS + rs
+        ok = valid[:, None] & (ks[None, :] <= pos[:, None]) & ((blk < INIT) | (blk + LOCAL >= qb))[:, None]
+        inside = (ks <= pos_last)[:, None]  # keys past the tile's last token may lie past the cache
+        k = tl.load(k_ptr + h * sk_h + ks[:, None] * sk_s + rd[None, :], mask=inside, other=0.0)
+        v = tl.load(v_ptr + h * sv_h + ks[:, None] * sv_s + rd[None, :], mask=inside, other=0.0)
+        m_i, l_i, acc = _softmax_step(q, k, v, ok, m_i, l_i, acc, qk_scale, F32_DOT)
+    out, lse = _finish(m_i, l_i, acc)
+    prow = (t * KVH * G + h * G + hq) * NSPLIT  # partials [T, Hq, NSPLIT, D], split 0
+    tl.store(o_ptr + prow[:, None] * D + rd[None, :], out, mask=valid[:, None])
+    tl.store(lse_ptr + prow, lse, mask=valid)
+
+
+def sparse_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                             ck_cache: torch.Tensor, lengths: torch.Tensor, p: InfLLMParams,
+                             q_select: torch.Tensor | None = None, scale: float | None = None,
+                             tile_rows: int = 128, num_warps: int = 8) -> torch.Tensor:
+    """Prefill of one sequence (B = 1), T tokens ending at lengths[0] - 1 -> [1, H, T, D]. The forced blocks
+    (initial + local window, most of each token's selection) run as tiles of tile_rows (token, head) rows shared by
+    neighbouring tokens; only the chosen rest goes token by token; the two partials are merged. Needs
+    forced_blocks(p) <= topk (else every forced block is not always kept): infllm_v2_attention checks."""
+    _, h, t, d = q.shape
+    kvh = k_cache.shape[1]
+    g, gp = h // kvh, triton.next_power_of_2(h // kvh)
+    nb = triton.cdiv(k_cache.shape[2], p.block_size)
+    scale = scale if scale is not None else d ** -0.5
+    f32 = _interp() or q.dtype == torch.float32
+    part = torch.empty(t, h, 2, d, dtype=torch.float32, device=q.device)
+    lse = torch.empty(t, h, 2, dtype=torch.float32, device=q.device)
+    bt = max(1, tile_rows // gp)  # tokens a tile
+    nqt = triton.cdiv(t, bt)
+    _forced_attn_kernel[(kvh * nqt,)](q, k_cache, v_cache, lengths, part, lse, scale * LOG2E, t, nqt, q.stride(1),
+                                      q.stride(2), k_cache.stride(1), k_cache.stride(2), v_cache.stride(1),
+                                      v_cache.stride(2), KVH=kvh, G=g, GP=gp, BT=bt, D=d, BS=p.block_size,
+                                      INIT=p.init_blocks, LOCAL=p.local_blocks, NSPLIT=2, F32_DOT=f32,
+                                      num_warps=num_warps)
+    idx = select_blocks(q if q_select is None else q_select, ck_cache, lengths, nb, p, scale, chosen_only=True)
+    kk = idx.shape[-1]
+    _sparse_attn_kernel[(kvh * t, 1)](
+        q, k_cache, v_cache, idx.contiguous(), lengths, part, lse, scale * LOG2E, kk, t, q.stride(0), q.stride(1),
+        q.stride(2), *k_cache.stride()[:3], *v_cache.stride()[:3], KVH=kvh, G=g, GP=max(16, gp), D=d,
+        BS=p.block_size, K=kk, NSPLIT=2, SP0=1, F32_DOT=f32, num_warps=4)
+    out = torch.empty(1, t, h, d, dtype=q.dtype, device=q.device)
+    _merge_kernel[(triton.cdiv(t * h, 16),)](part, lse, out, t * h, R=16, D=d, NSPLIT=2)
     return out.transpose(1, 2)
 
 
 def infllm_v2_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, ck_cache: torch.Tensor,
                         lengths: torch.Tensor, p: InfLLMParams, q_select: torch.Tensor | None = None,
-                        scale: float | None = None) -> torch.Tensor:
+                        scale: float | None = None, dense_len: int = 0) -> torch.Tensor:
     """The sparse path: select blocks (from q_select, the pre-rotary queries when use_nope, else q) and attend.
-    q [B, H, T, D], caches [B, KVH, S, D], ck_cache [B, KVH, NC_cap, D] already holding this step's windows."""
+    q [B, H, T, D], caches [B, KVH, S, D], ck_cache [B, KVH, NC_cap, D] already holding this step's windows.
+    Decode (T == 1): 4 launches with no host sync, graph-safe; rows shorter than `dense_len` attend to every
+    block (the dense switch, read from the lengths on the device). Prefill: B == 1."""
     nb = triton.cdiv(k_cache.shape[2], p.block_size)
-    idx = select_blocks(q if q_select is None else q_select, ck_cache, lengths, nb, p, scale)
-    return sparse_attention(q, k_cache, v_cache, idx, lengths, p.block_size, scale)
+    qs = q if q_select is None else q_select
+    if q.shape[2] == 1:
+        idx = select_blocks(qs, ck_cache, lengths, nb, p, scale, dense_len=dense_len)
+        return sparse_decode_attention(q, k_cache, v_cache, idx, lengths, p, dense_len, scale)
+    if q.shape[0] == 1 and forced_blocks(p) <= p.topk:
+        return sparse_prefill_attention(q, k_cache, v_cache, ck_cache, lengths, p, q_select, scale)
+    return sparse_attention(q, k_cache, v_cache, select_blocks(qs, ck_cache, lengths, nb, p, scale), lengths,
+                            p.block_size, scale)
