@@ -35,6 +35,7 @@ import triton.language as tl
 from engine.quant import Int4Weight, dequantize, pack_int4, unpack_int4
 
 DEQUANT_MIN_M = 256  # from this many rows of x on, dequantize + cuBLAS beats the Triton GEMM
+MMA_MIN_M = 2  # from this many rows on, the tensor-core kernel (`_mma_kernel`); below, the FMA GEMV
 
 
 @dataclass
@@ -225,33 +226,189 @@ def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, eps, N, K
     _epilogue(out, tl.arange(0, 1), tl.program_id(0) * BN, 1, N, out_ptr, res_ptr, 0, 0, 1, BN, SWIGLU, RESIDUAL)
 
 
-def _gemm_configs():
-    if interpreting():
-        return [triton.Config({"BM": 16, "BN": 32, "BK": 64}, num_warps=4)]
-    return [triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=w, num_stages=st)
-            for bm, bn, bk, w, st in [(16, 64, 128, 4, 4), (16, 32, 256, 4, 3), (16, 16, 256, 4, 3),
-                                      (16, 32, 128, 2, 4), (64, 128, 64, 8, 3)]]
+_NIBBLES_ASM = tl.constexpr("""{
+.reg .b32 lo, hi;
+prmt.b32 lo, $8, $9, 0x5410;
+prmt.b32 hi, $8, $9, 0x7632;
+lop3.b32 $0, lo, 0x000F000F, 0x43004300, 0xea;
+shr.u32 $1, lo, 4;
+lop3.b32 $1, $1, 0x000F000F, 0x43004300, 0xea;
+shr.u32 $2, lo, 8;
+lop3.b32 $2, $2, 0x000F000F, 0x43004300, 0xea;
+shr.u32 $3, lo, 12;
+lop3.b32 $3, $3, 0x000F000F, 0x43004300, 0xea;
+lop3.b32 $4, hi, 0x000F000F, 0x43004300, 0xea;
+shr.u32 $5, hi, 4;
+lop3.b32 $5, $5, 0x000F000F, 0x43004300, 0xea;
+shr.u32 $6, hi, 8;
+lop3.b32 $6, $6, 0x000F000F, 0x43004300, 0xea;
+shr.u32 $7, hi, 12;
+lop3.b32 $7, $7, 0x000F000F, 0x43004300, 0xea;
+}""")
 
 
-@triton.autotune(configs=_gemm_configs(), key=["N", "K", "M_BUCKET", "G", "SWIGLU"])
 @triton.jit
-def _gemm_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, M, N, K, stride_xm, stride_om, stride_rm,
-                 M_BUCKET, G: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, F32_DOT: tl.constexpr,
-                 BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    rm = tl.program_id(0) * BM + tl.arange(0, BM)
-    rn = tl.program_id(1) * BN + tl.arange(0, BN)
-    acc = tl.zeros((BM, BN), tl.float32)
-    for k0 in range(0, K, BK):
-        w = _dequant_tile(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)  # [BK, BN]
-        rk = _tile_columns(k0, BK, G)
-        x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=(rm < M)[:, None] & (rk < K)[None, :],
-                    other=0.0)  # [BM, BK]
-        if F32_DOT:  # fp32 x: exact fp32 products (the engine's fp32 mode); also for Triton 3.9's interpreter,
-            acc = tl.dot(x.to(tl.float32), w, acc, input_precision="ieee")  # whose bf16 tl.dot is wrong
+def _nibbles(q, ASM: tl.constexpr):
+    """int32 words -> their 8 nibbles as bf16 128 + code (exact: bf16 0x4300 is 128, its last mantissa bits the
+    code). ASM: two words at a time, their low (high) halves side by side by one PRMT, then one shift + LOP3
+    per nibble pair: ~1 instruction a code. The plain form (the interpreter's) sets the fp32 bits instead."""
+    if ASM:
+        v0, v1, v2, v3, v4, v5, v6, v7 = tl.inline_asm_elementwise(
+            _NIBBLES_ASM, "=r,=r,=r,=r,=r,=r,=r,=r,r,r", [q], dtype=(tl.bfloat16,) * 8, is_pure=True, pack=2)
+    else:
+        v0, v1, v2, v3 = _nib(q, 0), _nib(q, 1), _nib(q, 2), _nib(q, 3)
+        v4, v5, v6, v7 = _nib(q, 4), _nib(q, 5), _nib(q, 6), _nib(q, 7)
+    return v0, v1, v2, v3, v4, v5, v6, v7
+
+
+@triton.jit
+def _nib(q, J: tl.constexpr):
+    if J <= 4:
+        t = q << (16 - 4 * J)
+    else:
+        t = q >> (4 * J - 16)
+    return ((t & 0xF0000) | 0x43000000).to(tl.float32, bitcast=True).to(tl.bfloat16)
+
+
+@triton.jit
+def _mma_step(part, xs, v, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, x_stride, J: tl.constexpr,
+              G: tl.constexpr, SCALE_AFTER: tl.constexpr, F32_DOT: tl.constexpr, NORM: tl.constexpr):
+    """part += W_J x_J^T for nibble J of a [BN, 16] word tile; x_J [16, BM] are the columns it multiplies."""
+    col = _column(kk, J, G)  # [16]
+    xj = tl.load(x_ptr + rm[None, :] * x_stride + col[:, None], mask=(rm < M)[None, :] & wmask[:, None],
+                 other=0.0).to(tl.float32)
+    if NORM:
+        xj = xj * rstd[None, :] * tl.load(nw_ptr + col, mask=wmask, other=0.0).to(tl.float32)[:, None]
+    if SCALE_AFTER:  # one group per tile: scales applied to the dot's result, x summed for the offset
+        a = v
+        xs += xj
+    else:  # several groups per tile: dequantize each code (w = v s + m - 128 s)
+        a = v.to(tl.float32) * s + mn
+    if F32_DOT:  # exact fp32 products (fp32 mode; and Triton 3.9's interpreter, whose bf16 tl.dot is wrong)
+        part = tl.dot(a.to(tl.float32), xj, part, input_precision="ieee")
+    else:
+        part = tl.dot(a.to(tl.bfloat16), xj.to(tl.bfloat16), part)
+    return part, xs
+
+
+def _mma_configs():
+    if interpreting():
+        return [triton.Config({"BN": 32, "SPLIT": 2, "STAGES": 1}, num_warps=4)]
+    return [triton.Config({"BN": bn, "SPLIT": sp, "STAGES": st}, num_warps=w)
+            for bn, sp, st, w in [(64, 1, 3, 4), (64, 2, 3, 4), (64, 4, 3, 4), (128, 1, 3, 4), (128, 2, 3, 4),
+                                  (128, 4, 3, 4), (128, 2, 3, 8), (256, 1, 3, 8), (256, 2, 3, 8), (32, 4, 4, 4),
+                                  (64, 8, 3, 4), (128, 8, 3, 8)]]
+
+
+@triton.autotune(configs=_mma_configs(), key=["N", "K", "BM", "G", "SWIGLU", "NORM"])
+@triton.jit(do_not_specialize=["M"])
+def _mma_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, ws_ptr, cnt_ptr, eps, M, N, K,
+                stride_xm, stride_om, stride_rm, WS_M, WS_N, G: tl.constexpr, SWIGLU: tl.constexpr,
+                RESIDUAL: tl.constexpr, NORM: tl.constexpr, F32_DOT: tl.constexpr, ASM: tl.constexpr,
+                BM: tl.constexpr, BN: tl.constexpr, SPLIT: tl.constexpr, STAGES: tl.constexpr):
+    # out^T [BN, BM] = W [BN, K] x^T [K, BM] ("swap AB": the dequantized weight is the MMA's A operand, which may
+    # live in registers; the few rows of x pad only the small N side of the MMA). A K step is one 16-word tile
+    # of BN rows (128 columns); its 8 nibbles are 8 dots of K = 16 against the x columns they hold, so the
+    # weight is unpacked elementwise, never reshaped. SPLIT programs share the K range of a tile; the last to
+    # finish (an atomic count) sums the fp32 partials and runs the epilogue, so small layers fill the GPU.
+    pid_n, pid_k, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    rn = pid_n * BN + tl.arange(0, BN)
+    rm = pid_m * BM + tl.arange(0, BM)
+    rstd = tl.full((BM,), 1.0, tl.float32)
+    if NORM:
+        ss = tl.zeros((BM, 256), tl.float32)
+        for k0 in range(0, K, 256):
+            rk = k0 + tl.arange(0, 256)
+            xv = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=(rm < M)[:, None] & (rk < K)[None, :],
+                         other=0.0).to(tl.float32)
+            ss += xv * xv
+        rstd = tl.rsqrt(tl.sum(ss, axis=1) / K + eps)
+    n_tiles = tl.cdiv(K, 128)
+    per = tl.cdiv(n_tiles, SPLIT)
+    q_row = (rn // 4 * (K // 8) * 4 + rn % 4)[:, None]
+    w16 = tl.arange(0, 16)
+    acc = tl.zeros((BN, BM), tl.float32)
+    for t in tl.range(pid_k * per, tl.minimum(pid_k * per + per, n_tiles), num_stages=STAGES):
+        kk = t * 16 + w16
+        wmask = kk < K // 8
+        q = tl.load(q_ptr + q_row + kk[None, :] * 4, mask=(rn < N)[:, None] & wmask[None, :], other=0)
+        if G == 128:
+            s = tl.load(s_ptr + t * N + rn, mask=rn < N, other=0.0).to(tl.float32)
+            mn = tl.load(m_ptr + t * N + rn, mask=rn < N, other=0.0).to(tl.float32) - 128.0 * s
         else:
-            acc = tl.dot(x.to(tl.bfloat16), w.to(tl.bfloat16), acc)
-    _epilogue(acc, rm, tl.program_id(1) * BN, M, N, out_ptr, res_ptr, stride_om, stride_rm, BM, BN, SWIGLU,
-              RESIDUAL)
+            sm = (rn < N)[:, None] & wmask[None, :]
+            grp = (kk * 8 // G)[None, :] * N + rn[:, None]
+            s = tl.load(s_ptr + grp, mask=sm, other=0.0).to(tl.float32)
+            mn = tl.load(m_ptr + grp, mask=sm, other=0.0).to(tl.float32) - 128.0 * s
+        v0, v1, v2, v3, v4, v5, v6, v7 = _nibbles(q, ASM)
+        part = tl.zeros((BN, BM), tl.float32)
+        xs = tl.zeros((16, BM), tl.float32)
+        part, xs = _mma_step(part, xs, v0, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 0, G,
+                             G == 128, F32_DOT, NORM)
+        part, xs = _mma_step(part, xs, v1, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 1, G,
+                             G == 128, F32_DOT, NORM)
+        part, xs = _mma_step(part, xs, v2, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 2, G,
+                             G == 128, F32_DOT, NORM)
+        part, xs = _mma_step(part, xs, v3, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 3, G,
+                             G == 128, F32_DOT, NORM)
+        part, xs = _mma_step(part, xs, v4, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 4, G,
+                             G == 128, F32_DOT, NORM)
+        part, xs = _mma_step(part, xs, v5, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 5, G,
+                             G == 128, F32_DOT, NORM)
+        part, xs = _mma_step(part, xs, v6, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 6, G,
+                             G == 128, F32_DOT, NORM)
+        part, xs = _mma_step(part, xs, v7, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 7, G,
+                             G == 128, F32_DOT, NORM)
+        if G == 128:
+            acc += part * s[:, None] + mn[:, None] * tl.sum(xs, axis=0)[None, :]
+        else:
+            acc += part
+    if SPLIT > 1:
+        ws = ws_ptr + rm[None, :] * WS_N + rn[:, None]
+        tl.store(ws + pid_k * WS_M * WS_N, acc)
+        tl.debug_barrier()  # every thread's partial is written before the count says so
+        tile = cnt_ptr + pid_m * tl.num_programs(0) + pid_n
+        if tl.atomic_add(tile, 1, sem="acq_rel", scope="gpu") == SPLIT - 1:  # the last of the SPLIT programs
+            acc = tl.zeros((BN, BM), tl.float32)
+            for i in range(SPLIT):
+                acc += tl.load(ws + i * WS_M * WS_N, cache_modifier=".cg")
+            tl.store(tile, 0)  # the count is ready for the next call (graph replays included)
+            _epilogue(tl.trans(acc), rm, pid_n * BN, M, N, out_ptr, res_ptr, stride_om, stride_rm, BM, BN,
+                      SWIGLU, RESIDUAL)
+    else:
+        _epilogue(tl.trans(acc), rm, pid_n * BN, M, N, out_ptr, res_ptr, stride_om, stride_rm, BM, BN, SWIGLU,
+                  RESIDUAL)
+
+
+_COUNTS: dict = {}
+
+
+def _counters(device: torch.device) -> torch.Tensor:
+    """Per-tile arrival counts of the split-K programs, zero between calls (the last program resets its own)."""
+    c = _COUNTS.get(device)
+    if c is None:
+        c = _COUNTS[device] = torch.zeros(1 << 16, dtype=torch.int32, device=device)
+    return c
+
+
+def _mma(x: torch.Tensor, pw: PackedInt4, out: torch.Tensor, res: torch.Tensor | None, swiglu: bool,
+         norm: tuple[torch.Tensor, float] | None, f32_dot: bool, asm: bool | None = None, **meta) -> None:
+    """Launch `_mma_kernel` (autotuned unless meta gives BN, SPLIT, STAGES, num_warps)."""
+    n, k = pw.shape
+    m = x.shape[0]
+    bm = min(64, max(16, triton.next_power_of_2(m)))
+    ws_m, ws_n = triton.cdiv(m, bm) * bm, triton.cdiv(n, 16) * 16 + 256
+    ws = torch.empty(8 * ws_m * ws_n, dtype=torch.float32, device=x.device)
+    cnt = _counters(x.device)
+    assert triton.cdiv(m, bm) * triton.cdiv(n, 16) <= cnt.numel()
+    grid = lambda meta: (triton.cdiv(n, meta["BN"]), meta["SPLIT"], triton.cdiv(m, bm))  # noqa: E731
+    fn = _mma_kernel.fn if meta else _mma_kernel
+    fn[grid](x, pw.qweight, pw.scales, pw.mins, out, out if res is None else res, x if norm is None else norm[0],
+             ws, cnt, 0.0 if norm is None else norm[1], m, n, k, x.stride(0), out.stride(0),
+             out.stride(0) if res is None else res.stride(0), ws_m, ws_n, G=pw.group_size, SWIGLU=swiglu,
+             RESIDUAL=res is not None, NORM=norm is not None,
+             F32_DOT=f32_dot or interpreting(),
+             ASM=(not interpreting()) if asm is None else asm, BM=bm, **meta)
 
 
 @triton.jit
@@ -308,7 +465,7 @@ def int4_matmul(x: torch.Tensor, pw: PackedInt4, residual: torch.Tensor | None =
     assert x.dim() == 2 and x.shape[1] == k and x.stride(1) == 1, (x.shape, x.stride(), pw.shape)
     assert pw.qweight.dtype == torch.int32 and pw.qweight.is_contiguous() and pw.qweight.shape[1:] == (k // 8, 4)
     assert pw.scales.is_contiguous() and pw.mins.is_contiguous() and pw.mins.shape == (k // pw.group_size, n)
-    if norm is not None and (x.shape[0] != 1 or pw.perm is not None):  # fused only into the plain GEMV
+    if norm is not None and pw.perm is not None:  # the prologue reads x in column order
         xf = x.float()
         x = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm[1]) * norm[0].float()).to(x.dtype)
         norm = None
@@ -326,14 +483,11 @@ def int4_matmul(x: torch.Tensor, pw: PackedInt4, residual: torch.Tensor | None =
         return (out if residual is None else out + residual).to(out_dtype)
     out = torch.empty(m, n_out, dtype=out_dtype, device=x.device)
     res = out if residual is None else residual
-    if m == 1:
+    if m < MMA_MIN_M:
         grid = lambda meta: (triton.cdiv(n, meta["BN"]),)  # noqa: E731
         _gemv_kernel[grid](x, pw.qweight, pw.scales, pw.mins, out, res, x if norm is None else norm[0],
                            0.0 if norm is None else norm[1], n, k, 1, G=pw.group_size, SWIGLU=swiglu,
                            RESIDUAL=residual is not None, NORM=norm is not None)
     else:
-        grid = lambda meta: (triton.cdiv(m, meta["BM"]), triton.cdiv(n, meta["BN"]))  # noqa: E731
-        _gemm_kernel[grid](x, pw.qweight, pw.scales, pw.mins, out, res, m, n, k, x.stride(0), out.stride(0),
-                           res.stride(0), triton.next_power_of_2(m), G=pw.group_size, SWIGLU=swiglu,
-                           RESIDUAL=residual is not None, F32_DOT=interpreting() or x.dtype == torch.float32)
+        _mma(x, pw, out, residual, swiglu, norm, f32_dot=x.dtype == torch.float32 and m > 1)
     return out

@@ -15,11 +15,12 @@ if DEVICE == "cpu":
 from engine.kernels import int4_matmul as K  # noqa: E402
 
 
-def random_int4(n: int, k: int, group: int, act_order: bool = False, device: str = DEVICE) -> Int4Weight:
-    """A random asymmetric int4 weight (codes 0..15, positive scales, mins around -8 * scale)."""
+def random_int4(n: int, k: int, group: int, act_order: bool = False, device: str = DEVICE,
+                symmetric: bool = False) -> Int4Weight:
+    """A random int4 weight (codes 0..15, positive scales; mins -8 * scale if symmetric, else around it)."""
     codes = torch.randint(0, 16, (n, k), device=device)
     scales = torch.rand(n, k // group, device=device) * 0.02 + 0.005
-    mins = -8 * scales + torch.randn_like(scales) * 0.01
+    mins = -8 * scales + (0 if symmetric else torch.randn_like(scales) * 0.01)
     perm = torch.randperm(k, device=device) if act_order else None
     return Int4Weight(pack_int4(codes), scales.bfloat16(), mins.bfloat16(), group, perm)
 
@@ -28,14 +29,30 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-@pytest.mark.parametrize("m,n,k,group,act_order", [
-    (1, 24, 96, 32, False), (3, 40, 192, 64, True), (2, 8, 384, 128, False), (7, 56, 160, 32, True),
-    (19, 72, 256, 64, False), (8, 36, 128, 32, False),
+@pytest.mark.parametrize("m,n,k,group,act_order,symmetric", [
+    (1, 24, 96, 32, False, False), (3, 40, 192, 64, True, False), (2, 8, 384, 128, False, True),
+    (8, 56, 160, 32, True, True), (16, 72, 256, 64, False, False), (37, 36, 384, 128, True, False),
+    (16, 20, 640, 128, False, False),
 ])
-def test_kernel_int4_matmul_matches_reference(m, n, k, group, act_order):
-    pw = K.repack_int4(random_int4(n, k, group, act_order))
+def test_kernel_int4_matmul_matches_reference(m, n, k, group, act_order, symmetric):
+    pw = K.repack_int4(random_int4(n, k, group, act_order, symmetric=symmetric))
     x = torch.randn(m, k, device=DEVICE, dtype=torch.bfloat16)
     assert rel_err(K.int4_matmul(x, pw), K.int4_matmul_ref(x, pw)) < 1e-2
+    xf = x.float()  # fp32 x: exact fp32 products on every path
+    assert rel_err(K.int4_matmul(xf, pw), K.int4_matmul_ref(xf, pw)) < 1e-4
+
+
+@pytest.mark.parametrize("m,group,split", [(1, 128, 1), (3, 128, 3), (16, 64, 4), (17, 32, 2), (8, 128, 8)])
+def test_kernel_int4_mma_every_split(m, group, split):
+    """The tensor-core kernel outside the autotuner: K split over 1..8 programs, the last one sums and stores;
+    the counts are back at zero afterwards (the next call, a graph replay, starts clean)."""
+    pw = K.repack_int4(random_int4(40, 768, group))
+    x = torch.randn(m, 768, device=DEVICE)
+    res = torch.randn(m, 20, device=DEVICE)
+    out = torch.full((m, 20), float("nan"), device=DEVICE)
+    K._mma(x, pw, out, res, True, None, f32_dot=True, BN=16, SPLIT=split, STAGES=1, num_warps=4)
+    assert rel_err(out, K.int4_matmul_ref(x, pw, res, swiglu=True)) < 1e-4
+    assert int(K._counters(x.device).abs().sum()) == 0
 
 
 @pytest.mark.parametrize("m", [1, 5, 11])
@@ -49,11 +66,11 @@ def test_kernel_int4_matmul_epilogues(m):
     assert res.shape == (m, 24)
 
 
-@pytest.mark.parametrize("swiglu", [False, True])
-def test_kernel_int4_gemv_norm_prologue(swiglu):
-    """norm=(w, eps): RMSNorm of x fused into the GEMV equals the fp32 norm followed by the matmul."""
+@pytest.mark.parametrize("m,swiglu", [(1, False), (1, True), (5, True)])
+def test_kernel_int4_gemv_norm_prologue(m, swiglu):
+    """norm=(w, eps): RMSNorm of x fused into the kernel equals the fp32 norm followed by the matmul."""
     pw = K.repack_int4(random_int4(48, 320, 32, act_order=False))
-    x = torch.randn(1, 320, device=DEVICE) * 3
+    x = torch.randn(m, 320, device=DEVICE) * 3
     nw = torch.rand(320, device=DEVICE) + 0.5
     xn = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * nw
     got = K.int4_matmul(x, pw, swiglu=swiglu, norm=(nw, 1e-5))
@@ -81,7 +98,7 @@ def test_kernel_int4_dequant_and_layout():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("m", [1, 5, 8, 16, 512])
+@pytest.mark.parametrize("m", [1, 5, 8, 16, 64, 512])
 @pytest.mark.parametrize("n,k", [(4608, 4096), (4096, 4096), (32768, 4096), (4096, 16384)])
 def test_kernel_int4_matmul_gpu_8b_shapes(m, n, k):
     pw = K.repack_int4(random_int4(n, k, 128, act_order=(m == 5)))
@@ -89,3 +106,21 @@ def test_kernel_int4_matmul_gpu_8b_shapes(m, n, k):
     res = torch.randn(m, n // 2, device="cuda", dtype=torch.bfloat16)
     assert rel_err(K.int4_matmul(x, pw), K.int4_matmul_ref(x, pw)) < 1e-2
     assert rel_err(K.int4_matmul(x, pw, res, swiglu=True), K.int4_matmul_ref(x, pw, res, swiglu=True)) < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("asm", [True, False])
+@pytest.mark.parametrize("m,group", [(1, 128), (8, 128), (16, 32), (37, 64)])
+def test_kernel_int4_mma_gpu_split_k_is_stable(asm, m, group):
+    """PTX and plain nibble unpacking agree with the reference; 50 back-to-back split-K calls give identical
+    results (a missing barrier or a stale partial would show as a moving error)."""
+    pw = K.repack_int4(random_int4(4608, 4096, group))
+    x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
+    ref = K.int4_matmul_ref(x, pw)
+    outs = []
+    for _ in range(50):
+        out = torch.full((m, 4608), float("nan"), device="cuda", dtype=torch.bfloat16)
+        K._mma(x, pw, out, None, False, None, f32_dot=False, asm=asm, BN=64, SPLIT=8, STAGES=3, num_warps=4)
+        outs.append(out)
+    assert rel_err(outs[0], ref) < 1e-2
+    assert all(torch.equal(o, outs[0]) for o in outs)

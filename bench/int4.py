@@ -1,0 +1,123 @@
+"""`cpm bench int4`: the int4 matmul kernels at a model's layer shapes, for M rows of x, beside tinygemm int4 and
+cuBLAS bf16 timed in the same process.
+
+    cpm bench int4 [--shape {8b,0.5b}] [--m 1,2,4,8,16,32,64] [--layers qkv,o,gate_up,down] [--sweep 1,16] [--json]
+
+Every kernel runs over enough weight copies to overflow the 60 MB L2, inside a CUDA graph (launch gaps not
+counted), median of 20 replays (bench/_engine_micro.py). GB/s counts the int4 codes plus bf16 scales and mins
+(cuBLAS: its bf16 weight); `frac` is that over the device copy bandwidth measured in the same run. M = 1 feeds
+fp32 x (what the decode step passes), larger M bf16. Each shape is checked against `int4_matmul_ref` first.
+`--sweep M,..` also times every `_mma_kernel` config at those M, with the PTX nibble unpacking and the plain one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+import torch.nn.functional as F
+
+from bench.peers.shapes import SHAPES
+
+
+def layer_shapes(shape: str) -> dict[str, tuple[int, int]]:
+    """(N, K) of the four int4 projections of one layer (qkv fused, gate|up fused)."""
+    s = SHAPES[shape]
+    qkv = (s.heads + 2 * s.kv_heads) * s.head_dim
+    return {"qkv": (qkv, s.hidden), "o": (s.hidden, s.heads * s.head_dim), "gate_up": (2 * s.inter, s.hidden),
+            "down": (s.hidden, s.inter)}
+
+
+def _tinygemm(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random tinygemm int4 weight (group 128) as torch's `_weight_int4pack_mm` takes it."""
+    codes = torch.randint(0, 256, (n, k // 2), device="cuda", dtype=torch.uint8)
+    packed = torch.ops.aten._convert_weight_to_int4pack(codes, 8)
+    sz = torch.stack([torch.rand(k // 128, n, device="cuda") * 0.004 + 0.001,
+                      torch.randn(k // 128, n, device="cuda") * 0.001], -1).to(torch.bfloat16)
+    return packed, sz
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def _sweep_configs() -> list[dict]:
+    from engine.kernels.int4_matmul import _mma_configs
+
+    return [dict(c.kwargs, num_warps=c.num_warps) for c in _mma_configs()]
+
+
+def bench_shape(name: str, n: int, k: int, ms: list[int], copy_gbps: float, sweep_ms: list[int]) -> list[dict]:
+    from bench._engine_micro import _graph_ms
+    from bench._engine_model import random_int4
+    from engine.kernels import int4_matmul as K
+
+    q_bytes = n * k // 2 + 2 * 2 * n * k // 128
+    copies = max(2, (256 << 20) // q_bytes)  # >= 256 MB of weights: far past the L2
+    ours = [random_int4(n, k, 128, "cuda") for _ in range(copies)]
+    tiny = [_tinygemm(n, k) for _ in range(copies)]
+    dense = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(max(2, copies // 4))]
+    rows = []
+    for m in ms:
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        xo = x.float() if m == 1 else x
+        err = _rel_err(K.int4_matmul(xo, ours[0]), K.int4_matmul_ref(xo, ours[0]))
+        t_ours = _graph_ms(lambda: [K.int4_matmul(xo, w) for w in ours]) / copies
+        t_tiny = _graph_ms(lambda: [torch.ops.aten._weight_int4pack_mm(x, p, 128, sz) for p, sz in tiny]) / copies
+        t_bf16 = _graph_ms(lambda: [F.linear(x, w) for w in dense]) / len(dense)
+        row = {"layer": name, "N": n, "K": k, "M": m, "rel_err": err, "ours_us": t_ours * 1e3,
+               "tinygemm_us": t_tiny * 1e3, "cublas_bf16_us": t_bf16 * 1e3,
+               "ours_frac": q_bytes / t_ours / 1e6 / copy_gbps, "tinygemm_frac": q_bytes / t_tiny / 1e6 / copy_gbps,
+               "cublas_frac": 2 * n * k / t_bf16 / 1e6 / copy_gbps}
+        sweep = m in sweep_ms
+        if sweep:
+            out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+            row["sweep"] = {}
+            for cfg in _sweep_configs():
+                for asm in (True, False):
+                    def run():
+                        for w in ours:
+                            K._mma(x, w, out, None, False, None, f32_dot=False, asm=asm, **cfg)
+                    label = f"BN{cfg['BN']}_S{cfg['SPLIT']}_st{cfg['STAGES']}_w{cfg['num_warps']}_{'asm' if asm else 'plain'}"
+                    try:
+                        run()
+                        ok = _rel_err(out, K.int4_matmul_ref(x, ours[-1])) < 1e-2
+                        row["sweep"][label] = (_graph_ms(run) / copies * 1e3, ok)
+                    except Exception as e:  # a config that does not compile is reported, not fatal
+                        row["sweep"][label] = (float("nan"), f"{type(e).__name__}: {str(e)[:80]}")
+        rows.append(row)
+        print(f"  {name:<8}{n:>6}{k:>6} M={m:<3} | ours {row['ours_us']:7.1f} us ({row['ours_frac']:4.0%}) err "
+              f"{err:.1e} | tinygemm {row['tinygemm_us']:7.1f} ({row['tinygemm_frac']:4.0%}) | cuBLAS bf16 "
+              f"{row['cublas_bf16_us']:7.1f} ({row['cublas_frac']:4.0%})", flush=True)
+        if sweep:
+            best = sorted((v[0], lab) for lab, v in row["sweep"].items() if v[1] is True)[:4]
+            print("      best configs: " + ", ".join(f"{lab} {t:.1f}" for t, lab in best), flush=True)
+    del ours, tiny, dense
+    torch.cuda.empty_cache()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="cpm bench int4", description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="8b")
+    ap.add_argument("--m", default="1,2,4,8,16,32,64", help="comma-separated row counts of x")
+    ap.add_argument("--layers", default="qkv,o,gate_up,down")
+    ap.add_argument("--sweep", default="", help="comma-separated M at which to time every tensor-core config")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        from engine.errors import EngineError
+
+        raise EngineError("cpm bench int4 needs a CUDA GPU (the kernels are Triton on CUDA)")
+    from bench.engine import measure_ceilings
+
+    ceil = measure_ceilings()
+    print(f"{torch.cuda.get_device_name()}: copy {ceil['copy_GBps']:.0f} GB/s", flush=True)
+    ms = [int(v) for v in a.m.split(",")]
+    rows = []
+    for name in a.layers.split(","):
+        n, k = layer_shapes(a.shape)[name]
+        rows += bench_shape(name, n, k, ms, ceil["copy_GBps"], [int(v) for v in a.sweep.split(",") if v])
+    if a.json:
+        print(json.dumps({"device": torch.cuda.get_device_name(), "ceilings": ceil, "shape": a.shape, "rows": rows}))
+    return 0
