@@ -5,8 +5,8 @@ A verification pass sends T = root + draft nodes (2..64) through the target at o
 committed prefix plus its own ancestors in the draft tree, which a bool mask [T, L] says. The dense path
 (SDPA) copies the cache to repeat it for every query head of a group (GQA) and scans the whole capacity a
 CUDA graph attends over; here, as in flash-decoding (engine/kernels/decode_attention.py), the sequence is
-split across programs (grid: kv head x split), each program loads a K/V block once for all T x G query rows
-that share the kv head, applies the mask, keeps an online softmax, and writes a partial output with its
+split across programs (grid: kv head x split x block of query rows), each program loads a K/V block once for
+up to 64 of the T x G query rows that share the kv head, applies the mask, keeps an online softmax, and writes a partial output with its
 log-sum-exp; a second kernel merges the splits. `lengths` (read on the device) bounds the keys read, so one
 captured graph serves every position: each split's share is computed from it.
 """
@@ -41,12 +41,12 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, m_ptr, len_ptr, o_ptr, lse_ptr, qk_scale,
                   sq_h, sq_t, sk_h, sk_s, sv_h, sv_s, sm_t, sm_s,
                   T: tl.constexpr, HQ: tl.constexpr, G: tl.constexpr, RP: tl.constexpr, D: tl.constexpr,
                   BS: tl.constexpr, NSPLIT: tl.constexpr, F32_DOT: tl.constexpr):
-    h, sp = tl.program_id(0), tl.program_id(1)
+    h, sp, rb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     length = tl.load(len_ptr)
     chunk = tl.cdiv(tl.cdiv(length, NSPLIT), BS) * BS  # this length spread over the splits, in whole blocks
     start = sp * chunk
     end = tl.minimum(start + chunk, length)
-    r, rd = tl.arange(0, RP), tl.arange(0, D)
+    r, rd = rb * RP + tl.arange(0, RP), tl.arange(0, D)  # this program's block of query rows
     t, g = r // G, r % G  # row r = query token t, query head h * G + g
     rmask = r < T * G
     q = tl.load(q_ptr + t[:, None] * sq_t + (h * G + g)[:, None] * sq_h + rd[None, :], mask=rmask[:, None],
@@ -114,7 +114,7 @@ def tree_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
     assert supports(q, k, mask) and v.stride(-1) == 1 and q.stride(-1) == 1, (q.shape, k.shape)
     g = hq // hkv
     block = 64 if d <= 64 else 32
-    rp = max(16, triton.next_power_of_2(T * g))
+    rp = max(16, min(64, triton.next_power_of_2(T * g)))  # query rows a program (T x G rows in blocks)
     # splits (a power of 2): enough programs to cover the GPU for a long context, at least one block each
     nsplit = num_splits or max(1, min(32, triton.next_power_of_2(triton.cdiv(L, 4 * block))))
     m2 = mask[0, 0]
@@ -123,7 +123,7 @@ def tree_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
     part = torch.empty(T, hq, nsplit, d, dtype=torch.float32, device=q.device)
     lse = torch.empty(T, hq, nsplit, dtype=torch.float32, device=q.device)
     interp = os.environ.get("TRITON_INTERPRET") == "1"
-    _split_kernel[(hkv, nsplit)](q, k, v, m2, lengths, part, lse, scale * 1.4426950408889634,
+    _split_kernel[(hkv, nsplit, triton.cdiv(T * g, rp))](q, k, v, m2, lengths, part, lse, scale * 1.4426950408889634,
                                  q.stride(1), q.stride(2), k.stride(1), k.stride(2), v.stride(1), v.stride(2),
                                  m2.stride(0), m2.stride(1), T=T, HQ=hq, G=g, RP=rp, D=d, BS=block, NSPLIT=nsplit,
                                  F32_DOT=interp or q.dtype == torch.float32, num_warps=4)

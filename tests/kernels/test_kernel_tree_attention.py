@@ -50,6 +50,7 @@ def _case(hq, hkv, d, cap, committed, parents, dtype, pad=0, splits=None, stride
     (6, 2, 32, 100, 50, [-1, -1, 0, 0, 2, 3, 1], 1, 2),  # a tree, a padding row, 2 splits
     (4, 4, 16, 300, 200, [-1, 0, 1, 2, 3, 4, 5], 0, None),  # no GQA, default splits over a longer prefix
     (9, 3, 16, 64, 0, [-1, 0], 1, 4),  # nothing committed: splits past the length exit at once
+    (8, 1, 16, 80, 30, [-1, 0, 1, 2, 3, 4, 5, 6, 7], 0, 2),  # 80 query rows: two blocks of rows
 ])
 def test_kernel_tree_attention_matches_reference(hq, hkv, d, cap, committed, parents, pad, splits):
     assert _case(hq, hkv, d, cap, committed, parents, torch.float32, pad, splits) < 1e-4
