@@ -1,10 +1,11 @@
-"""CUDA-graph decode: one captured decode step per batch-size bucket, replayed over static buffers.
+"""CUDA-graph decode: one captured decode step per batch-size bucket (and length regime), replayed over static
+buffers.
 
 The step reads everything that changes between tokens from its static inputs on the device: the token ids, the
 positions (rotary rows are gathered from them inside the graph, K/V are written at them, and the attention
-kernel reads each row's length as position + 1). Attention is captured over the cache's whole capacity, so one
-graph serves every position, and the cache stays ordinary memory that other code (prefill, speculative
-verification) may write between replays. Replaying does no allocation and no host sync; the caller's one sync
+kernel reads each row's length as position + 1). Attention is captured over a length bound (a short one for
+single-pass attention, or the cache's whole capacity), so one graph serves every position under it, and the
+cache stays ordinary memory that other code (prefill, speculative verification) may write between replays. Replaying does no allocation and no host sync; the caller's one sync
 is reading the chosen token. The step ends by advancing its own inputs (token <- its greedy pick, position
 + 1), so a greedy loop replays back to back with nothing to upload between tokens.
 """
@@ -17,10 +18,13 @@ from engine.model import StepContext
 
 
 class DecodeGraph:
-    """A decode step for `batch` cache rows (rows 0..batch-1), captured on first use."""
+    """A decode step for `batch` cache rows (rows 0..batch-1), captured on first use. `max_len` (default: the
+    cache's capacity) bounds the rows' lengths: it picks the attention kernel's regime, and the runner replays a
+    graph only for rows within its bound."""
 
-    def __init__(self, runner, batch: int):
+    def __init__(self, runner, batch: int, max_len: int | None = None):
         self.runner, self.batch = runner, batch
+        self.max_len = max_len or runner.cache.max_seq_len
         dev = runner.device
         self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=dev)
         self.pos = torch.zeros(batch, dtype=torch.long, device=dev)
@@ -32,7 +36,7 @@ class DecodeGraph:
     def _step(self) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.runner
         # a graph-safe attention backend (InfLLM v2 decode) runs inside the graph; others never get here
-        ctx = StepContext(slice(0, self.batch), None, self.pos, r.cache.max_seq_len, None, False,
+        ctx = StepContext(slice(0, self.batch), None, self.pos, self.max_len, None, False,
                           r.cos[self.pos][:, None], r.sin[self.pos][:, None], r.attn, (self.pos + 1).to(torch.int32))
         logits = r.model(self.tokens, ctx, r.cache)
         nxt = ops.argmax(logits)

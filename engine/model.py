@@ -6,6 +6,7 @@ decode loop's main Python cost on CPU. Every hot op goes through engine/ops.py.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -193,15 +194,40 @@ class Block:
         rows, slots = ctx.slots(B, T, x.device)
         if T == 1 and _attends_to_own_position(ctx):  # decode: rotary, cache write and attention in one kernel
             o = ops.decode_attention_step(q[:, 0], k[:, 0], v[:, 0], ctx.cos[:, 0], ctx.sin[:, 0], kc, vc, rows,
-                                          slots, self.scale).reshape(B, T, self.nh * self.hd)
+                                          slots, self.scale, ctx.kv_len).reshape(B, T, self.nh * self.hd)
         else:
             q = ops.rotary_to_cache(q, k, v, ctx.cos, ctx.sin, kc, vc, rows, slots)
             kv, vv = kc[ctx.rows, :, :ctx.kv_len], vc[ctx.rows, :, :ctx.kv_len]
             o = ops.attention(q.transpose(1, 2), kv, vv, ctx.mask, ctx.causal, self.scale, ctx.lengths)
             o = o.transpose(1, 2).reshape(B, T, self.nh * self.hd)
-        x = self.o(o, residual=x) if self.rs == 1.0 else x + self.o(o) * self.rs
+        folded = self._residual_folded()
+        if folded is not None:  # the residual add (and MiniCPM's residual scale) inside the GEMVs
+            o_proj, down = folded
+            x = o_proj(o, residual=x)
+            return down(self.gate_up.normed(x, self.ln2, self.eps, swiglu=True), residual=x)
+        x = x + self.o(o) * self.rs
         a = self.gate_up.normed(x, self.ln2, self.eps, swiglu=True)
-        return self.down(a, residual=x) if self.rs == 1.0 else x + self.down(a) * self.rs
+        return x + self.down(a) * self.rs
+
+    def _residual_folded(self) -> tuple[Linear, Linear] | None:
+        """(o, down) whose outputs are already scaled by the residual scale: themselves when it is 1, else int4
+        copies with it folded into the group scales and mins (rs (s q + m) = (rs s) q + rs m; codes shared),
+        made on the first CUDA call. Saves MiniCPM two kernels a layer. None when a weight is not plain int4."""
+        if self.rs == 1.0:
+            return self.o, self.down
+        if not hasattr(self, "_folded"):
+            plain = all(lin.parts is None and lin.bias is None and lin.dense is None and lin.fast is None
+                        and isinstance(lin.weight, Int4Weight) and lin.weight.perm is None
+                        for lin in (self.o, self.down))
+            self._folded = tuple(_scaled_int4(lin, self.rs) for lin in (self.o, self.down)) if plain else None
+        return self._folded
+
+
+def _scaled_int4(lin: Linear, factor: float) -> Linear:
+    out = copy.copy(lin)
+    w = lin.weight
+    out.weight = Int4Weight(w.packed, w.scales * factor, w.mins * factor, w.group_size)
+    return out
 
 
 def _attends_to_own_position(ctx: StepContext) -> bool:

@@ -163,16 +163,17 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 
 def decode_attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                           k_cache: torch.Tensor, v_cache: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor,
-                          scale: float) -> torch.Tensor:
+                          scale: float, max_len: int | None = None) -> torch.Tensor:
     """A decode step's attention for one new token a row: rotary on q and k, k and v written into the cache at
     (rows, pos), then q against the row's cache [0, pos]. q [B, H, D], k/v [B, KVH, D] (before rotary), cos/sin
-    [B, D] rows at each position, rows/pos int32 [B] -> [B, H, D]. On CUDA one kernel does it all
+    [B, D] rows at each position, rows/pos int32 [B] -> [B, H, D]. max_len: a bound on pos + 1 (it picks the
+    kernel's regime, never the result). On CUDA one kernel does it all, plus a merge for long sequences
     (engine/kernels/rope_decode_attention.py); the plain path is rotary_to_cache + attention."""
     B, H, D = q.shape
     if kernels_on(q) and D % 2 == 0 and (D // 2) & (D // 2 - 1) == 0 and D >= 32:
         from engine.kernels.rope_decode_attention import rope_decode_attention
 
-        return rope_decode_attention(q, k, v, cos, sin, k_cache, v_cache, rows, pos, scale)
+        return rope_decode_attention(q, k, v, cos, sin, k_cache, v_cache, rows, pos, scale, max_len)
     q = rotary_to_cache(q[:, None], k[:, None], v[:, None], cos[:, None], sin[:, None], k_cache, v_cache, rows, pos)
     r = rows.long()
     return attention(q.transpose(1, 2), k_cache[r], v_cache[r], None, False, scale, (pos + 1).to(torch.int32))[:, :, 0]

@@ -17,6 +17,9 @@ from engine.cuda_graph import DecodeGraph, buckets
 from engine.model import StepContext, Transformer
 
 PREFILL_CHUNK = 512  # bounds prefill attention memory at chunk x context, independent of prompt length
+# single-sequence decode graphs come in two length regimes: up to this length (the fused attention kernel's
+# single-pass bound, rope_decode_attention.SINGLE_MAX) and up to the cache's capacity (split + merge)
+SHORT_GRAPH_LEN = 384
 
 
 class Runner:
@@ -27,7 +30,8 @@ class Runner:
         self.attn = None  # optional attention backend put into every StepContext (see model.StepContext.attn)
         self.use_graphs = True  # CUDA graphs for decode where possible (benchmarks turn it off to compare)
         self._buckets = buckets(cache.max_batch)
-        self._graphs: dict[int, DecodeGraph] = {}
+        self.short_len = SHORT_GRAPH_LEN
+        self._graphs: dict[tuple[int, int], DecodeGraph] = {}  # (batch bucket, length bound) -> graph
 
     def graphs_on(self) -> bool:
         """Whether decode replays CUDA graphs: CUDA, kernels on, and no attention backend unless it declares
@@ -35,11 +39,15 @@ class Runner:
         attn_ok = self.attn is None or getattr(self.attn, "graph_safe", False)
         return self.use_graphs and self.device.type == "cuda" and ops.KERNELS and attn_ok
 
-    def _graph(self, batch: int) -> DecodeGraph:
+    def _graph(self, batch: int, pos: int | None = None) -> DecodeGraph:
+        """The graph for `batch` rows; with the (host-known) position of a single sequence, the one of its length
+        regime (a bound on the length only picks kernels: any graph gives the same tokens)."""
         b = self._buckets[bisect.bisect_left(self._buckets, batch)]
-        if b not in self._graphs:
-            self._graphs[b] = DecodeGraph(self, b)
-        return self._graphs[b]
+        cap = self.cache.max_seq_len
+        bound = self.short_len if pos is not None and pos + 1 <= self.short_len < cap else cap
+        if (b, bound) not in self._graphs:
+            self._graphs[b, bound] = DecodeGraph(self, b, bound)
+        return self._graphs[b, bound]
 
     def prefill(self, ids: list[int], row: int = 0) -> torch.Tensor:
         """Run the prompt through the model into cache row `row`; return float32 logits [1, V] of its last token."""
@@ -76,7 +84,7 @@ class Runner:
         return int(self.decode_one(token, pos).argmax(-1)[0])
 
     def _replay_one(self, token: int, pos: int) -> DecodeGraph:
-        g = self._graph(1)  # the first bucket is always 1
+        g = self._graph(1, pos)  # the first bucket is always 1
         if g.holds != (token, pos):
             g.tokens.fill_(token)
             g.pos.fill_(pos)

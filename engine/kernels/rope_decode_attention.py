@@ -5,12 +5,15 @@ decode_attention.decode_attention_ref). Each program serves one (row, KV head) a
 that share it (GQA). It ropes q and the new k in registers, attends over the cache's old positions [0, pos) and
 adds the new token from registers, so the cache write (done by split 0) never races a read of the same step.
 
-Two regimes, picked on the device from each row's length so that one CUDA graph serves every step:
-- short (pos + 1 <= SHORT): split 0 alone walks the whole sequence and writes the output; the other splits exit.
-  No partials, no merge: at the lengths of a chat turn this is one launch instead of three (rotary, split, merge).
-- long: flash-decoding. Each split takes its share of [0, pos) (split 0 also the new token) and writes a partial
-  output with its log-sum-exp; the last split to finish (an atomic ticket per (row, KV head)) merges them and
-  resets the ticket for the next step.
+Two regimes, fixed at launch by a bound on the lengths (max_len), so that a CUDA graph captured for a bound
+serves every step under it:
+- one split (max_len <= SINGLE_MAX): one program per (row, KV head) walks the whole sequence and writes the
+  output. One launch instead of three (rotary, split, merge): the short sequences of a chat turn.
+- several splits (flash-decoding): each split takes its share of [0, pos), computed on the device from the
+  row's length, and writes a partial output with its log-sum-exp; split 0 also holds the new token;
+  decode_attention's merge kernel combines them. Two launches instead of three.
+Merging inside the kernel instead (the last split to finish, found with an atomic ticket, merges) was measured
+and dropped: 7-12 us a layer against 5-6.5 for a separate merge (docs/gpu_results.md).
 """
 from __future__ import annotations
 
@@ -21,10 +24,10 @@ import torch
 import triton
 import triton.language as tl
 
-from engine.kernels.decode_attention import decode_attention_ref, default_splits
+from engine.kernels.decode_attention import _merge_kernel, decode_attention_ref, default_splits
 from engine.kernels.rotary import rotary_kv_ref
 
-SHORT = 1024  # longest sequence served by one program per (row, KV head); measured in docs/gpu_results.md
+SINGLE_MAX = 384  # longest sequence one program walks alone (single-pass vs split + merge cross near here, H200)
 
 
 def rope_decode_attention_ref(q, k, v, cos, sin, k_cache, v_cache, rows, pos, scale=None) -> torch.Tensor:
@@ -39,15 +42,14 @@ def rope_decode_attention_ref(q, k, v, cos, sin, k_cache, v_cache, rows, pos, sc
 
 @triton.jit
 def _kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, row_ptr, pos_ptr, o_ptr, part_ptr, lse_ptr,
-            tick_ptr, qk_scale, sq_b, sq_h, sk_b, sk_h, sv_b, sv_h, s_cos, s_sin,
+            qk_scale, sq_b, sq_h, sk_b, sk_h, sv_b, sv_h, s_cos, s_sin,
             sc_b, sc_h, sc_s, svc_b, svc_h, svc_s,
             HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, HALF: tl.constexpr, BS: tl.constexpr,
-            NSPLIT: tl.constexpr, SHORT: tl.constexpr, F32_DOT: tl.constexpr):
+            NSPLIT: tl.constexpr, F32_DOT: tl.constexpr):
     bh, sp = tl.program_id(0), tl.program_id(1)
     b, h = bh // HKV, bh % HKV
     row = tl.load(row_ptr + b)
     old = tl.load(pos_ptr + b)  # cache positions [0, old) were written by earlier steps
-    short = old + 1 <= SHORT
     rg, rd = tl.arange(0, GP), tl.arange(0, HALF)
     gmask = (rg < G)[:, None]
     cos = tl.load(cos_ptr + b * s_cos + rd).to(tl.float32)
@@ -80,9 +82,9 @@ def _kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, row_ptr, pos_
         tl.store(vd + HALF + rd, vn2)
 
     # this program's share of the old positions
-    chunk = tl.cdiv(tl.cdiv(old, NSPLIT), BS) * BS
-    start = tl.where(short, 0, sp * chunk)
-    end = tl.where(short, tl.where(sp == 0, old, 0), tl.minimum(start + chunk, old))
+    chunk = tl.cdiv(tl.cdiv(old, NSPLIT), BS) * BS  # the row's actual length spread over the splits
+    start = sp * chunk
+    end = tl.minimum(start + chunk, old)  # empty past the sequence's end
     m_i = tl.full((GP,), float("-inf"), tl.float32)
     l_i = tl.zeros((GP,), tl.float32)
     acc1 = tl.zeros((GP, HALF), tl.float32)
@@ -125,61 +127,28 @@ def _kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, row_ptr, pos_
         acc2 = acc2 * alpha[:, None] + p_new[:, None] * vn2.to(tl.float32)[None, :]
         m_i = m_new
 
-    ob = o_ptr + (b * HKV * G + h * G + rg)[:, None] * (2 * HALF) + rd[None, :]  # out [B, Hq, D] contiguous
-    if short:
-        if sp == 0:
-            tl.store(ob, (acc1 / l_i[:, None]).to(o_ptr.dtype.element_ty), mask=gmask)
-            tl.store(ob + HALF, (acc2 / l_i[:, None]).to(o_ptr.dtype.element_ty), mask=gmask)
-    else:
+    if NSPLIT == 1:
+        ob = o_ptr + (b * HKV * G + h * G + rg)[:, None] * (2 * HALF) + rd[None, :]  # out [B, Hq, D] contiguous
+        tl.store(ob, (acc1 / l_i[:, None]).to(o_ptr.dtype.element_ty), mask=gmask)
+        tl.store(ob + HALF, (acc2 / l_i[:, None]).to(o_ptr.dtype.element_ty), mask=gmask)
+    else:  # partials [B, Hq, NSPLIT, D] and lse [B, Hq, NSPLIT], as decode_attention's merge reads them
         valid = l_i > 0
         inv = 1.0 / tl.where(valid, l_i, 1.0)
-        prow = (bh * NSPLIT + sp) * GP + rg  # partials [B * Hkv, NSPLIT, GP, D]
+        prow = (b * HKV * G + h * G + rg) * NSPLIT + sp
         pp = part_ptr + prow[:, None] * (2 * HALF) + rd[None, :]
-        tl.store(pp, acc1 * inv[:, None])
-        tl.store(pp + HALF, acc2 * inv[:, None])
-        tl.store(lse_ptr + prow, tl.where(valid, m_i + tl.log2(tl.where(valid, l_i, 1.0)), float("-inf")))
-        tl.debug_barrier()  # every thread's partial stores precede the ticket (released by the atomic)
-        ticket = tl.atomic_add(tick_ptr + bh, 1)  # acq_rel, gpu scope
-        tl.debug_barrier()
-        if ticket == NSPLIT - 1:  # the last split merges; split 0 holds the new token, so its lse is finite
-            base = bh * NSPLIT * GP + rg
-            m = tl.load(lse_ptr + base, cache_modifier=".cg")
-            den = tl.full((GP,), 1.0, tl.float32)
-            o1 = tl.load(part_ptr + base[:, None] * (2 * HALF) + rd[None, :], cache_modifier=".cg")
-            o2 = tl.load(part_ptr + base[:, None] * (2 * HALF) + HALF + rd[None, :], cache_modifier=".cg")
-            for s in range(1, NSPLIT):
-                r2 = base + s * GP
-                lse = tl.load(lse_ptr + r2, cache_modifier=".cg")
-                m2 = tl.maximum(m, lse)
-                a, w = tl.exp2(m - m2), tl.exp2(lse - m2)
-                o1 = o1 * a[:, None] + w[:, None] * tl.load(part_ptr + r2[:, None] * (2 * HALF) + rd[None, :],
-                                                            cache_modifier=".cg")
-                o2 = o2 * a[:, None] + w[:, None] * tl.load(part_ptr + r2[:, None] * (2 * HALF) + HALF + rd[None, :],
-                                                            cache_modifier=".cg")
-                den = den * a + w
-                m = m2
-            tl.store(ob, (o1 / den[:, None]).to(o_ptr.dtype.element_ty), mask=gmask)
-            tl.store(ob + HALF, (o2 / den[:, None]).to(o_ptr.dtype.element_ty), mask=gmask)
-            tl.atomic_xchg(tick_ptr + bh, 0)  # ready for the next step (and the next graph replay)
+        tl.store(pp, acc1 * inv[:, None], mask=gmask)
+        tl.store(pp + HALF, acc2 * inv[:, None], mask=gmask)
+        tl.store(lse_ptr + prow, tl.where(valid, m_i + tl.log2(tl.where(valid, l_i, 1.0)), float("-inf")),
+                 mask=rg < G)
 
 
-_tickets: dict[tuple, torch.Tensor] = {}
-
-
-def _ticket_buffer(n: int, device: torch.device) -> torch.Tensor:
-    """Zeroed int32 tickets kept across calls (the merging program resets its own), so a CUDA graph captures no
-    memset. Allocated on the first (warm-up) call, before capture."""
-    key = (device, n)
-    if key not in _tickets:
-        _tickets[key] = torch.zeros(n, dtype=torch.int32, device=device)
-    return _tickets[key]
-
-
-def rope_decode_attention(q, k, v, cos, sin, k_cache, v_cache, rows, pos, scale=None, num_splits=None,
-                          short: int = SHORT, block: int | None = None, num_warps: int = 4) -> torch.Tensor:
+def rope_decode_attention(q, k, v, cos, sin, k_cache, v_cache, rows, pos, scale=None, max_len: int | None = None,
+                          num_splits: int | None = None, block: int | None = None, num_warps: int = 4
+                          ) -> torch.Tensor:
     """Triton version of `rope_decode_attention_ref` (q, k, v may be strided views of one qkv projection;
     the last dim of every tensor contiguous). cos/sin rows: [B, D] (both halves equal, engine/rope.py) or
-    [B, D / 2]. q is not modified."""
+    [B, D / 2]. max_len: a bound on every row's pos + 1 (default: the cache's capacity); it picks the regime,
+    never the result. q is not modified."""
     b, hq, d = q.shape
     hkv = k.shape[1]
     _, _, cap, _ = k_cache.shape
@@ -189,24 +158,21 @@ def rope_decode_attention(q, k, v, cos, sin, k_cache, v_cache, rows, pos, scale=
     assert cos.stride(1) == sin.stride(1) == 1 and cos.shape[0] == b and cos.shape[1] in (half, d)
     assert rows.dtype == pos.dtype == torch.int32 and rows.shape == pos.shape == (b,)
     g = hq // hkv
-    gp = max(16, triton.next_power_of_2(g))
     block = block or (64 if d <= 64 else 32)
-    # splits exist only for the long regime: none when the cache cannot hold a long sequence
-    nsplit = num_splits or (1 if cap <= short else default_splits(b, hkv, cap, block))
+    max_len = min(max_len or cap, cap)
+    nsplit = num_splits or (1 if max_len <= SINGLE_MAX else default_splits(b, hkv, max_len, block))
+    assert nsplit == triton.next_power_of_2(nsplit), nsplit
     scale = scale if scale is not None else 1.0 / math.sqrt(d)
     out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
-    if nsplit > 1:
-        part = torch.empty(b * hkv * nsplit * gp * d, dtype=torch.float32, device=q.device)
-        lse = torch.empty(b * hkv * nsplit * gp, dtype=torch.float32, device=q.device)
-        tickets = _ticket_buffer(b * hkv, q.device)
-    else:
-        part = lse = tickets = out  # never touched: every row is short
+    part = torch.empty(b, hq, nsplit, d, dtype=torch.float32, device=q.device) if nsplit > 1 else out
+    lse = torch.empty(b, hq, nsplit, dtype=torch.float32, device=q.device) if nsplit > 1 else out
     interp = os.environ.get("TRITON_INTERPRET") == "1"
-    _kernel[(b * hkv, nsplit)](q, k, v, cos, sin, k_cache, v_cache, rows, pos, out, part, lse, tickets,
+    _kernel[(b * hkv, nsplit)](q, k, v, cos, sin, k_cache, v_cache, rows, pos, out, part, lse,
                                scale * 1.4426950408889634, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
                                v.stride(0), v.stride(1), cos.stride(0), sin.stride(0),
                                *k_cache.stride()[:3], *v_cache.stride()[:3],
-                               HKV=hkv, G=g, GP=gp, HALF=half, BS=block, NSPLIT=nsplit,
-                               SHORT=short if nsplit > 1 else cap + 1,
-                               F32_DOT=interp or q.dtype == torch.float32, num_warps=num_warps)
+                               HKV=hkv, G=g, GP=max(16, triton.next_power_of_2(g)), HALF=half, BS=block,
+                               NSPLIT=nsplit, F32_DOT=interp or q.dtype == torch.float32, num_warps=num_warps)
+    if nsplit > 1:
+        _merge_kernel[(b * hq,)](part, lse, out, out.stride(0), out.stride(1), HQ=hq, D=d, NSPLIT=nsplit)
     return out

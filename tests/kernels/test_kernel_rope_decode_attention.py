@@ -1,7 +1,7 @@
 """The fused decode-step attention (rotary + cache write + attention) against its PyTorch reference: both
-regimes (one program a sequence, and splits merged by the last one), GQA groups that are not powers of two,
-strided q/k/v views of one qkv projection, rows at different positions, and repeated calls (the merge ticket
-must be reset for the next step)."""
+regimes (one program a sequence; splits + merge), GQA groups that are not powers of two, strided q/k/v views
+of one qkv projection, rows at different positions, a max_len bound below the real length (picks the regime,
+never the result), and repeated calls."""
 from __future__ import annotations
 
 import os
@@ -46,12 +46,14 @@ def _check(args, atol, **kw):
 @pytest.mark.parametrize("hq,hkv", [(3, 1), (6, 2), (8, 8)])
 def test_short_single_program(hq, hkv):
     _check(_case(2, hq, hkv, 32, 40, [0, 37], torch.float32, DEVICE), 1e-4, block=16)
+    _check(_case(2, hq, hkv, 32, 600, [0, 537], torch.float32, DEVICE), 1e-4, max_len=8)
 
 
-def test_long_splits_merged_by_last_program_and_ticket_reset():
+@pytest.mark.parametrize("splits", [2, 4])  # row 1 (5 old positions) leaves splits empty
+def test_splits_merged(splits):
     args = _case(2, 6, 2, 32, 80, [70, 5], torch.float32, DEVICE, seed=1)
-    for _ in range(2):  # a second call needs the tickets back at zero
-        _check(args, 1e-4, short=16, num_splits=4, block=16)
+    for _ in range(2):
+        _check(args, 1e-4, num_splits=splits, block=16)
 
 
 def test_ops_plain_path_equals_reference(monkeypatch):
