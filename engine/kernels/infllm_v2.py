@@ -222,7 +222,8 @@ def _merge_rows(o_ptr, lse_ptr, rows, valid, NSPLIT: tl.constexpr, D: tl.constex
     m = tl.full(rows.shape, float("-inf"), tl.float32)
     l = tl.zeros(rows.shape, tl.float32)
     acc = tl.zeros((rows.shape[0], D), tl.float32)
-    for s in range(NSPLIT):  # .cg: read past L1, which may hold an earlier call's partials
+    for s in tl.static_range(NSPLIT):  # unrolled: the loads need not wait for each other. .cg: read past L1,
+        # which may hold an earlier call's partials
         lse = tl.load(lse_ptr + rows * NSPLIT + s, mask=valid, other=float("-inf"), cache_modifier=".cg")
         o = tl.load(o_ptr + (rows * NSPLIT + s)[:, None] * D + rd[None, :], mask=valid[:, None], other=0.0,
                     cache_modifier=".cg")
@@ -266,14 +267,22 @@ def _window_logits(q, ck_ptr, b, h, c0, seen, n_win, qk_scale, sc_b, sc_h, sc_c,
 
 
 @triton.jit
-def _lse_kernel(q_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, qk_scale, chunk, T, NQT,
+def _lse_kernel(q_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, pool_ptr, qk_scale, chunk, T, NQT, NB,
                 sq_b, sq_h, sq_t, sc_b, sc_h, sc_c,
                 KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr, D: tl.constexpr,
-                BC: tl.constexpr, KS: tl.constexpr, ST: tl.constexpr, NSPLIT: tl.constexpr, F32_DOT: tl.constexpr):
+                BC: tl.constexpr, KS: tl.constexpr, ST: tl.constexpr, NSPLIT: tl.constexpr, F32_DOT: tl.constexpr,
+                POOL: tl.constexpr, SP: tl.constexpr):
     """Stage 1, pass 1: per query row (token x head) and split of the compressed axis, the running max and sum
-    of exp2 of the logits (log2 units)."""
+    of exp2 of the logits (log2 units). POOL (decode, T == 1): also zero this split's share of the pooled block
+    scores that pass 2 max-reduces into."""
     sp = tl.program_id(1)
     b, h, t, hq, valid, seen, n_win = _row_setup(tl.program_id(0), len_ptr, T, KVH, NQT, BQ, GP, G, KS, ST)
+    if POOL:
+        lo = sp * (chunk // SP)
+        hi = tl.where(sp == NSPLIT - 1, NB, tl.minimum(lo + chunk // SP, NB))
+        for j0 in range(lo, hi, BC):
+            j = j0 + tl.arange(0, BC)
+            tl.store(pool_ptr + (b * KVH + h) * NB + j, tl.zeros((BC,), tl.float32), mask=j < hi)
     q = _load_rows(q_ptr, b, h * G + hq, t, valid, sq_b, sq_h, sq_t, D)
     m_i = tl.full((BQ * GP,), float("-inf"), tl.float32)
     l_i = tl.zeros((BQ * GP,), tl.float32)
@@ -293,9 +302,12 @@ def _score_kernel(q_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, s_ptr, qk_scale, chunk, 
                   sq_b, sq_h, sq_t, sc_b, sc_h, sc_c,
                   KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr, D: tl.constexpr,
                   BC: tl.constexpr, KS: tl.constexpr, ST: tl.constexpr, NSPLIT: tl.constexpr,
-                  F32_DOT: tl.constexpr):
+                  F32_DOT: tl.constexpr, POOL: tl.constexpr, SP: tl.constexpr):
     """Stage 1, pass 2: merge the splits' (max, sum) into each row's log-sum-exp, recompute the probabilities
-    and sum them over the group's heads: s [B, KVH, T, NCAP] float32 (0 where not visible)."""
+    and sum them over the group's heads: s [B, KVH, T, NCAP] float32 (0 where not visible). POOL (decode,
+    T == 1): instead max-reduce s straight into the block scores s_ptr [B, KVH, NB] (NCAP = NB): window c
+    counts for block (c + 1) // SP and, when it ends a block's stride, block (c + 1) // SP - 1 too; max is
+    order-free, so the atomics give the pooling exactly."""
     sp = tl.program_id(1)
     b, h, t, hq, valid, seen, n_win = _row_setup(tl.program_id(0), len_ptr, T, KVH, NQT, BQ, GP, G, KS, ST)
     row = ((b * KVH + h) * T + t) * GP + hq
@@ -313,8 +325,14 @@ def _score_kernel(q_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, s_ptr, qk_scale, chunk, 
         rc, qk = _window_logits(q, ck_ptr, b, h, c0, seen, n_win, qk_scale, sc_b, sc_h, sc_c, D, BC, F32_DOT)
         pr = tl.where(valid[:, None] & (qk > float("-inf")), tl.exp2(qk - lse[:, None]), 0.0)
         s = tl.sum(tl.reshape(pr, (BQ, GP, BC)), axis=1)  # [BQ, BC]: sum over the group's heads
-        tl.store(s_ptr + ((b * KVH + h) * T + tq[:, None]) * NCAP + rc[None, :], s,
-                 mask=(tq[:, None] < T) & (rc[None, :] < n_win))
+        ok = (tq[:, None] < T) & (rc[None, :] < n_win)
+        if POOL:
+            row = (b * KVH + h) * T + tq[:, None]
+            jb = (rc[None, :] + 1) // SP
+            tl.atomic_max(s_ptr + row * NCAP + jb, s, mask=ok & (jb < NCAP))
+            tl.atomic_max(s_ptr + row * NCAP + jb - 1, s, mask=ok & ((rc[None, :] + 1) % SP == 0) & (jb >= 1))
+        else:
+            tl.store(s_ptr + ((b * KVH + h) * T + tq[:, None]) * NCAP + rc[None, :], s, mask=ok)
 
 
 @triton.jit
@@ -326,12 +344,18 @@ def _block_keys(s_ptr, row, j, pos, dense, NB, SP: tl.constexpr, SPP: tl.constex
     (2^IDXB - 1 - j), -1 past the query's block. Scores are >= 0, so their float bits order like the floats; the
     index part breaks ties. CHOSEN: forced blocks get -1 too (the prefill path attends to them separately)."""
     seen = tl.where(pos + 1 >= KS, tl.maximum(pos + 1 - KS, 0) // ST + 1, 0)
-    qb = pos // BS
     w = tl.arange(0, SPP)
     c = j[:, None] * SP - 1 + w[None, :]
     ok = (w[None, :] <= SP) & (c >= 0) & (c < seen)
     s = tl.load(s_ptr + row * NCAP + tl.where(ok, c, 0), mask=ok, other=0.0)
-    score = tl.maximum(tl.max(s, axis=1), 0.0)
+    return _keys_from_scores(tl.maximum(tl.max(s, axis=1), 0.0), j, pos, dense, NB, BS, INIT, LOCAL, IDXB, CHOSEN)
+
+
+@triton.jit
+def _keys_from_scores(score, j, pos, dense, NB, BS: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr,
+                      IDXB: tl.constexpr, CHOSEN: tl.constexpr):
+    """Block scores (>= 0) -> selection keys, see _block_keys."""
+    qb = pos // BS
     forced = (j < INIT) | ((j <= qb) & ((j + LOCAL >= qb) | dense))
     score = tl.where(forced, float("inf"), score)
     key = (score.to(tl.int32, bitcast=True).to(tl.int64) << IDXB) | ((1 << IDXB) - 1 - j).to(tl.int64)
@@ -355,11 +379,10 @@ def _keys_kernel(s_ptr, key_ptr, len_ptr, T, NCAP, NB,
 
 
 @triton.jit
-def _rank_select_kernel(s_ptr, idx_ptr, len_ptr, T, NCAP, NB, K, TOPK, DENSE_LEN,
-                        KVH: tl.constexpr, SP: tl.constexpr, SPP: tl.constexpr, BS: tl.constexpr,
-                        INIT: tl.constexpr, LOCAL: tl.constexpr, KS: tl.constexpr, ST: tl.constexpr,
+def _rank_select_kernel(pool_ptr, idx_ptr, len_ptr, T, NB, K, TOPK, DENSE_LEN,
+                        KVH: tl.constexpr, BS: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr,
                         IDXB: tl.constexpr, BN: tl.constexpr, BALL: tl.constexpr, KP: tl.constexpr):
-    """Top-k by rank, for few query rows (decode), keys pooled on the fly: program (row, tile of BN blocks)
+    """Top-k by rank, for few query rows (decode), keys made on the fly from the pooled block scores: program (row, tile of BN blocks)
     counts, for each of its blocks, the blocks with a larger key (keys are unique) and writes block j to slot
     rank(j) if rank < k. So the selected blocks fill slots 0 .. min(k, qb + 1) - 1, best first, and the rest
     get -1. k = K below DENSE_LEN tokens (every block forced: dense attention through the same kernels; the
@@ -369,11 +392,13 @@ def _rank_select_kernel(s_ptr, idx_ptr, len_ptr, T, NCAP, NB, K, TOPK, DENSE_LEN
     dense = pos + 1 < DENSE_LEN
     qb = pos // BS
     j = jt * BN + tl.arange(0, BN)
-    mine = _block_keys(s_ptr, row, j, pos, dense, NB, SP, SPP, BS, INIT, LOCAL, KS, ST, IDXB, NCAP, False)
+    mine = _keys_from_scores(tl.load(pool_ptr + row * NB + j, mask=j < NB, other=0.0), j, pos, dense, NB, BS,
+                             INIT, LOCAL, IDXB, False)
     rank = tl.zeros((BN,), tl.int32)
     for a in range(0, tl.minimum(qb + 1, NB), BALL):  # blocks past the query's own have key -1
-        other = _block_keys(s_ptr, row, a + tl.arange(0, BALL), pos, dense, NB, SP, SPP, BS, INIT, LOCAL, KS, ST,
-                            IDXB, NCAP, False)
+        ra = a + tl.arange(0, BALL)
+        other = _keys_from_scores(tl.load(pool_ptr + row * NB + ra, mask=ra < NB, other=0.0), ra, pos, dense, NB,
+                                  BS, INIT, LOCAL, IDXB, False)
         rank += tl.sum((other[None, :] > mine[:, None]).to(tl.int32), axis=1)
     k = tl.where(dense, K, TOPK)
     sel = (rank < k) & (mine >= 0)
@@ -391,7 +416,7 @@ def decode_slots(p: InfLLMParams, num_blocks: int, dense_len: int = 0) -> int:
 def select_blocks(q: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor, num_blocks: int,
                   p: InfLLMParams, scale: float | None = None, num_splits: int | None = None,
                   q_chunk: int = 2048, rows: int = 64, num_warps: int = 4, dense_len: int = 0,
-                  chosen_only: bool = False) -> torch.Tensor:
+                  chosen_only: bool = False, block_windows: int = 64) -> torch.Tensor:
     """q [B, H, T, D] (last dim contiguous), ck_cache [B, KVH, NC_cap, D], lengths int32 [B] (the row's last
     query is at lengths - 1) -> int32 [B, KVH, T, K] selected blocks (-1 = none). Long T runs in q_chunk slices
     to bound the [T, NC] score scratch.
@@ -401,7 +426,8 @@ def select_blocks(q: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor
     bsz, h, t, d = q.shape
     if t > q_chunk:
         parts = [select_blocks(q[:, :, s:s + q_chunk], ck_cache, lengths - (t - min(s + q_chunk, t)), num_blocks,
-                               p, scale, num_splits, q_chunk, rows, num_warps, dense_len, chosen_only)
+                               p, scale, num_splits, q_chunk, rows, num_warps, dense_len, chosen_only,
+                               block_windows)
                  for s in range(0, t, q_chunk)]
         return torch.cat(parts, dim=2)
     kvh, ncap = ck_cache.shape[1], ck_cache.shape[2]
@@ -410,7 +436,7 @@ def select_blocks(q: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor
     # query tokens per program: BQ * GP rows (>= 16 for tl.dot), up to `rows` rows in prefill
     bq = max(1, 16 // gp) if t == 1 else max(1, 16 // gp, min(triton.next_power_of_2(t), rows // gp))
     nqt = triton.cdiv(t, bq)
-    bc = 64
+    bc = block_windows  # compressed keys per loop step
     # splits of the compressed axis: enough programs to fill the GPU, no more than there are key tiles
     nsplit = num_splits or max(1, min(64, triton.next_power_of_2(triton.cdiv(264, bsz * kvh * nqt)),
                                       triton.next_power_of_2(triton.cdiv(ncap, bc))))
@@ -419,27 +445,30 @@ def select_blocks(q: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor
     dev = q.device
     m = torch.empty(bsz * kvh * t * gp * nsplit, dtype=torch.float32, device=dev)
     l = torch.empty_like(m)
-    s = torch.empty(bsz, kvh, t, ncap, dtype=torch.float32, device=dev)
+    sp = p.block_size // p.kernel_stride
+    decode = t == 1  # pooled block scores straight from pass 2, then selection by rank in one launch
+    # pass 2's output: window scores [B, KVH, T, NCAP], or (decode) block scores [B, KVH, NB]
+    s = torch.empty(bsz, kvh, t, num_blocks if decode else ncap, dtype=torch.float32, device=dev)
     f32 = _interp() or q.dtype == torch.float32
     common = dict(KVH=kvh, G=g, GP=gp, BQ=bq, D=d, BC=bc, KS=p.kernel_size, ST=p.kernel_stride, NSPLIT=nsplit,
-                  F32_DOT=f32, num_warps=num_warps)
+                  F32_DOT=f32, POOL=decode, SP=sp, num_warps=num_warps)
     strides = (q.stride(0), q.stride(1), q.stride(2), *ck_cache.stride()[:3])
-    _lse_kernel[(bsz * kvh * nqt, nsplit)](q, ck_cache, lengths, m, l, scale * LOG2E, chunk, t, nqt, *strides,
-                                           **common)
-    _score_kernel[(bsz * kvh * nqt, nsplit)](q, ck_cache, lengths, m, l, s, scale * LOG2E, chunk, t, nqt, ncap,
-                                             *strides, **common)
-    sp = p.block_size // p.kernel_stride
+    _lse_kernel[(bsz * kvh * nqt, nsplit)](q, ck_cache, lengths, m, l, s, scale * LOG2E, chunk, t, nqt,
+                                           num_blocks, *strides, **common)
+    _score_kernel[(bsz * kvh * nqt, nsplit)](q, ck_cache, lengths, m, l, s, scale * LOG2E, chunk, t, nqt,
+                                             s.shape[-1], *strides, **common)
     assert num_blocks < (1 << IDX_BITS) - 1
-    pool = dict(KVH=kvh, SP=sp, SPP=triton.next_power_of_2(sp + 1), BS=p.block_size, INIT=p.init_blocks,
-                LOCAL=p.local_blocks, KS=p.kernel_size, ST=p.kernel_stride, IDXB=IDX_BITS, num_warps=4)
-    if t == 1:  # decode: selection by rank, in one launch (torch.topk takes several)
+    if decode:
         kk = decode_slots(p, num_blocks, dense_len)
         idx = torch.empty(bsz, kvh, t, kk, dtype=torch.int32, device=dev)
         bn = 16
         _rank_select_kernel[(bsz * kvh * t, triton.cdiv(num_blocks, bn))](
-            s, idx, lengths, t, ncap, num_blocks, kk, min(p.topk, num_blocks), dense_len, BN=bn, BALL=512,
-            KP=triton.next_power_of_2(kk), **pool)
+            s, idx, lengths, t, num_blocks, kk, min(p.topk, num_blocks), dense_len, KVH=kvh, BS=p.block_size,
+            INIT=p.init_blocks, LOCAL=p.local_blocks, IDXB=IDX_BITS, BN=bn, BALL=512,
+            KP=triton.next_power_of_2(kk), num_warps=4)
         return idx
+    pool = dict(KVH=kvh, SP=sp, SPP=triton.next_power_of_2(sp + 1), BS=p.block_size, INIT=p.init_blocks,
+                LOCAL=p.local_blocks, KS=p.kernel_size, ST=p.kernel_stride, IDXB=IDX_BITS, num_warps=4)
     assert dense_len <= 0, "the dense switch is decided per step in prefill"
     kk = min(p.topk - forced_blocks(p) if chosen_only else p.topk, num_blocks)
     keys = torch.empty(bsz, kvh, t, num_blocks, dtype=torch.int64, device=dev)
@@ -530,10 +559,10 @@ def sparse_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
 def _decode_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, part_ptr, lse_ptr, cnt_ptr, out_ptr, qk_scale,
                         K, TOPK, DENSE_LEN, sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h,
                         KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
-                        NSPLIT: tl.constexpr, F32_DOT: tl.constexpr):
+                        NSPLIT: tl.constexpr, F32_DOT: tl.constexpr, FUSED_MERGE: tl.constexpr):
     """Decode, program (row x kv head, split): the selected blocks fill slots 0 .. n - 1 (rank order, n from
-    the length on the device), split evenly; the last split to finish (an atomic count per row x kv head)
-    merges all splits' partials and resets the count: one launch, no separate merge kernel."""
+    the length on the device), split evenly. FUSED_MERGE: the last split to finish (an atomic count per row x kv
+    head) merges all splits' partials and resets the count, so no separate merge kernel."""
     pid, sp = tl.program_id(0), tl.program_id(1)
     b, h = pid // KVH, pid % KVH
     n = tl.load(len_ptr + b)
@@ -556,12 +585,13 @@ def _decode_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, part_ptr, lse_ptr
     rows = pid * G + rg  # partials [B * KVH * G, NSPLIT, D]
     tl.store(part_ptr + (rows * NSPLIT + sp)[:, None] * D + rd[None, :], out, mask=(rg < G)[:, None])
     tl.store(lse_ptr + rows * NSPLIT + sp, lse, mask=rg < G)
-    tl.debug_barrier()  # every thread's partial is written before the count says so
-    if tl.atomic_add(cnt_ptr + pid, 1, sem="acq_rel") == NSPLIT - 1:
-        merged = _merge_rows(part_ptr, lse_ptr, rows, rg < G, NSPLIT, D)
-        tl.store(out_ptr + b * so_b + (h * G + rg)[:, None] * so_h + rd[None, :],
-                 merged.to(out_ptr.dtype.element_ty), mask=(rg < G)[:, None])
-        tl.atomic_xchg(cnt_ptr + pid, 0)
+    if FUSED_MERGE:
+        tl.debug_barrier()  # every thread's partial is written before the count says so
+        if tl.atomic_add(cnt_ptr + pid, 1, sem="acq_rel") == NSPLIT - 1:
+            merged = _merge_rows(part_ptr, lse_ptr, rows, rg < G, NSPLIT, D)
+            tl.store(out_ptr + b * so_b + (h * G + rg)[:, None] * so_h + rd[None, :],
+                     merged.to(out_ptr.dtype.element_ty), mask=(rg < G)[:, None])
+            tl.atomic_xchg(cnt_ptr + pid, 0)
 
 
 _COUNTS: dict[torch.device, torch.Tensor] = {}
@@ -578,9 +608,10 @@ def _counts(n: int, device: torch.device) -> torch.Tensor:
 
 def sparse_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, idx: torch.Tensor,
                             lengths: torch.Tensor, p: InfLLMParams, dense_len: int = 0,
-                            scale: float | None = None, num_splits: int | None = None) -> torch.Tensor:
+                            scale: float | None = None, num_splits: int | None = None,
+                            fused_merge: bool = True) -> torch.Tensor:
     """One decode step: q [B, H, 1, D], caches [B, KVH, S, D], idx int32 [B, KVH, 1, K] from select_blocks
-    (T == 1: best first from slot 0) -> [B, H, 1, D]. One launch; graph-safe."""
+    (T == 1: best first from slot 0) -> [B, H, 1, D]. One launch (fused_merge) or two; graph-safe."""
     bsz, h, _, d = q.shape
     kvh = k_cache.shape[1]
     g, kk = h // kvh, idx.shape[-1]
@@ -589,12 +620,14 @@ def sparse_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     scale = scale if scale is not None else d ** -0.5
     part = torch.empty(bsz * h, nsplit, d, dtype=torch.float32, device=q.device)
     lse = torch.empty(bsz * h, nsplit, dtype=torch.float32, device=q.device)
-    out = torch.empty_like(q)
+    out = torch.empty(bsz, h, 1, d, dtype=q.dtype, device=q.device)
     _decode_attn_kernel[(bsz * kvh, nsplit)](
         q, k_cache, v_cache, idx.contiguous(), lengths, part, lse, _counts(bsz * kvh, q.device), out, scale * LOG2E,
         kk, min(p.topk, kk), dense_len, q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3],
         out.stride(0), out.stride(1), KVH=kvh, G=g, GP=max(16, triton.next_power_of_2(g)), D=d, BS=p.block_size,
-        NSPLIT=nsplit, F32_DOT=_interp() or q.dtype == torch.float32, num_warps=4)
+        NSPLIT=nsplit, F32_DOT=_interp() or q.dtype == torch.float32, FUSED_MERGE=fused_merge, num_warps=4)
+    if not fused_merge:
+        _merge_kernel[(triton.cdiv(bsz * h, 16),)](part, lse, out, bsz * h, R=16, D=d, NSPLIT=nsplit)
     return out
 
 
