@@ -214,28 +214,6 @@ def _finish(m_i, l_i, acc):
     return out, tl.where(seen, m_i + tl.log2(tl.where(seen, l_i, 1.0)), float("-inf"))
 
 
-@triton.jit
-def _merge_rows(o_ptr, lse_ptr, rows, valid, NSPLIT: tl.constexpr, D: tl.constexpr):
-    """Merge the NSPLIT partial (output, lse) of each row (partials at row * NSPLIT + split), as
-    flash-decoding does: weights exp2(lse - max). Some split of every valid row is finite."""
-    rd = tl.arange(0, D)
-    m = tl.full(rows.shape, float("-inf"), tl.float32)
-    l = tl.zeros(rows.shape, tl.float32)
-    acc = tl.zeros((rows.shape[0], D), tl.float32)
-    for s in tl.static_range(NSPLIT):  # unrolled: the loads need not wait for each other. .cg: read past L1,
-        # which may hold an earlier call's partials
-        lse = tl.load(lse_ptr + rows * NSPLIT + s, mask=valid, other=float("-inf"), cache_modifier=".cg")
-        o = tl.load(o_ptr + (rows * NSPLIT + s)[:, None] * D + rd[None, :], mask=valid[:, None], other=0.0,
-                    cache_modifier=".cg")
-        m_new = tl.maximum(m, lse)
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha, w = tl.exp2(m - m_use), tl.exp2(lse - m_use)
-        acc = acc * alpha[:, None] + o * w[:, None]
-        l = l * alpha + w
-        m = m_new
-    return acc / tl.where(l > 0, l, 1.0)[:, None]
-
-
 # ----------------------------------------------------------------------------------------------------------
 # stage 1: compressed-key scores, pooled block keys, top-k
 
@@ -282,7 +260,7 @@ def _lse_kernel(q_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, pool_ptr, qk_scale, chunk,
         hi = tl.where(sp == NSPLIT - 1, NB, tl.minimum(lo + chunk // SP, NB))
         for j0 in range(lo, hi, BC):
             j = j0 + tl.arange(0, BC)
-            tl.store(pool_ptr + (b * KVH + h) * NB + j, tl.zeros((BC,), tl.float32), mask=j < hi)
+            tl.store(pool_ptr + (b * KVH + h) * NB + j, tl.zeros((BC,), tl.int32), mask=j < hi)
     q = _load_rows(q_ptr, b, h * G + hq, t, valid, sq_b, sq_h, sq_t, D)
     m_i = tl.full((BQ * GP,), float("-inf"), tl.float32)
     l_i = tl.zeros((BQ * GP,), tl.float32)
@@ -305,9 +283,9 @@ def _score_kernel(q_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, s_ptr, qk_scale, chunk, 
                   F32_DOT: tl.constexpr, POOL: tl.constexpr, SP: tl.constexpr):
     """Stage 1, pass 2: merge the splits' (max, sum) into each row's log-sum-exp, recompute the probabilities
     and sum them over the group's heads: s [B, KVH, T, NCAP] float32 (0 where not visible). POOL (decode,
-    T == 1): instead max-reduce s straight into the block scores s_ptr [B, KVH, NB] (NCAP = NB): window c
-    counts for block (c + 1) // SP and, when it ends a block's stride, block (c + 1) // SP - 1 too; max is
-    order-free, so the atomics give the pooling exactly."""
+    T == 1): instead max-reduce s straight into the block scores s_ptr [B, KVH, NB] (NCAP = NB, int32 bits):
+    per tile, the max of each block's own SP windows and its last window (which block j + 1 pools too) go in by
+    atomic max; max is order-free, so this is the pooling exactly."""
     sp = tl.program_id(1)
     b, h, t, hq, valid, seen, n_win = _row_setup(tl.program_id(0), len_ptr, T, KVH, NQT, BQ, GP, G, KS, ST)
     row = ((b * KVH + h) * T + t) * GP + hq
@@ -326,11 +304,14 @@ def _score_kernel(q_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, s_ptr, qk_scale, chunk, 
         pr = tl.where(valid[:, None] & (qk > float("-inf")), tl.exp2(qk - lse[:, None]), 0.0)
         s = tl.sum(tl.reshape(pr, (BQ, GP, BC)), axis=1)  # [BQ, BC]: sum over the group's heads
         ok = (tq[:, None] < T) & (rc[None, :] < n_win)
-        if POOL:
-            row = (b * KVH + h) * T + tq[:, None]
-            jb = (rc[None, :] + 1) // SP
-            tl.atomic_max(s_ptr + row * NCAP + jb, s, mask=ok & (jb < NCAP))
-            tl.atomic_max(s_ptr + row * NCAP + jb - 1, s, mask=ok & ((rc[None, :] + 1) % SP == 0) & (jb >= 1))
+        if POOL:  # T == 1: block j pools windows j*SP - 1 .. j*SP + SP - 1, i.e. its own SP and the last of j - 1
+            grp = tl.reshape(tl.sum(s, axis=0), (BC // SP, SP))  # rows past T == 1 are 0
+            jg = c0 // SP + tl.arange(0, BC // SP)
+            last = tl.sum(tl.where(tl.arange(0, SP)[None, :] == SP - 1, grp, 0.0), axis=1)
+            srow = (b * KVH + h) * NCAP
+            # scores are >= 0: their int32 bits order like the floats, and an int max is one atomic
+            tl.atomic_max(s_ptr + srow + jg, tl.max(grp, axis=1).to(tl.int32, bitcast=True), mask=jg < NCAP)
+            tl.atomic_max(s_ptr + srow + jg + 1, last.to(tl.int32, bitcast=True), mask=jg + 1 < NCAP)
         else:
             tl.store(s_ptr + ((b * KVH + h) * T + tq[:, None]) * NCAP + rc[None, :], s, mask=ok)
 
@@ -392,13 +373,13 @@ def _rank_select_kernel(pool_ptr, idx_ptr, len_ptr, T, NB, K, TOPK, DENSE_LEN,
     dense = pos + 1 < DENSE_LEN
     qb = pos // BS
     j = jt * BN + tl.arange(0, BN)
-    mine = _keys_from_scores(tl.load(pool_ptr + row * NB + j, mask=j < NB, other=0.0), j, pos, dense, NB, BS,
-                             INIT, LOCAL, IDXB, False)
+    mine = _keys_from_scores(tl.load(pool_ptr + row * NB + j, mask=j < NB, other=0).to(tl.float32, bitcast=True),
+                             j, pos, dense, NB, BS, INIT, LOCAL, IDXB, False)
     rank = tl.zeros((BN,), tl.int32)
     for a in range(0, tl.minimum(qb + 1, NB), BALL):  # blocks past the query's own have key -1
         ra = a + tl.arange(0, BALL)
-        other = _keys_from_scores(tl.load(pool_ptr + row * NB + ra, mask=ra < NB, other=0.0), ra, pos, dense, NB,
-                                  BS, INIT, LOCAL, IDXB, False)
+        other = _keys_from_scores(tl.load(pool_ptr + row * NB + ra, mask=ra < NB, other=0).to(tl.float32, bitcast=True),
+                                  ra, pos, dense, NB, BS, INIT, LOCAL, IDXB, False)
         rank += tl.sum((other[None, :] > mine[:, None]).to(tl.int32), axis=1)
     k = tl.where(dense, K, TOPK)
     sel = (rank < k) & (mine >= 0)
@@ -448,7 +429,8 @@ def select_blocks(q: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor
     sp = p.block_size // p.kernel_stride
     decode = t == 1  # pooled block scores straight from pass 2, then selection by rank in one launch
     # pass 2's output: window scores [B, KVH, T, NCAP], or (decode) block scores [B, KVH, NB]
-    s = torch.empty(bsz, kvh, t, num_blocks if decode else ncap, dtype=torch.float32, device=dev)
+    s = torch.empty(bsz, kvh, t, num_blocks if decode else ncap, dtype=torch.int32 if decode else torch.float32,
+                    device=dev)  # decode: the float bits, max-reduced by int atomics
     f32 = _interp() or q.dtype == torch.float32
     common = dict(KVH=kvh, G=g, GP=gp, BQ=bq, D=d, BC=bc, KS=p.kernel_size, ST=p.kernel_stride, NSPLIT=nsplit,
                   F32_DOT=f32, POOL=decode, SP=sp, num_warps=num_warps)
@@ -520,12 +502,18 @@ def _sparse_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, o_ptr, lse_ptr, q
 
 
 @triton.jit
-def _merge_kernel(o_ptr, lse_ptr, out_ptr, N, R: tl.constexpr, D: tl.constexpr, NSPLIT: tl.constexpr):
-    """Program per R of the N (token, head) rows: merge their splits' partial outputs."""
-    rows = tl.program_id(0) * R + tl.arange(0, R)
-    out = _merge_rows(o_ptr, lse_ptr, rows, rows < N, NSPLIT, D)
-    tl.store(out_ptr + rows[:, None] * D + tl.arange(0, D)[None, :], out.to(out_ptr.dtype.element_ty),
-             mask=(rows < N)[:, None])
+def _merge_kernel(o_ptr, lse_ptr, out_ptr, D: tl.constexpr, NSPLIT: tl.constexpr):
+    """Program per (token, head) row: weight its splits' partial outputs [NSPLIT, D] by exp2(lse - max), as
+    flash-decoding does. Splits with lse -inf (nothing attended) count 0 and are not read; every row has its
+    own position selected, so some split is finite."""
+    row = tl.program_id(0)
+    rs, rd = tl.arange(0, NSPLIT), tl.arange(0, D)
+    lse = tl.load(lse_ptr + row * NSPLIT + rs)
+    live = lse > float("-inf")
+    w = tl.where(live, tl.exp2(lse - tl.max(lse, axis=0)), 0.0)
+    o = tl.load(o_ptr + (row * NSPLIT + rs)[:, None] * D + rd[None, :], mask=live[:, None], other=0.0)
+    out = tl.sum(o * w[:, None], axis=0) / tl.sum(w, axis=0)
+    tl.store(out_ptr + row * D + rd, out.to(out_ptr.dtype.element_ty))
 
 
 def sparse_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, idx: torch.Tensor,
@@ -551,83 +539,62 @@ def sparse_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         BS=block_size, K=kk, NSPLIT=nsplit, SP0=0, F32_DOT=_interp() or q.dtype == torch.float32,
         num_warps=num_warps)
     if nsplit > 1:
-        _merge_kernel[(bsz * t * h,)](part, lse, out, bsz * t * h, R=1, D=d, NSPLIT=nsplit)
+        _merge_kernel[(bsz * t * h,)](part, lse, out, D=d, NSPLIT=nsplit)
     return out.transpose(1, 2)
 
 
 @triton.jit
-def _decode_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, part_ptr, lse_ptr, cnt_ptr, out_ptr, qk_scale,
-                        K, TOPK, DENSE_LEN, sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h,
+def _decode_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, part_ptr, lse_ptr, qk_scale, K, TOPK, DENSE_LEN,
+                        sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s,
                         KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
-                        NSPLIT: tl.constexpr, F32_DOT: tl.constexpr, FUSED_MERGE: tl.constexpr):
-    """Decode, program (row x kv head, split): the selected blocks fill slots 0 .. n - 1 (rank order, n from
-    the length on the device), split evenly. FUSED_MERGE: the last split to finish (an atomic count per row x kv
-    head) merges all splits' partials and resets the count, so no separate merge kernel."""
+                        PB: tl.constexpr, NSPLIT: tl.constexpr, F32_DOT: tl.constexpr):
+    """Decode, program (row x kv head, split sp): the selected blocks fill slots 0 .. n_sel - 1 (n_sel from the
+    length on the device); split sp attends to slots sp*PB .. sp*PB + PB - 1 as one [PB * BS]-key tile: one
+    gather of K and V for the G query heads, no loop, so the program is one load latency deep. Splits past
+    the selection only mark their partial empty (lse -inf). Grid sized by the slot capacity: graph-safe."""
     pid, sp = tl.program_id(0), tl.program_id(1)
     b, h = pid // KVH, pid % KVH
     n = tl.load(len_ptr + b)
     pos = n - 1
     n_sel = tl.minimum(tl.where(n < DENSE_LEN, K, TOPK), pos // BS + 1)
-    per = tl.cdiv(n_sel, NSPLIT)
-    rg, rd, rs = tl.arange(0, GP), tl.arange(0, D), tl.arange(0, BS)
-    q = _load_rows(q_ptr, b, h * G + rg, tl.zeros((GP,), tl.int32), rg < G, sq_b, sq_h, 0, D)
-    m_i = tl.full((GP,), float("-inf"), tl.float32)
-    l_i = tl.zeros((GP,), tl.float32)
-    acc = tl.zeros((GP, D), tl.float32)
-    for j in range(sp * per, tl.minimum(sp * per + per, n_sel)):
-        ks = tl.load(idx_ptr + pid * K + j) * BS + rs
-        ok = ks <= pos
+    rg, rd, rs = tl.arange(0, GP), tl.arange(0, D), tl.arange(0, PB * BS)
+    rows = pid * G + rg  # partials [B * H, NSPLIT, D]
+    if sp * PB < n_sel:
+        slot = sp * PB + rs // BS
+        ks = tl.load(idx_ptr + pid * K + slot, mask=slot < n_sel, other=-1) * BS + rs % BS
+        ok = (ks >= 0) & (ks <= pos)
         ks = tl.where(ok, ks, 0)
+        q = _load_rows(q_ptr, b, h * G + rg, tl.zeros((GP,), tl.int32), rg < G, sq_b, sq_h, 0, D)
         k = tl.load(k_ptr + b * sk_b + h * sk_h + ks[:, None] * sk_s + rd[None, :], mask=ok[:, None], other=0.0)
         v = tl.load(v_ptr + b * sv_b + h * sv_h + ks[:, None] * sv_s + rd[None, :], mask=ok[:, None], other=0.0)
-        m_i, l_i, acc = _softmax_step(q, k, v, ok[None, :], m_i, l_i, acc, qk_scale, F32_DOT)
-    out, lse = _finish(m_i, l_i, acc)
-    rows = pid * G + rg  # partials [B * KVH * G, NSPLIT, D]
-    tl.store(part_ptr + (rows * NSPLIT + sp)[:, None] * D + rd[None, :], out, mask=(rg < G)[:, None])
-    tl.store(lse_ptr + rows * NSPLIT + sp, lse, mask=rg < G)
-    if FUSED_MERGE:
-        tl.debug_barrier()  # every thread's partial is written before the count says so
-        if tl.atomic_add(cnt_ptr + pid, 1, sem="acq_rel") == NSPLIT - 1:
-            merged = _merge_rows(part_ptr, lse_ptr, rows, rg < G, NSPLIT, D)
-            tl.store(out_ptr + b * so_b + (h * G + rg)[:, None] * so_h + rd[None, :],
-                     merged.to(out_ptr.dtype.element_ty), mask=(rg < G)[:, None])
-            tl.atomic_xchg(cnt_ptr + pid, 0)
-
-
-_COUNTS: dict[torch.device, torch.Tensor] = {}
-
-
-def _counts(n: int, device: torch.device) -> torch.Tensor:
-    """Zeroed int32 counters for the decode kernel's last-split merge; every launch leaves them at zero, so one
-    buffer serves every call (and every replay of a CUDA graph that captured it)."""
-    c = _COUNTS.get(device)
-    if c is None or c.numel() < n:
-        c = _COUNTS[device] = torch.zeros(max(n, 256), dtype=torch.int32, device=device)
-    return c
+        m_i, l_i, acc = _softmax_step(q, k, v, ok[None, :], tl.full((GP,), float("-inf"), tl.float32),
+                                      tl.zeros((GP,), tl.float32), tl.zeros((GP, D), tl.float32), qk_scale, F32_DOT)
+        out, lse = _finish(m_i, l_i, acc)
+        tl.store(part_ptr + (rows * NSPLIT + sp)[:, None] * D + rd[None, :], out, mask=(rg < G)[:, None])
+        tl.store(lse_ptr + rows * NSPLIT + sp, lse, mask=rg < G)
+    else:
+        tl.store(lse_ptr + rows * NSPLIT + sp, tl.full((GP,), float("-inf"), tl.float32), mask=rg < G)
 
 
 def sparse_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, idx: torch.Tensor,
                             lengths: torch.Tensor, p: InfLLMParams, dense_len: int = 0,
-                            scale: float | None = None, num_splits: int | None = None,
-                            fused_merge: bool = True) -> torch.Tensor:
+                            scale: float | None = None, blocks_per_split: int = 2) -> torch.Tensor:
     """One decode step: q [B, H, 1, D], caches [B, KVH, S, D], idx int32 [B, KVH, 1, K] from select_blocks
-    (T == 1: best first from slot 0) -> [B, H, 1, D]. One launch (fused_merge) or two; graph-safe."""
+    (T == 1: filled from slot 0) -> [B, H, 1, D]. Two launches (attention, merge); graph-safe."""
     bsz, h, _, d = q.shape
     kvh = k_cache.shape[1]
     g, kk = h // kvh, idx.shape[-1]
-    nsplit = num_splits or max(1, min(16, triton.next_power_of_2(triton.cdiv(264, bsz * kvh)) // 2,
-                                      1 << (kk.bit_length() - 1)))
+    nsplit = triton.next_power_of_2(triton.cdiv(kk, blocks_per_split))
     scale = scale if scale is not None else d ** -0.5
     part = torch.empty(bsz * h, nsplit, d, dtype=torch.float32, device=q.device)
     lse = torch.empty(bsz * h, nsplit, dtype=torch.float32, device=q.device)
     out = torch.empty(bsz, h, 1, d, dtype=q.dtype, device=q.device)
     _decode_attn_kernel[(bsz * kvh, nsplit)](
-        q, k_cache, v_cache, idx.contiguous(), lengths, part, lse, _counts(bsz * kvh, q.device), out, scale * LOG2E,
-        kk, min(p.topk, kk), dense_len, q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3],
-        out.stride(0), out.stride(1), KVH=kvh, G=g, GP=max(16, triton.next_power_of_2(g)), D=d, BS=p.block_size,
-        NSPLIT=nsplit, F32_DOT=_interp() or q.dtype == torch.float32, FUSED_MERGE=fused_merge, num_warps=4)
-    if not fused_merge:
-        _merge_kernel[(triton.cdiv(bsz * h, 16),)](part, lse, out, bsz * h, R=16, D=d, NSPLIT=nsplit)
+        q, k_cache, v_cache, idx.contiguous(), lengths, part, lse, scale * LOG2E, kk, min(p.topk, kk), dense_len,
+        q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3], KVH=kvh, G=g,
+        GP=max(16, triton.next_power_of_2(g)), D=d, BS=p.block_size, PB=blocks_per_split, NSPLIT=nsplit,
+        F32_DOT=_interp() or q.dtype == torch.float32, num_warps=4)
+    _merge_kernel[(bsz * h,)](part, lse, out, D=d, NSPLIT=nsplit)
     return out
 
 
@@ -701,7 +668,7 @@ def sparse_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: to
         q.stride(2), *k_cache.stride()[:3], *v_cache.stride()[:3], KVH=kvh, G=g, GP=max(16, gp), D=d,
         BS=p.block_size, K=kk, NSPLIT=2, SP0=1, F32_DOT=f32, num_warps=4)
     out = torch.empty(1, t, h, d, dtype=q.dtype, device=q.device)
-    _merge_kernel[(triton.cdiv(t * h, 16),)](part, lse, out, t * h, R=16, D=d, NSPLIT=2)
+    _merge_kernel[(t * h,)](part, lse, out, D=d, NSPLIT=2)
     return out.transpose(1, 2)
 
 

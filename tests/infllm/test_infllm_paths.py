@@ -57,17 +57,17 @@ def test_decode_selection_is_ranked_and_the_dense_switch_reads_the_length():
     assert (got - want).abs().max().item() < 1e-5
 
 
-@pytest.mark.parametrize("num_splits,fused", [(1, True), (2, True), (4, True), (4, False)])
-def test_decode_attention_merges_its_splits(num_splits, fused):
-    """Fused: the last split to finish merges; the counters are left at zero, so calls repeat exactly."""
+@pytest.mark.parametrize("per_split", [1, 2, 4, 8])
+def test_decode_attention_splits_and_merges(per_split):
+    """Any blocks per split (splits past the selection write an empty partial); calls repeat exactly."""
     lengths = [150, 37]
     k, v, ck = _inputs(2, 2)
     compress_keys(k, ck, _lens(lengths), CAP // TINY.kernel_stride + 1, TINY)
     q = torch.randn(2, H, 1, D, generator=torch.Generator().manual_seed(3)).to(DEVICE)
     idx = select_blocks(q, ck, _lens(lengths), NB, TINY)
     want = sparse_attention_ref(q, k, v, idx_to_mask(idx, NB), lengths, TINY.block_size)
-    first = sparse_decode_attention(q, k, v, idx, _lens(lengths), TINY, num_splits=num_splits, fused_merge=fused)
-    again = sparse_decode_attention(q, k, v, idx, _lens(lengths), TINY, num_splits=num_splits, fused_merge=fused)
+    first = sparse_decode_attention(q, k, v, idx, _lens(lengths), TINY, blocks_per_split=per_split)
+    again = sparse_decode_attention(q, k, v, idx, _lens(lengths), TINY, blocks_per_split=per_split)
     assert (first - want).abs().max().item() < 1e-5
     assert torch.equal(first, again)
 
