@@ -475,7 +475,8 @@ def forced_blocks(p: InfLLMParams) -> int:
 def _sparse_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, o_ptr, lse_ptr, qk_scale, per_split, T,
                         sq_b, sq_h, sq_t, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s,
                         KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
-                        K: tl.constexpr, NSPLIT: tl.constexpr, SP0: tl.constexpr, F32_DOT: tl.constexpr):
+                        K: tl.constexpr, NSPLIT: tl.constexpr, SP0: tl.constexpr, F32_DOT: tl.constexpr,
+                        PB: tl.constexpr):
     """Program (row x kv head x token, split of the selected list): each selected block's K/V tile is loaded
     once for the G query heads of the group; online softmax; partial output + log-sum-exp (log2) into split
     SP0 + split of the NSPLIT partials of its rows. Slots may hold -1 anywhere (skipped)."""
@@ -483,13 +484,15 @@ def _sparse_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, o_ptr, lse_ptr, q
     b, rest = pid // (KVH * T), pid % (KVH * T)
     h, t = rest // T, rest % T
     pos = tl.load(len_ptr + b) - T + t
-    rg, rd, rs = tl.arange(0, GP), tl.arange(0, D), tl.arange(0, BS)
+    rg, rd, rs = tl.arange(0, GP), tl.arange(0, D), tl.arange(0, PB * BS)
     q = _load_rows(q_ptr, b, h * G + rg, tl.full((GP,), 0, tl.int32) + t, rg < G, sq_b, sq_h, sq_t, D)
     m_i = tl.full((GP,), float("-inf"), tl.float32)
     l_i = tl.zeros((GP,), tl.float32)
     acc = tl.zeros((GP, D), tl.float32)
-    for j in range(sp * per_split, tl.minimum(sp * per_split + per_split, K)):
-        ks = tl.load(idx_ptr + pid * K + j) * BS + rs
+    j_end = tl.minimum(sp * per_split + per_split, K)
+    for j in range(sp * per_split, j_end, PB):  # PB selected blocks a step: one [PB * BS]-key tile
+        slot = j + rs // BS
+        ks = tl.load(idx_ptr + pid * K + slot, mask=slot < j_end, other=-1) * BS + rs % BS
         ok = (ks >= 0) & (ks <= pos)  # block -1 (an empty slot): negative positions
         ks = tl.where(ok, ks, 0)  # in-bounds addresses even where masked
         k = tl.load(k_ptr + b * sk_b + h * sk_h + ks[:, None] * sk_s + rd[None, :], mask=ok[:, None], other=0.0)
@@ -536,7 +539,7 @@ def sparse_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     _sparse_attn_kernel[(bsz * kvh * t, nsplit)](
         q, k_cache, v_cache, idx, lengths, part, lse, scale * LOG2E, per, t, q.stride(0), q.stride(1), q.stride(2),
         *k_cache.stride()[:3], *v_cache.stride()[:3], KVH=kvh, G=g, GP=max(16, triton.next_power_of_2(g)), D=d,
-        BS=block_size, K=kk, NSPLIT=nsplit, SP0=0, F32_DOT=_interp() or q.dtype == torch.float32,
+        BS=block_size, K=kk, NSPLIT=nsplit, SP0=0, F32_DOT=_interp() or q.dtype == torch.float32, PB=1,
         num_warps=num_warps)
     if nsplit > 1:
         _merge_kernel[(bsz * t * h,)](part, lse, out, D=d, NSPLIT=nsplit)
@@ -641,7 +644,8 @@ def _forced_attn_kernel(q_ptr, k_ptr, v_ptr, len_ptr, o_ptr, lse_ptr, qk_scale, 
 def sparse_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                              ck_cache: torch.Tensor, lengths: torch.Tensor, p: InfLLMParams,
                              q_select: torch.Tensor | None = None, scale: float | None = None,
-                             tile_rows: int = 128, num_warps: int = 8) -> torch.Tensor:
+                             tile_rows: int = 128, num_warps: int = 8,
+                             chosen_blocks_per_step: int = 1) -> torch.Tensor:
     """Prefill of one sequence (B = 1), T tokens ending at lengths[0] - 1 -> [1, H, T, D]. The forced blocks
     (initial + local window, most of each token's selection) run as tiles of tile_rows (token, head) rows shared by
     neighbouring tokens; only the chosen rest goes token by token; the two partials are merged. Needs
@@ -666,7 +670,7 @@ def sparse_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: to
     _sparse_attn_kernel[(kvh * t, 1)](
         q, k_cache, v_cache, idx.contiguous(), lengths, part, lse, scale * LOG2E, kk, t, q.stride(0), q.stride(1),
         q.stride(2), *k_cache.stride()[:3], *v_cache.stride()[:3], KVH=kvh, G=g, GP=max(16, gp), D=d,
-        BS=p.block_size, K=kk, NSPLIT=2, SP0=1, F32_DOT=f32, num_warps=4)
+        BS=p.block_size, K=kk, NSPLIT=2, SP0=1, F32_DOT=f32, PB=chosen_blocks_per_step, num_warps=4)
     out = torch.empty(1, t, h, d, dtype=q.dtype, device=q.device)
     _merge_kernel[(t * h,)](part, lse, out, D=d, NSPLIT=2)
     return out.transpose(1, 2)
