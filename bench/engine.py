@@ -1,13 +1,16 @@
-"""`cpm bench engine`: decode/prefill speed of a kernel-built MiniCPM4-shaped model beside its peers.
+"""`cpm bench engine`: decode/prefill speed of the engine (random MiniCPM4-shaped weights) beside its peers.
 
     cpm bench engine --shape {0.5b,8b} --quant {int4,bf16} --batch B --prompt-len P --gen-len G
-                     [--compare hf,gptfast] [--micro] [--json]
+                     [--compare hf,gptfast] [--micro] [--model NAME_OR_PATH] [--json]
 
-Random weights at the real shapes (bench/peers/shapes.py). Times come from CUDA events after warm-up; the
-decode loop replays one captured CUDA graph a token. In the same run it measures the two ceilings (device
-copy bandwidth, bf16 matmul rate) and times the peers: HF transformers eager bf16 (`hf`) and gpt-fast-style
-compiled static-cache decoding in bf16 and tinygemm int4 (`gptfast`). `--micro` adds kernel
-microbenchmarks (bench/_engine_micro.py).
+What is timed is the engine itself: engine/model.py's Transformer with random weights at the real shapes
+(bench/peers/shapes.py; int4 = engine.quant.Int4Weight, group 128), its KV cache and Runner: prefill is
+Runner.prefill (chunked), decode replays the Runner's own captured CUDA graph (which advances its own token
+and position), timed with CUDA events after warm-up; `decode_loop_tok_s` (batch 1) is Runner.decode_greedy
+in a host loop, one sync a token, as Engine.generate runs it. `--model` times a real checkpoint instead (its
+own config, random prompt ids). In the same run it measures the two ceilings (device copy bandwidth, bf16
+matmul rate) and times the peers: HF transformers eager bf16 (`hf`) and gpt-fast-style compiled static-cache
+decoding in bf16 and tinygemm int4 (`gptfast`). `--micro` adds kernel microbenchmarks (bench/_engine_micro.py).
 """
 from __future__ import annotations
 
@@ -46,52 +49,88 @@ def _event_ms(fn, reps: int, warmup: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def run_engine(shape: str, quant: str, batch: int, prompt_len: int, gen_len: int, ceil: dict) -> dict:
-    """Build the kernel model, time prefill and graph-replayed decode, check graph == eager tokens."""
-    from bench._engine_model import KernelModel
+def run_engine(shape: str, quant: str, batch: int, prompt_len: int, gen_len: int, ceil: dict,
+               model: str | None = None) -> dict:
+    """Build the engine, time prefill and graph-replayed decode, check graph == eager greedy tokens."""
+    import time
 
-    s = SHAPES[shape]
-    model = KernelModel(s, quant, batch, prompt_len + gen_len + 16)
-    prompts = torch.randint(0, s.vocab, (batch, prompt_len), device="cuda")
-    prefill_ms = _event_ms(lambda: model.prefill(prompts), 3, warmup=1)
-    first = model.prefill(prompts)
-    tokens, pos = first.clone(), torch.full((batch,), prompt_len, device="cuda", dtype=torch.int32)
-    graph = model.decode_graph(tokens, pos)
-    # graph replay must give the eager step's greedy tokens
-    bidx = torch.arange(batch, device="cuda", dtype=torch.int32)
-    eager = model.logits(model.forward(tokens.clone(), pos.clone(), bidx, decode=True)).argmax(-1)
-    graph.replay()
-    same = bool(torch.equal(eager, tokens))
-    for _ in range(5):
-        graph.replay()
-    tokens.copy_(first)
-    pos.fill_(prompt_len)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(gen_len):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    step_ms = start.elapsed_time(end) / gen_len
-    kv_bytes = 2 * s.layers * s.kv_heads * s.head_dim * 2 * batch * (prompt_len + gen_len / 2)
-    step_bytes = model.weight_bytes() + kv_bytes
-    out = {"name": f"engine-{quant}", "prefill_ms": prefill_ms, "decode_ms_per_step": step_ms,
-           "decode_tok_s": batch * 1e3 / step_ms, "GBps": step_bytes / step_ms / 1e6,
-           "roofline_frac": step_bytes / step_ms / 1e6 / ceil["copy_GBps"],
+    from bench._random_engine import random_runner, weight_bytes
+
+    max_len = prompt_len + gen_len + 16
+    if model:
+        from engine import Engine
+
+        runner = Engine.load(model, device="cuda", max_seq_len=max_len, max_batch=batch).runner
+    else:
+        runner = random_runner(SHAPES[shape], quant, batch, max_len)
+    cfg = runner.model.cfg
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, cfg.vocab_size, (prompt_len,), generator=g).tolist() for _ in range(batch)]
+
+    def prefill() -> torch.Tensor:  # the engine's path: each prompt into its own cache row
+        return torch.cat([runner.prefill(p, row=b) for b, p in enumerate(prompts)]).argmax(-1)
+
+    with torch.inference_mode():
+        prefill_ms = _event_ms(prefill, 3, warmup=1)
+        first = prefill()
+        check = min(16, gen_len)
+        runner.use_graphs = False  # the same kernels launched one by one: the reference for the graph
+        eager, tok, pos = [], first, torch.full((batch,), prompt_len, device="cuda")
+        for _ in range(check):
+            tok = runner.decode_batch(tok, pos).argmax(-1)
+            eager.append(tok)
+            pos = pos + 1
+        runner.use_graphs = True
+        prefill()
+        # the graph decode_batch (or, batch 1, decode_greedy at the run's longest length) replays
+        graph = runner._graph(batch, prompt_len + gen_len - 1 if batch == 1 else None)
+
+        def start() -> None:
+            graph.tokens[:, 0].copy_(first)
+            graph.pos.fill_(prompt_len)
+
+        start()
+        replayed = []
+        for _ in range(check):
+            graph.replay()
+            replayed.append(graph.next.clone())
+        same = bool(torch.equal(torch.stack(eager), torch.stack(replayed)))
+        prefill()
+        start()
+        t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0.record()
+        for _ in range(gen_len):  # back to back: each replay feeds its pick to the next
+            graph.replay()
+        t1.record()
+        torch.cuda.synchronize()
+        step_ms = t0.elapsed_time(t1) / gen_len
+        loop_tok_s = None
+        if batch == 1:
+            for _ in range(2):  # the first run captures the graphs of each length regime it crosses
+                prefill()
+                tok, t = int(first[0]), time.perf_counter()
+                for p in range(prompt_len, prompt_len + gen_len):
+                    tok = runner.decode_greedy(tok, p)
+                loop_tok_s = gen_len / (time.perf_counter() - t)
+    kv_bytes = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 2 * batch * (prompt_len + gen_len / 2)
+    step_bytes = weight_bytes(runner.model) + kv_bytes
+    out = {"name": f"engine-{quant}" if not model else f"engine-{model}", "prefill_ms": prefill_ms,
+           "decode_ms_per_step": step_ms, "decode_tok_s": batch * 1e3 / step_ms, "decode_loop_tok_s": loop_tok_s,
+           "GBps": step_bytes / step_ms / 1e6, "roofline_frac": step_bytes / step_ms / 1e6 / ceil["copy_GBps"],
            "roofline_tok_s": batch * ceil["copy_GBps"] * 1e9 / step_bytes,
-           "prefill_TFLOPs": _prefill_flops(s, batch, prompt_len) / prefill_ms / 1e9,
+           "prefill_TFLOPs": _prefill_flops(cfg, batch, prompt_len) / prefill_ms / 1e9,
            "graph_equals_eager": same, "step_bytes": step_bytes}
     out["prefill_frac_of_peak"] = out["prefill_TFLOPs"] / ceil["bf16_TFLOPs"]
-    del model, graph
+    del runner, graph
     return out
 
 
-def _prefill_flops(s, batch: int, p: int) -> float:
+def _prefill_flops(cfg, batch: int, p: int) -> float:
     """Matmul FLOPs of a prefill (projections + causal attention; the head for the last token only)."""
-    d = s.head_dim
-    proj = s.hidden * (s.heads + 2 * s.kv_heads) * d + s.heads * d * s.hidden + 3 * s.hidden * s.inter
-    attn = 2 * 2 * s.heads * d * p * p / 2  # QK^T and PV, causal half
-    return batch * (s.layers * (2 * proj * p + attn) + 2 * s.hidden * s.vocab)
+    d, h = cfg.head_dim, cfg.hidden_size
+    proj = h * (cfg.num_heads + 2 * cfg.num_kv_heads) * d + cfg.num_heads * d * h + 3 * h * cfg.intermediate_size
+    attn = 2 * 2 * cfg.num_heads * d * p * p / 2  # QK^T and PV, causal half
+    return batch * (cfg.num_layers * (2 * proj * p + attn) + 2 * h * cfg.vocab_size)
 
 
 def run_peers(names: list[str], shape: str, batch: int, prompt_len: int, gen_len: int, hf_gen_len: int) -> list:
@@ -149,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hf-gen-len", type=int, default=64, help="HF generate is slow: fewer tokens suffice")
     p.add_argument("--compare", default="", help="comma-separated peers: hf, gptfast")
     p.add_argument("--micro", action="store_true", help="also run the kernel microbenchmarks")
+    p.add_argument("--model", default=None, help="time a real checkpoint (alias or path) instead of random weights")
     p.add_argument("--json", action="store_true", help="print one JSON object last")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -158,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     ceil = measure_ceilings()
     print(f"{torch.cuda.get_device_name()}: copy {ceil['copy_GBps']:.0f} GB/s, "
           f"bf16 matmul {ceil['bf16_TFLOPs']:.0f} TFLOP/s")
-    ours = run_engine(a.shape, a.quant, a.batch, a.prompt_len, a.gen_len, ceil)
+    ours = run_engine(a.shape, a.quant, a.batch, a.prompt_len, a.gen_len, ceil, a.model)
     gc.collect()
     torch.cuda.empty_cache()
     peers = run_peers([n for n in a.compare.split(",") if n], a.shape, a.batch, a.prompt_len, a.gen_len,
@@ -170,12 +210,15 @@ def main(argv: list[str] | None = None) -> int:
         micro = run_micro(ceil)
     print(f"shape {a.shape} quant {a.quant} batch {a.batch} prompt {a.prompt_len} gen {a.gen_len}")
     print(_table([ours] + peers, ours))
+    if ours["decode_loop_tok_s"]:
+        print(f"ours, Runner.decode_greedy host loop: {ours['decode_loop_tok_s']:.1f} tok/s")
     print(f"ours: {ours['GBps']:.0f} GB/s = {ours['roofline_frac']:.0%} of copy bandwidth; prefill "
           f"{ours['prefill_TFLOPs']:.0f} TFLOP/s = {ours['prefill_frac_of_peak']:.0%} of bf16 matmul peak; "
           f"graph tokens == eager: {ours['graph_equals_eager']}")
     from engine.kernels import int4_matmul as k4
 
-    tuned = {str(key): str(cfg) for kern in (k4._gemv_kernel, k4._gemm_kernel) for key, cfg in kern.cache.items()}
+    kernels = [getattr(k4, n) for n in dir(k4) if hasattr(getattr(k4, n), "cache") and hasattr(getattr(k4, n), "configs")]
+    tuned = {str(key): str(cfg) for kern in kernels for key, cfg in kern.cache.items()}
     print("autotuned int4 configs:", json.dumps(tuned))
     if a.json:
         print(json.dumps({"args": vars(a), "device": torch.cuda.get_device_name(), "ceilings": ceil,
