@@ -1,4 +1,8 @@
-"""A compact decoder of a MiniCPM4 shape built from engine/kernels/, with random weights (for `cpm bench engine`).
+"""A compact decoder of a MiniCPM4 shape built from engine/kernels/, with random weights.
+
+`cpm bench engine` no longer uses it (it times the engine itself, bench/_random_engine.py). Kept because
+bench/attention.py (dense vs InfLLM v2 whole-model comparison) subclasses KernelModel and bench/_engine_micro.py
+uses `random_int4`; it goes once those move to the engine (a Runner with `runner.attn` set).
 
 Decode step per layer (int4): fused RMSNorm+residual, fused q|k|v GEMV, rotary + KV-cache write, flash-decoding
 (split + merge), o GEMV, fused RMSNorm+residual, gate|up GEMV with SwiGLU in its epilogue, down GEMV: 9
