@@ -168,7 +168,8 @@ class EagleDrafter:
         front_tok, front_score = tok, score
         front_f = f_root.expand(W, -1)
         anc = torch.zeros(W, depth * W, dtype=torch.bool, device=dev)  # tree slots each frontier node sees
-        anc[torch.arange(W), torch.arange(W)] = True
+        iw = torch.arange(W, device=dev)  # on the device: a host index tensor cannot be copied inside a capture
+        anc[iw, iw] = True
         if static:
             cap = torch.arange(self.k.shape[3], device=dev)
             tree_cols = n + torch.arange(depth * W, device=dev)
@@ -195,7 +196,7 @@ class EagleDrafter:
             front_ids, front_tok, front_score = count + pick, c_tok.flatten()[pick], c_score[pick]
             front_f = f[src]
             anc = anc[src].clone()
-            anc[torch.arange(W), d * W + torch.arange(W)] = True
+            anc[iw, d * W + iw] = True
             count += W * W
         score_all, tok_all, par_all = torch.cat(scores), torch.cat(toks), torch.cat(parents)
         k = min(self.tree_size, score_all.numel())
@@ -300,7 +301,7 @@ def load_eagle_drafter(engine, directory, depth: int | None = None, width: int |
     ids = load_freq(freq, engine.model.cfg.vocab_size) if freq is not None else None
     drafter = EagleDrafter(engine, head, ids, depth=depth or opts.get("depth", 5),
                            width=width or opts.get("width", 4), tree_size=tree_size or opts.get("tree_size", 24))
-    if opts.get("graph", 0):  # opt-in until measured on a GPU (docs/frspec.md §6)
+    if opts.get("graph", 1):  # CUDA graphs for the greedy draft and the commit wherever the runner uses them
         from engine.speculative.eagle_graph import graphs_apply
 
         drafter.use_graph = graphs_apply(drafter)

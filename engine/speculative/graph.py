@@ -3,9 +3,11 @@
 A verification pass launches every kernel of every layer for a handful of tokens; on a small model that is
 all launch overhead, which plain decode already hides with its own CUDA graph (engine/cuda_graph.py), so an
 eager verifier would lose to it. Here the pass is captured once per bucket of T = root + nodes (padded).
-Everything that changes between steps lives in static buffers that the graph reads on the device: token ids,
-rotary positions (cos/sin rows are gathered inside the graph), cache slots, and the attention mask over the
-cache's whole capacity (committed prefix + tree ancestry), so one graph serves every position.
+Everything that changes between steps reaches the device in one small copy (committed length, depths, each
+node's ancestor bits, the root; draft tokens are copied device to device), and the graph derives the rest:
+token ids, rotary positions (cos/sin rows gathered inside the graph), cache slots, the attention mask over the
+cache's whole capacity (committed prefix + tree ancestry) and the attended length (which a tree-attention
+kernel reads to stop at the tree's end), so one graph serves every position.
 Padding rows write K/V past the tree and attend to the prefix and themselves; their outputs are ignored and
 their slots are overwritten by later steps.
 """
@@ -17,45 +19,61 @@ import torch
 
 from engine.model import StepContext
 
-BUCKETS = (2, 4, 8, 16, 32, 64)  # root + nodes, padded up to one of these
+BUCKETS = (2, 4, 8, 16, 32, 64)  # root + nodes, padded up to one of these (at most 64: ancestor bits)
 
 
 class VerifyGraph:
     def __init__(self, engine, T: int):
         self.engine, self.T = engine, T
         dev, S = engine.device, engine.cache.max_seq_len
-        self.tokens = torch.zeros(1, T, dtype=torch.long, device=dev)
-        self.pos = torch.zeros(T, dtype=torch.long, device=dev)
+        # what one step sends, in one host->device copy: committed length, each row's depth, each row's
+        # ancestor-or-self bits over the tree's slots (T <= 64), the root token
+        self.meta = torch.zeros(2 * T + 2, dtype=torch.long, device=dev)
+        self.host = torch.zeros(2 * T + 2, dtype=torch.long, pin_memory=dev.type == "cuda")
+        self.draft = torch.zeros(T - 1, dtype=torch.long, device=dev)  # draft tokens (copied device to device)
         self.rows = torch.zeros(T, dtype=torch.int32, device=dev)  # cache row 0
-        self.slots = torch.zeros(T, dtype=torch.int32, device=dev)
-        self.mask = torch.zeros(1, 1, T, S, dtype=torch.bool, device=dev)
+        self.iota, self.cap = torch.arange(T, device=dev), torch.arange(S, device=dev)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.hidden: torch.Tensor | None = None  # [T, H], written by each replay
         self.logits: torch.Tensor | None = None  # float32 [T, V]
 
+    def inputs(self) -> tuple[torch.Tensor, ...]:
+        """The pass's inputs derived on the device from `meta` and `draft` (inside the graph): tokens [1, T],
+        rotary positions [T], cache slots int32 [T], the mask bool [T, S] over the cache's capacity (the
+        committed prefix, then each row's ancestors and itself), the attended length int32 [1]."""
+        T = self.T
+        committed, depth, bits, root = self.meta[0], self.meta[1:T + 1], self.meta[T + 1:2 * T + 1], self.meta[-1:]
+        tokens = torch.cat([root, self.draft])[None]
+        slots = (committed + self.iota).to(torch.int32)
+        rel = self.cap - committed  # each cache slot relative to the root's
+        in_tree = ((bits[:, None] >> rel.clamp(0, 63)[None, :]) & 1).bool() & (rel >= 0)[None, :] & (rel < T)[None, :]
+        mask = (rel < 0)[None, :] | in_tree
+        return tokens, committed + depth, slots, mask, (committed + T).to(torch.int32).view(1)
+
     def _step(self) -> tuple[torch.Tensor, torch.Tensor]:
-        e = self.engine
-        r = e.runner
-        ctx = StepContext(slice(0, 1), 0, None, e.cache.max_seq_len, self.mask, False, r.cos[self.pos][None],
-                          r.sin[self.pos][None], None, None, (self.rows, self.slots))
-        h = e.model.hidden(self.tokens, ctx, e.cache, last_only=False)[0]
+        e, r = self.engine, self.engine.runner
+        tokens, pos, slots, mask, lengths = self.inputs()
+        ctx = StepContext(slice(0, 1), 0, None, e.cache.max_seq_len, mask[None, None], False, r.cos[pos][None],
+                          r.sin[pos][None], None, lengths, (self.rows, slots))  # writes K/V at `slots` (CUDA path)
+        h = e.model.hidden(tokens, ctx, e.cache, last_only=False)[0]
         return h, e.model.logits(h)
 
-    def load(self, tokens: torch.Tensor, depth: torch.Tensor, anc: torch.Tensor, committed: int) -> None:
-        """Fill the static inputs for root + n nodes (n + 1 <= T). tokens/depth int64 [n + 1] (root first,
-        depth 0), anc bool [n + 1, n + 1] ancestor-or-self."""
-        n1, T = len(tokens), self.T
-        pad = T - n1
-        tok = torch.cat([tokens.cpu(), torch.zeros(pad, dtype=torch.long)])
-        pos = torch.cat([depth.cpu(), torch.zeros(pad, dtype=torch.long)]) + committed
-        mask = torch.zeros(T, self.mask.shape[-1], dtype=torch.bool)
-        mask[:, :committed] = True
-        mask[:n1, committed:committed + n1] = anc
-        mask[n1:, committed + n1:committed + T] = torch.eye(pad, dtype=torch.bool)  # padding sees itself
-        self.tokens.copy_(tok[None])
-        self.pos.copy_(pos)
-        self.slots.copy_(torch.arange(committed, committed + T, dtype=torch.int32))
-        self.mask.copy_(mask[None, None])
+    def load(self, root: int, draft: torch.Tensor, parents: list[int], committed: int) -> None:
+        """Fill the static inputs for root + n draft nodes (n + 1 <= T): draft int64 [n] (any device), parents
+        as in Draft (-1 = child of the root), the root at cache slot `committed`. Padding rows sit at depth 0
+        and see the prefix and themselves."""
+        n1, T = len(parents) + 1, self.T
+        depth, bits = [0], [1]
+        for i, p in enumerate(parents):
+            depth.append(depth[p + 1] + 1)
+            bits.append(bits[p + 1] | 1 << (i + 1))
+        depth += [0] * (T - n1)
+        bits += [1 << i for i in range(n1, T)]
+        bits = [b - (1 << 64) if b >= 1 << 63 else b for b in bits]  # bit 63 is int64's sign bit
+        self.host.copy_(torch.tensor([committed] + depth + bits + [root], dtype=torch.long))
+        self.meta.copy_(self.host, non_blocking=True)
+        if n1 > 1:
+            self.draft[:n1 - 1].copy_(draft, non_blocking=True)
 
     def run(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Replay (capturing on first use, after warm-up passes over the same inputs) -> (hidden, logits)."""
@@ -95,6 +113,6 @@ def capture_all(engine) -> int:
         g = graph_for(engine, T, 0)
         if g is None:
             break
-        g.load(torch.zeros(T, dtype=torch.long), torch.arange(T), torch.ones(T, T, dtype=torch.bool).tril(), 0)
+        g.load(0, torch.zeros(T - 1, dtype=torch.long), list(range(-1, T - 2)), 0)  # a chain
         g.run()
     return len(engine.spec_graphs)

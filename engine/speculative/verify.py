@@ -67,13 +67,13 @@ def forward_tree(engine, root: int, draft: Draft, committed: int, row: int = 0
     pass replays a captured graph (engine/speculative/graph.py)."""
     runner, dev = engine.runner, engine.device
     n = len(draft.tokens)
-    tokens = torch.cat([torch.tensor([root], dtype=torch.long), draft.tokens.cpu()])
-    depth = torch.tensor([0] + depths(draft.parents), dtype=torch.long)
     graph = graph_for(engine, n + 1, committed) if row == 0 else None
     if graph is not None:
-        graph.load(tokens, depth, ancestry(draft.parents), committed)
+        graph.load(root, draft.tokens, draft.parents.tolist(), committed)
         h, logits = graph.run()
         return h[:n + 1], logits[:n + 1]
+    tokens = torch.cat([torch.tensor([root], dtype=torch.long), draft.tokens.cpu()])
+    depth = torch.tensor([0] + depths(draft.parents), dtype=torch.long)
     if n == 0:  # a plain decode step (the fast single-token attention path)
         ctx = StepContext(slice(row, row + 1), committed, None, committed + 1, None, False,
                           runner.cos[None, committed:committed + 1], runner.sin[None, committed:committed + 1], runner.attn)
