@@ -1,7 +1,8 @@
 """Prefill (chunked) and decode steps: builds each step's StepContext and calls the model.
 
-On CUDA (with the Triton kernels on and no attention backend set) decode replays a captured CUDA graph per
-batch-size bucket (engine/cuda_graph.py); elsewhere it runs eagerly. The eager decode step for one sequence
+On CUDA (with the Triton kernels on, and no attention backend set or a graph-safe one) decode replays a
+captured CUDA graph per batch-size bucket and, for one sequence, length regime (engine/cuda_graph.py); elsewhere
+it runs eagerly. The eager decode step for one sequence
 does no allocation beyond the op outputs: rotary rows are views of the precomputed tables and the KV cache is
 written in place.
 """
@@ -34,17 +35,24 @@ class Runner:
         self._graphs: dict[tuple[int, int], DecodeGraph] = {}  # (batch bucket, length bound) -> graph
 
     def graphs_on(self) -> bool:
-        """Whether decode replays CUDA graphs: CUDA, kernels on, and no attention backend unless it declares
-        `graph_safe = True` (no host sync or allocation that varies by step: it is captured into the graph)."""
-        attn_ok = self.attn is None or getattr(self.attn, "graph_safe", False)
-        return self.use_graphs and self.device.type == "cuda" and ops.KERNELS and attn_ok
+        """Whether CUDA graphs serve steps that know no attention backend (speculative verification builds its
+        own StepContext): CUDA, kernels on, no backend set."""
+        return self.use_graphs and self.device.type == "cuda" and ops.KERNELS and self.attn is None
+
+    def decode_graphs_on(self) -> bool:
+        """Whether decode replays CUDA graphs: as graphs_on, or with a backend that declares `graph_safe = True`
+        (no host sync or step-dependent allocation): the decode graph captures it in its StepContext."""
+        safe = self.attn is None or getattr(self.attn, "graph_safe", False)
+        return self.use_graphs and self.device.type == "cuda" and ops.KERNELS and safe
 
     def _graph(self, batch: int, pos: int | None = None) -> DecodeGraph:
         """The graph for `batch` rows; with the (host-known) position of a single sequence, the one of its length
-        regime (a bound on the length only picks kernels: any graph gives the same tokens)."""
+        regime (a bound on the length only picks kernels: any graph gives the same tokens). An attention backend
+        always gets the capacity graph (its contract: kv_len = capacity, lengths on the device)."""
         b = self._buckets[bisect.bisect_left(self._buckets, batch)]
         cap = self.cache.max_seq_len
-        bound = self.short_len if pos is not None and pos + 1 <= self.short_len < cap else cap
+        short = pos is not None and self.attn is None and pos + 1 <= self.short_len < cap
+        bound = self.short_len if short else cap
         if (b, bound) not in self._graphs:
             self._graphs[b, bound] = DecodeGraph(self, b, bound)
         return self._graphs[b, bound]
@@ -66,7 +74,7 @@ class Runner:
 
     def decode_one(self, token: int, pos: int, row: int = 0) -> torch.Tensor:
         """One token at position `pos` for one sequence -> float32 logits [1, V]."""
-        if row == 0 and self.graphs_on():
+        if row == 0 and self.decode_graphs_on():
             return self._replay_one(token, pos).logits.clone()
         self._tok.fill_(token)
         ctx = StepContext(slice(row, row + 1), pos, None, pos + 1, None, False,
@@ -76,7 +84,7 @@ class Runner:
     def decode_greedy(self, token: int, pos: int) -> int:
         """decode_one for row 0 followed by argmax, computed on the device: the one host sync is reading the id.
         For pure greedy decoding (no penalty, no logits processors)."""
-        if self.graphs_on():
+        if self.decode_graphs_on():
             g = self._replay_one(token, pos)
             nxt = int(g.next[0])
             g.holds = (nxt, pos + 1)  # the graph advanced its own inputs: a greedy loop uploads nothing
@@ -94,7 +102,7 @@ class Runner:
     def decode_batch(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """tokens int64 [B], pos int64 [B] (each row's own position) -> float32 logits [B, V]."""
         B = len(tokens)
-        if self.graphs_on():
+        if self.decode_graphs_on():
             g = self._graph(B)
             g.tokens[:B, 0].copy_(tokens)
             g.pos[:B].copy_(pos)
