@@ -28,10 +28,11 @@ def _random_int4(n: int, k: int, group: int, dev: torch.device) -> Int4Weight:
     return Int4Weight(packed, scales, -7.5 * scales, group)
 
 
-def random_runner(s: Shape, quant: str, max_batch: int, max_len: int, group: int = 128) -> Runner:
-    """A Runner over a random-weight Transformer of shape `s` on CUDA in bf16; projections int4 (group `group`,
-    the engine's Int4Weight) or bf16."""
-    dev, cfg = torch.device("cuda"), minicpm_config(s, max_len)
+def random_runner(s: Shape, quant: str, max_batch: int, max_len: int, group: int = 128, device: str = "cuda",
+                  dtype: torch.dtype = torch.bfloat16) -> Runner:
+    """A Runner over a random-weight Transformer of shape `s` (CUDA, bf16 for the bench); projections int4 (group
+    `group`, the engine's Int4Weight) or dense."""
+    dev, cfg = torch.device(device), minicpm_config(s, max_len)
     H, d = s.hidden, s.head_dim
 
     def w(n: int, k: int):
@@ -54,10 +55,9 @@ def random_runner(s: Shape, quant: str, max_batch: int, max_len: int, group: int
                   m + "down_proj.weight": w(H, s.inter),
                   f"model.layers.{i}.input_layernorm.weight": norm(),
                   f"model.layers.{i}.post_attention_layernorm.weight": norm()})
-    model = Transformer(cfg, t, f"random {quant} model").to(dev, torch.bfloat16, cache_dense=False)
+    model = Transformer(cfg, t, f"random {quant} model").to(dev, dtype, cache_dense=False)
     cos, sin = rope_table(cfg, max_len)
-    return Runner(model, KVCache(cfg, max_batch, max_len, dev, torch.bfloat16), cos.to(dev, torch.bfloat16),
-                  sin.to(dev, torch.bfloat16))
+    return Runner(model, KVCache(cfg, max_batch, max_len, dev, dtype), cos.to(dev, dtype), sin.to(dev, dtype))
 
 
 def weight_bytes(model: Transformer) -> int:
