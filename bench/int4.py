@@ -75,10 +75,11 @@ def bench_shape(name: str, n: int, k: int, ms: list[int], copy_gbps: float, swee
             row["sweep"] = {}
             for cfg in _sweep_configs():
                 for asm in (True, False):
-                    def run():
+                    def run(cfg=cfg, asm=asm):
                         for w in ours:
                             K._mma(x, w, out, None, False, None, f32_dot=False, asm=asm, **cfg)
-                    label = f"BN{cfg['BN']}_S{cfg['SPLIT']}_st{cfg['STAGES']}_w{cfg['num_warps']}_{'asm' if asm else 'plain'}"
+                    label = (f"BN{cfg['BN']}_S{cfg['SPLIT']}_st{cfg['STAGES']}_w{cfg['num_warps']}_"
+                             f"{'asm' if asm else 'plain'}")
                     try:
                         run()
                         ok = _rel_err(out, K.int4_matmul_ref(x, ours[-1])) < 1e-2

@@ -1,23 +1,29 @@
 """w4a16 int4 matmul on the engine's packed int4 weights, beside its PyTorch reference `int4_matmul_ref`.
 
 Kernel layout (`repack_int4`, once at load time; see docs/kernels.md):
-    qweight int32 [ceil(N/4), K // 8, 4]  word kk of rows 4r..4r+3 side by side; a word is 8 codes of one row,
-                                          nibble j = column 8 kk + j (the canonical uint8 bytes, read as int32)
+    qweight int32 [ceil(N/4), K // 8, 4]  word kk of rows 4r..4r+3 side by side; a word is 8 codes of one row
+                                          and one group g: nibble j of the group's word w is column
+                                          g G + j G/8 + w (so nibble j of 16 neighbouring words = 16
+                                          neighbouring columns)
     scales, mins [K // G, N]              transposed so that 4 neighbouring rows' values are one vector load;
                                           w = code * scale + min
     perm int64 [K] or None                act-order: x is gathered (x[..., perm]) before the kernel
-Four rows interleaved make a 16-byte load carry one word of 4 rows, so each thread reuses every x value it
-loads 4 times and the GEMV reduces over K inside each thread: no split-K, no atomics, one cross-lane
-reduction at the end.
 
-Paths, by M (rows of x): M == 1: GEMV (FMA); 1 < M < DEQUANT_MIN_M: Triton GEMM (a tile is dequantized to
-x's dtype and fed to tl.dot; an FMA GEMV over 2..8 rows measured 3-4x slower on the H200);
-M >= DEQUANT_MIN_M (prefill): the layer is dequantized once into a scratch and multiplied by cuBLAS, far
-ahead of a Triton dequant-GEMM at that size.
+Paths, by M (rows of x):
+- M < MMA_MIN_M (decode, M = 1): `_gemv_kernel`, FMA. A 16-byte load carries one word of 4 rows, so each thread
+  reuses every x value it loads 4 times and reduces over K inside itself.
+- MMA_MIN_M <= M < DEQUANT_MIN_M (batched decode, speculative verify): `_mma_kernel`, tensor cores with the
+  weight as the MMA's A operand ("swap AB": out^T = W x^T, so x's few rows are the MMA's N side, padded to 16),
+  unpacked in registers by PTX (PRMT + LOP3, ~1 instruction a code) and read once for all M rows: its time is
+  flat in M up to 16. K may be split over programs; the last to finish sums the partials (module `_counters`).
+- M >= DEQUANT_MIN_M (prefill): the layer is dequantized once into a scratch and multiplied by cuBLAS, far
+  ahead of a Triton dequant-GEMM at that size.
 
 Dequant trick: the bits (code << 19) | 0x3F800000 are the float 1 + code/16, exactly: two integer ops and no
 int->float conversion (a slow instruction). So w = code * s + m = (16 s) * val + (m - 16 s), and the GEMV
-applies the scale once per 8-code word: acc += (sum_j x_j val_j) * 16s + (sum_j x_j) * (m - 16 s).
+applies the scale once per 8-code word: acc += (sum_j x_j val_j) * 16s + (sum_j x_j) * (m - 16 s). The MMA
+kernel does the same in bf16: 0x4300 | code is the bf16 128 + code, exactly, and with one group per K step
+(G = 128) the scale and min apply to the dot's result: s dot(v, x) + (m - 128 s) sum(x).
 Optional epilogues: `residual` (out += residual) and `swiglu` (rows interleaved gate0, up0, gate1, up1, ...
 by `interleave_rows`; out = silu(gate) * up, N // 2 columns). `out_dtype` lets a decode step keep fp32
 activations between kernels (no bf16 round trip, no conversion in the next GEMV's loop).
@@ -35,7 +41,8 @@ import triton.language as tl
 from engine.quant import Int4Weight, dequantize, pack_int4, unpack_int4
 
 DEQUANT_MIN_M = 256  # from this many rows of x on, dequantize + cuBLAS beats the Triton GEMM
-MMA_MIN_M = 2  # from this many rows on, the tensor-core kernel (`_mma_kernel`); below, the FMA GEMV
+MMA_MIN_M = 2  # from this many rows on, the tensor-core kernel; below, the FMA GEMV (8.0 vs 12.1 us at M = 1
+#              on the 8B qkv layer, H200 2026-11-23: the MMA kernel's floor is ~11 us on a small layer)
 
 
 @dataclass
@@ -295,17 +302,17 @@ def _mma_configs():
     if interpreting():
         return [triton.Config({"BN": 32, "SPLIT": 2, "STAGES": 1}, num_warps=4)]
     return [triton.Config({"BN": bn, "SPLIT": sp, "STAGES": st}, num_warps=w)
-            for bn, sp, st, w in [(64, 1, 3, 4), (64, 2, 3, 4), (64, 4, 3, 4), (128, 1, 3, 4), (128, 2, 3, 4),
-                                  (128, 4, 3, 4), (128, 2, 3, 8), (256, 1, 3, 8), (256, 2, 3, 8), (32, 4, 4, 4),
-                                  (64, 8, 3, 4), (128, 8, 3, 8)]]
+            for bn, sp, st, w in [(64, 2, 3, 4), (64, 4, 3, 4), (64, 8, 3, 4), (128, 1, 3, 4), (128, 2, 3, 4),
+                                  (128, 4, 3, 4), (128, 2, 4, 8), (256, 1, 3, 8)]]
 
 
 @triton.autotune(configs=_mma_configs(), key=["N", "K", "BM", "G", "SWIGLU", "NORM"])
+@triton.heuristics({"EVEN": lambda a: a["N"] % a["BN"] == 0 and a["K"] % 128 == 0})
 @triton.jit(do_not_specialize=["M"])
 def _mma_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, ws_ptr, cnt_ptr, eps, M, N, K,
                 stride_xm, stride_om, stride_rm, WS_M, WS_N, G: tl.constexpr, SWIGLU: tl.constexpr,
                 RESIDUAL: tl.constexpr, NORM: tl.constexpr, F32_DOT: tl.constexpr, ASM: tl.constexpr,
-                BM: tl.constexpr, BN: tl.constexpr, SPLIT: tl.constexpr, STAGES: tl.constexpr):
+                BM: tl.constexpr, BN: tl.constexpr, SPLIT: tl.constexpr, STAGES: tl.constexpr, EVEN: tl.constexpr):
     # out^T [BN, BM] = W [BN, K] x^T [K, BM] ("swap AB": the dequantized weight is the MMA's A operand, which may
     # live in registers; the few rows of x pad only the small N side of the MMA). A K step is one 16-word tile
     # of BN rows (128 columns); its 8 nibbles are 8 dots of K = 16 against the x columns they hold, so the
@@ -327,11 +334,15 @@ def _mma_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, ws_ptr, cn
     per = tl.cdiv(n_tiles, SPLIT)
     q_row = (rn // 4 * (K // 8) * 4 + rn % 4)[:, None]
     w16 = tl.arange(0, 16)
+    WIDE: tl.constexpr = G == 128
     acc = tl.zeros((BN, BM), tl.float32)
     for t in tl.range(pid_k * per, tl.minimum(pid_k * per + per, n_tiles), num_stages=STAGES):
         kk = t * 16 + w16
         wmask = kk < K // 8
-        q = tl.load(q_ptr + q_row + kk[None, :] * 4, mask=(rn < N)[:, None] & wmask[None, :], other=0)
+        if EVEN:  # no bounds to check on the weight stream
+            q = tl.load(q_ptr + q_row + kk[None, :] * 4)
+        else:
+            q = tl.load(q_ptr + q_row + kk[None, :] * 4, mask=(rn < N)[:, None] & wmask[None, :], other=0)
         if G == 128:
             s = tl.load(s_ptr + t * N + rn, mask=rn < N, other=0.0).to(tl.float32)
             mn = tl.load(m_ptr + t * N + rn, mask=rn < N, other=0.0).to(tl.float32) - 128.0 * s
@@ -341,28 +352,48 @@ def _mma_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, ws_ptr, cn
             s = tl.load(s_ptr + grp, mask=sm, other=0.0).to(tl.float32)
             mn = tl.load(m_ptr + grp, mask=sm, other=0.0).to(tl.float32) - 128.0 * s
         v0, v1, v2, v3, v4, v5, v6, v7 = _nibbles(q, ASM)
-        part = tl.zeros((BN, BM), tl.float32)
-        xs = tl.zeros((16, BM), tl.float32)
-        part, xs = _mma_step(part, xs, v0, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 0, G,
-                             G == 128, F32_DOT, NORM)
-        part, xs = _mma_step(part, xs, v1, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 1, G,
-                             G == 128, F32_DOT, NORM)
-        part, xs = _mma_step(part, xs, v2, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 2, G,
-                             G == 128, F32_DOT, NORM)
-        part, xs = _mma_step(part, xs, v3, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 3, G,
-                             G == 128, F32_DOT, NORM)
-        part, xs = _mma_step(part, xs, v4, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 4, G,
-                             G == 128, F32_DOT, NORM)
-        part, xs = _mma_step(part, xs, v5, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 5, G,
-                             G == 128, F32_DOT, NORM)
-        part, xs = _mma_step(part, xs, v6, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 6, G,
-                             G == 128, F32_DOT, NORM)
-        part, xs = _mma_step(part, xs, v7, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 7, G,
-                             G == 128, F32_DOT, NORM)
-        if G == 128:
-            acc += part * s[:, None] + mn[:, None] * tl.sum(xs, axis=0)[None, :]
+        if WIDE:
+            # one MMA of K = 128: A = [v0 | v1 | ... | v7] (column 16 j + w = nibble j of word w, which is
+            # input column 128 t + 16 j + w: x's tile is contiguous and goes to the MMA as loaded)
+            a = tl.join(tl.join(tl.join(v0, v1), tl.join(v2, v3)), tl.join(tl.join(v4, v5), tl.join(v6, v7)))
+            a = tl.reshape(tl.permute(a, (0, 4, 3, 2, 1)), (BN, 128))
+            rk = t * 128 + tl.arange(0, 128)
+            xmask = (rm < M)[None, :] if EVEN else (rm < M)[None, :] & (rk < K)[:, None]
+            xt = tl.load(x_ptr + rm[None, :] * stride_xm + rk[:, None], mask=xmask, other=0.0)
+            if NORM:
+                xt = xt.to(tl.float32) * rstd[None, :] * tl.load(nw_ptr + rk, mask=rk < K, other=0.0)[:, None]
+            if F32_DOT:  # exact fp32 products (fp32 mode; and Triton 3.9's interpreter, whose bf16 tl.dot is wrong)
+                xt = xt.to(tl.float32)
+                part = tl.dot(a.to(tl.float32), xt, input_precision="ieee")
+                xsum = tl.dot(tl.full((BN, 128), 1.0, tl.float32), xt, input_precision="ieee")
+            else:
+                xt = xt.to(tl.bfloat16)
+                part = tl.dot(a, xt)
+                xsum = tl.dot(tl.full((BN, 128), 1.0, tl.bfloat16), xt)  # the tile's x sums, already broadcast
+            acc += part * s[:, None] + xsum * mn[:, None]
         else:
-            acc += part
+            part = tl.zeros((BN, BM), tl.float32)
+            xs = tl.zeros((16, BM), tl.float32)
+            part, xs = _mma_step(part, xs, v0, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 0, G,
+                                 G == 128, F32_DOT, NORM)
+            part, xs = _mma_step(part, xs, v1, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 1, G,
+                                 G == 128, F32_DOT, NORM)
+            part, xs = _mma_step(part, xs, v2, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 2, G,
+                                 G == 128, F32_DOT, NORM)
+            part, xs = _mma_step(part, xs, v3, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 3, G,
+                                 G == 128, F32_DOT, NORM)
+            part, xs = _mma_step(part, xs, v4, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 4, G,
+                                 G == 128, F32_DOT, NORM)
+            part, xs = _mma_step(part, xs, v5, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 5, G,
+                                 G == 128, F32_DOT, NORM)
+            part, xs = _mma_step(part, xs, v6, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 6, G,
+                                 G == 128, F32_DOT, NORM)
+            part, xs = _mma_step(part, xs, v7, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 7, G,
+                                 G == 128, F32_DOT, NORM)
+            if G == 128:
+                acc += part * s[:, None] + mn[:, None] * tl.sum(xs, axis=0)[None, :]
+            else:
+                acc += part
     if SPLIT > 1:
         ws = ws_ptr + rm[None, :] * WS_N + rn[:, None]
         tl.store(ws + pid_k * WS_M * WS_N, acc)
@@ -489,5 +520,5 @@ def int4_matmul(x: torch.Tensor, pw: PackedInt4, residual: torch.Tensor | None =
                            0.0 if norm is None else norm[1], n, k, 1, G=pw.group_size, SWIGLU=swiglu,
                            RESIDUAL=residual is not None, NORM=norm is not None)
     else:
-        _mma(x, pw, out, residual, swiglu, norm, f32_dot=x.dtype == torch.float32 and m > 1)
+        _mma(x, pw, out, residual, swiglu, norm, f32_dot=x.dtype == torch.float32)
     return out
