@@ -167,9 +167,11 @@ class EagleDrafter:
         front_ids = torch.arange(W, device=dev)  # global node ids of the frontier
         front_tok, front_score = tok, score
         front_f = f_root.expand(W, -1)
-        anc = torch.zeros(W, depth * W, dtype=torch.bool, device=dev)  # tree slots each frontier node sees
-        iw = torch.arange(W, device=dev)  # on the device: a host index tensor cannot be copied inside a capture
-        anc[iw, iw] = True
+        # tree slots each frontier node sees; set by copying an identity block (a scalar written through an index
+        # tensor is a host->device copy, which a CUDA-graph capture refuses)
+        eye = torch.eye(W, dtype=torch.bool, device=dev)
+        anc = torch.zeros(W, depth * W, dtype=torch.bool, device=dev)
+        anc[:, :W] = eye
         if static:
             cap = torch.arange(self.k.shape[3], device=dev)
             tree_cols = n + torch.arange(depth * W, device=dev)
@@ -196,7 +198,7 @@ class EagleDrafter:
             front_ids, front_tok, front_score = count + pick, c_tok.flatten()[pick], c_score[pick]
             front_f = f[src]
             anc = anc[src].clone()
-            anc[iw, d * W + iw] = True
+            anc[:, d * W:(d + 1) * W] = eye
             count += W * W
         score_all, tok_all, par_all = torch.cat(scores), torch.cat(toks), torch.cat(parents)
         k = min(self.tree_size, score_all.numel())
