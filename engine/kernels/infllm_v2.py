@@ -446,7 +446,8 @@ def select_blocks(q: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor
         bn = 16
         _rank_select_kernel[(bsz * kvh * t, triton.cdiv(num_blocks, bn))](
             s, idx, lengths, t, num_blocks, kk, min(p.topk, num_blocks), dense_len, KVH=kvh, BS=p.block_size,
-            INIT=p.init_blocks, LOCAL=p.local_blocks, IDXB=IDX_BITS, BN=bn, BALL=512,
+            INIT=p.init_blocks, LOCAL=p.local_blocks, IDXB=IDX_BITS, BN=bn,
+            BALL=min(2048, triton.next_power_of_2(num_blocks)),  # one pass up to 128K tokens: one load deep
             KP=triton.next_power_of_2(kk), num_warps=4)
         return idx
     pool = dict(KVH=kvh, SP=sp, SPP=triton.next_power_of_2(sp + 1), BS=p.block_size, INIT=p.init_blocks,
@@ -581,7 +582,7 @@ def _decode_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, part_ptr, lse_ptr
 
 def sparse_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, idx: torch.Tensor,
                             lengths: torch.Tensor, p: InfLLMParams, dense_len: int = 0,
-                            scale: float | None = None, blocks_per_split: int = 2) -> torch.Tensor:
+                            scale: float | None = None, blocks_per_split: int = 1) -> torch.Tensor:
     """One decode step: q [B, H, 1, D], caches [B, KVH, S, D], idx int32 [B, KVH, 1, K] from select_blocks
     (T == 1: filled from slot 0) -> [B, H, 1, D]. Two launches (attention, merge); graph-safe."""
     bsz, h, _, d = q.shape
@@ -644,8 +645,7 @@ def _forced_attn_kernel(q_ptr, k_ptr, v_ptr, len_ptr, o_ptr, lse_ptr, qk_scale, 
 def sparse_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                              ck_cache: torch.Tensor, lengths: torch.Tensor, p: InfLLMParams,
                              q_select: torch.Tensor | None = None, scale: float | None = None,
-                             tile_rows: int = 128, num_warps: int = 8,
-                             chosen_blocks_per_step: int = 1) -> torch.Tensor:
+                             tile_rows: int = 128, num_warps: int = 8) -> torch.Tensor:
     """Prefill of one sequence (B = 1), T tokens ending at lengths[0] - 1 -> [1, H, T, D]. The forced blocks
     (initial + local window, most of each token's selection) run as tiles of tile_rows (token, head) rows shared by
     neighbouring tokens; only the chosen rest goes token by token; the two partials are merged. Needs
@@ -670,7 +670,7 @@ def sparse_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: to
     _sparse_attn_kernel[(kvh * t, 1)](
         q, k_cache, v_cache, idx.contiguous(), lengths, part, lse, scale * LOG2E, kk, t, q.stride(0), q.stride(1),
         q.stride(2), *k_cache.stride()[:3], *v_cache.stride()[:3], KVH=kvh, G=g, GP=max(16, gp), D=d,
-        BS=p.block_size, K=kk, NSPLIT=2, SP0=1, F32_DOT=f32, PB=chosen_blocks_per_step, num_warps=4)
+        BS=p.block_size, K=kk, NSPLIT=2, SP0=1, F32_DOT=f32, PB=1, num_warps=4)
     out = torch.empty(1, t, h, d, dtype=q.dtype, device=q.device)
     _merge_kernel[(t * h,)](part, lse, out, D=d, NSPLIT=2)
     return out.transpose(1, 2)
