@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from engine import ops
 from engine.config import ModelConfig
@@ -82,8 +83,23 @@ class Attention(nn.Module):
                 k, v = kc[:, :, :start + T], vc[:, :, :start + T]
         if self.nkv != self.nh:
             k, v = k.repeat_interleave(self.nh // self.nkv, 1), v.repeat_interleave(self.nh // self.nkv, 1)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1)
+        o = _attention(q, k, v, mask, causal=mask is None and T > 1)
         return self.o_proj(o.transpose(1, 2).reshape(B, T, self.nh * self.hd))
+
+
+# cuDNN's attention (torch's first choice for a masked SDPA on the H200) builds and caches an execution plan per
+# shape, and an eager drafter's attention changes shape every step (the committed length grows): the first Eagle
+# run over new lengths drafted at ~65 ms a step against ~5 ms over lengths already seen (docs/frspec.md §7). On
+# CUDA the head uses the other SDPA kernels.
+_NO_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool
+               ) -> torch.Tensor:
+    if not q.is_cuda:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    with sdpa_kernel(_NO_CUDNN):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
 
 
 class MLP(nn.Module):
