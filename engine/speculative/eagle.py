@@ -89,7 +89,7 @@ class Attention(nn.Module):
 
 # cuDNN's attention (torch's first choice for a masked SDPA on the H200) builds and caches an execution plan per
 # shape, and an eager drafter's attention changes shape every step (the committed length grows): the first Eagle
-# run over new lengths drafted at ~65 ms a step against ~5 ms over lengths already seen (docs/frspec.md §7). On
+# run over new lengths spent ~110 ms a step drafting against ~7 ms over lengths already seen (frspec.md §8). On
 # CUDA the head uses the other SDPA kernels.
 _NO_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
