@@ -363,8 +363,8 @@ def _keys_kernel(s_ptr, key_ptr, len_ptr, T, NCAP, NB,
 def _rank_select_kernel(pool_ptr, idx_ptr, len_ptr, T, NB, K, TOPK, DENSE_LEN,
                         KVH: tl.constexpr, BS: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr,
                         IDXB: tl.constexpr, BN: tl.constexpr, BALL: tl.constexpr, KP: tl.constexpr):
-    """Top-k by rank, for few query rows (decode), keys made on the fly from the pooled block scores: program (row, tile of BN blocks)
-    counts, for each of its blocks, the blocks with a larger key (keys are unique) and writes block j to slot
+    """Top-k by rank, for few query rows (decode), keys made on the fly from the pooled block scores: program
+    (row, tile of BN blocks) counts, for each of its blocks, the blocks with a larger key (keys are unique) and writes block j to slot
     rank(j) if rank < k. So the selected blocks fill slots 0 .. min(k, qb + 1) - 1, best first, and the rest
     get -1. k = K below DENSE_LEN tokens (every block forced: dense attention through the same kernels; the
     switch reads the length on the device), else TOPK. No sort, no host sync."""
@@ -681,7 +681,7 @@ def infllm_v2_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
                         scale: float | None = None, dense_len: int = 0) -> torch.Tensor:
     """The sparse path: select blocks (from q_select, the pre-rotary queries when use_nope, else q) and attend.
     q [B, H, T, D], caches [B, KVH, S, D], ck_cache [B, KVH, NC_cap, D] already holding this step's windows.
-    Decode (T == 1): 4 launches with no host sync, graph-safe; rows shorter than `dense_len` attend to every
+    Decode (T == 1): 5 launches with no host sync, graph-safe; rows shorter than `dense_len` attend to every
     block (the dense switch, read from the lengths on the device). Prefill: B == 1."""
     nb = triton.cdiv(k_cache.shape[2], p.block_size)
     qs = q if q_select is None else q_select

@@ -18,6 +18,7 @@ from engine.kernels.infllm_v2 import (InfLLMParams, compress_keys, decode_slots,
 TINY = InfLLMParams(kernel_size=8, kernel_stride=4, init_blocks=1, block_size=16, window_size=32, topk=6,
                     dense_len=64)
 H, KVH, D, CAP = 4, 2, 16, 160
+SLOW_ON_CPU = [pytest.mark.slow] if DEVICE == "cpu" else []  # more interpreted programs: seconds each on CPU
 NB = CAP // TINY.block_size
 
 
@@ -57,7 +58,7 @@ def test_decode_selection_is_ranked_and_the_dense_switch_reads_the_length():
     assert (got - want).abs().max().item() < 1e-5
 
 
-@pytest.mark.parametrize("per_split", [1, 2, 4, 8])
+@pytest.mark.parametrize("per_split", [1, 4, pytest.param(2, marks=SLOW_ON_CPU), pytest.param(8, marks=SLOW_ON_CPU)])
 def test_decode_attention_splits_and_merges(per_split):
     """Any blocks per split (splits past the selection write an empty partial); calls repeat exactly."""
     lengths = [150, 37]
@@ -72,7 +73,8 @@ def test_decode_attention_splits_and_merges(per_split):
     assert torch.equal(first, again)
 
 
-@pytest.mark.parametrize("t,n", [(8, 150), (24, 131), (40, 40)])
+@pytest.mark.parametrize("t,n", [(8, 150), pytest.param(24, 131, marks=SLOW_ON_CPU),
+                                 pytest.param(40, 40, marks=SLOW_ON_CPU)])
 def test_chosen_blocks_plus_forced_blocks_are_the_selection(t, n):
     k, _, ck = _inputs(1, t + n)
     compress_keys(k, ck, _lens([n]), CAP // TINY.kernel_stride + 1, TINY)
@@ -87,7 +89,8 @@ def test_chosen_blocks_plus_forced_blocks_are_the_selection(t, n):
     assert torch.equal(got | forced, select_blocks_ref(q, ck, [n], NB, TINY))
 
 
-@pytest.mark.parametrize("t,n,tile_rows", [(24, 150, 16), (37, 150, 64), (50, 50, 128)])
+@pytest.mark.parametrize("t,n,tile_rows", [(37, 150, 64), pytest.param(24, 150, 16, marks=SLOW_ON_CPU),
+                                           pytest.param(50, 50, 128, marks=SLOW_ON_CPU)])
 def test_prefill_attention_matches_reference(t, n, tile_rows):
     """Tiles that straddle query blocks (tile_rows 64 = 32 tokens) and a chunk that is the whole prompt."""
     k, v, ck = _inputs(1, t)
