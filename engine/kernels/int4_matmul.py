@@ -42,7 +42,7 @@ from engine.quant import Int4Weight, dequantize, pack_int4, unpack_int4
 
 DEQUANT_MIN_M = 256  # from this many rows of x on, dequantize + cuBLAS beats the Triton GEMM
 MMA_MIN_M = 2  # from this many rows on, the tensor-core kernel; below, the FMA GEMV (8.0 vs 12.1 us at M = 1
-#              on the 8B qkv layer, H200 2026-11-23: the MMA kernel's floor is ~11 us on a small layer)
+#              on the 8B qkv layer, H200 2026-11-23: the MMA kernel has a ~11 us floor on a small layer)
 
 
 @dataclass
@@ -340,7 +340,10 @@ def _mma_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, ws_ptr, cn
         kk = t * 16 + w16
         wmask = kk < K // 8
         if EVEN:  # no bounds to check on the weight stream
-            q = tl.load(q_ptr + q_row + kk[None, :] * 4)
+            r4 = pid_n * (BN // 4) + tl.arange(0, BN // 4)
+            q3 = tl.load(q_ptr + r4[:, None, None] * (K // 8 * 4) + tl.arange(0, 4)[None, :, None]
+                         + kk[None, None, :] * 4)  # [BN / 4, 4, 16]: 4 rows' words are 16 contiguous bytes
+            q = tl.reshape(q3, (BN, 16))
         else:
             q = tl.load(q_ptr + q_row + kk[None, :] * 4, mask=(rn < N)[:, None] & wmask[None, :], other=0)
         if G == 128:

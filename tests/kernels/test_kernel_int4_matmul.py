@@ -42,14 +42,16 @@ def test_kernel_int4_matmul_matches_reference(m, n, k, group, act_order, symmetr
     assert rel_err(K.int4_matmul(xf, pw), K.int4_matmul_ref(xf, pw)) < 1e-4
 
 
-@pytest.mark.parametrize("m,group,split", [(1, 128, 1), (3, 128, 3), (16, 64, 4), (17, 32, 2), (8, 128, 8)])
-def test_kernel_int4_mma_every_split(m, group, split):
+@pytest.mark.parametrize("m,n,group,split", [(1, 40, 128, 1), (3, 40, 128, 3), (16, 40, 64, 4), (17, 40, 32, 2),
+                                             (8, 40, 128, 8), (5, 64, 128, 2), (2, 32, 64, 1)])
+def test_kernel_int4_mma_every_split(m, n, group, split):
     """The tensor-core kernel outside the autotuner: K split over 1..8 programs, the last one sums and stores;
-    the counts are back at zero afterwards (the next call, a graph replay, starts clean)."""
-    pw = K.repack_int4(random_int4(40, 768, group))
+    the counts are back at zero afterwards (the next call, a graph replay, starts clean). N = 32, 64 with BN = 16
+    take the unmasked (EVEN) loads."""
+    pw = K.repack_int4(random_int4(n, 768, group))
     x = torch.randn(m, 768, device=DEVICE)
-    res = torch.randn(m, 20, device=DEVICE)
-    out = torch.full((m, 20), float("nan"), device=DEVICE)
+    res = torch.randn(m, n // 2, device=DEVICE)
+    out = torch.full((m, n // 2), float("nan"), device=DEVICE)
     K._mma(x, pw, out, res, True, None, f32_dot=True, BN=16, SPLIT=split, STAGES=1, num_warps=4)
     assert rel_err(out, K.int4_matmul_ref(x, pw, res, swiglu=True)) < 1e-4
     assert int(K._counters(x.device).abs().sum()) == 0
