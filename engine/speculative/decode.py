@@ -17,7 +17,7 @@ from engine.model import StepContext
 from engine.runner import PREFILL_CHUNK
 from engine.sampling import Sampler, SamplingParams
 from engine.speculative.constrain import filter_draft
-from engine.speculative.drafter import Drafter
+from engine.speculative.drafter import Draft, Drafter
 from engine.speculative.verify import accept, compact, forward_tree, prune
 
 
@@ -104,7 +104,11 @@ def speculative_stream(engine, ids: list[int], params: SamplingParams, drafter: 
     uses_hidden = getattr(drafter, "uses_hidden", True)
     while not done:
         d0 = time.perf_counter()
-        draft = prune(drafter.propose(params), engine.max_seq_len - committed - 1, budget - len(gen) - 1)
+        draft = drafter.propose(params)
+        if draft.tokens.device.type != "cpu":  # one device->host read serves pruning, masks and acceptance
+            tp = torch.stack([draft.tokens, draft.parents]).cpu()
+            draft = Draft(tp[0], tp[1], draft.q)
+        draft = prune(draft, engine.max_seq_len - committed - 1, budget - len(gen) - 1)
         if params.logits_processors:  # cut what a grammar forbids before the target pays for it
             n_before = len(draft.tokens)
             draft = filter_draft(draft, params.logits_processors, sampler.generated)
