@@ -74,13 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         for s in ["none"] + specs:  # warm-up: allocator, kernels, graph capture, the drafter's own first call
             engine.generate(text, params(max_tokens=8, spec=s))
         base = _timed(engine, text, params(max_tokens=args.new_tokens))
-        row = {"prompt": prompt[:48], "tokens": len(base["tokens"]), "plain_tok_s": round(base["decode_tok_s"], 1)}
+        row = {"prompt": prompt[:48], "tokens": len(base["tokens"]), "plain_tok_s": round(base["decode_tok_s"], 1),
+               "plain_ms_per_token": round(1e3 / base["decode_tok_s"], 3) if base["decode_tok_s"] else None}
         for s in specs:
             r = _timed(engine, text, params(max_tokens=args.new_tokens, spec=s))
             row[s] = {"tok_s": round(r["decode_tok_s"], 1),
                       "speedup": round(r["decode_tok_s"] / base["decode_tok_s"], 3) if base["decode_tok_s"] else None,
                       "mean_accepted_length": r["mean_accepted_length"], "acceptance_rate": r["acceptance_rate"],
                       "draft_s": round(r["draft_s"], 4), "verify_s": round(r["verify_s"], 4),
+                      # per verification step: what the speed-up is made of (tau x plain step / step cost)
+                      "draft_ms_per_step": round(1e3 * r["draft_s"] / r["steps"], 3) if r["steps"] else None,
+                      "verify_ms_per_step": round(1e3 * r["verify_s"] / r["steps"], 3) if r["steps"] else None,
                       "identical": r["tokens"] == base["tokens"],
                       "first_difference": _first_difference(base["tokens"], r["tokens"])}
         rows.append(row)
