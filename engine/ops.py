@@ -137,7 +137,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     """q [B, H, T, D] against k/v [B, KVH, L, D] (the cache up to the last written position) -> [B, H, T, D].
     mask: bool [B, 1, T, L] (True = attend) or None; causal: plain causal (T == L) when mask is None.
     lengths: int32 [B], each row's valid cache length (decode, T == 1): the CUDA kernel reads it on the device
-    instead of a mask, so a CUDA graph can serve every position; the plain path turns it into a mask."""
+    instead of a mask, so a CUDA graph can serve every position; the plain path turns it into a mask. With a
+    mask and T > 1 (speculative tree verification), the CUDA tree-attention kernel reads keys up to it."""
     B, H, T, D = q.shape
     kvh = k.shape[1]
     if T == 1 and kernels_on(q) and (mask is None or lengths is not None) and D & (D - 1) == 0:
@@ -146,6 +147,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
         if lengths is None:
             lengths = torch.full((B,), k.shape[2], dtype=torch.int32, device=q.device)
         return decode_attention(q[:, :, 0], k, v, lengths, scale).unsqueeze(2)
+    if T > 1 and kernels_on(q) and mask is not None and lengths is not None:
+        from engine.kernels import tree_attention as ta  # speculative verification: T queries, a tree mask
+
+        if ta.supports(q, k, mask):
+            return ta.tree_attention(q, k, v, mask, lengths, scale)
     if lengths is not None and mask is None:
         mask = (torch.arange(k.shape[2], device=q.device)[None, :] < lengths[:, None])[:, None, None]
     if T == 1:
