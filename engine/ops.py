@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.cpu_head import CpuHead, cpu_head_logits
 from engine.cpu_int4 import CpuInt4, cpu_int4_linear
 from engine.quant import Int4Weight, int4_linear_ref
 
@@ -20,7 +21,7 @@ def kernels_on(x: torch.Tensor) -> bool:
     return KERNELS and x.is_cuda
 
 
-def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight | CpuInt4, bias: torch.Tensor | None = None,
+def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight | CpuInt4 | CpuHead, bias: torch.Tensor | None = None,
            residual: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., in] -> [..., out] (+ residual, same shape as the output). An `Int4Weight` is dequantized for this
     one layer, then dropped; a `CpuInt4` runs torch's CPU int4 kernel. On CUDA the int4 kernel adds the
@@ -28,6 +29,8 @@ def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight | CpuInt4, bias: torch.
     if isinstance(w, CpuInt4):
         y = cpu_int4_linear(x, w)
         y = y if bias is None else y + bias
+    elif isinstance(w, CpuHead):
+        y = cpu_head_logits(x, w)
     elif isinstance(w, Int4Weight):
         if kernels_on(x):
             from engine.kernels import int4_matmul as k4  # imports Triton: only on the CUDA path
@@ -42,6 +45,11 @@ def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight | CpuInt4, bias: torch.
     else:
         y = F.linear(x, w, bias)
     return y if residual is None else y + residual
+
+
+def linear_raw(x: torch.Tensor, w: CpuInt4) -> torch.Tensor:
+    """linear() on torch's CPU int4 kernel, output left in bf16 (the kernel's dtype)."""
+    return cpu_int4_linear(x, w, out_dtype=torch.bfloat16)
 
 
 def swiglu_linear(x: torch.Tensor, w: torch.Tensor | Int4Weight) -> torch.Tensor:
@@ -107,6 +115,14 @@ def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch
         return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
     return q * cos + rot(q) * sin, k * cos + rot(k) * sin
+
+
+def rotary_qk(qk: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """apply_rotary on q and k heads stacked in one tensor [B, T, H + KVH, D], in 3 ops instead of 10.
+    rotate_half(x) * sin == swap_halves(x) * sin_signed (sin_signed: first half negated): negation is exact, so
+    the result is bit-equal to apply_rotary's."""
+    swapped = qk.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
+    return qk * cos.unsqueeze(2) + swapped * sin_signed.unsqueeze(2)
 
 
 def rotary_to_cache(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
