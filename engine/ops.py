@@ -100,8 +100,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
         return y.view(shape) if residual is None else (y.view(shape), h.view(shape))
     if residual is not None:
         x = x + residual
-    xf = x.float()
-    normed = weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    # same math as `weight * (xf * rsqrt(...)).to(x.dtype)`; dtype checks instead of no-op casts (CPU decode
+    # runs this 60 times a token, where every dispatched call counts)
+    xf = x if x.dtype == torch.float32 else x.float()
+    normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    normed = weight * (normed if x.dtype == torch.float32 else normed.to(x.dtype))
     return normed if residual is None else (normed, x)
 
 
@@ -170,7 +173,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
         s = (q.reshape(B, kvh, H // kvh, D) @ k.transpose(-1, -2)) * scale  # [B, KVH, G, L]
         if mask is not None:
             s = s.masked_fill(~mask.view(B, 1, 1, -1), float("-inf"))
-        p = torch.softmax(s.float(), dim=-1).to(q.dtype)
+        if q.dtype == torch.float32:
+            p = torch.softmax(s, dim=-1)
+        else:
+            p = torch.softmax(s.float(), dim=-1).to(q.dtype)
         return (p @ v).view(B, H, 1, D)
     if kvh != H:
         k, v = k.repeat_interleave(H // kvh, dim=1), v.repeat_interleave(H // kvh, dim=1)
