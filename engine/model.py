@@ -15,6 +15,7 @@ from engine import ops
 from engine.config import ModelConfig
 from engine.cpu_head import CpuHead, to_cpu_head
 from engine.cpu_int4 import CpuInt4, to_cpu_int4
+from engine.cpu_q4 import CpuQ4, to_cpu_q4
 from engine.errors import EngineError
 from engine.quant import Int4Weight, dequantize
 
@@ -81,7 +82,7 @@ class Linear:
         else:  # mixed formats or per-layer act-order permutations: run them one by one
             self.weight, self.parts = weights[0], list(weights)
         self.dense: torch.Tensor | None = None
-        self.fast: CpuInt4 | CpuHead | None = None  # torch's CPU int4 layout / the CPU head, when chosen at load
+        self.fast: CpuQ4 | CpuInt4 | CpuHead | None = None  # a CPU kernel's form of the weight, chosen at load
 
     def to(self, device: torch.device, dtype: torch.dtype, cache_dense: bool, cpu_int4: bool = False) -> None:
         def move(w: Weight) -> Weight:
@@ -91,7 +92,7 @@ class Linear:
         self.parts = None if self.parts is None else [move(w) for w in self.parts]
         self.bias = None if self.bias is None else self.bias.to(device, dtype)
         if cpu_int4 and self.parts is None and isinstance(self.weight, Int4Weight):
-            self.fast = to_cpu_int4(self.weight)
+            self.fast = to_cpu_q4(self.weight) or to_cpu_int4(self.weight)  # ours (AVX2) first, then torch's
             if self.fast is not None:
                 return
         if cache_dense:
@@ -112,7 +113,7 @@ class Linear:
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """self(x), left in the kernel's output dtype (bf16 for torch's CPU int4 kernel; x's dtype otherwise)."""
-        if self.fast is not None and self.bias is None:
+        if isinstance(self.fast, CpuInt4) and self.bias is None:
             return ops.linear_raw(x, self.fast)
         return self(x)
 

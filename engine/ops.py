@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from engine.cpu_head import CpuHead, cpu_head_logits
 from engine.cpu_int4 import CpuInt4, cpu_int4_linear
+from engine.cpu_q4 import CpuQ4, cpu_q4_linear
 from engine.quant import Int4Weight, int4_linear_ref
 
 KERNELS = True  # CUDA branches into engine/kernels/ (Triton); tests turn it off to compare with the plain path
@@ -21,13 +22,17 @@ def kernels_on(x: torch.Tensor) -> bool:
     return KERNELS and x.is_cuda
 
 
-def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight | CpuInt4 | CpuHead, bias: torch.Tensor | None = None,
+def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight | CpuQ4 | CpuInt4 | CpuHead, bias: torch.Tensor | None = None,
            residual: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., in] -> [..., out] (+ residual, same shape as the output). An `Int4Weight` is dequantized for this
     one layer, then dropped; a `CpuInt4` runs torch's CPU int4 kernel. On CUDA the int4 kernel adds the
     residual in its epilogue (one kernel instead of two)."""
     if isinstance(w, CpuInt4):
         y = cpu_int4_linear(x, w)
+        y = y if bias is None else y + bias
+    elif isinstance(w, CpuQ4):
+        y = cpu_q4_linear(x, w)
+        y = y if y.dtype == x.dtype else y.to(x.dtype)
         y = y if bias is None else y + bias
     elif isinstance(w, CpuHead):
         y = cpu_head_logits(x, w)

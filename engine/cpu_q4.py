@@ -1,0 +1,101 @@
+"""The engine's own CPU int4 GEMV (engine/cpu_q4.c, AVX2 + FMA): int16-quantized activations against the packed
+int4 weight, one exact integer dot product per 32-column group (finer than bf16 activations; see the C file).
+
+The C file is compiled with the system C compiler at first use into a per-user cache keyed by the source's
+hash (a second or two, once), and called through ctypes on the tensors' memory; no torch headers are involved.
+Where there is no compiler, no AVX2 or the build fails, `available()` is False and the engine keeps torch's
+CPU int4 kernel (engine/cpu_int4.py). CPM_CPU_Q4=0 turns it off.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.quant import Int4Weight
+
+_SRC = Path(__file__).with_name("cpu_q4.c")
+_lib = None  # the loaded library, False once a build failed
+
+
+@dataclass
+class CpuQ4:
+    packed: torch.Tensor  # uint8 [N, K / 2], the engine's layout
+    scales: torch.Tensor  # float32 [N, K / 32]
+    mins: torch.Tensor  # float32 [N, K / 32]
+    out_features: int
+
+
+def _cpu_has_avx2() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx2" in flags and " fma" in flags
+
+
+def _load():
+    global _lib
+    if _lib is not None:
+        return _lib or None
+    _lib = False
+    if os.environ.get("CPM_CPU_Q4", "1") == "0" or not _cpu_has_avx2():
+        return None
+    src = _SRC.read_bytes()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cpm" / "cpu_q4"
+    so = cache / f"cpu_q4_{hashlib.sha256(src).hexdigest()[:16]}.so"
+    try:
+        if not so.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:  # build aside, then move: concurrent first uses
+                out = Path(tmp) / so.name
+                subprocess.run([os.environ.get("CC", "cc"), "-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC",
+                                str(_SRC), "-o", str(out)], check=True, capture_output=True, timeout=120)
+                os.replace(out, so)
+        lib = ctypes.CDLL(str(so))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lib.q4_linear.restype = None
+    lib.q4_linear.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                              ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                              ctypes.c_void_p]
+    _lib = lib
+    return lib
+
+
+def available() -> bool:
+    return _load() is not None
+
+
+def to_cpu_q4(w: Int4Weight) -> CpuQ4 | None:
+    """The kernel's form of an int4 weight (groups of 32; coarser groups repeated), or None where it does not
+    apply (act-order permutation, a group size that is not a multiple of 32, no kernel on this machine)."""
+    n, k = w.shape
+    if w.perm is not None or w.group_size % 32 or k % w.group_size or not available():
+        return None
+    rep = w.group_size // 32
+    scales = w.scales.float().repeat_interleave(rep, dim=1).contiguous()
+    mins = w.mins.float().repeat_interleave(rep, dim=1).contiguous()
+    return CpuQ4(w.packed.contiguous(), scales, mins, n)
+
+
+def cpu_q4_linear(x: torch.Tensor, w: CpuQ4) -> torch.Tensor:
+    """x [..., K] -> float32 [..., N]."""
+    lib = _load()
+    K = x.shape[-1]
+    x2 = x.reshape(-1, K)
+    if x2.dtype != torch.float32 or not x2.is_contiguous():
+        x2 = x2.float().contiguous()
+    M = x2.shape[0]
+    y = torch.empty(M, w.out_features, dtype=torch.float32)
+    xq = torch.empty(M * K, dtype=torch.int16)
+    sc = torch.empty(2, M * (K // 32), dtype=torch.float32)
+    lib.q4_linear(x2.data_ptr(), M, K, w.packed.data_ptr(), w.scales.data_ptr(), w.mins.data_ptr(),
+                  w.out_features, y.data_ptr(), xq.data_ptr(), sc[0].data_ptr(), sc[1].data_ptr())
+    return y.view(*x.shape[:-1], w.out_features)
