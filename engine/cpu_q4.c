@@ -12,6 +12,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 /* x [K] fp32 -> xq [K] int16 in the weight's nibble order per group (16 even columns, then 16 odd), dx and the
    exact sum of x per group. */
@@ -69,4 +70,91 @@ void q4_linear(const float *x, int64_t M, int64_t K, const uint8_t *w, const flo
     for (int64_t n = 0; n < N; n++)
         for (int64_t t = 0; t < M; t++)
             y[t * N + n] = row_dot(w + n * (K / 2), d + n * G, m + n * G, xq + t * K, dx + t * G, sx + t * G, G);
+}
+
+/* ---- one whole decoder layer for one decode token (batch 1): the Python glue of model.Block in C ---------- */
+
+typedef struct {  /* one int4 linear: packed [n, k/2], d/m [n, k/32] */
+    const uint8_t *w;
+    const float *d, *m;
+    int64_t n, k;
+} Q4Mat;
+
+typedef struct {  /* everything a layer's decode step reads besides x, the rotary row and the position */
+    Q4Mat qkv, o, gate_up, down;
+    const float *ln1, *ln2;
+    float *k_cache, *v_cache;  /* this layer's cache row: [kv_heads, max_seq, head_dim] */
+    int64_t hidden, heads, kv_heads, head_dim, max_seq, inter;
+    float eps, scale, residual_scale;
+    /* scratch (shared by all layers): h [max(hidden, inter)], qkv [qkv.n], att [heads * head_dim],
+       gu [gate_up.n], out [hidden], scores [max_seq], xq int16 [max k], dx / sx [max k / 32] */
+    float *h, *qkv_out, *att, *gu, *out, *scores;
+    int16_t *xq;
+    float *dx, *sx;
+} Q4Layer;
+
+static void gemv(const Q4Layer *L, const Q4Mat *A, const float *x, float *y) {
+    q4_linear(x, 1, A->k, A->w, A->d, A->m, A->n, y, L->xq, L->dx, L->sx);
+}
+
+/* out = weight * (x * rsqrt(mean(x^2) + eps)), the same operation order as ops.rms_norm */
+static void rms_norm(const float *x, const float *weight, int64_t n, float eps, float *out) {
+    float ss = 0.f;
+    for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
+    float r = 1.f / sqrtf(ss / (float)n + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = weight[i] * (x[i] * r);
+}
+
+/* NeoX rotate-half rotary of one head in place: x * cos + rotate_half(x) * sin */
+static void rotary(float *x, const float *cos, const float *sin, int64_t D) {
+    int64_t half = D / 2;
+    for (int64_t j = 0; j < half; j++) {
+        float a = x[j], b = x[j + half];
+        x[j] = a * cos[j] + (-b) * sin[j];
+        x[j + half] = b * cos[j + half] + a * sin[j + half];
+    }
+}
+
+/* x [hidden] is the residual stream, updated in place; cos/sin: the rotary rows of position pos. */
+void q4_layer_decode(const Q4Layer *L, float *x, const float *cos, const float *sin, int64_t pos) {
+    const int64_t H = L->hidden, D = L->head_dim, nh = L->heads, nkv = L->kv_heads, S = L->max_seq;
+    rms_norm(x, L->ln1, H, L->eps, L->h);
+    gemv(L, &L->qkv, L->h, L->qkv_out);
+    float *q = L->qkv_out, *k = q + nh * D, *v = k + nkv * D;
+    for (int64_t i = 0; i < nh; i++) rotary(q + i * D, cos, sin, D);
+    for (int64_t i = 0; i < nkv; i++) {
+        rotary(k + i * D, cos, sin, D);
+        memcpy(L->k_cache + (i * S + pos) * D, k + i * D, D * sizeof(float));
+        memcpy(L->v_cache + (i * S + pos) * D, v + i * D, D * sizeof(float));
+    }
+    const int64_t group = nh / nkv, len = pos + 1;
+    for (int64_t i = 0; i < nh; i++) {  /* softmax(q K^T * scale) V over the cache, in fp32 */
+        const float *qi = q + i * D, *kc = L->k_cache + (i / group) * S * D, *vc = L->v_cache + (i / group) * S * D;
+        float mx = -INFINITY, sum = 0.f;
+        for (int64_t j = 0; j < len; j++) {
+            float s = 0.f;
+            for (int64_t c = 0; c < D; c++) s += qi[c] * kc[j * D + c];
+            s *= L->scale;
+            L->scores[j] = s;
+            mx = s > mx ? s : mx;
+        }
+        for (int64_t j = 0; j < len; j++) sum += (L->scores[j] = expf(L->scores[j] - mx));
+        float *o = L->att + i * D, inv = 1.f / sum;
+        for (int64_t c = 0; c < D; c++) o[c] = 0.f;
+        for (int64_t j = 0; j < len; j++) {
+            float p = L->scores[j] * inv;
+            for (int64_t c = 0; c < D; c++) o[c] += p * vc[j * D + c];
+        }
+    }
+    gemv(L, &L->o, L->att, L->out);
+    for (int64_t i = 0; i < H; i++) x[i] += L->residual_scale == 1.f ? L->out[i] : L->out[i] * L->residual_scale;
+    rms_norm(x, L->ln2, H, L->eps, L->h);
+    gemv(L, &L->gate_up, L->h, L->gu);
+    const int64_t I = L->inter;
+    for (int64_t i = 0; i < I; i++) {  /* silu(gate) * up */
+        float g = L->gu[i];
+        L->h[i] = g / (1.f + expf(-g)) * L->gu[I + i];
+    }
+    gemv(L, &L->down, L->h, L->out);
+    for (int64_t i = 0; i < H; i++) x[i] += L->residual_scale == 1.f ? L->out[i] : L->out[i] * L->residual_scale;
 }

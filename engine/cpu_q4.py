@@ -65,6 +65,9 @@ def _load():
     lib.q4_linear.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                               ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                               ctypes.c_void_p]
+    lib.q4_layer_decode.restype = None
+    lib.q4_layer_decode.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                    ctypes.c_int64]
     _lib = lib
     return lib
 
@@ -99,3 +102,64 @@ def cpu_q4_linear(x: torch.Tensor, w: CpuQ4) -> torch.Tensor:
     lib.q4_linear(x2.data_ptr(), M, K, w.packed.data_ptr(), w.scales.data_ptr(), w.mins.data_ptr(),
                   w.out_features, y.data_ptr(), xq.data_ptr(), sc[0].data_ptr(), sc[1].data_ptr())
     return y.view(*x.shape[:-1], w.out_features)
+
+
+class _Mat(ctypes.Structure):
+    _fields_ = [("w", ctypes.c_void_p), ("d", ctypes.c_void_p), ("m", ctypes.c_void_p), ("n", ctypes.c_int64),
+                ("k", ctypes.c_int64)]
+
+
+class _Layer(ctypes.Structure):  # mirrors Q4Layer in cpu_q4.c
+    _fields_ = ([(n, _Mat) for n in ("qkv", "o", "gate_up", "down")]
+                + [(n, ctypes.c_void_p) for n in ("ln1", "ln2", "k_cache", "v_cache")]
+                + [(n, ctypes.c_int64) for n in ("hidden", "heads", "kv_heads", "head_dim", "max_seq", "inter")]
+                + [(n, ctypes.c_float) for n in ("eps", "scale", "residual_scale")]
+                + [(n, ctypes.c_void_p) for n in ("h", "qkv_out", "att", "gu", "out", "scores", "xq", "dx", "sx")])
+
+
+class LayerStep:
+    """A whole decoder layer for one decode token in C (q4_layer_decode): the ~60 small torch calls of
+    model.Block.__call__ become one. Same math in fp32 (different summation order); built at load for blocks
+    whose four linears run on this kernel, with no biases and no q/k norm."""
+
+    def __init__(self, block, w: list[CpuQ4]):
+        self.block, self.w = block, w  # w keeps the weights the struct points at alive
+        self.cache_ptr: tuple[int, int] | None = None
+        self.lib = _load()
+
+    @classmethod
+    def build(cls, block) -> "LayerStep | None":
+        lins = [block.qkv, block.o, block.gate_up, block.down]
+        if not all(isinstance(lin.fast, CpuQ4) and lin.bias is None for lin in lins) or block.q_norm is not None:
+            return None
+        if block.ln1.dtype != torch.float32 or block.hd % 2:
+            return None
+        return cls(block, [lin.fast for lin in lins])
+
+    def takes(self, x: torch.Tensor, ctx) -> bool:
+        """Whether this step is one token of one sequence, dense causal attention over its own cache row."""
+        return (x.shape[0] == 1 and x.shape[1] == 1 and ctx.pos is None and ctx.attn is None and ctx.mask is None
+                and ctx.lengths is None and ctx.kv_len == ctx.start + 1 and x.dtype == torch.float32)
+
+    def _struct(self, kc: torch.Tensor, vc: torch.Tensor) -> _Layer:
+        b, S = self.block, kc.shape[1]  # kc: [KVH, S, D], this row's cache
+        mats = [_Mat(q.packed.data_ptr(), q.scales.data_ptr(), q.mins.data_ptr(), q.out_features,
+                     q.packed.shape[1] * 2) for q in self.w]
+        H, inter = b.ln1.shape[0], self.w[3].packed.shape[1] * 2
+        kmax = max(H, inter, b.nh * b.hd)
+        self.scratch = [torch.empty(n, dtype=torch.float32) for n in
+                        (kmax, self.w[0].out_features, b.nh * b.hd, self.w[2].out_features, H, S)]
+        self.scratch += [torch.empty(kmax, dtype=torch.int16), torch.empty(kmax // 32), torch.empty(kmax // 32)]
+        return _Layer(*mats, b.ln1.data_ptr(), b.ln2.data_ptr(), kc.data_ptr(), vc.data_ptr(), H, b.nh, b.nkv, b.hd,
+                      S, inter, b.eps, b.scale, b.rs, *[t.data_ptr() for t in self.scratch])
+
+    def __call__(self, x: torch.Tensor, ctx, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
+        """x [1, 1, H] -> the layer's output (x is updated in place and returned); kc/vc: this layer's caches."""
+        kr, vr = kc[ctx.rows.start], vc[ctx.rows.start]  # [KVH, S, D], contiguous
+        if self.cache_ptr != (kr.data_ptr(), vr.data_ptr()):  # first call, or another cache row / engine
+            self.layer = self._struct(kr, vr)
+            self.cache_ptr = (kr.data_ptr(), vr.data_ptr())
+        x = x.contiguous()
+        self.lib.q4_layer_decode(ctypes.byref(self.layer), x.data_ptr(), ctx.cos.data_ptr(), ctx.sin.data_ptr(),
+                                 ctx.start)
+        return x

@@ -15,7 +15,7 @@ from engine import ops
 from engine.config import ModelConfig
 from engine.cpu_head import CpuHead, to_cpu_head
 from engine.cpu_int4 import CpuInt4, to_cpu_int4
-from engine.cpu_q4 import CpuQ4, to_cpu_q4
+from engine.cpu_q4 import CpuQ4, LayerStep, to_cpu_q4
 from engine.errors import EngineError
 from engine.quant import Int4Weight, dequantize
 
@@ -161,6 +161,7 @@ class Block:
         self.k_norm = take(a + "k_norm.weight", (D,)) if cfg.qk_norm else None
         self.nh, self.nkv, self.hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.eps, self.rs, self.scale = cfg.rms_norm_eps, cfg.residual_scale, cfg.head_dim ** -0.5
+        self.cpu_step: LayerStep | None = None  # set by Transformer.to in the fast CPU mode (engine/cpu_q4.py)
 
     def linears(self) -> list[Linear]:
         return [self.qkv, self.o, self.gate_up, self.down]
@@ -168,6 +169,8 @@ class Block:
     def __call__(self, x: torch.Tensor, ctx: StepContext, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
         if ops.kernels_on(x) and ctx.attn is None:
             return self._fused(x, ctx, kc, vc)
+        if self.cpu_step is not None and self.cpu_step.takes(x, ctx):  # CPU decode: the whole layer in C
+            return self.cpu_step(x, ctx, kc, vc)
         B, T, _ = x.shape  # x: [B, T, H]
         h = ops.rms_norm(x, self.ln1, self.eps)
         # projections come back in their kernel's dtype (bf16 from the CPU int4 kernel): the next op promotes
@@ -268,6 +271,7 @@ class Transformer:
                 b.q_norm, b.k_norm = b.q_norm.to(device, dtype), b.k_norm.to(device, dtype)
             for lin in b.linears():
                 lin.to(device, dtype, cache_dense, cpu_int4)
+            b.cpu_step = LayerStep.build(b) if cpu_int4 else None
         if self.tied:  # one matrix in memory for both ends
             self.head.weight = self.embed
         else:

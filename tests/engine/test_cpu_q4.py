@@ -53,3 +53,29 @@ def test_default_cpu_engine_runs_on_it_and_answers(smollm2_path):
     assert isinstance(eng.model.blocks[0].gate_up.fast, cpu_q4.CpuQ4)
     r = eng.chat([{"role": "user", "content": "What is the capital of France?"}], SamplingParams(max_tokens=16))
     assert "Paris" in r.text
+
+
+def test_whole_layer_decode_in_c_matches_the_python_layer(smollm2_path):
+    """q4_layer_decode (LayerStep) against model.Block's plain path on the same int4 kernel: logits over 6
+    decode steps (cache rows past max_seq_len 64 and the head included) and the greedy tokens."""
+    from engine import Engine
+
+    eng = Engine.load(str(smollm2_path), device="cpu", max_seq_len=100)
+    steps = [b.cpu_step for b in eng.model.blocks]
+    assert all(s is not None for s in steps)
+
+    def run(in_c: bool) -> list[torch.Tensor]:
+        for b, s in zip(eng.model.blocks, steps):
+            b.cpu_step = s if in_c else None
+        out = []
+        with torch.inference_mode():
+            tok = int(eng.runner.prefill(list(range(100, 180))).argmax())
+            for i in range(6):
+                out.append(eng.runner.decode_one(tok, 80 + i).clone())
+                tok = int(out[-1].argmax())
+        return out
+
+    plain, fused = run(False), run(True)
+    for a, b in zip(plain, fused):
+        assert int(a.argmax()) == int(b.argmax())
+        assert (a - b).norm() / a.norm() < 1e-2
