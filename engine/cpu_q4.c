@@ -72,6 +72,28 @@ void q4_linear(const float *x, int64_t M, int64_t K, const uint8_t *w, const flo
             y[t * N + n] = row_dot(w + n * (K / 2), d + n * G, m + n * G, xq + t * K, dx + t * G, sx + t * G, G);
 }
 
+/* y = x @ (s * Q)^T for an int8 weight Q [N, K] with one fp32 scale per row (the CPU head's ranking pass,
+   engine/cpu_head.py); activations in int16 per 32-group as above, fp32 output. */
+void q8_linear(const float *x, int64_t K, const int8_t *w, const float *s, int64_t N, float *y, int16_t *xq,
+               float *dx, float *sx) {
+    const int64_t G = K / 32;
+    quantize_x(x, K, xq, dx, sx);  /* even/odd order: the weight rows are stored in the same order at load */
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const int8_t *wn = w + n * K;
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t g = 0; g < G; g++) {
+            __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wn + g * 32)));
+            __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wn + g * 32 + 16)));
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)(xq + g * 32));
+            __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + g * 32 + 16));
+            __m256i p = _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dx[g]), acc);
+        }
+        y[n] = hsum(acc) * s[n];
+    }
+}
+
 /* ---- one whole decoder layer for one decode token (batch 1): the Python glue of model.Block in C ---------- */
 
 typedef struct {  /* one int4 linear: packed [n, k/2], d/m [n, k/32] */

@@ -65,6 +65,9 @@ def _load():
     lib.q4_linear.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                               ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                               ctypes.c_void_p]
+    lib.q8_linear.restype = None
+    lib.q8_linear.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                              ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     lib.q4_layer_decode.restype = None
     lib.q4_layer_decode.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                     ctypes.c_int64]
@@ -102,6 +105,24 @@ def cpu_q4_linear(x: torch.Tensor, w: CpuQ4) -> torch.Tensor:
     lib.q4_linear(x2.data_ptr(), M, K, w.packed.data_ptr(), w.scales.data_ptr(), w.mins.data_ptr(),
                   w.out_features, y.data_ptr(), xq.data_ptr(), sc[0].data_ptr(), sc[1].data_ptr())
     return y.view(*x.shape[:-1], w.out_features)
+
+
+def even_odd(w: torch.Tensor) -> torch.Tensor:
+    """Columns of [N, K] reordered per 32-group into the kernels' activation order (16 even, then 16 odd)."""
+    n, k = w.shape
+    return w.view(n, k // 32, 16, 2).transpose(2, 3).reshape(n, k).contiguous()
+
+
+def q8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """x [K] float32 -> float32 [N]: x @ (scales[:, None] * q)^T, q int8 [N, K] stored in even_odd order."""
+    lib = _load()
+    K = x.shape[-1]
+    x = x.float().contiguous()
+    y = torch.empty(q.shape[0], dtype=torch.float32)
+    xq, sc = torch.empty(K, dtype=torch.int16), torch.empty(2, K // 32)
+    lib.q8_linear(x.data_ptr(), K, q.data_ptr(), scales.data_ptr(), q.shape[0], y.data_ptr(), xq.data_ptr(),
+                  sc[0].data_ptr(), sc[1].data_ptr())
+    return y
 
 
 class _Mat(ctypes.Structure):

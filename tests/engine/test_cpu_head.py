@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import cpu_head
+from engine import cpu_head, cpu_q4
 from engine.cpu_head import cpu_head_logits, to_cpu_head
 
 
@@ -16,13 +16,22 @@ def _case(seed: int, V: int = 4096, H: int = 96) -> tuple[torch.Tensor, torch.Te
     return w, h
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_bound_holds_and_top_rows_are_exact(seed):
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("c_kernel", [True, False])  # engine/cpu_q4.c's int8 pass, or torch's
+def test_bound_holds_and_top_rows_are_exact(seed, c_kernel, monkeypatch):
+    if c_kernel and not cpu_q4.available():
+        pytest.skip("no C kernel here")
+    monkeypatch.setattr(cpu_q4, "available", lambda: c_kernel)
     w, h = _case(seed)
     head = to_cpu_head(w)
+    assert head.c_kernel == c_kernel
     exact = F.linear(h, w)
-    approx = torch.ops.aten._weight_int8pack_mm(h.to(torch.bfloat16), head.q, head.scales).float()
-    bound = head.slack * h.abs().sum(-1, keepdim=True) + approx.abs() * 2.0 ** -8
+    if head.c_kernel:
+        approx = torch.stack([cpu_q4.q8_linear(row, head.q, head.scales) for row in h])
+    else:
+        approx = torch.ops.aten._weight_int8pack_mm(h.to(torch.bfloat16), head.q, head.scales).float()
+    l1, mx = h.abs().sum(-1, keepdim=True), h.abs().amax(-1, keepdim=True)
+    bound = head.half_scale * l1 + head.amax * (l1 * 2.0 ** -8 + mx * (h.shape[-1] / 65534)) + approx.abs() * 2.0 ** -8
     assert ((approx - exact).abs() <= bound).all()
     got = cpu_head_logits(h, head)
     assert torch.equal(got.argmax(-1), exact.argmax(-1))
