@@ -32,7 +32,7 @@ def _ours(path, ids: list[int], n: int, exact: bool) -> dict:
     params = SamplingParams(max_tokens=n, logits_processors=[no_eos])
     eng.generate(ids, SamplingParams(max_tokens=8))  # warm-up
     r = eng.generate(ids, params)
-    return {"runner": "cpm engine (fp32 exact)" if exact else "cpm engine (int4 kernel)", "load_s": load_s,
+    return {"runner": "cpm engine (fp32 exact)" if exact else "cpm engine (int4, default)", "load_s": load_s,
             "prompt_tok_s": len(ids) / r.prefill_s, "decode_tok_s": r.decode_tok_s, "tokens": r.decode_tokens}
 
 

@@ -109,7 +109,7 @@ typedef struct {  /* everything a layer's decode step reads besides x, the rotar
     int64_t hidden, heads, kv_heads, head_dim, max_seq, inter;
     float eps, scale, residual_scale;
     /* scratch (shared by all layers): h [max(hidden, inter)], qkv [qkv.n], att [heads * head_dim],
-       gu [gate_up.n], out [hidden], scores [max_seq], xq int16 [max k], dx / sx [max k / 32] */
+       gu [gate_up.n], out [hidden], scores [heads * max_seq], xq int16 [max k], dx / sx [max k / 32] */
     float *h, *qkv_out, *att, *gu, *out, *scores;
     int16_t *xq;
     float *dx, *sx;
@@ -117,6 +117,15 @@ typedef struct {  /* everything a layer's decode step reads besides x, the rotar
 
 static void gemv(const Q4Layer *L, const Q4Mat *A, const float *x, float *y) {
     q4_linear(x, 1, A->k, A->w, A->d, A->m, A->n, y, L->xq, L->dx, L->sx);
+}
+
+static float dot(const float *a, const float *b, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + c), _mm256_loadu_ps(b + c), acc);
+    float s = hsum(acc);
+    for (; c < n; c++) s += a[c] * b[c];
+    return s;
 }
 
 /* out = weight * (x * rsqrt(mean(x^2) + eps)), the same operation order as ops.rms_norm */
@@ -150,21 +159,21 @@ void q4_layer_decode(const Q4Layer *L, float *x, const float *cos, const float *
         memcpy(L->v_cache + (i * S + pos) * D, v + i * D, D * sizeof(float));
     }
     const int64_t group = nh / nkv, len = pos + 1;
-    for (int64_t i = 0; i < nh; i++) {  /* softmax(q K^T * scale) V over the cache, in fp32 */
+    /* softmax(q K^T * scale) V over the cache in fp32, heads over the threads once the cache is long enough */
+    #pragma omp parallel for schedule(static) if (len >= 256)
+    for (int64_t i = 0; i < nh; i++) {
         const float *qi = q + i * D, *kc = L->k_cache + (i / group) * S * D, *vc = L->v_cache + (i / group) * S * D;
-        float mx = -INFINITY, sum = 0.f;
+        float *sc = L->scores + i * S, mx = -INFINITY, sum = 0.f;
         for (int64_t j = 0; j < len; j++) {
-            float s = 0.f;
-            for (int64_t c = 0; c < D; c++) s += qi[c] * kc[j * D + c];
-            s *= L->scale;
-            L->scores[j] = s;
+            float s = dot(qi, kc + j * D, D) * L->scale;
+            sc[j] = s;
             mx = s > mx ? s : mx;
         }
-        for (int64_t j = 0; j < len; j++) sum += (L->scores[j] = expf(L->scores[j] - mx));
+        for (int64_t j = 0; j < len; j++) sum += (sc[j] = expf(sc[j] - mx));
         float *o = L->att + i * D, inv = 1.f / sum;
         for (int64_t c = 0; c < D; c++) o[c] = 0.f;
         for (int64_t j = 0; j < len; j++) {
-            float p = L->scores[j] * inv;
+            float p = sc[j] * inv;
             for (int64_t c = 0; c < D; c++) o[c] += p * vc[j * D + c];
         }
     }

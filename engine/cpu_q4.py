@@ -169,7 +169,7 @@ class LayerStep:
         H, inter = b.ln1.shape[0], self.w[3].packed.shape[1] * 2
         kmax = max(H, inter, b.nh * b.hd)
         self.scratch = [torch.empty(n, dtype=torch.float32) for n in
-                        (kmax, self.w[0].out_features, b.nh * b.hd, self.w[2].out_features, H, S)]
+                        (kmax, self.w[0].out_features, b.nh * b.hd, self.w[2].out_features, H, b.nh * S)]
         self.scratch += [torch.empty(kmax, dtype=torch.int16), torch.empty(kmax // 32), torch.empty(kmax // 32)]
         return _Layer(*mats, b.ln1.data_ptr(), b.ln2.data_ptr(), kc.data_ptr(), vc.data_ptr(), H, b.nh, b.nkv, b.hd,
                       S, inter, b.eps, b.scale, b.rs, *[t.data_ptr() for t in self.scratch])
