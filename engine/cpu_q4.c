@@ -108,16 +108,12 @@ typedef struct {  /* everything a layer's decode step reads besides x, the rotar
     float *k_cache, *v_cache;  /* this layer's cache row: [kv_heads, max_seq, head_dim] */
     int64_t hidden, heads, kv_heads, head_dim, max_seq, inter;
     float eps, scale, residual_scale;
-    /* scratch (shared by all layers): h [max(hidden, inter)], qkv [qkv.n], att [heads * head_dim],
-       gu [gate_up.n], out [hidden], scores [heads * max_seq], xq int16 [max k], dx / sx [max k / 32] */
+    /* scratch for up to max_tokens tokens (T x each): h [max(hidden, inter)], qkv [qkv.n], att [heads * head_dim],
+       gu [gate_up.n], out [hidden], xq int16 [max k], dx / sx [max k / 32]; scores [heads * max_seq] once */
     float *h, *qkv_out, *att, *gu, *out, *scores;
     int16_t *xq;
     float *dx, *sx;
 } Q4Layer;
-
-static void gemv(const Q4Layer *L, const Q4Mat *A, const float *x, float *y) {
-    q4_linear(x, 1, A->k, A->w, A->d, A->m, A->n, y, L->xq, L->dx, L->sx);
-}
 
 static float dot(const float *a, const float *b, int64_t n) {
     __m256 acc = _mm256_setzero_ps();
@@ -146,46 +142,62 @@ static void rotary(float *x, const float *cos, const float *sin, int64_t D) {
     }
 }
 
-/* x [hidden] is the residual stream, updated in place; cos/sin: the rotary rows of position pos. */
-void q4_layer_decode(const Q4Layer *L, float *x, const float *cos, const float *sin, int64_t pos) {
+/* T tokens of one sequence through the layer; x [T, hidden] (the residual stream) is updated in place.
+   cos/sin [T, head_dim]: each token's rotary row. Token t writes its K/V at cache slot start + t and attends
+   the slots j < kv_len with mask[t * kv_len + j] != 0, or, with no mask, every slot j <= start + t. Each token
+   goes through exactly the operations of a one-token step (the GEMVs batch tokens but compute each one
+   alone), so a token gets bit-identical results whether it is decoded alone or verified in a tree.
+   T <= the struct's max_tokens (scratch). */
+void q4_layer_forward(const Q4Layer *L, float *x, int64_t T, const float *cos, const float *sin, int64_t start,
+                      const uint8_t *mask, int64_t kv_len) {
     const int64_t H = L->hidden, D = L->head_dim, nh = L->heads, nkv = L->kv_heads, S = L->max_seq;
-    rms_norm(x, L->ln1, H, L->eps, L->h);
-    gemv(L, &L->qkv, L->h, L->qkv_out);
-    float *q = L->qkv_out, *k = q + nh * D, *v = k + nkv * D;
-    for (int64_t i = 0; i < nh; i++) rotary(q + i * D, cos, sin, D);
-    for (int64_t i = 0; i < nkv; i++) {
-        rotary(k + i * D, cos, sin, D);
-        memcpy(L->k_cache + (i * S + pos) * D, k + i * D, D * sizeof(float));
-        memcpy(L->v_cache + (i * S + pos) * D, v + i * D, D * sizeof(float));
-    }
-    const int64_t group = nh / nkv, len = pos + 1;
-    /* softmax(q K^T * scale) V over the cache in fp32, heads over the threads once the cache is long enough */
-    #pragma omp parallel for schedule(static) if (len >= 256)
-    for (int64_t i = 0; i < nh; i++) {
-        const float *qi = q + i * D, *kc = L->k_cache + (i / group) * S * D, *vc = L->v_cache + (i / group) * S * D;
-        float *sc = L->scores + i * S, mx = -INFINITY, sum = 0.f;
-        for (int64_t j = 0; j < len; j++) {
-            float s = dot(qi, kc + j * D, D) * L->scale;
-            sc[j] = s;
-            mx = s > mx ? s : mx;
-        }
-        for (int64_t j = 0; j < len; j++) sum += (sc[j] = expf(sc[j] - mx));
-        float *o = L->att + i * D, inv = 1.f / sum;
-        for (int64_t c = 0; c < D; c++) o[c] = 0.f;
-        for (int64_t j = 0; j < len; j++) {
-            float p = sc[j] * inv;
-            for (int64_t c = 0; c < D; c++) o[c] += p * vc[j * D + c];
+    const int64_t NQ = L->qkv.n, I = L->inter, group = nh / nkv;
+    for (int64_t t = 0; t < T; t++) rms_norm(x + t * H, L->ln1, H, L->eps, L->h + t * H);
+    q4_linear(L->h, T, H, L->qkv.w, L->qkv.d, L->qkv.m, NQ, L->qkv_out, L->xq, L->dx, L->sx);
+    for (int64_t t = 0; t < T; t++) {
+        float *q = L->qkv_out + t * NQ, *k = q + nh * D, *v = k + nkv * D;
+        for (int64_t i = 0; i < nh; i++) rotary(q + i * D, cos + t * D, sin + t * D, D);
+        for (int64_t i = 0; i < nkv; i++) {
+            rotary(k + i * D, cos + t * D, sin + t * D, D);
+            memcpy(L->k_cache + (i * S + start + t) * D, k + i * D, D * sizeof(float));
+            memcpy(L->v_cache + (i * S + start + t) * D, v + i * D, D * sizeof(float));
         }
     }
-    gemv(L, &L->o, L->att, L->out);
-    for (int64_t i = 0; i < H; i++) x[i] += L->residual_scale == 1.f ? L->out[i] : L->out[i] * L->residual_scale;
-    rms_norm(x, L->ln2, H, L->eps, L->h);
-    gemv(L, &L->gate_up, L->h, L->gu);
-    const int64_t I = L->inter;
-    for (int64_t i = 0; i < I; i++) {  /* silu(gate) * up */
-        float g = L->gu[i];
-        L->h[i] = g / (1.f + expf(-g)) * L->gu[I + i];
+    for (int64_t t = 0; t < T; t++) {
+        const uint8_t *mt = mask ? mask + t * kv_len : NULL;
+        const int64_t len = mask ? kv_len : start + t + 1;
+        /* softmax(q K^T * scale) V over the allowed slots in fp32; heads over the threads for long caches */
+        #pragma omp parallel for schedule(static) if (len >= 256)
+        for (int64_t i = 0; i < nh; i++) {
+            const float *qi = L->qkv_out + t * NQ + i * D;
+            const float *kc = L->k_cache + (i / group) * S * D, *vc = L->v_cache + (i / group) * S * D;
+            float *sc = L->scores + i * S, mx = -INFINITY, sum = 0.f;
+            for (int64_t j = 0; j < len; j++) {
+                if (mt && !mt[j]) continue;
+                float s = dot(qi, kc + j * D, D) * L->scale;
+                sc[j] = s;
+                mx = s > mx ? s : mx;
+            }
+            for (int64_t j = 0; j < len; j++)
+                if (!mt || mt[j]) sum += (sc[j] = expf(sc[j] - mx));
+            float *o = L->att + t * nh * D + i * D, inv = 1.f / sum;
+            for (int64_t c = 0; c < D; c++) o[c] = 0.f;
+            for (int64_t j = 0; j < len; j++) {
+                if (mt && !mt[j]) continue;
+                float p = sc[j] * inv;
+                for (int64_t c = 0; c < D; c++) o[c] += p * vc[j * D + c];
+            }
+        }
     }
-    gemv(L, &L->down, L->h, L->out);
-    for (int64_t i = 0; i < H; i++) x[i] += L->residual_scale == 1.f ? L->out[i] : L->out[i] * L->residual_scale;
+    q4_linear(L->att, T, nh * D, L->o.w, L->o.d, L->o.m, H, L->out, L->xq, L->dx, L->sx);
+    for (int64_t i = 0; i < T * H; i++) x[i] += L->residual_scale == 1.f ? L->out[i] : L->out[i] * L->residual_scale;
+    for (int64_t t = 0; t < T; t++) rms_norm(x + t * H, L->ln2, H, L->eps, L->h + t * H);
+    q4_linear(L->h, T, H, L->gate_up.w, L->gate_up.d, L->gate_up.m, 2 * I, L->gu, L->xq, L->dx, L->sx);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < I; i++) {  /* silu(gate) * up */
+            float g = L->gu[t * 2 * I + i];
+            L->h[t * I + i] = g / (1.f + expf(-g)) * L->gu[t * 2 * I + I + i];
+        }
+    q4_linear(L->h, T, I, L->down.w, L->down.d, L->down.m, H, L->out, L->xq, L->dx, L->sx);
+    for (int64_t i = 0; i < T * H; i++) x[i] += L->residual_scale == 1.f ? L->out[i] : L->out[i] * L->residual_scale;
 }

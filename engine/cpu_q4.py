@@ -68,9 +68,9 @@ def _load():
     lib.q8_linear.restype = None
     lib.q8_linear.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                               ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-    lib.q4_layer_decode.restype = None
-    lib.q4_layer_decode.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                    ctypes.c_int64]
+    lib.q4_layer_forward.restype = None
+    lib.q4_layer_forward.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                                     ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]
     _lib = lib
     return lib
 
@@ -139,48 +139,66 @@ class _Layer(ctypes.Structure):  # mirrors Q4Layer in cpu_q4.c
 
 
 class LayerStep:
-    """A whole decoder layer for one decode token in C (q4_layer_decode): the ~60 small torch calls of
-    model.Block.__call__ become one. Same math in fp32 (different summation order); built at load for blocks
-    whose four linears run on this kernel, with no biases and no q/k norm."""
+    """A whole decoder layer in C (q4_layer_forward) for up to MAX_TOKENS tokens of one sequence: decode steps,
+    short prefills and speculative tree verification. The ~60 small torch calls of model.Block.__call__ become
+    one, and a token gets bit-identical results decoded alone or verified in a tree (speculation stays
+    lossless). Same math as the PyTorch layer in fp32 (different summation order). Built at load for blocks
+    whose four linears run on this kernel, with no biases and no q/k norm; `scratch` is shared by the layers."""
 
-    def __init__(self, block, w: list[CpuQ4]):
-        self.block, self.w = block, w  # w keeps the weights the struct points at alive
+    MAX_TOKENS = 64
+
+    def __init__(self, block, w: list[CpuQ4], scratch: dict):
+        self.block, self.w, self.shared = block, w, scratch  # w keeps the weights the struct points at alive
         self.cache_ptr: tuple[int, int] | None = None
         self.lib = _load()
 
     @classmethod
-    def build(cls, block) -> "LayerStep | None":
+    def build(cls, block, scratch: dict) -> "LayerStep | None":
         lins = [block.qkv, block.o, block.gate_up, block.down]
         if not all(isinstance(lin.fast, CpuQ4) and lin.bias is None for lin in lins) or block.q_norm is not None:
             return None
         if block.ln1.dtype != torch.float32 or block.hd % 2:
             return None
-        return cls(block, [lin.fast for lin in lins])
+        return cls(block, [lin.fast for lin in lins], scratch)
 
     def takes(self, x: torch.Tensor, ctx) -> bool:
-        """Whether this step is one token of one sequence, dense causal attention over its own cache row."""
-        return (x.shape[0] == 1 and x.shape[1] == 1 and ctx.pos is None and ctx.attn is None and ctx.mask is None
-                and ctx.lengths is None and ctx.kv_len == ctx.start + 1 and x.dtype == torch.float32)
+        """One sequence, at most MAX_TOKENS tokens at slots start.., dense attention: causal or ctx.mask."""
+        B, T, _ = x.shape
+        if B != 1 or T > self.MAX_TOKENS or ctx.pos is not None or ctx.attn is not None or ctx.lengths is not None \
+                or x.dtype != torch.float32:
+            return False
+        if ctx.mask is not None:
+            return ctx.mask.shape == (1, 1, T, ctx.kv_len) and ctx.mask.dtype == torch.bool
+        return ctx.kv_len == ctx.start + T and (T == 1 or ctx.causal)
+
+    def _buf(self, name: str, n: int, dtype=torch.float32) -> int:
+        t = self.shared.get(name)
+        if t is None or t.numel() < n:
+            t = self.shared[name] = torch.empty(n, dtype=dtype)
+        return t.data_ptr()
 
     def _struct(self, kc: torch.Tensor, vc: torch.Tensor) -> _Layer:
         b, S = self.block, kc.shape[1]  # kc: [KVH, S, D], this row's cache
         mats = [_Mat(q.packed.data_ptr(), q.scales.data_ptr(), q.mins.data_ptr(), q.out_features,
                      q.packed.shape[1] * 2) for q in self.w]
-        H, inter = b.ln1.shape[0], self.w[3].packed.shape[1] * 2
+        H, inter, T = b.ln1.shape[0], self.w[3].packed.shape[1] * 2, self.MAX_TOKENS
         kmax = max(H, inter, b.nh * b.hd)
-        self.scratch = [torch.empty(n, dtype=torch.float32) for n in
-                        (kmax, self.w[0].out_features, b.nh * b.hd, self.w[2].out_features, H, b.nh * S)]
-        self.scratch += [torch.empty(kmax, dtype=torch.int16), torch.empty(kmax // 32), torch.empty(kmax // 32)]
+        bufs = [self._buf("h", T * kmax), self._buf("qkv", T * self.w[0].out_features),
+                self._buf("att", T * b.nh * b.hd), self._buf("gu", T * self.w[2].out_features),
+                self._buf("out", T * H), self._buf(f"scores{S}", b.nh * S), self._buf("xq", T * kmax, torch.int16),
+                self._buf("dx", T * kmax // 32), self._buf("sx", T * kmax // 32)]
         return _Layer(*mats, b.ln1.data_ptr(), b.ln2.data_ptr(), kc.data_ptr(), vc.data_ptr(), H, b.nh, b.nkv, b.hd,
-                      S, inter, b.eps, b.scale, b.rs, *[t.data_ptr() for t in self.scratch])
+                      S, inter, b.eps, b.scale, b.rs, *bufs)
 
     def __call__(self, x: torch.Tensor, ctx, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
-        """x [1, 1, H] -> the layer's output (x is updated in place and returned); kc/vc: this layer's caches."""
+        """x [1, T, H] -> the layer's output (x is updated in place and returned); kc/vc: this layer's caches."""
         kr, vr = kc[ctx.rows.start], vc[ctx.rows.start]  # [KVH, S, D], contiguous
         if self.cache_ptr != (kr.data_ptr(), vr.data_ptr()):  # first call, or another cache row / engine
             self.layer = self._struct(kr, vr)
             self.cache_ptr = (kr.data_ptr(), vr.data_ptr())
         x = x.contiguous()
-        self.lib.q4_layer_decode(ctypes.byref(self.layer), x.data_ptr(), ctx.cos.data_ptr(), ctx.sin.data_ptr(),
-                                 ctx.start)
+        cos, sin = ctx.cos.contiguous(), ctx.sin.contiguous()
+        mask = None if ctx.mask is None else ctx.mask.contiguous()
+        self.lib.q4_layer_forward(ctypes.byref(self.layer), x.data_ptr(), x.shape[1], cos.data_ptr(),
+                                  sin.data_ptr(), ctx.start, None if mask is None else mask.data_ptr(), ctx.kv_len)
         return x

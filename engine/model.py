@@ -169,7 +169,7 @@ class Block:
     def __call__(self, x: torch.Tensor, ctx: StepContext, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
         if ops.kernels_on(x) and ctx.attn is None:
             return self._fused(x, ctx, kc, vc)
-        if self.cpu_step is not None and self.cpu_step.takes(x, ctx):  # CPU decode: the whole layer in C
+        if self.cpu_step is not None and self.cpu_step.takes(x, ctx):  # fast CPU mode: the whole layer in C
             return self.cpu_step(x, ctx, kc, vc)
         B, T, _ = x.shape  # x: [B, T, H]
         h = ops.rms_norm(x, self.ln1, self.eps)
@@ -265,13 +265,14 @@ class Transformer:
             self.embed = _dense(self.embed, torch.float32)
         self.embed = self.embed.to(device, dtype)
         self.norm = self.norm.to(device, dtype)
+        scratch: dict = {}  # the C layers' working buffers, one set for all layers
         for b in self.blocks:
             b.ln1, b.ln2 = b.ln1.to(device, dtype), b.ln2.to(device, dtype)
             if b.q_norm is not None:
                 b.q_norm, b.k_norm = b.q_norm.to(device, dtype), b.k_norm.to(device, dtype)
             for lin in b.linears():
                 lin.to(device, dtype, cache_dense, cpu_int4)
-            b.cpu_step = LayerStep.build(b) if cpu_int4 else None
+            b.cpu_step = LayerStep.build(b, scratch) if cpu_int4 else None
         if self.tied:  # one matrix in memory for both ends
             self.head.weight = self.embed
         else:

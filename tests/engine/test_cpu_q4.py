@@ -56,7 +56,7 @@ def test_default_cpu_engine_runs_on_it_and_answers(smollm2_path):
 
 
 def test_whole_layer_decode_in_c_matches_the_python_layer(smollm2_path):
-    """q4_layer_decode (LayerStep) against model.Block's plain path on the same int4 kernel: logits over 6
+    """q4_layer_forward (LayerStep) against model.Block's plain path on the same int4 kernel: logits over 6
     decode steps (cache rows past max_seq_len 64 and the head included) and the greedy tokens."""
     from engine import Engine
 
