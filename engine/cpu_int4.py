@@ -35,8 +35,10 @@ def to_cpu_int4(w: Int4Weight) -> CpuInt4 | None:
     return CpuInt4(packed, sz, w.group_size, n)
 
 
-def cpu_int4_linear(x: torch.Tensor, w: CpuInt4) -> torch.Tensor:
-    """x [..., in] -> [..., out] with the 4-bit weight, bf16 activations inside."""
-    x2 = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
-    y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, w.packed, w.group_size, w.scales_zeros)
-    return y.to(x.dtype).view(*x.shape[:-1], w.out_features)
+def cpu_int4_linear(x: torch.Tensor, w: CpuInt4, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """x [..., in] -> [..., out] with the 4-bit weight, bf16 activations inside; out_dtype defaults to x's."""
+    x2 = x.reshape(-1, x.shape[-1])
+    y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2 if x2.dtype == torch.bfloat16 else x2.to(torch.bfloat16),
+                                                   w.packed, w.group_size, w.scales_zeros)
+    out = out_dtype or x.dtype
+    return (y if out == torch.bfloat16 else y.to(out)).view(*x.shape[:-1], w.out_features)

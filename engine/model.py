@@ -14,7 +14,9 @@ import torch.nn.functional as F
 
 from engine import ops
 from engine.config import ModelConfig
+from engine.cpu_head import CpuHead, to_cpu_head
 from engine.cpu_int4 import CpuInt4, to_cpu_int4
+from engine.cpu_q4 import CpuQ4, LayerStep, to_cpu_q4
 from engine.errors import EngineError
 from engine.quant import Int4Weight, dequantize
 
@@ -40,6 +42,14 @@ class StepContext:
     # decode, which attends over the whole cache capacity (kv_len = max_seq_len) so one graph serves every step.
     lengths: torch.Tensor | None = None
     _slots: tuple | None = field(default=None, repr=False)  # (cache rows, cache slots) int32 [B * T], per step
+    _sin_signed: torch.Tensor | None = field(default=None, repr=False)
+
+    def sin_signed(self) -> torch.Tensor:
+        """sin with its first half negated (ops.rotary_qk's form of rotate-half), computed once a step."""
+        if self._sin_signed is None:
+            half = self.sin.shape[-1] // 2
+            self._sin_signed = torch.cat([-self.sin[..., :half], self.sin[..., half:]], dim=-1)
+        return self._sin_signed
 
     def slots(self, B: int, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Cache row and slot of each of this step's B * T tokens (int32, token-major), computed once a step."""
@@ -73,7 +83,7 @@ class Linear:
         else:  # mixed formats or per-layer act-order permutations: run them one by one
             self.weight, self.parts = weights[0], list(weights)
         self.dense: torch.Tensor | None = None
-        self.fast: CpuInt4 | None = None  # torch's CPU int4 layout, when chosen at load
+        self.fast: CpuQ4 | CpuInt4 | CpuHead | None = None  # a CPU kernel's form of the weight, chosen at load
 
     def to(self, device: torch.device, dtype: torch.dtype, cache_dense: bool, cpu_int4: bool = False) -> None:
         def move(w: Weight) -> Weight:
@@ -83,7 +93,7 @@ class Linear:
         self.parts = None if self.parts is None else [move(w) for w in self.parts]
         self.bias = None if self.bias is None else self.bias.to(device, dtype)
         if cpu_int4 and self.parts is None and isinstance(self.weight, Int4Weight):
-            self.fast = to_cpu_int4(self.weight)
+            self.fast = to_cpu_q4(self.weight) or to_cpu_int4(self.weight)  # ours (AVX2) first, then torch's
             if self.fast is not None:
                 return
         if cache_dense:
@@ -101,6 +111,12 @@ class Linear:
         y = torch.cat([ops.linear(x, w) for w in self.parts], dim=-1)
         y = y if self.bias is None else y + self.bias
         return y if residual is None else y + residual
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """self(x), left in the kernel's output dtype (bf16 for torch's CPU int4 kernel; x's dtype otherwise)."""
+        if isinstance(self.fast, CpuInt4) and self.bias is None:
+            return ops.linear_raw(x, self.fast)
+        return self(x)
 
     def normed(self, x: torch.Tensor, norm_weight: torch.Tensor, eps: float, swiglu: bool = False) -> torch.Tensor:
         """self(rms_norm(x)), or self.swiglu of it; on CUDA the norm runs inside the int4 GEMV where it can."""
@@ -146,6 +162,7 @@ class Block:
         self.k_norm = take(a + "k_norm.weight", (D,)) if cfg.qk_norm else None
         self.nh, self.nkv, self.hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.eps, self.rs, self.scale = cfg.rms_norm_eps, cfg.residual_scale, cfg.head_dim ** -0.5
+        self.cpu_step: LayerStep | None = None  # set by Transformer.to in the fast CPU mode (engine/cpu_q4.py)
 
     def linears(self) -> list[Linear]:
         return [self.qkv, self.o, self.gate_up, self.down]
@@ -153,14 +170,26 @@ class Block:
     def __call__(self, x: torch.Tensor, ctx: StepContext, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
         if ops.kernels_on(x) and ctx.attn is None:
             return self._fused(x, ctx, kc, vc)
+        if self.cpu_step is not None and self.cpu_step.takes(x, ctx):  # fast CPU mode: the whole layer in C
+            return self.cpu_step(x, ctx, kc, vc)
         B, T, _ = x.shape  # x: [B, T, H]
         h = ops.rms_norm(x, self.ln1, self.eps)
-        q, k, v = self.qkv(h).split([self.nh * self.hd, self.nkv * self.hd, self.nkv * self.hd], dim=-1)
-        q, k, v = q.view(B, T, self.nh, self.hd), k.view(B, T, self.nkv, self.hd), v.view(B, T, self.nkv, self.hd)
-        if self.q_norm is not None:
-            q, k = ops.rms_norm(q, self.q_norm, self.eps), ops.rms_norm(k, self.k_norm, self.eps)
-        q_raw, k_raw = q, k
-        q, k = ops.apply_rotary(q, k, ctx.cos, ctx.sin)
+        # projections come back in their kernel's dtype (bf16 from the CPU int4 kernel): the next op promotes
+        # them to the residual's dtype for free instead of a separate conversion
+        qkv = self.qkv.raw(h)
+        qk, v = qkv.split([(self.nh + self.nkv) * self.hd, self.nkv * self.hd], dim=-1)
+        qk, v = qk.view(B, T, self.nh + self.nkv, self.hd), v.view(B, T, self.nkv, self.hd)
+        if self.q_norm is None:  # q and k rotated together: one pass over the heads instead of two
+            q_raw = k_raw = None
+            if ctx.attn is not None:  # attention backends also read q and k before rotary
+                q_raw, k_raw = qk[:, :, :self.nh].to(x.dtype), qk[:, :, self.nh:].to(x.dtype)
+            qk = ops.rotary_qk(qk, ctx.cos, ctx.sin_signed())
+            q, k = qk[:, :, :self.nh], qk[:, :, self.nh:]
+        else:
+            q, k = ops.rms_norm(qk[:, :, :self.nh], self.q_norm, self.eps), \
+                ops.rms_norm(qk[:, :, self.nh:], self.k_norm, self.eps)
+            q_raw, k_raw = q, k
+            q, k = ops.apply_rotary(q, k, ctx.cos, ctx.sin)
         kc, vc = kc[ctx.rows], vc[ctx.rows]  # [B, KVH, S, D] views of the static cache
         if ctx.pos is None:
             kc[:, :, ctx.start:ctx.start + T] = k.transpose(1, 2)
@@ -168,17 +197,17 @@ class Block:
         else:  # batched decode: each row writes at its own position
             rows = torch.arange(B, device=x.device)
             kc[rows, :, ctx.pos] = k[:, 0]
-            vc[rows, :, ctx.pos] = v[:, 0]
+            vc[rows, :, ctx.pos] = v[:, 0].to(vc.dtype)
         kv, vv = kc[:, :, :ctx.kv_len], vc[:, :, :ctx.kv_len]
         if ctx.attn is not None:
             o = ctx.attn(self.idx, q.transpose(1, 2), kv, vv, ctx, q_raw, k_raw)
         else:
             o = ops.attention(q.transpose(1, 2), kv, vv, ctx.mask, ctx.causal, self.scale, ctx.lengths)
-        o = self.o(o.transpose(1, 2).reshape(B, T, self.nh * self.hd))
-        x = x + (o if self.rs == 1.0 else o * self.rs)
-        g, u = self.gate_up(ops.rms_norm(x, self.ln2, self.eps)).chunk(2, dim=-1)
-        d = self.down(F.silu(g) * u)
-        return x + (d if self.rs == 1.0 else d * self.rs)
+        o = self.o.raw(o.transpose(1, 2).reshape(B, T, self.nh * self.hd))
+        x = x + (o if self.rs == 1.0 else o.to(x.dtype) * self.rs)
+        g, u = self.gate_up.raw(ops.rms_norm(x, self.ln2, self.eps)).chunk(2, dim=-1)
+        d = self.down.raw(F.silu(g) * u)  # bf16 in, bf16 out on the int4 kernel: no round trip through fp32
+        return x + (d if self.rs == 1.0 else d.to(x.dtype) * self.rs)
 
     def _fused(self, x: torch.Tensor, ctx: StepContext, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
         """The CUDA path, same math as __call__ in fewer kernels: the norms run inside the next GEMV (one token,
@@ -276,16 +305,22 @@ class Transformer:
             self.embed = _dense(self.embed, torch.float32)
         self.embed = self.embed.to(device, dtype)
         self.norm = self.norm.to(device, dtype)
+        scratch: dict = {}  # the C layers' working buffers, one set for all layers
         for b in self.blocks:
             b.ln1, b.ln2 = b.ln1.to(device, dtype), b.ln2.to(device, dtype)
             if b.q_norm is not None:
                 b.q_norm, b.k_norm = b.q_norm.to(device, dtype), b.k_norm.to(device, dtype)
             for lin in b.linears():
                 lin.to(device, dtype, cache_dense, cpu_int4)
+            b.cpu_step = LayerStep.build(b, scratch) if cpu_int4 else None
         if self.tied:  # one matrix in memory for both ends
             self.head.weight = self.embed
         else:
             self.head.to(device, dtype, cache_dense)
+        if cpu_int4:  # fast CPU mode: int8 ranking + exact fp32 top rows (engine/cpu_head.py, docs/cpu_engine.md)
+            w = self.head.dense if self.head.dense is not None else self.head.weight
+            if isinstance(w, torch.Tensor) and w.dtype == torch.float32 and self.head.bias is None:
+                self.head.fast = to_cpu_head(w)
         return self
 
     def hidden(self, tokens: torch.Tensor, ctx: StepContext, cache, last_only: bool = True) -> torch.Tensor:

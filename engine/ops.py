@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.cpu_head import CpuHead, cpu_head_logits
 from engine.cpu_int4 import CpuInt4, cpu_int4_linear
+from engine.cpu_q4 import CpuQ4, cpu_q4_linear
 from engine.quant import Int4Weight, int4_linear_ref
 
 KERNELS = True  # CUDA branches into engine/kernels/ (Triton); tests turn it off to compare with the plain path
@@ -20,7 +22,7 @@ def kernels_on(x: torch.Tensor) -> bool:
     return KERNELS and x.is_cuda
 
 
-def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight | CpuInt4, bias: torch.Tensor | None = None,
+def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight | CpuQ4 | CpuInt4 | CpuHead, bias: torch.Tensor | None = None,
            residual: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., in] -> [..., out] (+ residual, same shape as the output). An `Int4Weight` is dequantized for this
     one layer, then dropped; a `CpuInt4` runs torch's CPU int4 kernel. On CUDA the int4 kernel adds the
@@ -28,6 +30,12 @@ def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight | CpuInt4, bias: torch.
     if isinstance(w, CpuInt4):
         y = cpu_int4_linear(x, w)
         y = y if bias is None else y + bias
+    elif isinstance(w, CpuQ4):
+        y = cpu_q4_linear(x, w)
+        y = y if y.dtype == x.dtype else y.to(x.dtype)
+        y = y if bias is None else y + bias
+    elif isinstance(w, CpuHead):
+        y = cpu_head_logits(x, w)
     elif isinstance(w, Int4Weight):
         if kernels_on(x):
             from engine.kernels import int4_matmul as k4  # imports Triton: only on the CUDA path
@@ -42,6 +50,11 @@ def linear(x: torch.Tensor, w: torch.Tensor | Int4Weight | CpuInt4, bias: torch.
     else:
         y = F.linear(x, w, bias)
     return y if residual is None else y + residual
+
+
+def linear_raw(x: torch.Tensor, w: CpuInt4) -> torch.Tensor:
+    """linear() on torch's CPU int4 kernel, output left in bf16 (the kernel's dtype)."""
+    return cpu_int4_linear(x, w, out_dtype=torch.bfloat16)
 
 
 def swiglu_linear(x: torch.Tensor, w: torch.Tensor | Int4Weight) -> torch.Tensor:
@@ -92,8 +105,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
         return y.view(shape) if residual is None else (y.view(shape), h.view(shape))
     if residual is not None:
         x = x + residual
-    xf = x.float()
-    normed = weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    # same math as `weight * (xf * rsqrt(...)).to(x.dtype)`; dtype checks instead of no-op casts (CPU decode
+    # runs this 60 times a token, where every dispatched call counts)
+    xf = x if x.dtype == torch.float32 else x.float()
+    normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    normed = weight * (normed if x.dtype == torch.float32 else normed.to(x.dtype))
     return normed if residual is None else (normed, x)
 
 
@@ -107,6 +123,14 @@ def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch
         return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
     return q * cos + rot(q) * sin, k * cos + rot(k) * sin
+
+
+def rotary_qk(qk: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """apply_rotary on q and k heads stacked in one tensor [B, T, H + KVH, D], in 3 ops instead of 10.
+    rotate_half(x) * sin == swap_halves(x) * sin_signed (sin_signed: first half negated): negation is exact, so
+    the result is bit-equal to apply_rotary's."""
+    swapped = qk.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
+    return qk * cos.unsqueeze(2) + swapped * sin_signed.unsqueeze(2)
 
 
 def rotary_to_cache(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -160,7 +184,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
         s = (q.reshape(B, kvh, H // kvh, D) @ k.transpose(-1, -2)) * scale  # [B, KVH, G, L]
         if mask is not None:
             s = s.masked_fill(~mask.view(B, 1, 1, -1), float("-inf"))
-        p = torch.softmax(s.float(), dim=-1).to(q.dtype)
+        if q.dtype == torch.float32:
+            p = torch.softmax(s, dim=-1)
+        else:
+            p = torch.softmax(s.float(), dim=-1).to(q.dtype)
         return (p @ v).view(B, H, 1, D)
     if kvh != H:
         k, v = k.repeat_interleave(H // kvh, dim=1), v.repeat_interleave(H // kvh, dim=1)

@@ -1,0 +1,203 @@
+/* int4 GEMV for CPU decode (AVX2): y = x @ W^T for one or a few tokens, W in the engine's packed int4 layout.
+
+   Weight: packed uint8 [N, K/2] (low nibble = even column, high = odd), per 32-column group an fp32 scale d and
+   min m (w = q * d + m; coarser groups are repeated down to 32 at load). Activations are quantized to int16 per
+   32-group (xq = round(x / dx), dx = max|x| / 32767: relative error ~1.5e-5, finer than bf16's 2^-9), so a
+   group's dot product is an exact integer dot:
+       sum_j w_j x_j ~= d * dx * sum_j q_j xq_j + m * sum_j x_j
+   (the min term uses the exact fp32 sum of x). int8 activations (llama.cpp's q8) were tried first: twice the
+   speed of this, but the error they add (~1% a layer with Q4_1's uncentred codes) visibly changed SmolLM2's
+   answers. Built at first use by engine/cpu_q4.py; rows split over OpenMP
+   threads (torch's own libgomp runtime, so torch.set_num_threads applies). */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* x [K] fp32 -> xq [K] int16 in the weight's nibble order per group (16 even columns, then 16 odd), dx and the
+   exact sum of x per group. */
+static void quantize_x(const float *x, int64_t K, int16_t *xq, float *dx, float *sx) {
+    for (int64_t g = 0; g < K / 32; g++) {
+        const float *xg = x + g * 32;
+        float amax = 0.f, sum = 0.f;
+        for (int j = 0; j < 32; j++) {
+            float a = fabsf(xg[j]);
+            amax = a > amax ? a : amax;
+            sum += xg[j];
+        }
+        float d = amax / 32767.f, inv = d > 0.f ? 1.f / d : 0.f;
+        for (int j = 0; j < 16; j++) {
+            xq[g * 32 + j] = (int16_t)lrintf(xg[2 * j] * inv);
+            xq[g * 32 + 16 + j] = (int16_t)lrintf(xg[2 * j + 1] * inv);
+        }
+        dx[g] = d;
+        sx[g] = sum;
+    }
+}
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static float row_dot(const uint8_t *w, const float *d, const float *m, const int16_t *xq, const float *dx,
+                     const float *sx, int64_t G) {
+    const __m128i low = _mm_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    float accm = 0.f;
+    for (int64_t g = 0; g < G; g++) {
+        __m128i b = _mm_loadu_si128((const __m128i *)(w + g * 16));
+        __m256i qe = _mm256_cvtepu8_epi16(_mm_and_si128(b, low));  /* 16 even columns */
+        __m256i qo = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(b, 4), low));  /* 16 odd columns */
+        __m256i xe = _mm256_loadu_si256((const __m256i *)(xq + g * 32));
+        __m256i xo = _mm256_loadu_si256((const __m256i *)(xq + g * 32 + 16));
+        __m256i p = _mm256_add_epi32(_mm256_madd_epi16(qe, xe), _mm256_madd_epi16(qo, xo));  /* 8 int32 sums */
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d[g] * dx[g]), acc);
+        accm += m[g] * sx[g];
+    }
+    return hsum(acc) + accm;
+}
+
+/* x [M, K] fp32, w [N, K/2], d/m [N, K/32] fp32, y [M, N] fp32; scratch: K int16 + 2 * K/32 floats per token. */
+void q4_linear(const float *x, int64_t M, int64_t K, const uint8_t *w, const float *d, const float *m,
+               int64_t N, float *y, int16_t *xq, float *dx, float *sx) {
+    const int64_t G = K / 32;
+    for (int64_t t = 0; t < M; t++)
+        quantize_x(x + t * K, K, xq + t * K, dx + t * G, sx + t * G);
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t t = 0; t < M; t++)
+            y[t * N + n] = row_dot(w + n * (K / 2), d + n * G, m + n * G, xq + t * K, dx + t * G, sx + t * G, G);
+}
+
+/* y = x @ (s * Q)^T for an int8 weight Q [N, K] with one fp32 scale per row (the CPU head's ranking pass,
+   engine/cpu_head.py); activations in int16 per 32-group as above, fp32 output. */
+void q8_linear(const float *x, int64_t K, const int8_t *w, const float *s, int64_t N, float *y, int16_t *xq,
+               float *dx, float *sx) {
+    const int64_t G = K / 32;
+    quantize_x(x, K, xq, dx, sx);  /* even/odd order: the weight rows are stored in the same order at load */
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const int8_t *wn = w + n * K;
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t g = 0; g < G; g++) {
+            __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wn + g * 32)));
+            __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wn + g * 32 + 16)));
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)(xq + g * 32));
+            __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + g * 32 + 16));
+            __m256i p = _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dx[g]), acc);
+        }
+        y[n] = hsum(acc) * s[n];
+    }
+}
+
+/* ---- one whole decoder layer for one decode token (batch 1): the Python glue of model.Block in C ---------- */
+
+typedef struct {  /* one int4 linear: packed [n, k/2], d/m [n, k/32] */
+    const uint8_t *w;
+    const float *d, *m;
+    int64_t n, k;
+} Q4Mat;
+
+typedef struct {  /* everything a layer's decode step reads besides x, the rotary row and the position */
+    Q4Mat qkv, o, gate_up, down;
+    const float *ln1, *ln2;
+    float *k_cache, *v_cache;  /* this layer's cache row: [kv_heads, max_seq, head_dim] */
+    int64_t hidden, heads, kv_heads, head_dim, max_seq, inter;
+    float eps, scale, residual_scale;
+    /* scratch for up to max_tokens tokens (T x each): h [max(hidden, inter)], qkv [qkv.n], att [heads * head_dim],
+       gu [gate_up.n], out [hidden], xq int16 [max k], dx / sx [max k / 32]; scores [heads * max_seq] once */
+    float *h, *qkv_out, *att, *gu, *out, *scores;
+    int16_t *xq;
+    float *dx, *sx;
+} Q4Layer;
+
+static float dot(const float *a, const float *b, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + c), _mm256_loadu_ps(b + c), acc);
+    float s = hsum(acc);
+    for (; c < n; c++) s += a[c] * b[c];
+    return s;
+}
+
+/* out = weight * (x * rsqrt(mean(x^2) + eps)), the same operation order as ops.rms_norm */
+static void rms_norm(const float *x, const float *weight, int64_t n, float eps, float *out) {
+    float ss = 0.f;
+    for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
+    float r = 1.f / sqrtf(ss / (float)n + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = weight[i] * (x[i] * r);
+}
+
+/* NeoX rotate-half rotary of one head in place: x * cos + rotate_half(x) * sin */
+static void rotary(float *x, const float *cos, const float *sin, int64_t D) {
+    int64_t half = D / 2;
+    for (int64_t j = 0; j < half; j++) {
+        float a = x[j], b = x[j + half];
+        x[j] = a * cos[j] + (-b) * sin[j];
+        x[j + half] = b * cos[j + half] + a * sin[j + half];
+    }
+}
+
+/* T tokens of one sequence through the layer; x [T, hidden] (the residual stream) is updated in place.
+   cos/sin [T, head_dim]: each token's rotary row. Token t writes its K/V at cache slot start + t and attends
+   the slots j < kv_len with mask[t * kv_len + j] != 0, or, with no mask, every slot j <= start + t. Each token
+   goes through exactly the operations of a one-token step (the GEMVs batch tokens but compute each one
+   alone), so a token gets bit-identical results whether it is decoded alone or verified in a tree.
+   T <= the struct's max_tokens (scratch). */
+void q4_layer_forward(const Q4Layer *L, float *x, int64_t T, const float *cos, const float *sin, int64_t start,
+                      const uint8_t *mask, int64_t kv_len) {
+    const int64_t H = L->hidden, D = L->head_dim, nh = L->heads, nkv = L->kv_heads, S = L->max_seq;
+    const int64_t NQ = L->qkv.n, I = L->inter, group = nh / nkv;
+    for (int64_t t = 0; t < T; t++) rms_norm(x + t * H, L->ln1, H, L->eps, L->h + t * H);
+    q4_linear(L->h, T, H, L->qkv.w, L->qkv.d, L->qkv.m, NQ, L->qkv_out, L->xq, L->dx, L->sx);
+    for (int64_t t = 0; t < T; t++) {
+        float *q = L->qkv_out + t * NQ, *k = q + nh * D, *v = k + nkv * D;
+        for (int64_t i = 0; i < nh; i++) rotary(q + i * D, cos + t * D, sin + t * D, D);
+        for (int64_t i = 0; i < nkv; i++) {
+            rotary(k + i * D, cos + t * D, sin + t * D, D);
+            memcpy(L->k_cache + (i * S + start + t) * D, k + i * D, D * sizeof(float));
+            memcpy(L->v_cache + (i * S + start + t) * D, v + i * D, D * sizeof(float));
+        }
+    }
+    for (int64_t t = 0; t < T; t++) {
+        const uint8_t *mt = mask ? mask + t * kv_len : NULL;
+        const int64_t len = mask ? kv_len : start + t + 1;
+        /* softmax(q K^T * scale) V over the allowed slots in fp32; heads over the threads for long caches */
+        #pragma omp parallel for schedule(static) if (len >= 256)
+        for (int64_t i = 0; i < nh; i++) {
+            const float *qi = L->qkv_out + t * NQ + i * D;
+            const float *kc = L->k_cache + (i / group) * S * D, *vc = L->v_cache + (i / group) * S * D;
+            float *sc = L->scores + i * S, mx = -INFINITY, sum = 0.f;
+            for (int64_t j = 0; j < len; j++) {
+                if (mt && !mt[j]) continue;
+                float s = dot(qi, kc + j * D, D) * L->scale;
+                sc[j] = s;
+                mx = s > mx ? s : mx;
+            }
+            for (int64_t j = 0; j < len; j++)
+                if (!mt || mt[j]) sum += (sc[j] = expf(sc[j] - mx));
+            float *o = L->att + t * nh * D + i * D, inv = 1.f / sum;
+            for (int64_t c = 0; c < D; c++) o[c] = 0.f;
+            for (int64_t j = 0; j < len; j++) {
+                if (mt && !mt[j]) continue;
+                float p = sc[j] * inv;
+                for (int64_t c = 0; c < D; c++) o[c] += p * vc[j * D + c];
+            }
+        }
+    }
+    q4_linear(L->att, T, nh * D, L->o.w, L->o.d, L->o.m, H, L->out, L->xq, L->dx, L->sx);
+    for (int64_t i = 0; i < T * H; i++) x[i] += L->residual_scale == 1.f ? L->out[i] : L->out[i] * L->residual_scale;
+    for (int64_t t = 0; t < T; t++) rms_norm(x + t * H, L->ln2, H, L->eps, L->h + t * H);
+    q4_linear(L->h, T, H, L->gate_up.w, L->gate_up.d, L->gate_up.m, 2 * I, L->gu, L->xq, L->dx, L->sx);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < I; i++) {  /* silu(gate) * up */
+            float g = L->gu[t * 2 * I + i];
+            L->h[t * I + i] = g / (1.f + expf(-g)) * L->gu[t * 2 * I + I + i];
+        }
+    q4_linear(L->h, T, I, L->down.w, L->down.d, L->down.m, H, L->out, L->xq, L->dx, L->sx);
+    for (int64_t i = 0; i < T * H; i++) x[i] += L->residual_scale == 1.f ? L->out[i] : L->out[i] * L->residual_scale;
+}
