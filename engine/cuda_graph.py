@@ -5,9 +5,10 @@ The step reads everything that changes between tokens from its static inputs on 
 positions (rotary rows are gathered from them inside the graph, K/V are written at them, and the attention
 kernel reads each row's length as position + 1). Attention is captured over a length bound (a short one for
 single-pass attention, or the cache's whole capacity), so one graph serves every position under it, and the
-cache stays ordinary memory that other code (prefill, speculative verification) may write between replays. Replaying does no allocation and no host sync; the caller's one sync
-is reading the chosen token. The step ends by advancing its own inputs (token <- its greedy pick, position
-+ 1), so a greedy loop replays back to back with nothing to upload between tokens.
+cache stays ordinary memory that other code (prefill, speculative verification) may write between replays.
+Replaying does no allocation and no host sync; the caller's one sync is reading the chosen token. The step ends
+by advancing its own inputs (token <- its greedy pick, position + 1), so a greedy loop replays back to back with
+nothing to upload between tokens.
 """
 from __future__ import annotations
 

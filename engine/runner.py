@@ -36,8 +36,8 @@ class Runner:
 
     def graphs_on(self) -> bool:
         """Whether CUDA graphs serve steps that know no attention backend (speculative verification builds its
-        own StepContext): CUDA, kernels on, no backend set."""
-        return self.use_graphs and self.device.type == "cuda" and ops.KERNELS and self.attn is None
+        own StepContext): as decode_graphs_on, with no backend set."""
+        return self.attn is None and self.decode_graphs_on()
 
     def decode_graphs_on(self) -> bool:
         """Whether decode replays CUDA graphs: as graphs_on, or with a backend that declares `graph_safe = True`
