@@ -204,8 +204,9 @@ def test_cache_written_between_replays(tmp_path):
     assert r._graphs and graph == plain
 
 
-def test_attention_backend_decodes_eagerly(tmp_path):
-    """With runner.attn set, decode runs eagerly (a backend may not be capturable) and still gets called."""
+def _decode_with_dense_backend(tmp_path, graph_safe: bool):
+    """Greedy-decode 8 tokens of a tiny MiniCPM4 with runner.attn set to a dense backend that records its calls;
+    returns (tokens, calls, runner, the plain path's tokens)."""
     path = write_minicpm(tmp_path / "m", seed=4)
     ids = prompt(12, seed=4)
     calls = []
@@ -214,35 +215,29 @@ def test_attention_backend_decodes_eagerly(tmp_path):
         calls.append(layer)
         return ops.attention(q, k, v, ctx.mask, ctx.causal, q.shape[-1] ** -0.5, ctx.lengths)
 
+    if graph_safe:
+        dense.graph_safe = True
     r = cuda_runner(path, torch.float32, True, max_seq_len=64)
     r.attn = dense
     with torch.inference_mode():
         got = greedy(r, ids, 8)
-    assert not r._graphs and len(calls) == 3 * 8
     plain, _, _ = plain_and_graph(lambda: cuda_runner(path, torch.float32, True, max_seq_len=64),
                                   lambda r: greedy(r, ids, 8))
+    return got, calls, r, plain
+
+
+def test_attention_backend_decodes_eagerly(tmp_path):
+    """With runner.attn set, decode runs eagerly (a backend may not be capturable) and still gets called."""
+    got, calls, r, plain = _decode_with_dense_backend(tmp_path, graph_safe=False)
+    assert not r._graphs and len(calls) == 3 * 8
     assert got == plain
 
 
 def test_graph_safe_attention_backend_is_captured(tmp_path):
     """A backend that declares graph_safe runs inside the decode graph: Python calls it while warming up and
     capturing only, and the tokens equal the plain path's."""
-    path = write_minicpm(tmp_path / "m", seed=4)
-    ids = prompt(12, seed=4)
-    calls = []
-
-    def dense(layer, q, k, v, ctx, q_raw, k_raw):
-        calls.append(layer)
-        return ops.attention(q, k, v, ctx.mask, ctx.causal, q.shape[-1] ** -0.5, ctx.lengths)
-
-    dense.graph_safe = True
-    r = cuda_runner(path, torch.float32, True, max_seq_len=64)
-    r.attn = dense
-    with torch.inference_mode():
-        got = greedy(r, ids, 8)
+    got, calls, r, plain = _decode_with_dense_backend(tmp_path, graph_safe=True)
     assert len(r._graphs) == 1 and len(calls) == 3 * (1 + 3)  # prefill, 2 warm-up steps, capture; 7 replays
-    plain, _, _ = plain_and_graph(lambda: cuda_runner(path, torch.float32, True, max_seq_len=64),
-                                  lambda r: greedy(r, ids, 8))
     assert got == plain
 
 
