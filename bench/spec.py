@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="drafters to compare (repeatable; default: prompt-lookup, plus eagle:DIR with --draft)")
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the built-in prompts to run")
+    p.add_argument("--prompts-file", default=None, metavar="FILE", help="chat prompts instead (JSONL of "
+                   "{messages}, e.g. `cpm spec prompts --eval-out`); --prompts of them")
     p.add_argument("--max-seq-len", type=int, default=2048)
     p.add_argument("--json-schema", default=None, metavar="FILE", help="constrain every run (plain and "
                    "speculative) to this JSON schema: the speed of grammar + speculation together")
@@ -68,9 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     def params(**kw) -> SamplingParams:  # a fresh grammar matcher for every run
         return SamplingParams(logits_processors=[grammar()] if grammar else [], **kw)
 
+    if args.prompts_file:
+        from engine.speculative.distill import read_prompts
+
+        chats = read_prompts(args.prompts_file, args.prompts)
+    else:
+        chats = [[{"role": "user", "content": p}] for p in PROMPTS[:args.prompts]]
     rows = []
-    for prompt in PROMPTS[:args.prompts]:
-        text = engine.apply_chat_template([{"role": "user", "content": prompt}])
+    for chat in chats:
+        prompt = chat[-1]["content"]
+        text = engine.apply_chat_template(chat)
         for s in ["none"] + specs:  # warm-up: allocator, kernels, graph capture, the drafter's own first call
             engine.generate(text, params(max_tokens=8, spec=s))
         base = _timed(engine, text, params(max_tokens=args.new_tokens))
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"model": args.model, "device": str(engine.device), "dtype": str(engine.dtype).replace("torch.", ""),
               "gpu": torch.cuda.get_device_name(0) if engine.device.type == "cuda" else None,
               "torch": torch.__version__, "new_tokens": args.new_tokens, "json_schema": args.json_schema,
-              "rows": rows, "summary": _summary(rows, specs)}
+              "prompts_file": args.prompts_file, "rows": rows, "summary": _summary(rows, specs)}
     eagle = next((s for s in specs if s.startswith("eagle:")), None)
     if eagle is not None:  # the drafter was started by the runs above; time one draft step both ways
         costs = engine.drafters[eagle].draft_costs(SamplingParams())
@@ -127,10 +136,12 @@ def _first_difference(a: list[int], b: list[int]) -> int | None:
 
 def _summary(rows: list[dict], specs: list[str]) -> dict:
     """Per drafter: mean speed-up and mean accepted length over the prompts, and whether every run matched."""
-    out = {}
+    out = {"plain_tok_s": round(sum(r["plain_tok_s"] for r in rows) / len(rows), 1)}
     for s in specs:
         runs = [r[s] for r in rows]
-        out[s] = {"mean_speedup": round(sum(x["speedup"] or 0 for x in runs) / len(runs), 3),
+        mean = lambda key: round(sum(x[key] or 0 for x in runs) / len(runs), 3)  # noqa: E731
+        out[s] = {"mean_speedup": mean("speedup"), "mean_tok_s": mean("tok_s"),
+                  "draft_ms_per_step": mean("draft_ms_per_step"), "verify_ms_per_step": mean("verify_ms_per_step"),
                   "mean_accepted_length": round(sum(x["mean_accepted_length"] for x in runs) / len(runs), 3),
                   "all_identical": all(x["identical"] for x in runs)}
     return out
@@ -144,6 +155,8 @@ def _print(report: dict, specs: list[str]) -> None:
                            f"{'' if r[s]['identical'] else ' MISMATCH'}" for s in specs)
         print(f"plain {r['plain_tok_s']:>7} tok/s | {cells} | {r['prompt']}")
     for s, v in report["summary"].items():
+        if s == "plain_tok_s":
+            continue
         print(f"{s}: mean speed-up x{v['mean_speedup']}, mean accepted length {v['mean_accepted_length']}, "
               f"identical: {v['all_identical']}")
     if "eagle_draft_costs" in report:

@@ -303,7 +303,7 @@ def load_eagle_drafter(engine, directory, depth: int | None = None, width: int |
     ids = load_freq(freq, engine.model.cfg.vocab_size) if freq is not None else None
     drafter = EagleDrafter(engine, head, ids, depth=depth or opts.get("depth", 5),
                            width=width or opts.get("width", 4), tree_size=tree_size or opts.get("tree_size", 24))
-    if opts.get("graph", 0):  # opt-in: its first full GPU run did not finish in time (docs/frspec.md §8)
+    if opts.get("graph", 1):  # CUDA: the draft tree and the commit pass replay as graphs (graph=0: eager)
         from engine.speculative.eagle_graph import graphs_apply
 
         drafter.use_graph = graphs_apply(drafter)

@@ -5,6 +5,11 @@ and next-token distributions), and trains the head on pairs (h_p, embed t_{p+1})
 feature regression) and the target's distribution at p+1 (soft cross-entropy, weight 0.1), as in Eagle.
 Uniform noise on the input features stands in for the head's own imperfect features at draft time. The
 result is saved in the CPM.cu layout with its FR-Spec frequency file (docs/frspec.md §5).
+
+With `self_distill` the text is the target's own: it first answers that many chat prompts (distill.py) and
+the head learns from those sequences, the loss on the answer tokens only (Eagle's recipe: a head fitted to
+what the target writes, not to what a corpus says). `init` starts from an existing head instead of the
+target's last layer.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import EngineError
-from engine.speculative.eagle import EagleHead, config_for_target, head_rows
+from engine.speculative.eagle import EagleHead, config_for_target, head_rows, load_head
 from engine.speculative.freq import corpus_texts, rank
 
 
@@ -35,6 +40,11 @@ class TrainConfig:
     p_weight: float = 0.1  # Eagle's weight of the token loss against the feature loss
     seed: int = 0
     max_seconds: float | None = None  # stop early (and save) after this much training time
+    self_distill: int = 0  # > 0: answer this many prompts of the corpus (a prompts file) and train on that
+    gen_tokens: int = 256  # answer length limit when self-distilling
+    gen_batch: int = 64  # prompts answered at once
+    gen_seconds: float | None = None  # stop generating answers after this long
+    init: str | None = None  # start from this head folder
 
 
 def _token_stream(engine, corpus: Path, max_docs: int | None) -> torch.Tensor:
@@ -56,6 +66,25 @@ def _token_stream(engine, corpus: Path, max_docs: int | None) -> torch.Tensor:
     if int(stream.max()) >= engine.config.vocab_size:
         raise EngineError("the tokenizer produced ids outside the model's vocabulary")
     return stream
+
+
+def _distill_stream(engine, prompts_file: Path, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The target's answers to the file's first cfg.self_distill prompts, joined: (ids [N], loss weight [N]:
+    1 on answer tokens, 0 on prompt tokens, report)."""
+    from engine.speculative.distill import read_prompts, target_sequences
+
+    t0 = time.perf_counter()
+    prompts = read_prompts(prompts_file, cfg.self_distill)
+    with torch.inference_mode():
+        seqs = target_sequences(engine, prompts, cfg.gen_tokens, cfg.gen_seconds)
+    ids, weight = [], []
+    for seq, n_prompt in seqs:
+        ids += seq
+        weight += [0.0] * n_prompt + [1.0] * (len(seq) - n_prompt)
+    answers = sum(len(s) - n for s, n in seqs)
+    report = {"distill_prompts": len(seqs), "distill_answer_tokens": answers,
+              "distill_mean_answer": round(answers / len(seqs), 1), "distill_seconds": round(time.perf_counter() - t0, 1)}
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(weight), report
 
 
 def _init_from_target(head: EagleHead, model) -> None:
@@ -107,19 +136,33 @@ def train_head(model, corpus, out, cfg: TrainConfig | None = None, device: str =
     cfg = cfg or TrainConfig()
     if cfg.steps < 1 or cfg.batch < 1 or cfg.seq_len < 4:
         raise EngineError("training needs steps >= 1, batch >= 1 and seq_len >= 4")
-    engine = model if isinstance(model, Engine) else Engine.load(model, device=device, max_seq_len=cfg.seq_len)
+    if isinstance(model, Engine):
+        engine = model
+    elif cfg.self_distill:  # room for prompt + answer, and a batch of answers at once
+        engine = Engine.load(model, device=device, max_seq_len=max(cfg.seq_len, 1024), max_batch=cfg.gen_batch)
+    else:
+        engine = Engine.load(model, device=device, max_seq_len=cfg.seq_len)
     dev, dtype, base = engine.device, engine.dtype, engine.config
     if cfg.seq_len > engine.max_seq_len:
         raise EngineError(f"--seq-len {cfg.seq_len} exceeds the engine's context {engine.max_seq_len}")
     torch.manual_seed(cfg.seed)
-    stream = _token_stream(engine, Path(corpus), cfg.max_docs)
+    distilled: dict = {}
+    if cfg.self_distill:
+        stream, weight, distilled = _distill_stream(engine, Path(corpus), cfg)
+    else:
+        stream = _token_stream(engine, Path(corpus), cfg.max_docs)
+        weight = torch.ones(len(stream))
     if len(stream) <= cfg.seq_len:
         raise EngineError(f"corpus {corpus} has only {len(stream)} tokens; need more than --seq-len {cfg.seq_len}")
     counts = torch.bincount(stream, minlength=base.vocab_size)
     freq_ids = rank(counts, min(cfg.top, base.vocab_size), engine.tokenizer.eos_token_id)
 
-    head = EagleHead(config_for_target(base, cfg.layers))
-    _init_from_target(head, engine.model)
+    if cfg.init:
+        head, _ = load_head(Path(cfg.init), base)
+        head.requires_grad_(True)
+    else:
+        head = EagleHead(config_for_target(base, cfg.layers))
+        _init_from_target(head, engine.model)
     head = head.to(dev).train()
     rows = head_rows(engine.model, None)  # frozen full LM head [V, H], dense
     embed = engine.model.embed
@@ -143,6 +186,8 @@ def train_head(model, corpus, out, cfg: TrainConfig | None = None, device: str =
     for step in range(1, cfg.steps + 1):
         starts = torch.randint(0, len(stream) - T, (cfg.batch,), generator=gen)
         tokens = torch.stack([stream[s:s + T] for s in starts.tolist()]).to(dev)  # [B, T]
+        w = torch.stack([weight[s + 1:s + T] for s in starts.tolist()]).to(dev)  # [B, T-1]: of token p+1
+        wsum = w.sum().clamp(min=1.0)
         with torch.no_grad():
             h = _teacher(engine, tokens, cache).float()  # [B, T, H]
             target_logp = torch.log_softmax(engine.model.logits(h[:, 1:].to(dtype)), -1)  # [B, T-1, V]
@@ -153,8 +198,8 @@ def train_head(model, corpus, out, cfg: TrainConfig | None = None, device: str =
         with autocast:
             f = head(emb, noisy, cos, sin)  # [B, T-1, H]
             logits = F.linear(f * base.logit_scale, rows.to(f.dtype)).float()
-        v_loss = F.smooth_l1_loss(f.float() / scale, h[:, 1:] / scale)
-        p_loss = -(target_logp.exp() * torch.log_softmax(logits, -1)).sum(-1).mean()
+        v_loss = (F.smooth_l1_loss(f.float() / scale, h[:, 1:] / scale, reduction="none").mean(-1) * w).sum() / wsum
+        p_loss = (-(target_logp.exp() * torch.log_softmax(logits, -1)).sum(-1) * w).sum() / wsum
         loss = v_loss + cfg.p_weight * p_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,7 +207,7 @@ def train_head(model, corpus, out, cfg: TrainConfig | None = None, device: str =
         opt.step()
         sched.step()
         with torch.no_grad():
-            top1 = (logits.argmax(-1) == target_logp.argmax(-1)).float().mean().item()
+            top1 = ((logits.argmax(-1) == target_logp.argmax(-1)).float() * w).sum().item() / wsum.item()
         metrics = {"step": step, "loss": loss.item(), "v_loss": v_loss.item(), "p_loss": p_loss.item(), "top1": top1}
         history.append(metrics)
         if progress is not None:
@@ -178,7 +223,7 @@ def train_head(model, corpus, out, cfg: TrainConfig | None = None, device: str =
               "tokens_seen": steps * cfg.batch * T, "corpus_tokens": len(stream),
               "loss_first": history[0]["loss"], "loss_last": sum(m["loss"] for m in tail) / len(tail),
               "top1_first": history[0]["top1"], "top1_last": sum(m["top1"] for m in tail) / len(tail),
-              "fr_vocab": len(freq_ids)}
+              "fr_vocab": len(freq_ids), **distilled}
     head.save(Path(out), base, freq_ids, extra={"eagle_base_model": name, "eagle_train": {
         **asdict(cfg), "corpus": str(corpus),
         **{k: report[k] for k in ("steps", "tokens_seen", "loss_last", "top1_last", "seconds")}}})
