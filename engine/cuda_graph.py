@@ -1,14 +1,16 @@
 """CUDA-graph decode: one captured decode step per batch-size bucket (and length regime), replayed over static
 buffers.
 
-The step reads everything that changes between tokens from its static inputs on the device: the token ids, the
-positions (rotary rows are gathered from them inside the graph, K/V are written at them, and the attention
-kernel reads each row's length as position + 1). Attention is captured over a length bound (a short one for
-single-pass attention, or the cache's whole capacity), so one graph serves every position under it, and the
-cache stays ordinary memory that other code (prefill, speculative verification) may write between replays.
-Replaying does no allocation and no host sync; the caller's one sync is reading the chosen token. The step ends
-by advancing its own inputs (token <- its greedy pick, position + 1), so a greedy loop replays back to back with
-nothing to upload between tokens.
+The step reads everything that changes between tokens from its static inputs on the device (DecodeInputs: the
+token ids and positions, shared by a bucket's graphs of every length regime). Its first kernel turns them into
+what the layers read (engine/kernels/decode_inputs.py: the embedding row, the rotary rows at the position, the
+int32 cache slot and length); K/V are written at the position, and the attention kernel reads each row's length
+on the device. Attention is captured over a length bound (a short one for single-pass attention, or the cache's
+whole capacity), so one graph serves every position under it, and the cache stays ordinary memory that other
+code (prefill, speculative verification) may write between replays. Replaying does no allocation and no host
+sync. The step ends with the greedy pick (engine/kernels/argmax.py's argmax_step), which also advances the inputs
+(token <- pick, position + 1) and records the pick at its position in the bucket's history: a greedy loop replays
+back to back with nothing to upload between tokens, and reads many tokens with one copy (Runner.greedy_chunks).
 """
 from __future__ import annotations
 
@@ -18,31 +20,58 @@ from engine import ops
 from engine.model import StepContext
 
 
+class DecodeInputs:
+    """A batch bucket's step inputs on the device, shared by its graphs of every length regime, so a loop moves
+    from one regime's graph to the next with nothing uploaded."""
+
+    def __init__(self, batch: int, max_seq_len: int, device: torch.device):
+        self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.pos = torch.zeros(batch, dtype=torch.long, device=device)
+        self.history = torch.zeros(batch, max_seq_len, dtype=torch.long, device=device)  # [b, p]: pick at p
+        self.holds: tuple[int, int] | None = None  # (token, position) row 0's inputs hold now, when known
+
+
 class DecodeGraph:
     """A decode step for `batch` cache rows (rows 0..batch-1), captured on first use. `max_len` (default: the
     cache's capacity) bounds the rows' lengths: it picks the attention kernel's regime, and the runner replays a
     graph only for rows within its bound."""
 
-    def __init__(self, runner, batch: int, max_len: int | None = None):
+    def __init__(self, runner, batch: int, max_len: int | None = None, inputs: DecodeInputs | None = None):
         self.runner, self.batch = runner, batch
         self.max_len = max_len or runner.cache.max_seq_len
-        dev = runner.device
-        self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=dev)
-        self.pos = torch.zeros(batch, dtype=torch.long, device=dev)
+        dev, cfg = runner.device, runner.model.cfg
+        self.inputs = inputs or DecodeInputs(batch, runner.cache.max_seq_len, dev)
+        self.tokens, self.pos = self.inputs.tokens, self.inputs.pos
+        d = runner.cos.shape[1]
+        # what the input kernel writes each step: embeddings, rotary rows, cache slots and lengths
+        self._step_in = (torch.empty(batch, cfg.hidden_size, dtype=runner.model.embed.dtype, device=dev),
+                         torch.empty(batch, d, dtype=runner.cos.dtype, device=dev),
+                         torch.empty(batch, d, dtype=runner.sin.dtype, device=dev),
+                         torch.empty(batch, dtype=torch.int32, device=dev),
+                         torch.empty(batch, dtype=torch.int32, device=dev))
+        self._rows = torch.arange(batch, dtype=torch.int32, device=dev)  # cache row of each batch row
         self.graph: torch.cuda.CUDAGraph | None = None
         self.logits: torch.Tensor | None = None  # float32 [batch, V], written by each replay
         self.next: torch.Tensor | None = None  # int64 [batch]: greedy argmax of `logits`
-        self.holds: tuple[int, int] | None = None  # (token, position) row 0's inputs hold now, when known
+
+    @property
+    def holds(self) -> tuple[int, int] | None:
+        return self.inputs.holds
+
+    @holds.setter
+    def holds(self, value: tuple[int, int] | None) -> None:
+        self.inputs.holds = value
 
     def _step(self) -> tuple[torch.Tensor, torch.Tensor]:
-        r = self.runner
+        r, m = self.runner, self.runner.model
+        x, cos, sin, slots, lengths = ops.decode_inputs(self.tokens, self.pos, m.embed, r.cos, r.sin,
+                                                        m.cfg.scale_emb, self._step_in)
         # a graph-safe attention backend (InfLLM v2 decode) runs inside the graph; others never get here
-        ctx = StepContext(slice(0, self.batch), None, self.pos, self.max_len, None, False,
-                          r.cos[self.pos][:, None], r.sin[self.pos][:, None], r.attn, (self.pos + 1).to(torch.int32))
-        logits = r.model(self.tokens, ctx, r.cache)
-        nxt = ops.argmax(logits)
-        self.tokens.copy_(nxt[:, None])  # advance: the next replay feeds the pick at the next position
-        self.pos.add_(1)
+        ctx = StepContext(slice(0, self.batch), None, self.pos, self.max_len, None, False, cos[:, None],
+                          sin[:, None], r.attn, lengths, _slots=(self._rows, slots))
+        h = m.layers(x[:, None], ctx, r.cache)
+        # the pick; the inputs advance (the next replay feeds it at the next position) and it enters the history
+        nxt, logits = ops.argmax_step(m.head_out(h)[:, 0], self.tokens, self.pos, self.inputs.history)
         return logits, nxt
 
     def capture(self) -> None:

@@ -164,16 +164,12 @@ class Engine:
         t0 = time.perf_counter()
         logits = self.runner.prefill(ids, row=0)
         t1 = time.perf_counter()
-        pos, reason, last = len(ids), "length", None
-        # plain greedy takes the argmax computed inside the decode graph: no logits copy back to the sampler
+        reason, last = "length", None
+        # plain greedy takes the argmax computed inside the decode graph, several steps to a host sync
         fast = params.temperature == 0 and params.repetition_penalty == 1.0 and not params.logits_processors
-        pending: int | None = None
-        while True:
-            if pending is None:
-                tok = sampler(logits[0])
-            else:
-                tok = pending
-                sampler.record(tok)
+        tokens = self._greedy_tokens(sampler, logits, len(ids), budget) if fast else \
+            self._sampled_tokens(sampler, logits, len(ids))
+        for tok in tokens:
             if tok in stops:  # EOS / stop token: recorded in token_ids, never in the text
                 reason, last = "stop", tok
                 break
@@ -185,16 +181,30 @@ class Engine:
                 break
             if len(sampler.generated) >= budget:
                 break
-            if fast:
-                pending = self.runner.decode_greedy(tok, pos)
-            else:
-                logits = self.runner.decode_one(tok, pos)
-            pos += 1
+        tokens.close()  # a greedy run may have steps in flight past the stop: dropped
         t2 = time.perf_counter()
         tail = text.finish()  # text held back as a possible stop-string start, now final
         gen = sampler.generated
         result = GenerationResult(text.text, gen, reason, len(ids), len(gen), t1 - t0, t2 - t1)
         yield StreamChunk(tail, last, result)
+
+    def _sampled_tokens(self, sampler: Sampler, logits: torch.Tensor, pos: int) -> Iterator[int]:
+        """Generated ids (recorded in the sampler), one decode step and one sample each; logits: the prompt's."""
+        while True:
+            tok = sampler(logits[0])
+            yield tok
+            logits = self.runner.decode_one(tok, pos)
+            pos += 1
+
+    def _greedy_tokens(self, sampler: Sampler, logits: torch.Tensor, pos: int, budget: int) -> Iterator[int]:
+        """As _sampled_tokens for plain greedy decoding: the picks after the first come from the device
+        (Runner.greedy_chunks: graph replays back to back, read a few at a time), at most `budget` in all."""
+        tok = sampler(logits[0])
+        yield tok
+        for chunk in self.runner.greedy_chunks(tok, pos, budget - 1):
+            for tok in chunk:
+                sampler.record(tok)
+                yield tok
 
     def generate(self, prompt: str | list[int], params: SamplingParams | None = None) -> GenerationResult:
         """Generate to completion; see `stream` for the pieces."""

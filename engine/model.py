@@ -329,6 +329,11 @@ class Transformer:
         x = F.embedding(tokens, self.embed)  # [B, T, H]
         if self.cfg.scale_emb != 1.0:
             x = x * self.cfg.scale_emb
+        return self.layers(x, ctx, cache, last_only)
+
+    def layers(self, x: torch.Tensor, ctx: StepContext, cache, last_only: bool = True) -> torch.Tensor:
+        """hidden() from the scaled embeddings x [B, T, H] on (the CUDA-graph decode step writes them with its
+        input kernel, engine/kernels/decode_inputs.py)."""
         for i, block in enumerate(self.blocks):
             x = block(x, ctx, cache.k[i], cache.v[i])
         if last_only:
@@ -337,9 +342,13 @@ class Transformer:
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Post-norm hidden states [..., H] -> float32 logits [..., V] (MiniCPM's logit scale applied)."""
+        return self.head_out(h).float()
+
+    def head_out(self, h: torch.Tensor) -> torch.Tensor:
+        """logits(h) in the head's output dtype (the CUDA-graph decode step casts them inside its argmax)."""
         if self.cfg.logit_scale != 1.0:
             h = h * self.cfg.logit_scale
-        return self.head(h).float()
+        return self.head(h)
 
     def __call__(self, tokens: torch.Tensor, ctx: StepContext, cache, last_only: bool = True) -> torch.Tensor:
         """tokens int64 [B, T] -> logits float32 [B, V] (last position) or [B, T, V]."""

@@ -219,3 +219,39 @@ def argmax(logits: torch.Tensor) -> torch.Tensor:
 
         return k_argmax(logits)
     return logits.argmax(-1)
+
+
+def argmax_step(logits: torch.Tensor, tokens: torch.Tensor, pos: torch.Tensor, history: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A greedy decode step's end: logits [B, V] (any float dtype) -> (picks int64 [B], float32 logits [B, V]);
+    the step's inputs advance in place (tokens int64 [B, 1] <- picks, pos int64 [B] += 1) and, with a history
+    int64 [B, L], history[b, new pos] = pick. Two kernels on CUDA (engine/kernels/argmax.py)."""
+    if kernels_on(logits) and logits.dim() == 2 and logits.stride(1) == 1:
+        from engine.kernels.argmax import argmax_step as k_step
+
+        return k_step(logits, tokens, pos, history)
+    f32 = logits.float()
+    nxt = f32.argmax(-1)
+    tokens.copy_(nxt[:, None])
+    pos.add_(1)
+    if history is not None:
+        rows = torch.arange(len(pos), device=pos.device)
+        ok = pos < history.shape[1]
+        history[rows[ok], pos[ok]] = nxt[ok]
+    return nxt, f32
+
+
+def decode_inputs(tokens: torch.Tensor, pos: torch.Tensor, embed: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                  scale: float, out: tuple) -> tuple:
+    """A decode step's inputs from its device (token [B, 1], position [B]) into the static buffers `out` =
+    (x [B, H], cos rows [B, D], sin rows [B, D], slots int32 [B], lengths int32 [B]): the scaled embedding row,
+    the rotary rows at the position, the position and position + 1. One kernel on CUDA."""
+    if kernels_on(embed):
+        from engine.kernels.decode_inputs import decode_inputs as k_inputs
+
+        return k_inputs(tokens, pos, embed, cos, sin, scale, out)
+    x = F.embedding(tokens[:, 0], embed)
+    x = x * scale if scale != 1.0 else x
+    for buf, val in zip(out, (x, cos[pos], sin[pos], pos, pos + 1)):
+        buf.copy_(val)  # slots and lengths: cast to int32 by the copy
+    return out

@@ -9,18 +9,20 @@ written in place.
 from __future__ import annotations
 
 import bisect
+from typing import Iterator
 
 import torch
 
 from engine import ops
 from engine.cache import KVCache
-from engine.cuda_graph import DecodeGraph, buckets
+from engine.cuda_graph import DecodeGraph, DecodeInputs, buckets
 from engine.model import StepContext, Transformer
 
 PREFILL_CHUNK = 512  # bounds prefill attention memory at chunk x context, independent of prompt length
 # single-sequence decode graphs come in two length regimes: up to this length (the fused attention kernel's
 # single-pass bound, rope_decode_attention.SINGLE_MAX) and up to the cache's capacity (split + merge)
 SHORT_GRAPH_LEN = 384
+GREEDY_CHUNK = 8  # greedy tokens read back with one copy (Runner.greedy_chunks): ~4 ms of a small model's decode
 
 
 class Runner:
@@ -33,6 +35,7 @@ class Runner:
         self._buckets = buckets(cache.max_batch)
         self.short_len = SHORT_GRAPH_LEN
         self._graphs: dict[tuple[int, int], DecodeGraph] = {}  # (batch bucket, length bound) -> graph
+        self._inputs: dict[int, DecodeInputs] = {}  # batch bucket -> the device inputs its graphs share
 
     def graphs_on(self) -> bool:
         """Whether CUDA graphs serve steps that know no attention backend (speculative verification builds its
@@ -54,7 +57,9 @@ class Runner:
         short = pos is not None and self.attn is None and pos + 1 <= self.short_len < cap
         bound = self.short_len if short else cap
         if (b, bound) not in self._graphs:
-            self._graphs[b, bound] = DecodeGraph(self, b, bound)
+            if b not in self._inputs:
+                self._inputs[b] = DecodeInputs(b, cap, self.device)
+            self._graphs[b, bound] = DecodeGraph(self, b, bound, self._inputs[b])
         return self._graphs[b, bound]
 
     def prefill(self, ids: list[int], row: int = 0) -> torch.Tensor:
@@ -90,6 +95,43 @@ class Runner:
             g.holds = (nxt, pos + 1)  # the graph advanced its own inputs: a greedy loop uploads nothing
             return nxt
         return int(self.decode_one(token, pos).argmax(-1)[0])
+
+    def greedy_chunks(self, token: int, pos: int, count: int, chunk: int = GREEDY_CHUNK) -> Iterator[list[int]]:
+        """Greedy tokens for positions pos + 1 .. pos + count of row 0, `token` being the one at `pos`, yielded
+        in order a list at a time. With decode graphs, `chunk` steps are replayed back to back (each feeds its
+        pick to the next) and their picks read with one copy from the inputs' history, while the next chunk
+        already runs: the caller's per-token work (stop checks, detokenizing, streaming) overlaps the device
+        instead of a sync a token. A caller that stops early leaves up to two chunks computed past its stop;
+        their K/V lie past the sequence's end, where nothing reads (a new request is prefilled from position
+        0 and attends to its own positions only). Without graphs: decode_greedy, one token a list."""
+        if count <= 0:
+            return
+        if not self.decode_graphs_on():
+            for p in range(pos, pos + count):
+                token = self.decode_greedy(token, p)
+                yield [token]
+            return
+        inputs = self._graph(1, pos).inputs  # bucket 1's, shared by both length regimes
+        if inputs.holds != (token, pos):
+            inputs.tokens.fill_(token)
+            inputs.pos.fill_(pos)
+        host = torch.empty(2, chunk, dtype=torch.long, pin_memory=True)  # one slot read while the other fills
+        pending, p, end, slot = None, pos, pos + count, 0
+        while p < end or pending is not None:
+            launched = None
+            if p < end:
+                n = min(chunk, end - p)
+                for i in range(n):
+                    self._graph(1, p + i).replay()  # the graph of each step's length regime
+                buf = host[slot, :n]
+                buf.copy_(inputs.history[0, p + 1:p + 1 + n], non_blocking=True)
+                done = torch.cuda.Event()
+                done.record()
+                launched, p, slot = (done, buf), p + n, 1 - slot
+            if pending is not None:
+                pending[0].synchronize()
+                yield pending[1].tolist()
+            pending = launched
 
     def _replay_one(self, token: int, pos: int) -> DecodeGraph:
         g = self._graph(1, pos)  # the first bucket is always 1

@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from engine.kernels import pdl
+
 
 def decode_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lengths: torch.Tensor,
                          scale: float | None = None, num_splits: int | None = None) -> torch.Tensor:
@@ -32,6 +34,35 @@ def decode_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.
         p = torch.softmax((q[i].float()[:, None, :] @ k.transpose(1, 2)) * scale, dim=-1)  # [Hq, 1, n]
         out[i] = (p @ v)[:, 0].to(q.dtype)
     return out
+
+
+@triton.jit
+def online_softmax(qk, m_i, l_i):
+    """One block of scores qk [R, BS] (log2 units, -inf where masked) into a running softmax (max m_i, sum
+    l_i [R]) -> (p [R, BS], alpha [R]: the factor the accumulator is rescaled by, new m_i, new l_i). A row with
+    nothing visible yet keeps m = -inf and exponentiates against 0, so p and alpha stay 0 instead of NaN."""
+    m_new = tl.maximum(m_i, tl.max(qk, axis=1))
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.exp2(qk - m_use[:, None])
+    alpha = tl.exp2(m_i - m_use)
+    return p, alpha, m_new, l_i * alpha + tl.sum(p, axis=1)
+
+
+@triton.jit
+def pv_dot(p, v, F32_DOT: tl.constexpr):
+    """p [R, BS] @ v [BS, D] in float32: exact fp32 products for fp32 engines (and the interpreter, whose bf16
+    dot is wrong), else p rounded to v's dtype for the tensor cores."""
+    if F32_DOT:
+        return tl.dot(p, v.to(tl.float32), input_precision="ieee")
+    return tl.dot(p.to(v.dtype), v)
+
+
+@triton.jit
+def softmax_result(acc, m_i, l_i):
+    """A split's normalised output [R, D] and its log-sum-exp [R] (log2 units; -inf for an empty split)."""
+    valid = l_i > 0
+    safe = tl.where(valid, l_i, 1.0)
+    return acc / safe[:, None], tl.where(valid, m_i + tl.log2(safe), float("-inf"))
 
 
 @triton.jit
@@ -63,28 +94,24 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, len_ptr, o_ptr, lse_ptr, qk_scale, chunk,
         else:
             qk = tl.dot(q, tl.trans(k.to(q.dtype))) * qk_scale  # [GP, BS], log2 units
         qk = tl.where(smask[None, :], qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, axis=1))  # finite: every block holds one valid position
-        p = tl.exp2(qk - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        if F32_DOT:
-            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
-        m_i = m_new
-    valid = l_i > 0
-    out = acc / tl.where(valid, l_i, 1.0)[:, None]
-    lse = tl.where(valid, m_i + tl.log2(tl.where(valid, l_i, 1.0)), float("-inf"))
+        p, alpha, m_i, l_i = online_softmax(qk, m_i, l_i)
+        acc = acc * alpha[:, None] + pv_dot(p, v, F32_DOT)
+    out, lse = softmax_result(acc, m_i, l_i)
     row = (b * HKV * G + h * G + rg) * NSPLIT + sp  # partials [B, Hq, NSPLIT, D]
     tl.store(o_ptr + row[:, None] * D + rd[None, :], out, mask=(rg < G)[:, None])
     tl.store(lse_ptr + row, lse, mask=rg < G)
 
 
 @triton.jit
-def _merge_kernel(o_ptr, lse_ptr, out_ptr, so_b, so_h, HQ: tl.constexpr, D: tl.constexpr, NSPLIT: tl.constexpr):
+def _merge_kernel(o_ptr, lse_ptr, out_ptr, so_b, so_h, HQ: tl.constexpr, D: tl.constexpr, NSPLIT: tl.constexpr,
+                  PDL: tl.constexpr = False):
+    """Combine the NSPLIT partials of one (row, query head) -> out[row, head]; also the tree kernel's merge
+    (row = query token). Every row sees at least one position, so some split's lse is finite."""
     bh = tl.program_id(0)
     rs, rd = tl.arange(0, NSPLIT), tl.arange(0, D)
-    lse = tl.load(lse_ptr + bh * NSPLIT + rs)  # [NSPLIT]; split 0 always holds position 0, so max is finite
+    pdl.launch_dependents(PDL)
+    pdl.wait(PDL)  # the partials are the split kernel's output
+    lse = tl.load(lse_ptr + bh * NSPLIT + rs)  # [NSPLIT]
     w = tl.exp2(lse - tl.max(lse, axis=0))
     o = tl.load(o_ptr + (bh * NSPLIT + rs)[:, None] * D + rd[None, :])  # [NSPLIT, D]
     out = tl.sum(o * w[:, None], axis=0) / tl.sum(w, axis=0)

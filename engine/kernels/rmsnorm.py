@@ -1,13 +1,16 @@
 """Fused RMSNorm (+ residual add), beside its PyTorch reference `rms_norm_ref`.
 
 With a residual, h = x + residual is computed, written (it is the next residual stream) and normalised in
-one pass: one read of each input and one write of each output instead of three kernels.
+one pass: one read of each input and one write of each output instead of three kernels. Takes part in
+programmatic dependent launch (engine/kernels/pdl.py): the weight is loaded before waiting on the kernel before.
 """
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
+
+from engine.kernels import pdl
 
 
 def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None,
@@ -21,10 +24,13 @@ def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: to
 
 @triton.jit
 def _rms_kernel(x_ptr, r_ptr, w_ptr, y_ptr, h_ptr, H, eps, sx, sr, sy, sh, RESIDUAL: tl.constexpr,
-                BH: tl.constexpr):
+                BH: tl.constexpr, PDL: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.arange(0, BH)
     mask = cols < H
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)  # a weight: no kernel of the step writes it
+    pdl.launch_dependents(PDL)
+    pdl.wait(PDL)
     x = tl.load(x_ptr + row * sx + cols, mask=mask, other=0.0).to(tl.float32)
     if RESIDUAL:
         x += tl.load(r_ptr + row * sr + cols, mask=mask, other=0.0).to(tl.float32)
@@ -32,7 +38,6 @@ def _rms_kernel(x_ptr, r_ptr, w_ptr, y_ptr, h_ptr, H, eps, sx, sr, sy, sh, RESID
         tl.store(h_ptr + row * sh + cols, x, mask=mask)
         x = x.to(tl.float32)
     rstd = tl.rsqrt(tl.sum(x * x, axis=0) / H + eps)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     tl.store(y_ptr + row * sy + cols, (x * rstd * w).to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -48,6 +53,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
         assert residual.shape == x.shape and residual.stride(1) == 1
         h, r = torch.empty_like(x), residual
     bh = triton.next_power_of_2(hdim)
+    on = pdl.enabled(x.device) and m <= 128  # decode-sized grids: a prefill's rows would crowd the next kernel
     _rms_kernel[(m,)](x, r, weight, y, h, hdim, eps, x.stride(0), r.stride(0), y.stride(0), h.stride(0),
-                      RESIDUAL=residual is not None, BH=bh, num_warps=min(16, max(1, bh // 256)))
+                      RESIDUAL=residual is not None, BH=bh, PDL=on, num_warps=min(16, max(1, bh // 256)),
+                      **pdl.launch_kwargs(on))
     return y, h

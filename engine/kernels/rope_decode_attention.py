@@ -24,7 +24,9 @@ import torch
 import triton
 import triton.language as tl
 
-from engine.kernels.decode_attention import _merge_kernel, decode_attention_ref, default_splits
+from engine.kernels import pdl
+from engine.kernels.decode_attention import (_merge_kernel, decode_attention_ref, default_splits, online_softmax,
+                                             pv_dot, softmax_result)
 from engine.kernels.rotary import rotary_kv_ref
 
 SINGLE_MAX = 384  # longest sequence one program walks alone (single-pass vs split + merge cross near here, H200)
@@ -45,9 +47,13 @@ def _kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, row_ptr, pos_
             qk_scale, sq_b, sq_h, sk_b, sk_h, sv_b, sv_h, s_cos, s_sin,
             sc_b, sc_h, sc_s, svc_b, svc_h, svc_s,
             HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, HALF: tl.constexpr, BS: tl.constexpr,
-            NSPLIT: tl.constexpr, F32_DOT: tl.constexpr):
+            NSPLIT: tl.constexpr, F32_DOT: tl.constexpr, PDL: tl.constexpr):
     bh, sp = tl.program_id(0), tl.program_id(1)
     b, h = bh // HKV, bh % HKV
+    # PDL: the grid is a few dozen programs at most, so the next kernel may be scheduled at once; everything
+    # read below (q/k/v, rotary rows, positions, the cache) is written earlier in the step or by earlier steps
+    pdl.launch_dependents(PDL)
+    pdl.wait(PDL)
     row = tl.load(row_ptr + b)
     old = tl.load(pos_ptr + b)  # cache positions [0, old) were written by earlier steps
     rg, rd = tl.arange(0, GP), tl.arange(0, HALF)
@@ -105,41 +111,28 @@ def _kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, row_ptr, pos_
         else:
             qk = tl.dot(q1, tl.trans(k1)) + tl.dot(q2, tl.trans(k2))
         qk = tl.where((rs < end)[None, :], qk * qk_scale, float("-inf"))  # log2 units
-        m_new = tl.maximum(m_i, tl.max(qk, axis=1))  # finite: every block holds one valid position
-        p = tl.exp2(qk - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        if F32_DOT:
-            acc1 = acc1 * alpha[:, None] + tl.dot(p, v1.to(tl.float32), input_precision="ieee")
-            acc2 = acc2 * alpha[:, None] + tl.dot(p, v2.to(tl.float32), input_precision="ieee")
-        else:
-            acc1 = acc1 * alpha[:, None] + tl.dot(p.to(v1.dtype), v1)
-            acc2 = acc2 * alpha[:, None] + tl.dot(p.to(v2.dtype), v2)
-        m_i = m_new
-    if sp == 0:  # the new token, from registers
+        p, alpha, m_i, l_i = online_softmax(qk, m_i, l_i)
+        acc1 = acc1 * alpha[:, None] + pv_dot(p, v1, F32_DOT)
+        acc2 = acc2 * alpha[:, None] + pv_dot(p, v2, F32_DOT)
+    if sp == 0:  # the new token, from registers: one more "block" of a single position
         s_new = tl.sum(q1.to(tl.float32) * kn1.to(tl.float32)[None, :] + q2.to(tl.float32) * kn2.to(tl.float32)[None, :],
                        axis=1) * qk_scale
-        m_new = tl.maximum(m_i, s_new)
-        alpha = tl.exp2(m_i - m_new)
-        p_new = tl.exp2(s_new - m_new)
-        l_i = l_i * alpha + p_new
-        acc1 = acc1 * alpha[:, None] + p_new[:, None] * vn1.to(tl.float32)[None, :]
-        acc2 = acc2 * alpha[:, None] + p_new[:, None] * vn2.to(tl.float32)[None, :]
-        m_i = m_new
+        p, alpha, m_i, l_i = online_softmax(s_new[:, None], m_i, l_i)  # p [GP, 1]
+        acc1 = acc1 * alpha[:, None] + p * vn1.to(tl.float32)[None, :]
+        acc2 = acc2 * alpha[:, None] + p * vn2.to(tl.float32)[None, :]
 
     if NSPLIT == 1:
         ob = o_ptr + (b * HKV * G + h * G + rg)[:, None] * (2 * HALF) + rd[None, :]  # out [B, Hq, D] contiguous
         tl.store(ob, (acc1 / l_i[:, None]).to(o_ptr.dtype.element_ty), mask=gmask)
         tl.store(ob + HALF, (acc2 / l_i[:, None]).to(o_ptr.dtype.element_ty), mask=gmask)
     else:  # partials [B, Hq, NSPLIT, D] and lse [B, Hq, NSPLIT], as decode_attention's merge reads them
-        valid = l_i > 0
-        inv = 1.0 / tl.where(valid, l_i, 1.0)
+        o1, lse = softmax_result(acc1, m_i, l_i)
+        o2, _ = softmax_result(acc2, m_i, l_i)
         prow = (b * HKV * G + h * G + rg) * NSPLIT + sp
         pp = part_ptr + prow[:, None] * (2 * HALF) + rd[None, :]
-        tl.store(pp, acc1 * inv[:, None], mask=gmask)
-        tl.store(pp + HALF, acc2 * inv[:, None], mask=gmask)
-        tl.store(lse_ptr + prow, tl.where(valid, m_i + tl.log2(tl.where(valid, l_i, 1.0)), float("-inf")),
-                 mask=rg < G)
+        tl.store(pp, o1, mask=gmask)
+        tl.store(pp + HALF, o2, mask=gmask)
+        tl.store(lse_ptr + prow, lse, mask=rg < G)
 
 
 def rope_decode_attention(q, k, v, cos, sin, k_cache, v_cache, rows, pos, scale=None, max_len: int | None = None,
@@ -167,12 +160,15 @@ def rope_decode_attention(q, k, v, cos, sin, k_cache, v_cache, rows, pos, scale=
     part = torch.empty(b, hq, nsplit, d, dtype=torch.float32, device=q.device) if nsplit > 1 else out
     lse = torch.empty(b, hq, nsplit, dtype=torch.float32, device=q.device) if nsplit > 1 else out
     interp = os.environ.get("TRITON_INTERPRET") == "1"
+    on = pdl.enabled(q.device)
     _kernel[(b * hkv, nsplit)](q, k, v, cos, sin, k_cache, v_cache, rows, pos, out, part, lse,
                                scale * 1.4426950408889634, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
                                v.stride(0), v.stride(1), cos.stride(0), sin.stride(0),
                                *k_cache.stride()[:3], *v_cache.stride()[:3],
                                HKV=hkv, G=g, GP=max(16, triton.next_power_of_2(g)), HALF=half, BS=block,
-                               NSPLIT=nsplit, F32_DOT=interp or q.dtype == torch.float32, num_warps=num_warps)
+                               NSPLIT=nsplit, F32_DOT=interp or q.dtype == torch.float32, PDL=on,
+                               num_warps=num_warps, **pdl.launch_kwargs(on))
     if nsplit > 1:
-        _merge_kernel[(b * hq,)](part, lse, out, out.stride(0), out.stride(1), HQ=hq, D=d, NSPLIT=nsplit)
+        _merge_kernel[(b * hq,)](part, lse, out, out.stride(0), out.stride(1), HQ=hq, D=d, NSPLIT=nsplit, PDL=on,
+                                 **pdl.launch_kwargs(on))
     return out

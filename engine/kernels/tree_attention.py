@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from engine.kernels.decode_attention import _merge_kernel, online_softmax, pv_dot, softmax_result
+
 MAX_T = 64  # query tokens a call may carry (rows = T x group size are one tile)
 
 
@@ -67,34 +69,13 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, m_ptr, len_ptr, o_ptr, lse_ptr, qk_scale,
             qk = tl.dot(q, tl.trans(k.to(tl.float32)), input_precision="ieee") * qk_scale
         else:
             qk = tl.dot(q, tl.trans(k.to(q.dtype))) * qk_scale  # [RP, BS], log2 units
-        qk = tl.where(seen, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, axis=1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet stays at zero
-        p = tl.exp2(qk - m_use[:, None])
-        alpha = tl.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        if F32_DOT:
-            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
-        m_i = m_new
-    valid = l_i > 0
-    out = acc / tl.where(valid, l_i, 1.0)[:, None]
-    lse = tl.where(valid, m_i + tl.log2(tl.where(valid, l_i, 1.0)), float("-inf"))
+        qk = tl.where(seen, qk, float("-inf"))  # a row may see nothing in a block: online_softmax keeps it at 0
+        p, alpha, m_i, l_i = online_softmax(qk, m_i, l_i)
+        acc = acc * alpha[:, None] + pv_dot(p, v, F32_DOT)
+    out, lse = softmax_result(acc, m_i, l_i)
     prow = (t * HQ + h * G + g) * NSPLIT + sp  # partials [T, Hq, NSPLIT, D]
     tl.store(o_ptr + prow[:, None] * D + rd[None, :], out, mask=rmask[:, None])
     tl.store(lse_ptr + prow, lse, mask=rmask)
-
-
-@triton.jit
-def _merge_kernel(o_ptr, lse_ptr, out_ptr, so_t, so_h, HQ: tl.constexpr, D: tl.constexpr, NSPLIT: tl.constexpr):
-    th = tl.program_id(0)  # query token t * HQ + query head
-    rs, rd = tl.arange(0, NSPLIT), tl.arange(0, D)
-    lse = tl.load(lse_ptr + th * NSPLIT + rs)  # every row sees at least itself, so one split is finite
-    w = tl.exp2(lse - tl.max(lse, axis=0))
-    o = tl.load(o_ptr + (th * NSPLIT + rs)[:, None] * D + rd[None, :])
-    out = tl.sum(o * w[:, None], axis=0) / tl.sum(w, axis=0)
-    tl.store(out_ptr + (th // HQ) * so_t + (th % HQ) * so_h + rd, out.to(out_ptr.dtype.element_ty))
 
 
 def supports(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> bool:
@@ -128,5 +109,6 @@ def tree_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
                                  m2.stride(0), m2.stride(1), T=T, HQ=hq, G=g, RP=rp, D=d, BS=block, NSPLIT=nsplit,
                                  F32_DOT=interp or q.dtype == torch.float32, num_warps=4)
     out = torch.empty(1, T, hq, d, dtype=q.dtype, device=q.device)
+    # decode_attention's merge, with query token t in the place of the batch row
     _merge_kernel[(T * hq,)](part, lse, out, out.stride(1), out.stride(2), HQ=hq, D=d, NSPLIT=nsplit)
     return out.transpose(1, 2)

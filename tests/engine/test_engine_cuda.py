@@ -258,6 +258,59 @@ def test_decode_greedy_fast_path(tmp_path):
     assert got == want and again == want[:11] and forced == want[4]
 
 
+def test_greedy_chunks_equal_plain_greedy_and_leave_no_trace(tmp_path, monkeypatch):
+    """Runner.greedy_chunks (graph replays back to back, picks read a chunk at a time, crossing from the short
+    graph into the split + merge one with nothing uploaded) gives the plain path's greedy tokens. A run stopped
+    after its first chunk (steps left in flight past the stop) changes nothing for the next request, nor for a
+    decode_greedy that follows it."""
+    from engine.kernels import rope_decode_attention
+
+    monkeypatch.setattr(rope_decode_attention, "SINGLE_MAX", 32)
+    path = write_minicpm(tmp_path / "m", seed=6)
+    ids = prompt(21, seed=6)
+
+    def make():
+        r = cuda_runner(path, torch.float32, True, max_seq_len=128)
+        r.short_len = 32
+        return r
+
+    def chunked(r, chunk):
+        first = int(r.prefill(ids).argmax(-1))
+        return [first] + [t for c in r.greedy_chunks(first, len(ids), 39, chunk) for t in c]
+
+    ops.KERNELS = False
+    with torch.inference_mode():
+        want = greedy(make(), ids, 40)
+    ops.KERNELS = True
+    r = make()
+    with torch.inference_mode():
+        first = int(r.prefill(ids).argmax(-1))
+        run = r.greedy_chunks(first, len(ids), 39, 5)
+        head = next(run)
+        run.close()  # stopped early: up to two chunks computed past here
+        got = chunked(r, 5)
+        odd = chunked(r, 3)
+        first = int(r.prefill(ids).argmax(-1))
+        loop = [first] + [r.decode_greedy(first, len(ids))]
+        for pos in range(len(ids) + 1, len(ids) + 10):
+            loop.append(r.decode_greedy(loop[-1], pos))
+    assert sorted(r._graphs) == [(1, 32), (1, 128)]
+    assert head == want[1:6] and got == want and odd == want and loop == want[:11]
+
+
+def test_pdl_off_gives_the_same_tokens(tmp_path, monkeypatch):
+    """CPM_PDL=0 (the off switch) and the default give the same fp32 greedy tokens through the decode graph."""
+    path = write_minicpm(tmp_path / "m", seed=7)
+    ids = prompt(17, seed=7)
+    runs = []
+    for off in (False, True):
+        if off:
+            monkeypatch.setenv("CPM_PDL", "0")
+        with torch.inference_mode():
+            runs.append(greedy(cuda_runner(path, torch.float32, True, max_seq_len=64), ids, 24))
+    assert runs[0] == runs[1]
+
+
 def smollm2_path() -> Path:
     env = os.environ.get("CPM_SMOLLM2_GGUF")
     if env:
@@ -284,6 +337,12 @@ def test_smollm2_graph_greedy_equals_cpu_engine():
         a = gpu.generate(text, SamplingParams(max_tokens=64))
         b = cpu.generate(text, SamplingParams(max_tokens=64))
         assert a.token_ids == b.token_ids, (a.text, b.text)
+        # a stop token mid-run: the same truncation, and the run's steps past the stop leave no trace
+        stop = SamplingParams(max_tokens=64, stop_token_ids=[b.token_ids[20]])
+        c, d = gpu.generate(text, stop), cpu.generate(text, stop)
+        assert c.token_ids == d.token_ids == b.token_ids[:b.token_ids.index(b.token_ids[20]) + 1]
+        assert c.finish_reason == "stop"
+        assert gpu.generate(text, SamplingParams(max_tokens=64)).token_ids == b.token_ids
     assert gpu.runner._graphs
 
 

@@ -10,7 +10,9 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from engine.kernels.argmax import argmax  # noqa: E402
+from engine import ops  # noqa: E402
+from engine.kernels.argmax import argmax, argmax_step  # noqa: E402
+from engine.kernels.decode_inputs import decode_inputs, decode_inputs_ref  # noqa: E402
 from engine.kernels.rmsnorm import rms_norm, rms_norm_ref  # noqa: E402
 from engine.kernels.rotary import rotary_kv, rotary_kv_ref  # noqa: E402
 from engine.kernels.swiglu import swiglu, swiglu_ref  # noqa: E402
@@ -105,3 +107,49 @@ def test_kernel_argmax_equals_torch_first_index_on_ties(b, v):
     x[:, [7, v - 3, v // 2]] = 10.0  # ties across blocks: the lowest index wins, as torch.argmax
     x[-1, :] = torch.randn(v, device=DEVICE)
     assert torch.equal(argmax(x), x.argmax(-1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_argmax_step_advances_inputs(dtype):
+    """A decode step's end: the picks, the float32 logits (a copy for bf16, the input itself for fp32), tokens
+    <- picks, positions + 1, and each pick in the history at its new position (none past the history's end);
+    equal to ops.argmax_step's plain path."""
+    b, v, hist_len = 3, 4099, 12
+    x = torch.randn(b, v, device=DEVICE).to(dtype)
+    x[1, [5, 3000]] = 20.0  # a tie across blocks
+    pos0 = torch.tensor([4, 9, 11], device=DEVICE)  # the last row's new position 12 is past the history
+    outs = []
+    for fn in (argmax_step, ops.argmax_step):
+        tokens, pos = torch.full((b, 1), -1, device=DEVICE), pos0.clone()
+        hist = torch.full((b, hist_len), -1, device=DEVICE)
+        nxt, f32 = fn(x, tokens, pos, hist)
+        outs.append((nxt, f32, tokens, pos, hist))
+    (nxt, f32, tokens, pos, hist), ref = outs
+    want = x.float().argmax(-1)
+    assert torch.equal(nxt, want) and int(nxt[1]) == 5 and torch.equal(f32, x.float()) and f32.dtype == torch.float32
+    assert torch.equal(tokens[:, 0], want) and torch.equal(pos, pos0 + 1)
+    assert hist[0, 5] == want[0] and hist[1, 10] == want[1] and (hist == -1).sum() == b * hist_len - 2
+    assert all(torch.equal(a, r) for a, r in zip(outs[0], ref))
+    if dtype == torch.float32:
+        assert f32.data_ptr() == x.data_ptr()
+
+
+@pytest.mark.parametrize("h,d,scale,dtype", [(40, 16, 1.0, torch.float32), (100, 32, 12.0, torch.bfloat16)])
+def test_kernel_decode_inputs(h, d, scale, dtype):
+    """The step's inputs from (token, position): equal to the torch ops bit for bit (embedding gather and one
+    rounding of the scaled row, table rows, int32 slots and lengths), and to ops.decode_inputs' plain path."""
+    v, s, b = 50, 20, 3
+    embed, cos, sin = (torch.randn(n, k, device=DEVICE).to(dtype) for n, k in ((v, h), (s, d), (s, d)))
+    tokens = torch.tensor([[7], [0], [49]], device=DEVICE)
+    pos = torch.tensor([0, 19, 5], device=DEVICE)
+    got = decode_inputs(tokens, pos, embed, cos, sin, scale)
+    want = decode_inputs_ref(tokens, pos, embed, cos, sin, scale)
+    bufs = tuple(torch.empty_like(t) for t in want)
+    plain = ops.decode_inputs(tokens, pos, embed, cos, sin, scale, bufs)
+    for a, r, p in zip(got, want, plain):
+        assert a.dtype == r.dtype and torch.equal(p, r)
+    # the interpreter rounds float32 -> bf16 toward zero (the GPU to nearest, as torch): the scaled bf16 row is
+    # exact on the GPU, within one bf16 step on CPU
+    exact = DEVICE == "cuda" or scale == 1.0
+    assert torch.equal(got[0], want[0]) if exact else close(got[0], want[0], 1e-2)
+    assert all(torch.equal(a, r) for a, r in zip(got[1:], want[1:]))
