@@ -1,39 +1,57 @@
 """`cpm bench int4`: the int4 matmul kernels at a model's layer shapes, for M rows of x, beside tinygemm int4 and
-cuBLAS bf16 timed in the same process.
+cuBLAS bf16 timed in the same process; `--chain` times a decode step's chain of GEMVs with and without PDL.
 
-    cpm bench int4 [--shape {8b,0.5b}] [--m 1,2,4,8,16,32,64] [--layers qkv,o,gate_up,down] [--sweep 1,16] [--json]
+    cpm bench int4 [--shape {8b,0.5b,smollm2}] [--m 1,2,4,8,16,32,64] [--layers qkv,o,gate_up,down]
+                   [--sweep 1,16] [--chain] [--json]
 
 Every kernel runs over enough weight copies to overflow the 60 MB L2, inside a CUDA graph (launch gaps not
 counted), median of 20 replays (bench/_engine_micro.py). GB/s counts the int4 codes plus bf16 scales and mins
 (cuBLAS: its bf16 weight); `frac` is that over the device copy bandwidth measured in the same run. M = 1 feeds
 fp32 x (what the decode step passes), larger M bf16. Each shape is checked against `int4_matmul_ref` first.
+For M > 1 the FMA GEMV and the tensor-core kernel are both timed (`use_gemv` picks one).
 `--sweep M,..` also times every `_mma_kernel` config at those M, with the PTX nibble unpacking and the plain one.
+`--chain`: all layers' four matmuls in decode order (norm prologues, residual and SwiGLU epilogues, fp32
+activations between them, as engine/model.py's fused step) captured in one CUDA graph, per call: PDL off, PDL
+with every kernel triggering its dependents at its start, and with large grids triggering at their end.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import torch
 import torch.nn.functional as F
 
 from bench.peers.shapes import SHAPES
 
+# SmolLM2-135M (the default model alias): hidden 576, 9 heads of 64 (3 KV heads), MLP 1536, 30 layers, GGUF Q4_1
+# blocks of 32 (the group size)
+SMOLLM2 = {"qkv": (960, 576), "o": (576, 576), "gate_up": (3072, 576), "down": (576, 1536)}
+SMOLLM2_LAYERS, SMOLLM2_GROUP = 30, 32
+
 
 def layer_shapes(shape: str) -> dict[str, tuple[int, int]]:
     """(N, K) of the four int4 projections of one layer (qkv fused, gate|up fused)."""
+    if shape == "smollm2":
+        return dict(SMOLLM2)
     s = SHAPES[shape]
     qkv = (s.heads + 2 * s.kv_heads) * s.head_dim
     return {"qkv": (qkv, s.hidden), "o": (s.hidden, s.heads * s.head_dim), "gate_up": (2 * s.inter, s.hidden),
             "down": (s.hidden, s.inter)}
 
 
-def _tinygemm(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random tinygemm int4 weight (group 128) as torch's `_weight_int4pack_mm` takes it."""
+def group_size(shape: str) -> int:
+    return SMOLLM2_GROUP if shape == "smollm2" else 128
+
+
+def _tinygemm(n: int, k: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random tinygemm int4 weight as torch's `_weight_int4pack_mm` takes it (K tiles of 16 x 8, 4 or 2)."""
     codes = torch.randint(0, 256, (n, k // 2), device="cuda", dtype=torch.uint8)
-    packed = torch.ops.aten._convert_weight_to_int4pack(codes, 8)
-    sz = torch.stack([torch.rand(k // 128, n, device="cuda") * 0.004 + 0.001,
-                      torch.randn(k // 128, n, device="cuda") * 0.001], -1).to(torch.bfloat16)
+    inner = next(t for t in (8, 4, 2) if k % (16 * t) == 0)
+    packed = torch.ops.aten._convert_weight_to_int4pack(codes, inner)
+    sz = torch.stack([torch.rand(k // group, n, device="cuda") * 0.004 + 0.001,
+                      torch.randn(k // group, n, device="cuda") * 0.001], -1).to(torch.bfloat16)
     return packed, sz
 
 
@@ -47,15 +65,16 @@ def _sweep_configs() -> list[dict]:
     return [dict(c.kwargs, num_warps=c.num_warps) for c in _mma_configs()]
 
 
-def bench_shape(name: str, n: int, k: int, ms: list[int], copy_gbps: float, sweep_ms: list[int]) -> list[dict]:
+def bench_shape(name: str, n: int, k: int, ms: list[int], copy_gbps: float, sweep_ms: list[int],
+                group: int = 128) -> list[dict]:
     from bench._engine_micro import _graph_ms
     from bench._engine_model import random_int4
     from engine.kernels import int4_matmul as K
 
-    q_bytes = n * k // 2 + 2 * 2 * n * k // 128
+    q_bytes = n * k // 2 + 2 * 2 * n * k // group
     copies = max(2, (256 << 20) // q_bytes)  # >= 256 MB of weights: far past the L2
-    ours = [random_int4(n, k, 128, "cuda") for _ in range(copies)]
-    tiny = [_tinygemm(n, k) for _ in range(copies)]
+    ours = [random_int4(n, k, group, "cuda") for _ in range(copies)]
+    tiny = [_tinygemm(n, k, group) for _ in range(copies)]
     dense = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(max(2, copies // 4))]
     rows = []
     for m in ms:
@@ -63,12 +82,21 @@ def bench_shape(name: str, n: int, k: int, ms: list[int], copy_gbps: float, swee
         xo = x.float() if m == 1 else x
         err = _rel_err(K.int4_matmul(xo, ours[0]), K.int4_matmul_ref(xo, ours[0]))
         t_ours = _graph_ms(lambda: [K.int4_matmul(xo, w) for w in ours]) / copies
-        t_tiny = _graph_ms(lambda: [torch.ops.aten._weight_int4pack_mm(x, p, 128, sz) for p, sz in tiny]) / copies
+        t_tiny = _graph_ms(lambda: [torch.ops.aten._weight_int4pack_mm(x, p, group, sz) for p, sz in tiny]) / copies
         t_bf16 = _graph_ms(lambda: [F.linear(x, w) for w in dense]) / len(dense)
         row = {"layer": name, "N": n, "K": k, "M": m, "rel_err": err, "ours_us": t_ours * 1e3,
                "tinygemm_us": t_tiny * 1e3, "cublas_bf16_us": t_bf16 * 1e3,
                "ours_frac": q_bytes / t_ours / 1e6 / copy_gbps, "tinygemm_frac": q_bytes / t_tiny / 1e6 / copy_gbps,
                "cublas_frac": 2 * n * k / t_bf16 / 1e6 / copy_gbps}
+        if m > 1:  # both small-M paths, whichever use_gemv picks
+            out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+            paths = [("mma", lambda w: K._mma(x, w, out, None, False, None, f32_dot=False))]
+            if m <= K.GEMV_MAX_M:
+                paths.append(("gemv", lambda w: K._gemv(x, w, out, None, False, None)))
+            for path, launch in paths:
+                launch(ours[0])
+                row[f"{path}_err"] = _rel_err(out, K.int4_matmul_ref(x, ours[0]))
+                row[f"{path}_us"] = _graph_ms(lambda: [launch(w) for w in ours]) / copies * 1e3
         sweep = m in sweep_ms
         if sweep:
             out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
@@ -89,7 +117,8 @@ def bench_shape(name: str, n: int, k: int, ms: list[int], copy_gbps: float, swee
         rows.append(row)
         print(f"  {name:<8}{n:>6}{k:>6} M={m:<3} | ours {row['ours_us']:7.1f} us ({row['ours_frac']:4.0%}) err "
               f"{err:.1e} | tinygemm {row['tinygemm_us']:7.1f} ({row['tinygemm_frac']:4.0%}) | cuBLAS bf16 "
-              f"{row['cublas_bf16_us']:7.1f} ({row['cublas_frac']:4.0%})", flush=True)
+              f"{row['cublas_bf16_us']:7.1f} ({row['cublas_frac']:4.0%})"
+              + "".join(f" | {p} {row[p + '_us']:6.1f}" for p in ("gemv", "mma") if p + "_us" in row), flush=True)
         if sweep:
             best = sorted((v[0], lab) for lab, v in row["sweep"].items() if v[1] is True)[:4]
             print("      best configs: " + ", ".join(f"{lab} {t:.1f}" for t, lab in best), flush=True)
@@ -98,27 +127,78 @@ def bench_shape(name: str, n: int, k: int, ms: list[int], copy_gbps: float, swee
     return rows
 
 
+def chain_rows(shape: str, ms: list[int], layers: int | None = None) -> list[dict]:
+    """Per-call us of a decode step's int4 chain in one CUDA graph, for each M and PDL mode (module doc)."""
+    from bench._engine_micro import _graph_ms
+    from bench._engine_model import random_int4
+    from engine.kernels import int4_matmul as K
+
+    sh, g = layer_shapes(shape), group_size(shape)
+    hidden, q_dim = sh["o"]
+    n_layers = layers or (SMOLLM2_LAYERS if shape == "smollm2" else SHAPES[shape].layers)
+    ws = [{name: random_int4(n, k, g, "cuda") for name, (n, k) in sh.items()} for _ in range(n_layers)]
+    norm = (torch.rand(hidden, device="cuda") + 0.5, 1e-5)
+
+    def step(h):
+        for w in ws:
+            qkv = K.int4_matmul(h, w["qkv"], norm=norm, out_dtype=torch.float32)
+            h = K.int4_matmul(qkv[:, :q_dim], w["o"], residual=h)
+            a = K.int4_matmul(h, w["gate_up"], swiglu=True, norm=norm, out_dtype=torch.float32)
+            h = K.int4_matmul(a, w["down"], residual=h)
+        return h
+
+    rows = []
+    for m in ms:
+        h = torch.randn(m, hidden, device="cuda")
+        row = {"shape": shape, "M": m, "layers": n_layers, "calls": 4 * n_layers}
+        os.environ["CPM_PDL"] = "0"
+        ref = step(h)
+        for mode, pdl_on, early_max in (("off", False, 0), ("early", True, 1 << 30), ("late_big", True, 1024),
+                                        ("late", True, 0)):
+            os.environ["CPM_PDL"] = "1" if pdl_on else "0"
+            K.PDL_EARLY_MAX_PROGRAMS = early_max
+            out = {}
+            t = _graph_ms(lambda: out.__setitem__("h", step(h)))  # the captured outputs: compared after a replay
+            row[f"{mode}_us"] = t * 1e3 / row["calls"]
+            row[f"{mode}_err"] = ((out["h"] - ref).norm() / ref.norm()).item()
+        rows.append(row)
+        print(f"  chain {shape} M={m} {row['calls']} calls: us a call  " + "  ".join(
+            f"{mode} {row[mode + '_us']:.2f} (err {row[mode + '_err']:.0e})" for mode in ("off", "early", "late_big",
+                                                                                           "late")), flush=True)
+    os.environ.pop("CPM_PDL")
+    K.PDL_EARLY_MAX_PROGRAMS = 1 << 30
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cpm bench int4", description=__doc__.splitlines()[0])
-    ap.add_argument("--shape", choices=sorted(SHAPES), default="8b")
+    ap.add_argument("--shape", choices=sorted(SHAPES) + ["smollm2"], default="8b")
     ap.add_argument("--m", default="1,2,4,8,16,32,64", help="comma-separated row counts of x")
     ap.add_argument("--layers", default="qkv,o,gate_up,down")
     ap.add_argument("--sweep", default="", help="comma-separated M at which to time every tensor-core config")
+    ap.add_argument("--chain", action="store_true", help="time the decode chain with and without PDL instead")
+    ap.add_argument("--chain-layers", type=int, default=None, help="layers in the chain (default: the model's)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     if not torch.cuda.is_available():
         from engine.errors import EngineError
 
         raise EngineError("cpm bench int4 needs a CUDA GPU (the kernels are Triton on CUDA)")
+    ms = [int(v) for v in a.m.split(",")]
+    if a.chain:
+        rows = chain_rows(a.shape, ms, a.chain_layers)
+        if a.json:
+            print(json.dumps({"device": torch.cuda.get_device_name(), "shape": a.shape, "chain": rows}))
+        return 0
     from bench.engine import measure_ceilings
 
     ceil = measure_ceilings()
     print(f"{torch.cuda.get_device_name()}: copy {ceil['copy_GBps']:.0f} GB/s", flush=True)
-    ms = [int(v) for v in a.m.split(",")]
     rows = []
     for name in a.layers.split(","):
         n, k = layer_shapes(a.shape)[name]
-        rows += bench_shape(name, n, k, ms, ceil["copy_GBps"], [int(v) for v in a.sweep.split(",") if v])
+        rows += bench_shape(name, n, k, ms, ceil["copy_GBps"], [int(v) for v in a.sweep.split(",") if v],
+                            group_size(a.shape))
     if a.json:
         print(json.dumps({"device": torch.cuda.get_device_name(), "ceilings": ceil, "shape": a.shape, "rows": rows}))
     return 0

@@ -10,9 +10,10 @@ Kernel layout (`repack_int4`, once at load time; see docs/kernels.md):
     perm int64 [K] or None                act-order: x is gathered (x[..., perm]) before the kernel
 
 Paths, by M (rows of x):
-- M < MMA_MIN_M (decode, M = 1): `_gemv_kernel`, FMA. A 16-byte load carries one word of 4 rows, so each thread
-  reuses every x value it loads 4 times and reduces over K inside itself.
-- MMA_MIN_M <= M < DEQUANT_MIN_M (batched decode, speculative verify): `_mma_kernel`, tensor cores with the
+- M = 1 (decode), and M <= GEMV_MAX_M on a small layer (speculative verify on smollm2 / 0.5B; `use_gemv`):
+  `_gemv_kernel` / `_gemv_rows_kernel`, FMA. A 16-byte load carries one word of 4 rows, so each thread reuses
+  every x value it loads 4 times and reduces over K inside itself; with M rows each unpacked code feeds M FMAs.
+- otherwise up to DEQUANT_MIN_M (batched decode, verify on large layers): `_mma_kernel`, tensor cores with the
   weight as the MMA's A operand ("swap AB": out^T = W x^T, so x's few rows are the MMA's N side, padded to 16),
   unpacked in registers by PTX (PRMT + LOP3, ~1 instruction a code) and read once for all M rows: its time is
   flat in M up to 16. K may be split over programs; the last to finish sums the partials (module `_counters`).
@@ -27,6 +28,8 @@ kernel does the same in bf16: 0x4300 | code is the bf16 128 + code, exactly, and
 Optional epilogues: `residual` (out += residual) and `swiglu` (rows interleaved gate0, up0, gate1, up1, ...
 by `interleave_rows`; out = silu(gate) * up, N // 2 columns). `out_dtype` lets a decode step keep fp32
 activations between kernels (no bf16 round trip, no conversion in the next GEMV's loop).
+PDL (engine/kernels/pdl.py): every kernel loads its first weight tile before `pdl.wait` and x, residual and
+norm input after it, so a decode step's chain of GEMVs overlaps each kernel's start with the one before.
 """
 from __future__ import annotations
 
@@ -38,11 +41,19 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from engine.kernels import pdl
 from engine.quant import Int4Weight, dequantize, pack_int4, unpack_int4
 
 DEQUANT_MIN_M = 256  # from this many rows of x on, dequantize + cuBLAS beats the Triton GEMM
-MMA_MIN_M = 2  # from this many rows on, the tensor-core kernel; below, the FMA GEMV (8.0 vs 12.1 us at M = 1
-#              on the 8B qkv layer, H200 2026-11-23: the MMA kernel has a ~11 us floor on a small layer)
+GEMV_MAX_M = 16  # up to this many rows, a small layer takes the FMA GEMV (`use_gemv`)
+GEMV_MAX_NK = 1 << 24  # "small": N * K up to this (smollm2, MiniCPM4-0.5B); larger layers take the MMA kernel
+
+
+def use_gemv(m: int, n: int, k: int) -> bool:
+    """Whether M rows of x against an N x K weight take the FMA GEMV rather than the tensor-core kernel. M = 1
+    always (8.0 vs 12.1 us on the 8B qkv layer: the MMA kernel has a ~11 us floor); a few rows on a small layer
+    too, where the time is latency and the GEMV's is the shortest (docs/kernels.md, "Small M")."""
+    return m == 1 or (m <= GEMV_MAX_M and n * k <= GEMV_MAX_NK)
 
 
 @dataclass
@@ -192,45 +203,138 @@ def _gemv_configs():
         for bn, bk, w, r in [(4, 4096, 8, 64), (4, 2048, 4, 64), (4, 4096, 8, 96), (8, 1024, 4, 64)]]
 
 
+# PDL trigger: a kernel whose grid has at most this many programs lets the next kernel launch at its start;
+# a larger one only once each program has streamed its weights (an early trigger there lets the next kernel's
+# waiting programs take SM slots this one still needs). Measured on the H200 (docs/kernels.md, "PDL").
+PDL_EARLY_MAX_PROGRAMS = 1 << 30
+
+
+@triton.jit
+def _trigger(early_max, PDL: tl.constexpr, AT_START: tl.constexpr):
+    """launch_dependents at the kernel's start (AT_START) when the grid is small, else at its end."""
+    n = tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2)
+    if AT_START:
+        if n <= early_max:
+            pdl.launch_dependents(PDL)
+    else:
+        if n > early_max:
+            pdl.launch_dependents(PDL)
+
+
+@triton.jit
+def _rms_rstd(x_ptr, rm, M, K, stride_xm, eps, BM: tl.constexpr, BK: tl.constexpr):
+    """1 / rms of rows rm of x [M, K] (fp32 [BM])."""
+    ss = tl.zeros((BM, BK), tl.float32)
+    for k0 in range(0, K, BK):
+        rk = k0 + tl.arange(0, BK)
+        xv = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=(rm < M)[:, None] & (rk < K)[None, :],
+                     other=0.0).to(tl.float32)
+        ss += xv * xv
+    return tl.rsqrt(tl.sum(ss, axis=1) / K + eps)
+
+
+@triton.jit
+def _gemv_tile(acc, q, s, mn, k0, x_ptr, nw_ptr, rstd, rn, K, x_stride, G: tl.constexpr, NORM: tl.constexpr,
+               X_WIDE: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """acc [BK / 8, BN] += the words [BK / 8, BN] from column k0 times x's one row."""
+    kk = (k0 // 8 + tl.arange(0, BK // 8))[:, None]  # [BK / 8, 1]
+    part = tl.zeros((BK // 8, BN), tl.float32)
+    xsum = tl.zeros((BK // 8, BN if X_WIDE else 1), tl.float32)
+    for j in tl.static_range(8):
+        col = _column(kk, j, G)
+        xo = col * x_stride
+        if X_WIDE:  # the same x value loaded for each of the BN rows: redundant, but never reshuffled
+            xo = xo + rn[None, :] * 0
+        xj = tl.load(x_ptr + xo, mask=kk < K // 8, other=0.0).to(tl.float32)
+        if NORM:
+            xj = xj * rstd * tl.load(nw_ptr + col, mask=kk < K // 8, other=0.0).to(tl.float32)
+        xsum += xj
+        part += xj * _magic_const(q, j)
+    return acc + part * s + xsum * mn  # scale once per word
+
+
 @triton.autotune(configs=_gemv_configs(), key=["N", "K", "G", "SWIGLU", "NORM"])
-@triton.jit(do_not_specialize=["x_stride"])
-def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, eps, N, K, x_stride, G: tl.constexpr,
-                 SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, NORM: tl.constexpr, BN: tl.constexpr,
-                 BK: tl.constexpr, X_WIDE: tl.constexpr):
+@triton.jit(do_not_specialize=["x_stride", "early_max"])
+def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, eps, N, K, x_stride, early_max,
+                 G: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, NORM: tl.constexpr,
+                 PDL: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, X_WIDE: tl.constexpr):
     # x [1, K] -> out [1, BN rows]. A thread owns whole words of 4 rows and loads each x value it needs once
     # ([BK / 8, 1] tensors broadcast over the rows), 8 loads per word-row, coalesced since a word's nibble j
     # sits G/8 columns after nibble j-1. x_stride (always 1) is not specialised so that Triton does not
     # vectorise these loads into a layout that would need a shared-memory shuffle to broadcast.
     # NORM: x is first RMS-normalised with weight nw (the layer's input norm as a prologue: every program
     # reads all of x once for the sum of squares, cheap beside its weight rows, and the norm kernel is gone).
+    # PDL: the first tile's weights are loaded before the wait (they overlap the previous kernel's tail);
+    # x, the norm weight's partner and the residual only after it.
     rn = tl.program_id(0) * BN + tl.arange(0, BN)
+    _trigger(early_max, PDL, True)
+    q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, 0, N, K, G, BN, BK)
+    pdl.wait(PDL)
     rstd = 1.0
     if NORM:
-        ss = tl.zeros((BK,), tl.float32)
-        for k0 in range(0, K, BK):
-            rk = k0 + tl.arange(0, BK)
-            xv = tl.load(x_ptr + rk * x_stride, mask=rk < K, other=0.0).to(tl.float32)
-            ss += xv * xv
-        rstd = tl.rsqrt(tl.sum(ss, axis=0) / K + eps)
-    acc = tl.zeros((BK // 8, BN), tl.float32)
-    for k0 in range(0, K, BK):
+        rstd = tl.sum(_rms_rstd(x_ptr, tl.arange(0, 1), 1, K, 0, eps, 1, BK), axis=0)
+    acc = _gemv_tile(tl.zeros((BK // 8, BN), tl.float32), q, s, mn, 0, x_ptr, nw_ptr, rstd, rn, K, x_stride, G,
+                     NORM, X_WIDE, BN, BK)
+    for k0 in range(BK, K, BK):
         q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)  # [BK / 8, BN]
-        kk = (k0 // 8 + tl.arange(0, BK // 8))[:, None]  # [BK / 8, 1]
-        part = tl.zeros((BK // 8, BN), tl.float32)
-        xsum = tl.zeros((BK // 8, BN if X_WIDE else 1), tl.float32)
-        for j in tl.static_range(8):
-            col = _column(kk, j, G)
-            xo = col * x_stride
-            if X_WIDE:  # the same x value loaded for each of the BN rows: redundant, but never reshuffled
-                xo = xo + rn[None, :] * 0
-            xj = tl.load(x_ptr + xo, mask=kk < K // 8, other=0.0).to(tl.float32)
-            if NORM:
-                xj = xj * rstd * tl.load(nw_ptr + col, mask=kk < K // 8, other=0.0).to(tl.float32)
-            xsum += xj
-            part += xj * _magic_const(q, j)
-        acc += part * s + xsum * mn  # scale once per word
+        acc = _gemv_tile(acc, q, s, mn, k0, x_ptr, nw_ptr, rstd, rn, K, x_stride, G, NORM, X_WIDE, BN, BK)
+    _trigger(early_max, PDL, False)
     out = tl.reshape(tl.sum(acc, axis=0), (1, BN))
     _epilogue(out, tl.arange(0, 1), tl.program_id(0) * BN, 1, N, out_ptr, res_ptr, 0, 0, 1, BN, SWIGLU, RESIDUAL)
+
+
+def _rows_configs():
+    if interpreting():
+        return [triton.Config({"BN": 8, "BK": 256}, num_warps=4)]
+    return [triton.Config({"BN": bn, "BK": bk}, num_warps=w)
+            for bn, bk, w in [(4, 256, 2), (4, 512, 4), (8, 256, 4), (8, 512, 4), (4, 1024, 4), (16, 256, 4),
+                              (8, 1024, 8), (16, 512, 8), (32, 256, 8), (4, 2048, 8)]]
+
+
+def _rows_prune(configs, named_args, **kwargs):
+    """Tiles whose [BM, BK / 8, BN] accumulator fits in ~32 registers a thread (larger ones spill)."""
+    bm = kwargs.get("BM", named_args.get("BM", 1))
+    fits = [c for c in configs if bm * c.kwargs["BK"] // 8 * c.kwargs["BN"] <= 32 * 32 * c.num_warps]
+    return fits or configs[:1]
+
+
+@triton.autotune(configs=_rows_configs(), key=["N", "K", "BM", "G", "SWIGLU", "NORM"],
+                 prune_configs_by={"early_config_prune": _rows_prune})
+@triton.jit(do_not_specialize=["M", "early_max"])
+def _gemv_rows_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, eps, M, N, K, stride_xm, stride_om,
+                      stride_rm, early_max, G: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr,
+                      NORM: tl.constexpr, PDL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    # The GEMV for a few rows of x (M <= BM, small layers of speculative verification): each word is unpacked
+    # once and multiplied into all BM rows by FMA ([BM, BK / 8, BN] tensors). On a small layer the time is
+    # latency, not instructions, so this keeps the GEMV's ~3 us where the tensor-core kernel's pipeline fill,
+    # dots and split-K reduce cost more.
+    rn = tl.program_id(0) * BN + tl.arange(0, BN)
+    rm = tl.arange(0, BM)
+    _trigger(early_max, PDL, True)
+    q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, 0, N, K, G, BN, BK)
+    pdl.wait(PDL)
+    rstd = tl.full((BM,), 1.0, tl.float32)
+    if NORM:
+        rstd = _rms_rstd(x_ptr, rm, M, K, stride_xm, eps, BM, BK)
+    acc = tl.zeros((BM, BK // 8, BN), tl.float32)
+    for k0 in range(0, K, BK):
+        if k0 > 0:
+            q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)
+        kk = (k0 // 8 + tl.arange(0, BK // 8))[None, :, None]  # [1, BK / 8, 1]
+        xmask = (rm < M)[:, None, None] & (kk < K // 8)
+        part = tl.zeros((BM, BK // 8, BN), tl.float32)
+        xsum = tl.zeros((BM, BK // 8, 1), tl.float32)
+        for j in tl.static_range(8):
+            col = _column(kk, j, G)
+            xj = tl.load(x_ptr + rm[:, None, None] * stride_xm + col, mask=xmask, other=0.0).to(tl.float32)
+            if NORM:
+                xj = xj * rstd[:, None, None] * tl.load(nw_ptr + col, mask=kk < K // 8, other=0.0).to(tl.float32)
+            xsum += xj
+            part += xj * _magic_const(q, j)[None, :, :]
+        acc += part * s[None, :, :] + xsum * mn[None, :, :]
+    _trigger(early_max, PDL, False)
+    _epilogue(tl.sum(acc, axis=1), rm, tl.program_id(0) * BN, M, N, out_ptr, res_ptr, stride_om, stride_rm, BM, BN,
+              SWIGLU, RESIDUAL)
 
 
 _NIBBLES_ASM = tl.constexpr("""{
@@ -277,126 +381,120 @@ def _nib(q, J: tl.constexpr):
     return ((t & 0xF0000) | 0x43000000).to(tl.float32, bitcast=True).to(tl.bfloat16)
 
 
-@triton.jit
-def _mma_step(part, xs, v, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, x_stride, J: tl.constexpr,
-              G: tl.constexpr, SCALE_AFTER: tl.constexpr, F32_DOT: tl.constexpr, NORM: tl.constexpr):
-    """part += W_J x_J^T for nibble J of a [BN, 16] word tile; x_J [16, BM] are the columns it multiplies."""
-    col = _column(kk, J, G)  # [16]
-    xj = tl.load(x_ptr + rm[None, :] * x_stride + col[:, None], mask=(rm < M)[None, :] & wmask[:, None],
-                 other=0.0).to(tl.float32)
-    if NORM:
-        xj = xj * rstd[None, :] * tl.load(nw_ptr + col, mask=wmask, other=0.0).to(tl.float32)[:, None]
-    if SCALE_AFTER:  # one group per tile: scales applied to the dot's result, x summed for the offset
-        a = v
-        xs += xj
-    else:  # several groups per tile: dequantize each code (w = v s + m - 128 s)
-        a = v.to(tl.float32) * s + mn
-    if F32_DOT:  # exact fp32 products (fp32 mode; and Triton 3.9's interpreter, whose bf16 tl.dot is wrong)
-        part = tl.dot(a.to(tl.float32), xj, part, input_precision="ieee")
-    else:
-        part = tl.dot(a.to(tl.bfloat16), xj.to(tl.bfloat16), part)
-    return part, xs
-
-
 def _mma_configs():
     if interpreting():
         return [triton.Config({"BN": 32, "SPLIT": 2, "STAGES": 1}, num_warps=4)]
     return [triton.Config({"BN": bn, "SPLIT": sp, "STAGES": st}, num_warps=w)
             for bn, sp, st, w in [(64, 2, 3, 4), (64, 4, 3, 4), (64, 8, 3, 4), (128, 1, 3, 4), (128, 2, 3, 4),
-                                  (128, 4, 3, 4), (128, 2, 4, 8), (256, 1, 3, 8)]]
+                                  (128, 4, 3, 4), (128, 2, 4, 8), (256, 1, 3, 8),
+                                  # small layers: no split-K (no partials, no reduce), more programs
+                                  (32, 1, 2, 4), (64, 1, 2, 4), (32, 2, 2, 4)]]
+
+
+@triton.jit
+def _mma_weights(q_ptr, s_ptr, m_ptr, t, n0, N, K, G: tl.constexpr, BN: tl.constexpr, EVEN: tl.constexpr):
+    """K step t's words [BN, 16] of rows n0.. and their scales: [BN] (G = 128: applied after the dot) or
+    [BN, 16] (one per word)."""
+    rn = n0 + tl.arange(0, BN)
+    kk = t * 16 + tl.arange(0, 16)
+    wmask = kk < K // 8
+    if EVEN:  # no bounds to check on the weight stream
+        r4 = n0 // 4 + tl.arange(0, BN // 4)
+        q3 = tl.load(q_ptr + r4[:, None, None] * (K // 8 * 4) + tl.arange(0, 4)[None, :, None]
+                     + kk[None, None, :] * 4)  # [BN / 4, 4, 16]: 4 rows' words are 16 contiguous bytes
+        q = tl.reshape(q3, (BN, 16))
+    else:
+        q = tl.load(q_ptr + (rn // 4 * (K // 8) * 4 + rn % 4)[:, None] + kk[None, :] * 4,
+                    mask=(rn < N)[:, None] & wmask[None, :], other=0)
+    if G == 128:
+        s = tl.load(s_ptr + t * N + rn, mask=rn < N, other=0.0).to(tl.float32)
+        mn = tl.load(m_ptr + t * N + rn, mask=rn < N, other=0.0).to(tl.float32) - 128.0 * s
+    else:
+        sm = (rn < N)[:, None] & wmask[None, :]
+        grp = (kk * 8 // G)[None, :] * N + rn[:, None]
+        s = tl.load(s_ptr + grp, mask=sm, other=0.0).to(tl.float32)
+        mn = tl.load(m_ptr + grp, mask=sm, other=0.0).to(tl.float32) - 128.0 * s
+    return q, s, mn
+
+
+@triton.jit
+def _mma_tile(acc, q, s, mn, t, x_ptr, nw_ptr, rstd, rm, M, K, stride_xm, G: tl.constexpr, NORM: tl.constexpr,
+              F32_DOT: tl.constexpr, ASM: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, EVEN: tl.constexpr):
+    """acc [BN, BM] += K step t (16 words of BN rows = 128 columns) times x's rows rm."""
+    kk = t * 16 + tl.arange(0, 16)
+    wmask = kk < K // 8
+    vs = _nibbles(q, ASM)
+    if G == 128:
+        # one MMA of K = 128: A = [v0 | v1 | ... | v7] (column 16 j + w = nibble j of word w, which is
+        # input column 128 t + 16 j + w: x's tile is contiguous and goes to the MMA as loaded)
+        a = tl.join(tl.join(tl.join(vs[0], vs[1]), tl.join(vs[2], vs[3])),
+                    tl.join(tl.join(vs[4], vs[5]), tl.join(vs[6], vs[7])))
+        a = tl.reshape(tl.permute(a, (0, 4, 3, 2, 1)), (BN, 128))
+        rk = t * 128 + tl.arange(0, 128)
+        xmask = (rm < M)[None, :] if EVEN else (rm < M)[None, :] & (rk < K)[:, None]
+        xt = tl.load(x_ptr + rm[None, :] * stride_xm + rk[:, None], mask=xmask, other=0.0)
+        if NORM:
+            xt = xt.to(tl.float32) * rstd[None, :] * tl.load(nw_ptr + rk, mask=rk < K, other=0.0)[:, None]
+        if F32_DOT:  # exact fp32 products (fp32 mode; and Triton 3.9's interpreter, whose bf16 tl.dot is wrong)
+            xt = xt.to(tl.float32)
+            part = tl.dot(a.to(tl.float32), xt, input_precision="ieee")
+            xsum = tl.dot(tl.full((BN, 128), 1.0, tl.float32), xt, input_precision="ieee")
+        else:
+            xt = xt.to(tl.bfloat16)
+            part = tl.dot(a, xt)
+            xsum = tl.dot(tl.full((BN, 128), 1.0, tl.bfloat16), xt)  # the tile's x sums, already broadcast
+        acc += part * s[:, None] + xsum * mn[:, None]
+    else:  # several groups a step: 8 dots of K = 16, each code dequantized first
+        for j in tl.static_range(8):
+            col = _column(kk, j, G)  # [16]
+            xj = tl.load(x_ptr + rm[None, :] * stride_xm + col[:, None], mask=(rm < M)[None, :] & wmask[:, None],
+                         other=0.0).to(tl.float32)
+            if NORM:
+                xj = xj * rstd[None, :] * tl.load(nw_ptr + col, mask=wmask, other=0.0).to(tl.float32)[:, None]
+            a = vs[j].to(tl.float32) * s + mn  # w = v s + m - 128 s
+            if F32_DOT:
+                acc = tl.dot(a, xj, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a.to(tl.bfloat16), xj.to(tl.bfloat16), acc)
+    return acc
 
 
 @triton.autotune(configs=_mma_configs(), key=["N", "K", "BM", "G", "SWIGLU", "NORM"])
 @triton.heuristics({"EVEN": lambda a: a["N"] % a["BN"] == 0 and a["K"] % 128 == 0})
-@triton.jit(do_not_specialize=["M"])
+@triton.jit(do_not_specialize=["M", "early_max"])
 def _mma_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, ws_ptr, cnt_ptr, eps, M, N, K,
-                stride_xm, stride_om, stride_rm, WS_M, WS_N, G: tl.constexpr, SWIGLU: tl.constexpr,
+                stride_xm, stride_om, stride_rm, WS_M, WS_N, early_max, G: tl.constexpr, SWIGLU: tl.constexpr,
                 RESIDUAL: tl.constexpr, NORM: tl.constexpr, F32_DOT: tl.constexpr, ASM: tl.constexpr,
-                BM: tl.constexpr, BN: tl.constexpr, SPLIT: tl.constexpr, STAGES: tl.constexpr, EVEN: tl.constexpr):
+                PDL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, SPLIT: tl.constexpr, STAGES: tl.constexpr,
+                EVEN: tl.constexpr):
     # out^T [BN, BM] = W [BN, K] x^T [K, BM] ("swap AB": the dequantized weight is the MMA's A operand, which may
     # live in registers; the few rows of x pad only the small N side of the MMA). A K step is one 16-word tile
     # of BN rows (128 columns); its 8 nibbles are 8 dots of K = 16 against the x columns they hold, so the
     # weight is unpacked elementwise, never reshaped. SPLIT programs share the K range of a tile; the last to
     # finish (an atomic count) sums the fp32 partials and runs the epilogue, so small layers fill the GPU.
+    # PDL: the first K step's weights are loaded before the wait; x, the workspace and counts only after it.
     pid_n, pid_k, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rn = pid_n * BN + tl.arange(0, BN)
     rm = pid_m * BM + tl.arange(0, BM)
-    rstd = tl.full((BM,), 1.0, tl.float32)
-    if NORM:
-        ss = tl.zeros((BM, 256), tl.float32)
-        for k0 in range(0, K, 256):
-            rk = k0 + tl.arange(0, 256)
-            xv = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=(rm < M)[:, None] & (rk < K)[None, :],
-                         other=0.0).to(tl.float32)
-            ss += xv * xv
-        rstd = tl.rsqrt(tl.sum(ss, axis=1) / K + eps)
     n_tiles = tl.cdiv(K, 128)
     per = tl.cdiv(n_tiles, SPLIT)
-    q_row = (rn // 4 * (K // 8) * 4 + rn % 4)[:, None]
-    w16 = tl.arange(0, 16)
-    WIDE: tl.constexpr = G == 128
+    t0 = pid_k * per
+    t1 = tl.minimum(t0 + per, n_tiles)
+    _trigger(early_max, PDL, True)
+    q, s, mn = _mma_weights(q_ptr, s_ptr, m_ptr, tl.minimum(t0, n_tiles - 1), pid_n * BN, N, K, G, BN, EVEN)
+    pdl.wait(PDL)
+    rstd = tl.full((BM,), 1.0, tl.float32)
+    if NORM:
+        rstd = _rms_rstd(x_ptr, rm, M, K, stride_xm, eps, BM, 256)
     acc = tl.zeros((BN, BM), tl.float32)
-    for t in tl.range(pid_k * per, tl.minimum(pid_k * per + per, n_tiles), num_stages=STAGES):
-        kk = t * 16 + w16
-        wmask = kk < K // 8
-        if EVEN:  # no bounds to check on the weight stream
-            r4 = pid_n * (BN // 4) + tl.arange(0, BN // 4)
-            q3 = tl.load(q_ptr + r4[:, None, None] * (K // 8 * 4) + tl.arange(0, 4)[None, :, None]
-                         + kk[None, None, :] * 4)  # [BN / 4, 4, 16]: 4 rows' words are 16 contiguous bytes
-            q = tl.reshape(q3, (BN, 16))
-        else:
-            q = tl.load(q_ptr + q_row + kk[None, :] * 4, mask=(rn < N)[:, None] & wmask[None, :], other=0)
-        if G == 128:
-            s = tl.load(s_ptr + t * N + rn, mask=rn < N, other=0.0).to(tl.float32)
-            mn = tl.load(m_ptr + t * N + rn, mask=rn < N, other=0.0).to(tl.float32) - 128.0 * s
-        else:
-            sm = (rn < N)[:, None] & wmask[None, :]
-            grp = (kk * 8 // G)[None, :] * N + rn[:, None]
-            s = tl.load(s_ptr + grp, mask=sm, other=0.0).to(tl.float32)
-            mn = tl.load(m_ptr + grp, mask=sm, other=0.0).to(tl.float32) - 128.0 * s
-        v0, v1, v2, v3, v4, v5, v6, v7 = _nibbles(q, ASM)
-        if WIDE:
-            # one MMA of K = 128: A = [v0 | v1 | ... | v7] (column 16 j + w = nibble j of word w, which is
-            # input column 128 t + 16 j + w: x's tile is contiguous and goes to the MMA as loaded)
-            a = tl.join(tl.join(tl.join(v0, v1), tl.join(v2, v3)), tl.join(tl.join(v4, v5), tl.join(v6, v7)))
-            a = tl.reshape(tl.permute(a, (0, 4, 3, 2, 1)), (BN, 128))
-            rk = t * 128 + tl.arange(0, 128)
-            xmask = (rm < M)[None, :] if EVEN else (rm < M)[None, :] & (rk < K)[:, None]
-            xt = tl.load(x_ptr + rm[None, :] * stride_xm + rk[:, None], mask=xmask, other=0.0)
-            if NORM:
-                xt = xt.to(tl.float32) * rstd[None, :] * tl.load(nw_ptr + rk, mask=rk < K, other=0.0)[:, None]
-            if F32_DOT:  # exact fp32 products (fp32 mode; and Triton 3.9's interpreter, whose bf16 tl.dot is wrong)
-                xt = xt.to(tl.float32)
-                part = tl.dot(a.to(tl.float32), xt, input_precision="ieee")
-                xsum = tl.dot(tl.full((BN, 128), 1.0, tl.float32), xt, input_precision="ieee")
-            else:
-                xt = xt.to(tl.bfloat16)
-                part = tl.dot(a, xt)
-                xsum = tl.dot(tl.full((BN, 128), 1.0, tl.bfloat16), xt)  # the tile's x sums, already broadcast
-            acc += part * s[:, None] + xsum * mn[:, None]
-        else:
-            part = tl.zeros((BN, BM), tl.float32)
-            xs = tl.zeros((16, BM), tl.float32)
-            part, xs = _mma_step(part, xs, v0, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 0, G,
-                                 G == 128, F32_DOT, NORM)
-            part, xs = _mma_step(part, xs, v1, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 1, G,
-                                 G == 128, F32_DOT, NORM)
-            part, xs = _mma_step(part, xs, v2, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 2, G,
-                                 G == 128, F32_DOT, NORM)
-            part, xs = _mma_step(part, xs, v3, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 3, G,
-                                 G == 128, F32_DOT, NORM)
-            part, xs = _mma_step(part, xs, v4, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 4, G,
-                                 G == 128, F32_DOT, NORM)
-            part, xs = _mma_step(part, xs, v5, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 5, G,
-                                 G == 128, F32_DOT, NORM)
-            part, xs = _mma_step(part, xs, v6, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 6, G,
-                                 G == 128, F32_DOT, NORM)
-            part, xs = _mma_step(part, xs, v7, x_ptr, nw_ptr, rstd, rm, kk, wmask, s, mn, M, stride_xm, 7, G,
-                                 G == 128, F32_DOT, NORM)
-            if G == 128:
-                acc += part * s[:, None] + mn[:, None] * tl.sum(xs, axis=0)[None, :]
-            else:
-                acc += part
+    if t0 < t1:  # a split past the last K step has nothing to add (its partial stays zero)
+        acc = _mma_tile(acc, q, s, mn, t0, x_ptr, nw_ptr, rstd, rm, M, K, stride_xm, G, NORM, F32_DOT, ASM, BN,
+                        BM, EVEN)
+    for t in tl.range(t0 + 1, t1, num_stages=STAGES):
+        q, s, mn = _mma_weights(q_ptr, s_ptr, m_ptr, t, pid_n * BN, N, K, G, BN, EVEN)
+        acc = _mma_tile(acc, q, s, mn, t, x_ptr, nw_ptr, rstd, rm, M, K, stride_xm, G, NORM, F32_DOT, ASM, BN,
+                        BM, EVEN)
+    _trigger(early_max, PDL, False)
     if SPLIT > 1:
         ws = ws_ptr + rm[None, :] * WS_N + rn[:, None]
         tl.store(ws + pid_k * WS_M * WS_N, acc)
@@ -437,12 +535,33 @@ def _mma(x: torch.Tensor, pw: PackedInt4, out: torch.Tensor, res: torch.Tensor |
     assert triton.cdiv(m, bm) * triton.cdiv(n, 16) <= cnt.numel()
     grid = lambda meta: (triton.cdiv(n, meta["BN"]), meta["SPLIT"], triton.cdiv(m, bm))  # noqa: E731
     fn = _mma_kernel.fn if meta else _mma_kernel
+    on = pdl.enabled(x.device)
     fn[grid](x, pw.qweight, pw.scales, pw.mins, out, out if res is None else res, x if norm is None else norm[0],
              ws, cnt, 0.0 if norm is None else norm[1], m, n, k, x.stride(0), out.stride(0),
-             out.stride(0) if res is None else res.stride(0), ws_m, ws_n, G=pw.group_size, SWIGLU=swiglu,
-             RESIDUAL=res is not None, NORM=norm is not None,
-             F32_DOT=f32_dot or interpreting(),
-             ASM=(not interpreting()) if asm is None else asm, BM=bm, **meta)
+             out.stride(0) if res is None else res.stride(0), ws_m, ws_n, PDL_EARLY_MAX_PROGRAMS, G=pw.group_size,
+             SWIGLU=swiglu, RESIDUAL=res is not None, NORM=norm is not None, F32_DOT=f32_dot or interpreting(),
+             ASM=(not interpreting()) if asm is None else asm, PDL=on, BM=bm, **meta, **pdl.launch_kwargs(on))
+
+
+def _gemv(x: torch.Tensor, pw: PackedInt4, out: torch.Tensor, res: torch.Tensor | None, swiglu: bool,
+          norm: tuple[torch.Tensor, float] | None, **meta) -> None:
+    """Launch `_gemv_kernel` (M = 1) or `_gemv_rows_kernel` (M <= GEMV_MAX_M); autotuned unless meta gives
+    the tile (BN, BK, and X_WIDE for M = 1, plus num_warps)."""
+    n, k = pw.shape
+    m = x.shape[0]
+    on = pdl.enabled(x.device)
+    args = (x, pw.qweight, pw.scales, pw.mins, out, out if res is None else res, x if norm is None else norm[0],
+            0.0 if norm is None else norm[1])
+    flags = dict(G=pw.group_size, SWIGLU=swiglu, RESIDUAL=res is not None, NORM=norm is not None, PDL=on,
+                 **meta, **pdl.launch_kwargs(on))
+    grid = lambda meta: (triton.cdiv(n, meta["BN"]),)  # noqa: E731
+    if m == 1:
+        fn = _gemv_kernel.fn if meta else _gemv_kernel
+        fn[grid](*args, n, k, 1, PDL_EARLY_MAX_PROGRAMS, **flags)
+    else:
+        fn = _gemv_rows_kernel.fn if meta else _gemv_rows_kernel
+        fn[grid](*args, m, n, k, x.stride(0), out.stride(0), out.stride(0) if res is None else res.stride(0),
+                 PDL_EARLY_MAX_PROGRAMS, BM=triton.next_power_of_2(m), **flags)
 
 
 @triton.jit
@@ -516,12 +635,8 @@ def int4_matmul(x: torch.Tensor, pw: PackedInt4, residual: torch.Tensor | None =
             out = F.silu(out[:, 0::2]) * out[:, 1::2]
         return (out if residual is None else out + residual).to(out_dtype)
     out = torch.empty(m, n_out, dtype=out_dtype, device=x.device)
-    res = out if residual is None else residual
-    if m < MMA_MIN_M:
-        grid = lambda meta: (triton.cdiv(n, meta["BN"]),)  # noqa: E731
-        _gemv_kernel[grid](x, pw.qweight, pw.scales, pw.mins, out, res, x if norm is None else norm[0],
-                           0.0 if norm is None else norm[1], n, k, 1, G=pw.group_size, SWIGLU=swiglu,
-                           RESIDUAL=residual is not None, NORM=norm is not None)
+    if use_gemv(m, n, k):
+        _gemv(x, pw, out, residual, swiglu, norm)
     else:
         _mma(x, pw, out, residual, swiglu, norm, f32_dot=x.dtype == torch.float32)
     return out

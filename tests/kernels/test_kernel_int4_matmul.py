@@ -84,10 +84,33 @@ def test_kernel_int4_gemv_every_x_form(bn, bk, wide):
     """The GEMV's configs outside the autotuner (it keeps one under the interpreter)."""
     pw = K.repack_int4(random_int4(40, 320, 64, act_order=False))
     x = torch.randn(1, 320, device=DEVICE)
-    out = torch.empty(1, 40, device=DEVICE)
-    K._gemv_kernel.fn[(10,)](x, pw.qweight, pw.scales, pw.mins, out, out, x, 0.0, 40, 320, 1, G=64,
-                             SWIGLU=False, RESIDUAL=False, NORM=False, BN=bn, BK=bk, X_WIDE=wide)
+    out = torch.full((1, 40), float("nan"), device=DEVICE)
+    K._gemv(x, pw, out, None, False, None, BN=bn, BK=bk, X_WIDE=wide, num_warps=4)
     assert rel_err(out, K.int4_matmul_ref(x, pw)) < 1e-4
+
+
+@pytest.mark.parametrize("m,bn,bk,group", [(2, 4, 64, 32), (3, 8, 128, 64), (4, 4, 256, 128), (7, 16, 64, 32),
+                                           (16, 8, 128, 64)])
+def test_kernel_int4_gemv_rows(m, bn, bk, group):
+    """The FMA GEMV over M rows (small layers of speculative verification), outside the autotuner: every row
+    equals the reference, with the residual + swiglu epilogues and with the norm prologue."""
+    pw = K.repack_int4(random_int4(40, 384, group))
+    x = torch.randn(m, 384, device=DEVICE) * 2
+    res = torch.randn(m, 20, device=DEVICE)
+    out = torch.full((m, 20), float("nan"), device=DEVICE)
+    K._gemv(x, pw, out, res, True, None, BN=bn, BK=bk, num_warps=4)
+    assert rel_err(out, K.int4_matmul_ref(x, pw, res, swiglu=True)) < 1e-4
+    nw = torch.rand(384, device=DEVICE) + 0.5
+    xn = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * nw
+    out = torch.full((m, 40), float("nan"), device=DEVICE)
+    K._gemv(x, pw, out, None, False, (nw, 1e-5), BN=bn, BK=bk, num_warps=4)
+    assert rel_err(out, K.int4_matmul_ref(xn, pw)) < 1e-4
+
+
+def test_kernel_int4_dispatch():
+    """M = 1 and a few rows on a small layer take the GEMV; many rows or a large layer the tensor-core kernel."""
+    assert K.use_gemv(1, 32768, 4096) and K.use_gemv(8, 960, 576) and K.use_gemv(K.GEMV_MAX_M, 3072, 576)
+    assert not K.use_gemv(K.GEMV_MAX_M + 1, 960, 576) and not K.use_gemv(2, 4608, 4096)
 
 
 def test_kernel_int4_dequant_and_layout():
@@ -126,3 +149,62 @@ def test_kernel_int4_mma_gpu_split_k_is_stable(asm, m, group):
         outs.append(out)
     assert rel_err(outs[0], ref) < 1e-2
     assert all(torch.equal(o, outs[0]) for o in outs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [2, 8, 16])
+@pytest.mark.parametrize("n,k,group", [(960, 576, 32), (3072, 576, 32), (576, 1536, 32), (1280, 1024, 128),
+                                       (8192, 1024, 128), (1024, 4096, 128)])
+def test_kernel_int4_gemv_rows_gpu_small_layers(m, n, k, group):
+    """smollm2 / MiniCPM4-0.5B layers at verification sizes: the GEMV over rows and the tensor-core kernel both
+    match the reference (whichever `use_gemv` picks)."""
+    pw = K.repack_int4(random_int4(n, k, group))
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    res = torch.randn(m, n // 2, device="cuda", dtype=torch.bfloat16)
+    ref = K.int4_matmul_ref(x, pw, res, swiglu=True)
+    for launch in (K._gemv, lambda *a: K._mma(*a, f32_dot=False)):
+        out = torch.full((m, n // 2), float("nan"), device="cuda", dtype=torch.bfloat16)
+        launch(x, pw, out, res, True, None)
+        assert rel_err(out, ref) < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 4, 32])
+@pytest.mark.parametrize("n_layers,hidden,qkv,inter,group", [(6, 576, 960, 1536, 32), (2, 4096, 4608, 16384, 128)])
+def test_kernel_int4_pdl_chain_in_cuda_graph(m, n_layers, hidden, qkv, inter, group):
+    """A decode step's chain of int4 matmuls (norm prologues, residual and SwiGLU epilogues, each reading the one
+    before's output), captured in a CUDA graph with PDL on, replays to the reference chain on fresh input."""
+    from engine.kernels import pdl
+
+    if not pdl.enabled("cuda"):
+        pytest.skip("PDL needs a Hopper GPU")
+    shapes = {"qkv": (qkv, hidden), "o": (hidden, hidden), "gu": (2 * inter, hidden), "down": (hidden, inter)}
+    ws = [{name: K.repack_int4(random_int4(n, k, group)) for name, (n, k) in shapes.items()} for _ in range(n_layers)]
+    nw = torch.rand(hidden, device="cuda") + 0.5
+
+    def rms(x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * nw
+
+    def step(h, ref=False):
+        mm = K.int4_matmul_ref if ref else K.int4_matmul
+        for w in ws:
+            if ref:
+                q = mm(rms(h), w["qkv"])
+                h = mm(q[:, :hidden].contiguous(), w["o"], h)
+                h = mm(mm(rms(h), w["gu"], swiglu=True), w["down"], h)
+            else:
+                q = mm(h, w["qkv"], norm=(nw, 1e-5), out_dtype=torch.float32)
+                h = mm(q[:, :hidden], w["o"], residual=h)
+                h = mm(mm(h, w["gu"], swiglu=True, norm=(nw, 1e-5), out_dtype=torch.float32), w["down"], residual=h)
+        return h
+
+    h = torch.randn(m, hidden, device="cuda")
+    step(h)  # autotune and compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step(h)
+    for _ in range(3):
+        h.copy_(torch.randn_like(h))
+        out.fill_(float("nan"))
+        graph.replay()
+        assert rel_err(out, step(h, ref=True)) < 1e-3
