@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from engine.errors import EngineError
 from engine.speculative.eagle import EagleHead, config_for_target, head_rows, load_head
-from engine.speculative.freq import corpus_texts, rank
+from engine.speculative.freq import corpus_texts, load_freq, rank
 
 
 @dataclass
@@ -154,8 +154,12 @@ def train_head(model, corpus, out, cfg: TrainConfig | None = None, device: str =
         weight = torch.ones(len(stream))
     if len(stream) <= cfg.seq_len:
         raise EngineError(f"corpus {corpus} has only {len(stream)} tokens; need more than --seq-len {cfg.seq_len}")
-    counts = torch.bincount(stream, minlength=base.vocab_size)
-    freq_ids = rank(counts, min(cfg.top, base.vocab_size), engine.tokenizer.eos_token_id)
+    top = min(cfg.top, base.vocab_size)
+    kept = Path(cfg.init) / f"freq_{top}.pt" if cfg.init else None
+    if kept is not None and kept.is_file():  # the starting head's ranking: counted over its (larger) corpus
+        freq_ids = load_freq(kept, base.vocab_size).tolist()
+    else:
+        freq_ids = rank(torch.bincount(stream, minlength=base.vocab_size), top, engine.tokenizer.eos_token_id)
 
     if cfg.init:
         head, _ = load_head(Path(cfg.init), base)
