@@ -45,7 +45,7 @@ from engine.kernels import pdl
 from engine.quant import Int4Weight, dequantize, pack_int4, unpack_int4
 
 DEQUANT_MIN_M = 256  # from this many rows of x on, dequantize + cuBLAS beats the Triton GEMM
-GEMV_MAX_M = 16  # up to this many rows, a small layer takes the FMA GEMV (`use_gemv`)
+GEMV_MAX_M = 8  # up to this many rows, a small layer takes the FMA GEMV (`use_gemv`)
 GEMV_MAX_NK = 1 << 24  # "small": N * K up to this (smollm2, MiniCPM4-0.5B); larger layers take the MMA kernel
 
 
@@ -192,15 +192,18 @@ def _gemv_configs():
     # which layout Triton gives the x loads (and so whether they are shuffled through shared memory) depends on
     # the tile, so both x-load forms are in the search; the autotuner keeps the fastest on the device
     if interpreting():  # the autotuner needs a device to time configs: keep one (tests run the other directly)
-        return [triton.Config({"BN": 4, "BK": 256, "X_WIDE": False}, num_warps=4)]
-    return [triton.Config({"BN": bn, "BK": bk, "X_WIDE": xw}, num_warps=w, num_stages=st)
+        return [triton.Config({"BN": 4, "BK": 256, "X_WIDE": False, "PREFETCH": False}, num_warps=4)]
+    return [triton.Config({"BN": bn, "BK": bk, "X_WIDE": xw, "PREFETCH": False}, num_warps=w, num_stages=st)
             for bn, bk, w, st in [(4, 1024, 4, 2), (4, 2048, 4, 2), (8, 512, 4, 2), (4, 512, 2, 2),
                                   (8, 1024, 4, 2), (4, 4096, 8, 1), (4, 256, 1, 2), (16, 256, 4, 2),
                                   (8, 4096, 8, 1), (8, 2048, 4, 1), (16, 1024, 4, 1)]
             for xw in (False, True)] + [
-        # register caps: more resident threads keep more weight loads in flight (the GEMV is latency-bound)
-        triton.Config({"BN": bn, "BK": bk, "X_WIDE": False}, num_warps=w, num_stages=1, maxnreg=r)
-        for bn, bk, w, r in [(4, 4096, 8, 64), (4, 2048, 4, 64), (4, 4096, 8, 96), (8, 1024, 4, 64)]]
+        # register caps: more resident threads keep more weight loads in flight (the GEMV is latency-bound);
+        # PREFETCH: the next tile's loads are issued before this one's math (twice the loads in flight)
+        triton.Config({"BN": bn, "BK": bk, "X_WIDE": False, "PREFETCH": pf}, num_warps=w, num_stages=1, maxnreg=r)
+        for bn, bk, w, r, pf in [(4, 4096, 8, 64, False), (4, 2048, 4, 64, False), (4, 4096, 8, 96, False),
+                                 (8, 1024, 4, 64, False), (8, 1024, 4, 96, True), (4, 1024, 4, 64, True),
+                                 (4, 2048, 8, 96, True), (8, 512, 4, 128, True)]]
 
 
 # PDL trigger: a kernel whose grid has at most this many programs lets the next kernel launch at its start;
@@ -257,7 +260,8 @@ def _gemv_tile(acc, q, s, mn, k0, x_ptr, nw_ptr, rstd, rn, K, x_stride, G: tl.co
 @triton.jit(do_not_specialize=["x_stride", "early_max"])
 def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, eps, N, K, x_stride, early_max,
                  G: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, NORM: tl.constexpr,
-                 PDL: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, X_WIDE: tl.constexpr):
+                 PDL: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, X_WIDE: tl.constexpr,
+                 PREFETCH: tl.constexpr):
     # x [1, K] -> out [1, BN rows]. A thread owns whole words of 4 rows and loads each x value it needs once
     # ([BK / 8, 1] tensors broadcast over the rows), 8 loads per word-row, coalesced since a word's nibble j
     # sits G/8 columns after nibble j-1. x_stride (always 1) is not specialised so that Triton does not
@@ -273,11 +277,17 @@ def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, eps, N, K
     rstd = 1.0
     if NORM:
         rstd = tl.sum(_rms_rstd(x_ptr, tl.arange(0, 1), 1, K, 0, eps, 1, BK), axis=0)
-    acc = _gemv_tile(tl.zeros((BK // 8, BN), tl.float32), q, s, mn, 0, x_ptr, nw_ptr, rstd, rn, K, x_stride, G,
-                     NORM, X_WIDE, BN, BK)
-    for k0 in range(BK, K, BK):
-        q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)  # [BK / 8, BN]
-        acc = _gemv_tile(acc, q, s, mn, k0, x_ptr, nw_ptr, rstd, rn, K, x_stride, G, NORM, X_WIDE, BN, BK)
+    acc = tl.zeros((BK // 8, BN), tl.float32)
+    if PREFETCH:  # registers double-buffered: tile k0's loads are in flight during the math of tile k0 - BK
+        for k0 in range(BK, K + BK, BK):
+            qn, sn, mnn = _load_words(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)  # masked off past K
+            acc = _gemv_tile(acc, q, s, mn, k0 - BK, x_ptr, nw_ptr, rstd, rn, K, x_stride, G, NORM, X_WIDE, BN, BK)
+            q, s, mn = qn, sn, mnn
+    else:
+        acc = _gemv_tile(acc, q, s, mn, 0, x_ptr, nw_ptr, rstd, rn, K, x_stride, G, NORM, X_WIDE, BN, BK)
+        for k0 in range(BK, K, BK):
+            q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)  # [BK / 8, BN]
+            acc = _gemv_tile(acc, q, s, mn, k0, x_ptr, nw_ptr, rstd, rn, K, x_stride, G, NORM, X_WIDE, BN, BK)
     _trigger(early_max, PDL, False)
     out = tl.reshape(tl.sum(acc, axis=0), (1, BN))
     _epilogue(out, tl.arange(0, 1), tl.program_id(0) * BN, 1, N, out_ptr, res_ptr, 0, 0, 1, BN, SWIGLU, RESIDUAL)
@@ -418,44 +428,48 @@ def _mma_weights(q_ptr, s_ptr, m_ptr, t, n0, N, K, G: tl.constexpr, BN: tl.const
 
 
 @triton.jit
+def _dq(v, s, mn, G: tl.constexpr, F32_DOT: tl.constexpr):
+    """Nibble tile v [BN, 16] (bf16 128 + code) as the MMA's A: as is for G = 128 (scaled after the dot), else
+    dequantized per word (w = v s + m - 128 s; s, mn [BN, 16])."""
+    if G == 128:
+        return v.to(tl.float32) if F32_DOT else v
+    w = v.to(tl.float32) * s + mn
+    return w if F32_DOT else w.to(tl.bfloat16)
+
+
+@triton.jit
 def _mma_tile(acc, q, s, mn, t, x_ptr, nw_ptr, rstd, rm, M, K, stride_xm, G: tl.constexpr, NORM: tl.constexpr,
               F32_DOT: tl.constexpr, ASM: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, EVEN: tl.constexpr):
-    """acc [BN, BM] += K step t (16 words of BN rows = 128 columns) times x's rows rm."""
-    kk = t * 16 + tl.arange(0, 16)
-    wmask = kk < K // 8
+    """acc [BN, BM] += K step t (16 words of BN rows = 128 columns) times x's rows rm: one MMA of K = 128 with
+    A = [v0 | v1 | ... | v7] (column 16 j + w = nibble j of word w; a join + permute that moves no data: each
+    thread's fragment is the nibbles of the words it loaded). That is input column 128 t + 16 j + w for G = 128
+    (x's tile is contiguous), `_column(16 t + w, j, G)` in general (x's tile gathered in that order)."""
     vs = _nibbles(q, ASM)
-    if G == 128:
-        # one MMA of K = 128: A = [v0 | v1 | ... | v7] (column 16 j + w = nibble j of word w, which is
-        # input column 128 t + 16 j + w: x's tile is contiguous and goes to the MMA as loaded)
-        a = tl.join(tl.join(tl.join(vs[0], vs[1]), tl.join(vs[2], vs[3])),
-                    tl.join(tl.join(vs[4], vs[5]), tl.join(vs[6], vs[7])))
-        a = tl.reshape(tl.permute(a, (0, 4, 3, 2, 1)), (BN, 128))
-        rk = t * 128 + tl.arange(0, 128)
-        xmask = (rm < M)[None, :] if EVEN else (rm < M)[None, :] & (rk < K)[:, None]
-        xt = tl.load(x_ptr + rm[None, :] * stride_xm + rk[:, None], mask=xmask, other=0.0)
-        if NORM:
-            xt = xt.to(tl.float32) * rstd[None, :] * tl.load(nw_ptr + rk, mask=rk < K, other=0.0)[:, None]
-        if F32_DOT:  # exact fp32 products (fp32 mode; and Triton 3.9's interpreter, whose bf16 tl.dot is wrong)
-            xt = xt.to(tl.float32)
-            part = tl.dot(a.to(tl.float32), xt, input_precision="ieee")
+    a = tl.join(tl.join(tl.join(_dq(vs[0], s, mn, G, F32_DOT), _dq(vs[1], s, mn, G, F32_DOT)),
+                        tl.join(_dq(vs[2], s, mn, G, F32_DOT), _dq(vs[3], s, mn, G, F32_DOT))),
+                tl.join(tl.join(_dq(vs[4], s, mn, G, F32_DOT), _dq(vs[5], s, mn, G, F32_DOT)),
+                        tl.join(_dq(vs[6], s, mn, G, F32_DOT), _dq(vs[7], s, mn, G, F32_DOT))))
+    a = tl.reshape(tl.permute(a, (0, 4, 3, 2, 1)), (BN, 128))
+    r = tl.arange(0, 128)
+    rk = t * 128 + r if G == 128 else _column(t * 16 + r % 16, r // 16, G)
+    xmask = (rm < M)[None, :] if EVEN else (rm < M)[None, :] & (rk < K)[:, None]
+    xt = tl.load(x_ptr + rm[None, :] * stride_xm + rk[:, None], mask=xmask, other=0.0)
+    if NORM:
+        xt = xt.to(tl.float32) * rstd[None, :] * tl.load(nw_ptr + rk, mask=rk < K, other=0.0)[:, None]
+    if F32_DOT:  # exact fp32 products (fp32 mode; and Triton 3.9's interpreter, whose bf16 tl.dot is wrong)
+        xt = xt.to(tl.float32)
+        part = tl.dot(a, xt, input_precision="ieee")
+    else:
+        xt = xt.to(tl.bfloat16)
+        part = tl.dot(a, xt)
+    if G == 128:  # w x = s dot(v, x) + (m - 128 s) sum(x)
+        if F32_DOT:
             xsum = tl.dot(tl.full((BN, 128), 1.0, tl.float32), xt, input_precision="ieee")
         else:
-            xt = xt.to(tl.bfloat16)
-            part = tl.dot(a, xt)
             xsum = tl.dot(tl.full((BN, 128), 1.0, tl.bfloat16), xt)  # the tile's x sums, already broadcast
         acc += part * s[:, None] + xsum * mn[:, None]
-    else:  # several groups a step: 8 dots of K = 16, each code dequantized first
-        for j in tl.static_range(8):
-            col = _column(kk, j, G)  # [16]
-            xj = tl.load(x_ptr + rm[None, :] * stride_xm + col[:, None], mask=(rm < M)[None, :] & wmask[:, None],
-                         other=0.0).to(tl.float32)
-            if NORM:
-                xj = xj * rstd[None, :] * tl.load(nw_ptr + col, mask=wmask, other=0.0).to(tl.float32)[:, None]
-            a = vs[j].to(tl.float32) * s + mn  # w = v s + m - 128 s
-            if F32_DOT:
-                acc = tl.dot(a, xj, acc, input_precision="ieee")
-            else:
-                acc = tl.dot(a.to(tl.bfloat16), xj.to(tl.bfloat16), acc)
+    else:
+        acc += part
     return acc
 
 
@@ -469,9 +483,10 @@ def _mma_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, ws_ptr, cn
                 EVEN: tl.constexpr):
     # out^T [BN, BM] = W [BN, K] x^T [K, BM] ("swap AB": the dequantized weight is the MMA's A operand, which may
     # live in registers; the few rows of x pad only the small N side of the MMA). A K step is one 16-word tile
-    # of BN rows (128 columns); its 8 nibbles are 8 dots of K = 16 against the x columns they hold, so the
-    # weight is unpacked elementwise, never reshaped. SPLIT programs share the K range of a tile; the last to
-    # finish (an atomic count) sums the fp32 partials and runs the epilogue, so small layers fill the GPU.
+    # of BN rows (128 columns), one MMA of K = 128 (`_mma_tile`): the weight is unpacked elementwise, never
+    # shuffled, and x's tile is loaded in the order of its columns. SPLIT programs share the K range of a tile;
+    # the last to finish (an atomic count) sums the fp32 partials and runs the epilogue, so small layers fill
+    # the GPU.
     # PDL: the first K step's weights are loaded before the wait; x, the workspace and counts only after it.
     pid_n, pid_k, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rn = pid_n * BN + tl.arange(0, BN)
@@ -557,6 +572,8 @@ def _gemv(x: torch.Tensor, pw: PackedInt4, out: torch.Tensor, res: torch.Tensor 
     grid = lambda meta: (triton.cdiv(n, meta["BN"]),)  # noqa: E731
     if m == 1:
         fn = _gemv_kernel.fn if meta else _gemv_kernel
+        if meta:
+            flags = {"X_WIDE": False, "PREFETCH": False, **flags}
         fn[grid](*args, n, k, 1, PDL_EARLY_MAX_PROGRAMS, **flags)
     else:
         fn = _gemv_rows_kernel.fn if meta else _gemv_rows_kernel

@@ -79,18 +79,21 @@ def test_kernel_int4_gemv_norm_prologue(m, swiglu):
     assert rel_err(got, K.int4_matmul_ref(xn, pw, swiglu=swiglu)) < 1e-4
 
 
-@pytest.mark.parametrize("bn,bk,wide", [(4, 64, True), (8, 128, False), (4, 128, True)])
-def test_kernel_int4_gemv_every_x_form(bn, bk, wide):
-    """The GEMV's configs outside the autotuner (it keeps one under the interpreter)."""
+@pytest.mark.parametrize("bn,bk,wide,prefetch", [(4, 64, True, False), (8, 128, False, True), (4, 128, True, False),
+                                                  (4, 64, False, True)])
+def test_kernel_int4_gemv_every_x_form(bn, bk, wide, prefetch):
+    """The GEMV's configs outside the autotuner (it keeps one under the interpreter), with the norm prologue."""
     pw = K.repack_int4(random_int4(40, 320, 64, act_order=False))
     x = torch.randn(1, 320, device=DEVICE)
+    nw = torch.rand(320, device=DEVICE) + 0.5
+    xn = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * nw
     out = torch.full((1, 40), float("nan"), device=DEVICE)
-    K._gemv(x, pw, out, None, False, None, BN=bn, BK=bk, X_WIDE=wide, num_warps=4)
-    assert rel_err(out, K.int4_matmul_ref(x, pw)) < 1e-4
+    K._gemv(x, pw, out, None, False, (nw, 1e-5), BN=bn, BK=bk, X_WIDE=wide, PREFETCH=prefetch, num_warps=4)
+    assert rel_err(out, K.int4_matmul_ref(xn, pw)) < 1e-4
 
 
 @pytest.mark.parametrize("m,bn,bk,group", [(2, 4, 64, 32), (3, 8, 128, 64), (4, 4, 256, 128), (7, 16, 64, 32),
-                                           (16, 8, 128, 64)])
+                                           (8, 8, 128, 64)])
 def test_kernel_int4_gemv_rows(m, bn, bk, group):
     """The FMA GEMV over M rows (small layers of speculative verification), outside the autotuner: every row
     equals the reference, with the residual + swiglu epilogues and with the norm prologue."""
