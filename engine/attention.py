@@ -47,6 +47,8 @@ class SparseAttention:
                               dtype=dtype)
         self.k_nope = torch.zeros(*shape, max_seq_len, cfg.head_dim, device=device, dtype=dtype) \
             if self.p.use_nope else None
+        # the decode stage-1 kernel's grid-barrier counter: one per backend, whose layers run one after another
+        self.barrier = torch.zeros(1, dtype=torch.int64, device=device)
 
     def sparse_at(self, kv_len: int) -> bool:
         """Whether a step attending kv_len tokens runs sparse."""
@@ -72,13 +74,14 @@ class SparseAttention:
                 kn[torch.arange(B, device=q.device), :, ctx.pos] = k_raw[:, 0]
             keys = kn
         ck = self.ck[layer, ctx.rows]
-        self._compress(keys, ck, lengths, T)
         q_sel = q_raw.transpose(1, 2) if self.p.use_nope else None
         if self.kernels and T == 1 and self.mode != "dense":  # decode: the switch is made on the device
-            from engine.kernels.infllm_v2 import infllm_v2_attention
+            from engine.kernels.infllm_v2 import sparse_decode
 
-            dense_len = self.p.dense_len if self.mode == "auto" else 0
-            return infllm_v2_attention(q, kc, vc, ck, lengths, self.p, q_sel, self.scale, dense_len)
+            dense_len = self.p.dense_len if self.mode == "auto" else 0  # it writes the step's compressed key too
+            return sparse_decode(q, kc, vc, ck, lengths, self.p, q_sel, keys, self.scale, dense_len,
+                                 barrier=self.barrier)
+        self._compress(keys, ck, lengths, T)
         if not self.sparse_at(ctx.kv_len):
             return ops.attention(q, kc, vc, ctx.mask, ctx.causal, self.scale, ctx.lengths)
         if self.kernels:

@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from engine.kernels import pdl
+
 LOG2E = 1.4426950408889634
 IDX_BITS = 20  # selection keys are (score bits << IDX_BITS) | (2^IDX_BITS - 1 - block): unique per block
 
@@ -245,22 +247,14 @@ def _window_logits(q, ck_ptr, b, h, c0, seen, n_win, qk_scale, sc_b, sc_h, sc_c,
 
 
 @triton.jit
-def _lse_kernel(q_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, pool_ptr, qk_scale, chunk, T, NQT, NB,
+def _lse_kernel(q_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, qk_scale, chunk, T, NQT,
                 sq_b, sq_h, sq_t, sc_b, sc_h, sc_c,
                 KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr, D: tl.constexpr,
-                BC: tl.constexpr, KS: tl.constexpr, ST: tl.constexpr, NSPLIT: tl.constexpr, F32_DOT: tl.constexpr,
-                POOL: tl.constexpr, SP: tl.constexpr):
+                BC: tl.constexpr, KS: tl.constexpr, ST: tl.constexpr, NSPLIT: tl.constexpr, F32_DOT: tl.constexpr):
     """Stage 1, pass 1: per query row (token x head) and split of the compressed axis, the running max and sum
-    of exp2 of the logits (log2 units). POOL (decode, T == 1): also zero this split's share of the pooled block
-    scores that pass 2 max-reduces into."""
+    of exp2 of the logits (log2 units)."""
     sp = tl.program_id(1)
     b, h, t, hq, valid, seen, n_win = _row_setup(tl.program_id(0), len_ptr, T, KVH, NQT, BQ, GP, G, KS, ST)
-    if POOL:
-        lo = sp * (chunk // SP)
-        hi = tl.where(sp == NSPLIT - 1, NB, tl.minimum(lo + chunk // SP, NB))
-        for j0 in range(lo, hi, BC):
-            j = j0 + tl.arange(0, BC)
-            tl.store(pool_ptr + (b * KVH + h) * NB + j, tl.zeros((BC,), tl.int32), mask=j < hi)
     q = _load_rows(q_ptr, b, h * G + hq, t, valid, sq_b, sq_h, sq_t, D)
     m_i = tl.full((BQ * GP,), float("-inf"), tl.float32)
     l_i = tl.zeros((BQ * GP,), tl.float32)
@@ -280,12 +274,9 @@ def _score_kernel(q_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, s_ptr, qk_scale, chunk, 
                   sq_b, sq_h, sq_t, sc_b, sc_h, sc_c,
                   KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr, D: tl.constexpr,
                   BC: tl.constexpr, KS: tl.constexpr, ST: tl.constexpr, NSPLIT: tl.constexpr,
-                  F32_DOT: tl.constexpr, POOL: tl.constexpr, SP: tl.constexpr):
+                  F32_DOT: tl.constexpr):
     """Stage 1, pass 2: merge the splits' (max, sum) into each row's log-sum-exp, recompute the probabilities
-    and sum them over the group's heads: s [B, KVH, T, NCAP] float32 (0 where not visible). POOL (decode,
-    T == 1): instead max-reduce s straight into the block scores s_ptr [B, KVH, NB] (NCAP = NB, int32 bits):
-    per tile, the max of each block's own SP windows and its last window (which block j + 1 pools too) go in by
-    atomic max; max is order-free, so this is the pooling exactly."""
+    and sum them over the group's heads: s [B, KVH, T, NCAP] float32 (0 where not visible)."""
     sp = tl.program_id(1)
     b, h, t, hq, valid, seen, n_win = _row_setup(tl.program_id(0), len_ptr, T, KVH, NQT, BQ, GP, G, KS, ST)
     row = ((b * KVH + h) * T + t) * GP + hq
@@ -304,16 +295,7 @@ def _score_kernel(q_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, s_ptr, qk_scale, chunk, 
         pr = tl.where(valid[:, None] & (qk > float("-inf")), tl.exp2(qk - lse[:, None]), 0.0)
         s = tl.sum(tl.reshape(pr, (BQ, GP, BC)), axis=1)  # [BQ, BC]: sum over the group's heads
         ok = (tq[:, None] < T) & (rc[None, :] < n_win)
-        if POOL:  # T == 1: block j pools windows j*SP - 1 .. j*SP + SP - 1, i.e. its own SP and the last of j - 1
-            grp = tl.reshape(tl.sum(s, axis=0), (BC // SP, SP))  # rows past T == 1 are 0
-            jg = c0 // SP + tl.arange(0, BC // SP)
-            last = tl.sum(tl.where(tl.arange(0, SP)[None, :] == SP - 1, grp, 0.0), axis=1)
-            srow = (b * KVH + h) * NCAP
-            # scores are >= 0: their int32 bits order like the floats, and an int max is one atomic
-            tl.atomic_max(s_ptr + srow + jg, tl.max(grp, axis=1).to(tl.int32, bitcast=True), mask=jg < NCAP)
-            tl.atomic_max(s_ptr + srow + jg + 1, last.to(tl.int32, bitcast=True), mask=jg + 1 < NCAP)
-        else:
-            tl.store(s_ptr + ((b * KVH + h) * T + tq[:, None]) * NCAP + rc[None, :], s, mask=ok)
+        tl.store(s_ptr + ((b * KVH + h) * T + tq[:, None]) * NCAP + rc[None, :], s, mask=ok)
 
 
 @triton.jit
@@ -359,36 +341,6 @@ def _keys_kernel(s_ptr, key_ptr, len_ptr, T, NCAP, NB,
     tl.store(key_ptr + row * NB + j, key, mask=j < NB)
 
 
-@triton.jit
-def _rank_select_kernel(pool_ptr, idx_ptr, len_ptr, T, NB, K, TOPK, DENSE_LEN,
-                        KVH: tl.constexpr, BS: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr,
-                        IDXB: tl.constexpr, BN: tl.constexpr, BALL: tl.constexpr, KP: tl.constexpr):
-    """Top-k by rank, for few query rows (decode), keys made on the fly from the pooled block scores: program
-    (row, tile of BN blocks) counts, for each of its blocks, the blocks with a larger key (keys are unique) and writes block j to slot
-    rank(j) if rank < k. So the selected blocks fill slots 0 .. min(k, qb + 1) - 1, best first, and the rest
-    get -1. k = K below DENSE_LEN tokens (every block forced: dense attention through the same kernels; the
-    switch reads the length on the device), else TOPK. No sort, no host sync."""
-    row, jt = tl.program_id(0), tl.program_id(1)
-    pos = tl.load(len_ptr + row // (KVH * T)) - T + row % T
-    dense = pos + 1 < DENSE_LEN
-    qb = pos // BS
-    j = jt * BN + tl.arange(0, BN)
-    mine = _keys_from_scores(tl.load(pool_ptr + row * NB + j, mask=j < NB, other=0).to(tl.float32, bitcast=True),
-                             j, pos, dense, NB, BS, INIT, LOCAL, IDXB, False)
-    rank = tl.zeros((BN,), tl.int32)
-    for a in range(0, tl.minimum(qb + 1, NB), BALL):  # blocks past the query's own have key -1
-        ra = a + tl.arange(0, BALL)
-        other = _keys_from_scores(tl.load(pool_ptr + row * NB + ra, mask=ra < NB, other=0).to(tl.float32, bitcast=True),
-                                  ra, pos, dense, NB, BS, INIT, LOCAL, IDXB, False)
-        rank += tl.sum((other[None, :] > mine[:, None]).to(tl.int32), axis=1)
-    k = tl.where(dense, K, TOPK)
-    sel = (rank < k) & (mine >= 0)
-    tl.store(idx_ptr + row * K + tl.where(sel, rank, 0), j, mask=sel)
-    slot = tl.arange(0, KP)
-    n_sel = tl.where(jt == 0, tl.minimum(k, qb + 1), KP)  # program 0 clears the unused slots
-    tl.store(idx_ptr + row * K + slot, tl.full((KP,), -1, tl.int32), mask=(slot < K) & (slot >= n_sel))
-
-
 def decode_slots(p: InfLLMParams, num_blocks: int, dense_len: int = 0) -> int:
     """Selected-block slots of a decode step: top-k, or every block of a context below dense_len."""
     return min(num_blocks, max(p.topk, triton.cdiv(max(dense_len, 0), p.block_size)))
@@ -396,19 +348,17 @@ def decode_slots(p: InfLLMParams, num_blocks: int, dense_len: int = 0) -> int:
 
 def select_blocks(q: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor, num_blocks: int,
                   p: InfLLMParams, scale: float | None = None, num_splits: int | None = None,
-                  q_chunk: int = 2048, rows: int = 64, num_warps: int = 4, dense_len: int = 0,
-                  chosen_only: bool = False, block_windows: int = 64) -> torch.Tensor:
+                  q_chunk: int = 2048, rows: int = 64, num_warps: int = 4, chosen_only: bool = False,
+                  block_windows: int = 64) -> torch.Tensor:
     """q [B, H, T, D] (last dim contiguous), ck_cache [B, KVH, NC_cap, D], lengths int32 [B] (the row's last
     query is at lengths - 1) -> int32 [B, KVH, T, K] selected blocks (-1 = none). Long T runs in q_chunk slices
-    to bound the [T, NC] score scratch.
-    Decode (T == 1): slots best first, filled from slot 0; rows shorter than `dense_len` select every block
-    (K = decode_slots(...)). chosen_only (T > 1): only the top-k picks beyond the forced initial and local
-    blocks (K = topk - forced), for sparse_prefill_attention, which attends to those separately."""
+    to bound the [T, NC] score scratch. (A decode step selects inside sparse_decode instead.)
+    chosen_only: only the top-k picks beyond the forced initial and local blocks (K = topk - forced), for
+    sparse_prefill_attention, which attends to those separately."""
     bsz, h, t, d = q.shape
     if t > q_chunk:
         parts = [select_blocks(q[:, :, s:s + q_chunk], ck_cache, lengths - (t - min(s + q_chunk, t)), num_blocks,
-                               p, scale, num_splits, q_chunk, rows, num_warps, dense_len, chosen_only,
-                               block_windows)
+                               p, scale, num_splits, q_chunk, rows, num_warps, chosen_only, block_windows)
                  for s in range(0, t, q_chunk)]
         return torch.cat(parts, dim=2)
     kvh, ncap = ck_cache.shape[1], ck_cache.shape[2]
@@ -427,32 +377,18 @@ def select_blocks(q: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor
     m = torch.empty(bsz * kvh * t * gp * nsplit, dtype=torch.float32, device=dev)
     l = torch.empty_like(m)
     sp = p.block_size // p.kernel_stride
-    decode = t == 1  # pooled block scores straight from pass 2, then selection by rank in one launch
-    # pass 2's output: window scores [B, KVH, T, NCAP], or (decode) block scores [B, KVH, NB]
-    s = torch.empty(bsz, kvh, t, num_blocks if decode else ncap, dtype=torch.int32 if decode else torch.float32,
-                    device=dev)  # decode: the float bits, max-reduced by int atomics
+    s = torch.empty(bsz, kvh, t, ncap, dtype=torch.float32, device=dev)  # window scores
     f32 = _interp() or q.dtype == torch.float32
     common = dict(KVH=kvh, G=g, GP=gp, BQ=bq, D=d, BC=bc, KS=p.kernel_size, ST=p.kernel_stride, NSPLIT=nsplit,
-                  F32_DOT=f32, POOL=decode, SP=sp, num_warps=num_warps)
+                  F32_DOT=f32, num_warps=num_warps)
     strides = (q.stride(0), q.stride(1), q.stride(2), *ck_cache.stride()[:3])
-    _lse_kernel[(bsz * kvh * nqt, nsplit)](q, ck_cache, lengths, m, l, s, scale * LOG2E, chunk, t, nqt,
-                                           num_blocks, *strides, **common)
-    _score_kernel[(bsz * kvh * nqt, nsplit)](q, ck_cache, lengths, m, l, s, scale * LOG2E, chunk, t, nqt,
-                                             s.shape[-1], *strides, **common)
+    _lse_kernel[(bsz * kvh * nqt, nsplit)](q, ck_cache, lengths, m, l, scale * LOG2E, chunk, t, nqt, *strides,
+                                           **common)
+    _score_kernel[(bsz * kvh * nqt, nsplit)](q, ck_cache, lengths, m, l, s, scale * LOG2E, chunk, t, nqt, ncap,
+                                             *strides, **common)
     assert num_blocks < (1 << IDX_BITS) - 1
-    if decode:
-        kk = decode_slots(p, num_blocks, dense_len)
-        idx = torch.empty(bsz, kvh, t, kk, dtype=torch.int32, device=dev)
-        bn = 16
-        _rank_select_kernel[(bsz * kvh * t, triton.cdiv(num_blocks, bn))](
-            s, idx, lengths, t, num_blocks, kk, min(p.topk, num_blocks), dense_len, KVH=kvh, BS=p.block_size,
-            INIT=p.init_blocks, LOCAL=p.local_blocks, IDXB=IDX_BITS, BN=bn,
-            BALL=min(2048, triton.next_power_of_2(num_blocks)),  # one pass up to 128K tokens: one load deep
-            KP=triton.next_power_of_2(kk), num_warps=4)
-        return idx
     pool = dict(KVH=kvh, SP=sp, SPP=triton.next_power_of_2(sp + 1), BS=p.block_size, INIT=p.init_blocks,
                 LOCAL=p.local_blocks, KS=p.kernel_size, ST=p.kernel_stride, IDXB=IDX_BITS, num_warps=4)
-    assert dense_len <= 0, "the dense switch is decided per step in prefill"
     kk = min(p.topk - forced_blocks(p) if chosen_only else p.topk, num_blocks)
     keys = torch.empty(bsz, kvh, t, num_blocks, dtype=torch.int64, device=dev)
     bnb = min(256, triton.next_power_of_2(num_blocks))
@@ -506,11 +442,13 @@ def _sparse_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, o_ptr, lse_ptr, q
 
 
 @triton.jit
-def _merge_kernel(o_ptr, lse_ptr, out_ptr, D: tl.constexpr, NSPLIT: tl.constexpr):
+def _merge_kernel(o_ptr, lse_ptr, out_ptr, D: tl.constexpr, NSPLIT: tl.constexpr, PDL: tl.constexpr = False):
     """Program per (token, head) row: weight its splits' partial outputs [NSPLIT, D] by exp2(lse - max), as
     flash-decoding does. Splits with lse -inf (nothing attended) count 0 and are not read; every row has its
     own position selected, so some split is finite."""
     row = tl.program_id(0)
+    pdl.wait(PDL)
+    pdl.launch_dependents(PDL)  # a small grid: let the next kernel start launching
     rs, rd = tl.arange(0, NSPLIT), tl.arange(0, D)
     lse = tl.load(lse_ptr + row * NSPLIT + rs)
     live = lse > float("-inf")
@@ -547,17 +485,179 @@ def sparse_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     return out.transpose(1, 2)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# decode (T == 1): four launches, graph-safe, no host sync
+#   1. stage 1 (+ the newest compressed key): per (row x kv head, split of the windows) the logits of the G query
+#      heads; a grid-wide barrier to merge the splits' softmax statistics; then each split's windows' scores,
+#      pooled per block (`own` max and `tail` window, combined by the next kernel). Without the barrier (the CPU
+#      interpreter runs programs one by one; grids larger than the GPU) the same kernel runs twice, by phase.
+#   2. top-k by rank into slots 0 .. n_sel - 1 (the on-device dense switch);  3. attention;  4. merge.
+#   (A fused select + attend kernel, one program per tile of blocks ranking its own blocks, measured 170 us at
+#   128K on the H200: far slower than the rank kernel + attention, so they stay separate.)
+
+@triton.jit
+def _grid_sync(bar_ptr, n_prog):
+    """Every program of the launch waits here until all have arrived; bar_ptr is an int64 counter that only
+    grows, so no reset is needed (a launch's arrivals fill one multiple of n_prog). Needs every program resident
+    (grid <= SM count, checked by the caller)."""
+    tl.debug_barrier()  # the program's stores come before its arrival
+    old = tl.atomic_add(bar_ptr, 1, sem="acq_rel")
+    target = (old // n_prog + 1) * n_prog
+    cur = old + 1
+    while cur < target:
+        cur = tl.atomic_add(bar_ptr, 0, sem="acquire")
+    tl.debug_barrier()
+
+
+@triton.jit
+def _decode_logits(q, ck_ptr, b, h, c0, n_win, c_new, new, qk_scale, sc_b, sc_h, sc_c, D: tl.constexpr,
+                   BC: tl.constexpr, F32_DOT: tl.constexpr, SUB: tl.constexpr):
+    """Logits (log2 units) of the query heads against windows c0 .. c0 + BC - 1 (-inf past the row's windows).
+    SUB: window c_new comes from registers (`new`, computed by this program, its store not yet visible)."""
+    rc, rd = c0 + tl.arange(0, BC), tl.arange(0, D)
+    ck = tl.load(ck_ptr + b * sc_b + h * sc_h + rc[:, None] * sc_c + rd[None, :], mask=(rc < n_win)[:, None],
+                 other=0.0)
+    if SUB:
+        ck = tl.where((rc == c_new)[:, None], new[None, :], ck)
+    qk = _dot(q, tl.trans(ck), F32_DOT) * qk_scale
+    return rc, tl.where((rc < n_win)[None, :], qk, float("-inf"))
+
+
+@triton.jit
+def _merged_lse(m_ptr, l_ptr, row, valid, NSPLIT: tl.constexpr):
+    """Each query head's log-sum-exp (log2) over all splits; +inf where it saw no window (probabilities 0)."""
+    rsp = tl.arange(0, NSPLIT)
+    ms = tl.load(m_ptr + row[:, None] * NSPLIT + rsp[None, :], mask=valid[:, None], other=float("-inf"),
+                 cache_modifier=".cg")  # other programs' stores: read through L2
+    ls = tl.load(l_ptr + row[:, None] * NSPLIT + rsp[None, :], mask=valid[:, None], other=0.0, cache_modifier=".cg")
+    mx = tl.max(ms, axis=1)
+    mx = tl.where(mx == float("-inf"), 0.0, mx)
+    tot = tl.sum(ls * tl.exp2(ms - mx[:, None]), axis=1)
+    return tl.where(tot > 0, mx + tl.log2(tl.where(tot > 0, tot, 1.0)), float("inf"))
+
+
+@triton.jit
+def _pool_store(qk, lse, valid, rc, n_win, pool_ptr, bh, NB, c0, BC: tl.constexpr, SP: tl.constexpr):
+    """Window scores s(c) = sum over the group's heads of p_h(c), pooled per block: own[j] = max of block j's own
+    SP windows, tail[j] = its last window (block j + 1 pools it too). pool [B * KVH, 2, NB] float32."""
+    pr = tl.where(valid[:, None] & (rc < n_win)[None, :], tl.exp2(qk - lse[:, None]), 0.0)
+    grp = tl.reshape(tl.sum(pr, axis=0), (BC // SP, SP))
+    j = c0 // SP + tl.arange(0, BC // SP)
+    tail = tl.sum(tl.where(tl.arange(0, SP)[None, :] == SP - 1, grp, 0.0), axis=1)
+    tl.store(pool_ptr + bh * 2 * NB + j, tl.max(grp, axis=1), mask=j < NB)
+    tl.store(pool_ptr + (bh * 2 + 1) * NB + j, tail, mask=j < NB)
+
+
+@triton.jit
+def _stage1_decode_kernel(q_ptr, k_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, pool_ptr, bar_ptr, qk_scale, NB, n_prog,
+                          sq_b, sq_h, sk_b, sk_h, sk_s, sc_b, sc_h, sc_c,
+                          KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, KS: tl.constexpr,
+                          ST: tl.constexpr, SP: tl.constexpr, CH: tl.constexpr, BC: tl.constexpr,
+                          NSPLIT: tl.constexpr, PHASE: tl.constexpr, F32_DOT: tl.constexpr, PDL: tl.constexpr):
+    """Program (row x kv head, split sp of CH windows). PHASE 0: everything, the logits kept in registers across
+    a grid barrier (BC == CH); 1: compress + per-split (max, sum of exp2); 2: merge + scores + pooling."""
+    bh, sp = tl.program_id(0), tl.program_id(1)
+    b, h = bh // KVH, bh % KVH
+    rg, rd = tl.arange(0, GP), tl.arange(0, D)
+    valid = rg < G
+    row = bh * GP + rg
+    pdl.wait(PDL)
+    n = tl.load(len_ptr + b)
+    q = _load_rows(q_ptr, b, h * G + rg, tl.zeros((GP,), tl.int32), valid, sq_b, sq_h, 0, D)
+    n_win = tl.where(n >= KS, tl.maximum(n - KS, 0) // ST + 1, 0)  # the decode query sees every window
+    lo = sp * CH
+    c_new = n_win - 1  # the window this step may have completed: its chunk's program writes it
+    if PHASE != 2:
+        mine = (c_new >= lo) & (c_new < lo + CH)
+        lim = tl.where(mine, KS, 0)  # vector masks: the interpreter rejects scalar-bool ones
+        cn = tl.where(mine, c_new, 0)
+        rw = tl.arange(0, KS)
+        kw = tl.load(k_ptr + b * sk_b + h * sk_h + (cn * ST + rw)[:, None] * sk_s + rd[None, :],
+                     mask=(rw < lim)[:, None], other=0.0)
+        new = (tl.sum(kw.to(tl.float32), axis=0) / KS).to(ck_ptr.dtype.element_ty)
+        tl.store(ck_ptr + b * sc_b + h * sc_h + cn * sc_c + rd, new, mask=rd < lim * D)
+    if PHASE == 0:
+        rc, qk = _decode_logits(q, ck_ptr, b, h, lo, n_win, c_new, new, qk_scale, sc_b, sc_h, sc_c, D, CH, F32_DOT,
+                                True)
+        m_i = tl.max(qk, axis=1)
+        l_i = tl.sum(tl.exp2(qk - tl.where(m_i == float("-inf"), 0.0, m_i)[:, None]), axis=1)
+        tl.store(m_ptr + row * NSPLIT + sp, m_i, mask=valid)
+        tl.store(l_ptr + row * NSPLIT + sp, l_i, mask=valid)
+        _grid_sync(bar_ptr, n_prog)
+        pdl.launch_dependents(PDL)
+        _pool_store(qk, _merged_lse(m_ptr, l_ptr, row, valid, NSPLIT), valid, rc, n_win, pool_ptr, bh, NB, lo, CH,
+                    SP)
+    elif PHASE == 1:
+        m_i = tl.full((GP,), float("-inf"), tl.float32)
+        l_i = tl.zeros((GP,), tl.float32)
+        for c0 in range(lo, tl.minimum(lo + CH, n_win), BC):
+            rc, qk = _decode_logits(q, ck_ptr, b, h, c0, n_win, c_new, new, qk_scale, sc_b, sc_h, sc_c, D, BC,
+                                    F32_DOT, True)
+            m_new = tl.maximum(m_i, tl.max(qk, axis=1))
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+            l_i = l_i * tl.exp2(m_i - m_use) + tl.sum(tl.exp2(qk - m_use[:, None]), axis=1)
+            m_i = m_new
+        tl.store(m_ptr + row * NSPLIT + sp, m_i, mask=valid)
+        tl.store(l_ptr + row * NSPLIT + sp, l_i, mask=valid)
+    else:
+        lse = _merged_lse(m_ptr, l_ptr, row, valid, NSPLIT)
+        for c0 in range(lo, lo + CH, BC):  # every block of the chunk is written (0 past the windows)
+            rc, qk = _decode_logits(q, ck_ptr, b, h, c0, n_win, c_new, q, qk_scale, sc_b, sc_h, sc_c, D, BC,
+                                    F32_DOT, False)
+            _pool_store(qk, lse, valid, rc, n_win, pool_ptr, bh, NB, c0, BC, SP)
+
+
+@triton.jit
+def _pooled_keys(pool_ptr, bh, j, pos, dense, NB, BS: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr,
+                 IDXB: tl.constexpr):
+    """Selection keys of blocks j from stage 1's pool: score(j) = max(own[j], tail[j - 1])."""
+    own = tl.load(pool_ptr + bh * 2 * NB + j, mask=j < NB, other=0.0)
+    prev = tl.load(pool_ptr + (bh * 2 + 1) * NB + j - 1, mask=(j >= 1) & (j < NB), other=0.0)
+    return _keys_from_scores(tl.maximum(own, prev), j, pos, dense, NB, BS, INIT, LOCAL, IDXB, False)
+
+
+@triton.jit
+def _rank_select_kernel(pool_ptr, idx_ptr, len_ptr, NB, K, TOPK, DENSE_LEN,
+                        KVH: tl.constexpr, BS: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr,
+                        IDXB: tl.constexpr, BN: tl.constexpr, BALL: tl.constexpr, KP: tl.constexpr,
+                        PDL: tl.constexpr):
+    """Top-k by rank: program (row x kv head, tile of BN blocks) counts, for each of its blocks, the blocks with a
+    larger key (keys are unique) and writes block j to slot rank(j) if rank < k. So the selected blocks fill
+    slots 0 .. min(k, qb + 1) - 1, best first, and the rest get -1. k = K below DENSE_LEN tokens (every block
+    forced: dense attention through the same kernels, the switch read from the length on the device), else
+    TOPK. No sort, no host sync."""
+    bh, jt = tl.program_id(0), tl.program_id(1)
+    pdl.wait(PDL)
+    pos = tl.load(len_ptr + bh // KVH) - 1
+    dense = pos + 1 < DENSE_LEN
+    qb = pos // BS
+    j = jt * BN + tl.arange(0, BN)
+    mine = _pooled_keys(pool_ptr, bh, j, pos, dense, NB, BS, INIT, LOCAL, IDXB)
+    rank = tl.zeros((BN,), tl.int32)
+    for a in range(0, tl.minimum(qb + 1, NB), BALL):  # blocks past the query's own have key -1
+        ra = a + tl.arange(0, BALL)
+        other = _pooled_keys(pool_ptr, bh, ra, pos, dense, NB, BS, INIT, LOCAL, IDXB)
+        rank += tl.sum((other[None, :] > mine[:, None]).to(tl.int32), axis=1)
+    k = tl.where(dense, K, TOPK)
+    sel = (rank < k) & (mine >= 0)
+    tl.store(idx_ptr + bh * K + tl.where(sel, rank, 0), j, mask=sel)
+    slot = tl.arange(0, KP)
+    n_sel = tl.where(jt == 0, tl.minimum(k, qb + 1), KP)  # program 0 clears the unused slots
+    tl.store(idx_ptr + bh * K + slot, tl.full((KP,), -1, tl.int32), mask=(slot < K) & (slot >= n_sel))
+
+
 @triton.jit
 def _decode_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, part_ptr, lse_ptr, qk_scale, K, TOPK, DENSE_LEN,
                         sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s,
                         KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
-                        PB: tl.constexpr, NSPLIT: tl.constexpr, F32_DOT: tl.constexpr):
-    """Decode, program (row x kv head, split sp): the selected blocks fill slots 0 .. n_sel - 1 (n_sel from the
-    length on the device); split sp attends to slots sp*PB .. sp*PB + PB - 1 as one [PB * BS]-key tile: one
-    gather of K and V for the G query heads, no loop, so the program is one load latency deep. Splits past
-    the selection only mark their partial empty (lse -inf). Grid sized by the slot capacity: graph-safe."""
+                        PB: tl.constexpr, NSPLIT: tl.constexpr, F32_DOT: tl.constexpr, PDL: tl.constexpr):
+    """Program (row x kv head, split sp): the selected blocks fill slots 0 .. n_sel - 1 (n_sel from the length
+    on the device); split sp attends to slots sp*PB .. sp*PB + PB - 1 as one [PB * BS]-key tile: one gather of K
+    and V for the G query heads, no loop, so the program is one load latency deep. Splits past the selection
+    only mark their partial empty (lse -inf). Grid sized by the slot capacity: graph-safe."""
     pid, sp = tl.program_id(0), tl.program_id(1)
     b, h = pid // KVH, pid % KVH
+    pdl.wait(PDL)
     n = tl.load(len_ptr + b)
     pos = n - 1
     n_sel = tl.minimum(tl.where(n < DENSE_LEN, K, TOPK), pos // BS + 1)
@@ -580,16 +680,78 @@ def _decode_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, part_ptr, lse_ptr
         tl.store(lse_ptr + rows * NSPLIT + sp, tl.full((GP,), float("-inf"), tl.float32), mask=rg < G)
 
 
+_BARRIERS: dict = {}
+
+
+def _barrier(device: torch.device) -> torch.Tensor:
+    """The grid-barrier counter of a device (allocated on first use, which is outside any graph capture:
+    the kernels compile on a warm-up call first)."""
+    key = str(device)
+    if key not in _BARRIERS:
+        _BARRIERS[key] = torch.zeros(1, dtype=torch.int64, device=device)
+    return _BARRIERS[key]
+
+
+def _sm_count(device: torch.device) -> int:
+    if _interp() or torch.device(device).type != "cuda":
+        return 8
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def select_decode(q: torch.Tensor, k_cache: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor,
+                  p: InfLLMParams, scale: float | None = None, dense_len: int = 0, num_splits: int | None = None,
+                  fused: bool | None = None, barrier: torch.Tensor | None = None) -> torch.Tensor:
+    """Stage 1 and the top-k of a decode step: q [B, H, 1, D] (the selection queries), k_cache [B, KVH, S, D]
+    (the keys the compressed keys come from: the step writes its newest window into ck_cache [B, KVH, NC, D])
+    -> int32 [B, KVH, 1, K] selected blocks, best first from slot 0, -1 after; rows shorter than dense_len
+    select every block (K = decode_slots(...)). 2 launches (3 without the grid barrier), graph-safe."""
+    bsz, h, _, d = q.shape
+    kvh = k_cache.shape[1]
+    g, gp = h // kvh, max(16, triton.next_power_of_2(h // kvh))
+    nb = triton.cdiv(k_cache.shape[2], p.block_size)
+    sp = p.block_size // p.kernel_stride
+    assert sp & (sp - 1) == 0 and nb < (1 << IDX_BITS) - 1, "block_size / kernel_stride must be a power of 2"
+    dev, n_sm = q.device, _sm_count(q.device)
+    # stage-1 splits: at most one program per SM (the barrier needs them all resident), >= 16 windows each
+    want = num_splits or max(1, min(64, n_sm // (bsz * kvh), triton.cdiv(nb * sp, 16)))
+    nsplit = 1 << (want.bit_length() - 1)
+    ch = max(16, sp, triton.next_power_of_2(triton.cdiv(nb * sp, nsplit)))  # windows per split
+    if fused is None:
+        fused = not _interp() and bsz * kvh * nsplit <= n_sm and ch <= 256
+    on = pdl.enabled(dev)
+    stats = torch.empty(2, bsz * kvh * gp, nsplit, dtype=torch.float32, device=dev)
+    pool = torch.empty(bsz * kvh, 2, nb, dtype=torch.float32, device=dev)
+    bar = barrier if barrier is not None else _barrier(dev)
+    scale = (scale if scale is not None else d ** -0.5) * LOG2E
+    for phase in ((0,) if fused else (1, 2)):
+        _stage1_decode_kernel[(bsz * kvh, nsplit)](
+            q, k_cache, ck_cache, lengths, stats[0], stats[1], pool, bar, scale, nb, bsz * kvh * nsplit,
+            q.stride(0), q.stride(1), *k_cache.stride()[:3], *ck_cache.stride()[:3], KVH=kvh, G=g, GP=gp, D=d,
+            KS=p.kernel_size, ST=p.kernel_stride, SP=sp, CH=ch, BC=ch if fused else min(ch, 64), NSPLIT=nsplit,
+            PHASE=phase, F32_DOT=_interp() or q.dtype == torch.float32, PDL=on, num_warps=4,
+            **pdl.launch_kwargs(on))
+    kk = decode_slots(p, nb, dense_len)
+    idx = torch.empty(bsz, kvh, 1, kk, dtype=torch.int32, device=dev)
+    bn = 16
+    _rank_select_kernel[(bsz * kvh, triton.cdiv(nb, bn))](
+        pool, idx, lengths, nb, kk, min(p.topk, nb), dense_len, KVH=kvh, BS=p.block_size, INIT=p.init_blocks,
+        LOCAL=p.local_blocks, IDXB=IDX_BITS, BN=bn,
+        BALL=min(2048, triton.next_power_of_2(nb)),  # one pass up to 128K tokens: one load deep
+        KP=triton.next_power_of_2(kk), PDL=on, num_warps=4, **pdl.launch_kwargs(on))
+    return idx
+
+
 def sparse_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, idx: torch.Tensor,
                             lengths: torch.Tensor, p: InfLLMParams, dense_len: int = 0,
                             scale: float | None = None, blocks_per_split: int = 1) -> torch.Tensor:
-    """One decode step: q [B, H, 1, D], caches [B, KVH, S, D], idx int32 [B, KVH, 1, K] from select_blocks
-    (T == 1: filled from slot 0) -> [B, H, 1, D]. Two launches (attention, merge); graph-safe."""
+    """Stage 2 of a decode step: q [B, H, 1, D], caches [B, KVH, S, D], idx int32 [B, KVH, 1, K] from
+    select_decode (filled from slot 0) -> [B, H, 1, D]. Two launches (attention, merge); graph-safe."""
     bsz, h, _, d = q.shape
     kvh = k_cache.shape[1]
     g, kk = h // kvh, idx.shape[-1]
     nsplit = triton.next_power_of_2(triton.cdiv(kk, blocks_per_split))
     scale = scale if scale is not None else d ** -0.5
+    on = pdl.enabled(q.device)
     part = torch.empty(bsz * h, nsplit, d, dtype=torch.float32, device=q.device)
     lse = torch.empty(bsz * h, nsplit, dtype=torch.float32, device=q.device)
     out = torch.empty(bsz, h, 1, d, dtype=q.dtype, device=q.device)
@@ -597,9 +759,21 @@ def sparse_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
         q, k_cache, v_cache, idx.contiguous(), lengths, part, lse, scale * LOG2E, kk, min(p.topk, kk), dense_len,
         q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3], KVH=kvh, G=g,
         GP=max(16, triton.next_power_of_2(g)), D=d, BS=p.block_size, PB=blocks_per_split, NSPLIT=nsplit,
-        F32_DOT=_interp() or q.dtype == torch.float32, num_warps=4)
-    _merge_kernel[(bsz * h,)](part, lse, out, D=d, NSPLIT=nsplit)
+        F32_DOT=_interp() or q.dtype == torch.float32, PDL=on, num_warps=4, **pdl.launch_kwargs(on))
+    _merge_kernel[(bsz * h,)](part, lse, out, D=d, NSPLIT=nsplit, PDL=on, **pdl.launch_kwargs(on))
     return out
+
+
+def sparse_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, ck_cache: torch.Tensor,
+                  lengths: torch.Tensor, p: InfLLMParams, q_select: torch.Tensor | None = None,
+                  k_select: torch.Tensor | None = None, scale: float | None = None, dense_len: int = 0,
+                  barrier: torch.Tensor | None = None) -> torch.Tensor:
+    """One decode step: q [B, H, 1, D], caches [B, KVH, S, D], ck_cache [B, KVH, NC, D] -> [B, H, 1, D].
+    Writes the step's compressed key itself (from k_select, the pre-rotary keys when use_nope, else k_cache);
+    selects with q_select (else q). Rows shorter than dense_len attend to every block. 4 launches, graph-safe."""
+    idx = select_decode(q if q_select is None else q_select, k_cache if k_select is None else k_select, ck_cache,
+                        lengths, p, scale, dense_len, barrier=barrier)
+    return sparse_decode_attention(q, k_cache, v_cache, idx, lengths, p, dense_len, scale)
 
 
 @triton.jit
@@ -678,16 +852,18 @@ def sparse_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: to
 
 def infllm_v2_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, ck_cache: torch.Tensor,
                         lengths: torch.Tensor, p: InfLLMParams, q_select: torch.Tensor | None = None,
-                        scale: float | None = None, dense_len: int = 0) -> torch.Tensor:
+                        scale: float | None = None, dense_len: int = 0,
+                        k_select: torch.Tensor | None = None) -> torch.Tensor:
     """The sparse path: select blocks (from q_select, the pre-rotary queries when use_nope, else q) and attend.
-    q [B, H, T, D], caches [B, KVH, S, D], ck_cache [B, KVH, NC_cap, D] already holding this step's windows.
-    Decode (T == 1): 5 launches with no host sync, graph-safe; rows shorter than `dense_len` attend to every
-    block (the dense switch, read from the lengths on the device). Prefill: B == 1."""
+    q [B, H, T, D], caches [B, KVH, S, D], ck_cache [B, KVH, NC_cap, D].
+    Decode (T == 1): `sparse_decode`, which writes the step's compressed key itself (from k_select, else
+    k_cache): 3 launches, no host sync, graph-safe; rows shorter than `dense_len` attend to every block (the
+    dense switch, read from the lengths on the device). Prefill (B == 1): ck_cache must already hold the chunk's
+    windows (compress_keys)."""
     nb = triton.cdiv(k_cache.shape[2], p.block_size)
     qs = q if q_select is None else q_select
     if q.shape[2] == 1:
-        idx = select_blocks(qs, ck_cache, lengths, nb, p, scale, dense_len=dense_len)
-        return sparse_decode_attention(q, k_cache, v_cache, idx, lengths, p, dense_len, scale)
+        return sparse_decode(q, k_cache, v_cache, ck_cache, lengths, p, q_select, k_select, scale, dense_len)
     if q.shape[0] == 1 and forced_blocks(p) <= p.topk:
         return sparse_prefill_attention(q, k_cache, v_cache, ck_cache, lengths, p, q_select, scale)
     return sparse_attention(q, k_cache, v_cache, select_blocks(qs, ck_cache, lengths, nb, p, scale), lengths,
