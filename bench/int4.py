@@ -11,8 +11,8 @@ fp32 x (what the decode step passes), larger M bf16. Each shape is checked again
 For M > 1 the FMA GEMV and the tensor-core kernel are both timed (`use_gemv` picks one).
 `--sweep M,..` also times every `_mma_kernel` config at those M, with the PTX nibble unpacking and the plain one.
 `--chain`: all layers' four matmuls in decode order (norm prologues, residual and SwiGLU epilogues, fp32
-activations between them, as engine/model.py's fused step) captured in one CUDA graph, per call: PDL off, PDL
-with every kernel triggering its dependents at its start, and with large grids triggering at their end.
+activations between them, as engine/model.py's fused step) captured in one CUDA graph, us a call: PDL off
+(`off`), on for the M = 1 GEMV only (`m1`, the default), and on for the small-M kernels too (`all`).
 """
 from __future__ import annotations
 
@@ -147,26 +147,25 @@ def chain_rows(shape: str, ms: list[int], layers: int | None = None) -> list[dic
             h = K.int4_matmul(a, w["down"], residual=h)
         return h
 
-    rows = []
+    rows, small_m_default = [], K.PDL_SMALL_M
     for m in ms:
         h = torch.randn(m, hidden, device="cuda")
         row = {"shape": shape, "M": m, "layers": n_layers, "calls": 4 * n_layers}
         os.environ["CPM_PDL"] = "0"
         ref = step(h)
-        for mode, pdl_on, early_max in (("off", False, 0), ("early", True, 1 << 30), ("late_big", True, 1024),
-                                        ("late", True, 0)):
+        for mode, pdl_on, small_m in (("off", False, False), ("m1", True, False), ("all", True, True)):
             os.environ["CPM_PDL"] = "1" if pdl_on else "0"
-            K.PDL_EARLY_MAX_PROGRAMS = early_max
+            K.PDL_SMALL_M = small_m
             out = {}
             t = _graph_ms(lambda: out.__setitem__("h", step(h)))  # the captured outputs: compared after a replay
             row[f"{mode}_us"] = t * 1e3 / row["calls"]
             row[f"{mode}_err"] = ((out["h"] - ref).norm() / ref.norm()).item()
         rows.append(row)
         print(f"  chain {shape} M={m} {row['calls']} calls: us a call  " + "  ".join(
-            f"{mode} {row[mode + '_us']:.2f} (err {row[mode + '_err']:.0e})" for mode in ("off", "early", "late_big",
-                                                                                           "late")), flush=True)
+            f"{mode} {row[mode + '_us']:.2f} (err {row[mode + '_err']:.0e})" for mode in ("off", "m1", "all")),
+            flush=True)
     os.environ.pop("CPM_PDL")
-    K.PDL_EARLY_MAX_PROGRAMS = 1 << 30
+    K.PDL_SMALL_M = small_m_default
     return rows
 
 

@@ -46,7 +46,7 @@ from engine.quant import Int4Weight, dequantize, pack_int4, unpack_int4
 
 DEQUANT_MIN_M = 256  # from this many rows of x on, dequantize + cuBLAS beats the Triton GEMM
 GEMV_MAX_M = 8  # up to this many rows, a small layer takes the FMA GEMV (`use_gemv`)
-GEMV_MAX_NK = 1 << 24  # "small": N * K up to this (smollm2, MiniCPM4-0.5B); larger layers take the MMA kernel
+GEMV_MAX_NK = 1 << 20  # "small": N * K up to this (smollm2's qkv, o, down); larger layers take the MMA kernel
 
 
 def use_gemv(m: int, n: int, k: int) -> bool:
@@ -206,22 +206,12 @@ def _gemv_configs():
                                  (4, 2048, 8, 96, True), (8, 512, 4, 128, True)]]
 
 
-# PDL trigger: a kernel whose grid has at most this many programs lets the next kernel launch at its start;
-# a larger one only once each program has streamed its weights (an early trigger there lets the next kernel's
-# waiting programs take SM slots this one still needs). Measured on the H200 (docs/kernels.md, "PDL").
-PDL_EARLY_MAX_PROGRAMS = 1 << 30
-
-
-@triton.jit
-def _trigger(early_max, PDL: tl.constexpr, AT_START: tl.constexpr):
-    """launch_dependents at the kernel's start (AT_START) when the grid is small, else at its end."""
-    n = tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2)
-    if AT_START:
-        if n <= early_max:
-            pdl.launch_dependents(PDL)
-    else:
-        if n > early_max:
-            pdl.launch_dependents(PDL)
+# PDL (engine/kernels/pdl.py) for the M = 1 GEMV and for the small-M kernels. Each kernel lets its dependents
+# launch once its weights are streamed (a trigger at the start let the next kernel's waiting programs take SM
+# slots this one still needed: slower than no PDL). H200, smollm2's 120-call chain in a CUDA graph, 2026-11-23:
+# M = 1 2.96 -> 2.47 us a call; M = 8 (GEMV over rows) 8.72 -> 9.30, so the small-M kernels run without it.
+PDL_GEMV = True
+PDL_SMALL_M = False
 
 
 @triton.jit
@@ -257,8 +247,8 @@ def _gemv_tile(acc, q, s, mn, k0, x_ptr, nw_ptr, rstd, rn, K, x_stride, G: tl.co
 
 
 @triton.autotune(configs=_gemv_configs(), key=["N", "K", "G", "SWIGLU", "NORM"])
-@triton.jit(do_not_specialize=["x_stride", "early_max"])
-def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, eps, N, K, x_stride, early_max,
+@triton.jit(do_not_specialize=["x_stride"])
+def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, eps, N, K, x_stride,
                  G: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, NORM: tl.constexpr,
                  PDL: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, X_WIDE: tl.constexpr,
                  PREFETCH: tl.constexpr):
@@ -271,7 +261,6 @@ def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, eps, N, K
     # PDL: the first tile's weights are loaded before the wait (they overlap the previous kernel's tail);
     # x, the norm weight's partner and the residual only after it.
     rn = tl.program_id(0) * BN + tl.arange(0, BN)
-    _trigger(early_max, PDL, True)
     q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, 0, N, K, G, BN, BK)
     pdl.wait(PDL)
     rstd = 1.0
@@ -288,7 +277,7 @@ def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, eps, N, K
         for k0 in range(BK, K, BK):
             q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)  # [BK / 8, BN]
             acc = _gemv_tile(acc, q, s, mn, k0, x_ptr, nw_ptr, rstd, rn, K, x_stride, G, NORM, X_WIDE, BN, BK)
-    _trigger(early_max, PDL, False)
+    pdl.launch_dependents(PDL)
     out = tl.reshape(tl.sum(acc, axis=0), (1, BN))
     _epilogue(out, tl.arange(0, 1), tl.program_id(0) * BN, 1, N, out_ptr, res_ptr, 0, 0, 1, BN, SWIGLU, RESIDUAL)
 
@@ -302,17 +291,20 @@ def _rows_configs():
 
 
 def _rows_prune(configs, named_args, **kwargs):
-    """Tiles whose [BM, BK / 8, BN] accumulator fits in ~32 registers a thread (larger ones spill)."""
+    """Tiles whose [BM, BK / 8, BN] accumulator fits in ~32 registers a thread (larger ones spill) and no
+    longer than K needs."""
     bm = kwargs.get("BM", named_args.get("BM", 1))
-    fits = [c for c in configs if bm * c.kwargs["BK"] // 8 * c.kwargs["BN"] <= 32 * 32 * c.num_warps]
+    bk_max = max(256, triton.next_power_of_2(named_args["K"]))  # a longer tile than K is masked-off work
+    fits = [c for c in configs if bm * c.kwargs["BK"] // 8 * c.kwargs["BN"] <= 32 * 32 * c.num_warps
+            and c.kwargs["BK"] <= bk_max]
     return fits or configs[:1]
 
 
 @triton.autotune(configs=_rows_configs(), key=["N", "K", "BM", "G", "SWIGLU", "NORM"],
                  prune_configs_by={"early_config_prune": _rows_prune})
-@triton.jit(do_not_specialize=["M", "early_max"])
+@triton.jit(do_not_specialize=["M"])
 def _gemv_rows_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, eps, M, N, K, stride_xm, stride_om,
-                      stride_rm, early_max, G: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr,
+                      stride_rm, G: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr,
                       NORM: tl.constexpr, PDL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     # The GEMV for a few rows of x (M <= BM, small layers of speculative verification): each word is unpacked
     # once and multiplied into all BM rows by FMA ([BM, BK / 8, BN] tensors). On a small layer the time is
@@ -320,7 +312,6 @@ def _gemv_rows_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, eps,
     # dots and split-K reduce cost more.
     rn = tl.program_id(0) * BN + tl.arange(0, BN)
     rm = tl.arange(0, BM)
-    _trigger(early_max, PDL, True)
     q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, 0, N, K, G, BN, BK)
     pdl.wait(PDL)
     rstd = tl.full((BM,), 1.0, tl.float32)
@@ -342,7 +333,7 @@ def _gemv_rows_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, eps,
             xsum += xj
             part += xj * _magic_const(q, j)[None, :, :]
         acc += part * s[None, :, :] + xsum * mn[None, :, :]
-    _trigger(early_max, PDL, False)
+    pdl.launch_dependents(PDL)
     _epilogue(tl.sum(acc, axis=1), rm, tl.program_id(0) * BN, M, N, out_ptr, res_ptr, stride_om, stride_rm, BM, BN,
               SWIGLU, RESIDUAL)
 
@@ -475,9 +466,9 @@ def _mma_tile(acc, q, s, mn, t, x_ptr, nw_ptr, rstd, rm, M, K, stride_xm, G: tl.
 
 @triton.autotune(configs=_mma_configs(), key=["N", "K", "BM", "G", "SWIGLU", "NORM"])
 @triton.heuristics({"EVEN": lambda a: a["N"] % a["BN"] == 0 and a["K"] % 128 == 0})
-@triton.jit(do_not_specialize=["M", "early_max"])
+@triton.jit(do_not_specialize=["M"])
 def _mma_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, ws_ptr, cnt_ptr, eps, M, N, K,
-                stride_xm, stride_om, stride_rm, WS_M, WS_N, early_max, G: tl.constexpr, SWIGLU: tl.constexpr,
+                stride_xm, stride_om, stride_rm, WS_M, WS_N, G: tl.constexpr, SWIGLU: tl.constexpr,
                 RESIDUAL: tl.constexpr, NORM: tl.constexpr, F32_DOT: tl.constexpr, ASM: tl.constexpr,
                 PDL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, SPLIT: tl.constexpr, STAGES: tl.constexpr,
                 EVEN: tl.constexpr):
@@ -495,7 +486,6 @@ def _mma_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, ws_ptr, cn
     per = tl.cdiv(n_tiles, SPLIT)
     t0 = pid_k * per
     t1 = tl.minimum(t0 + per, n_tiles)
-    _trigger(early_max, PDL, True)
     q, s, mn = _mma_weights(q_ptr, s_ptr, m_ptr, tl.minimum(t0, n_tiles - 1), pid_n * BN, N, K, G, BN, EVEN)
     pdl.wait(PDL)
     rstd = tl.full((BM,), 1.0, tl.float32)
@@ -509,7 +499,7 @@ def _mma_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, ws_ptr, cn
         q, s, mn = _mma_weights(q_ptr, s_ptr, m_ptr, t, pid_n * BN, N, K, G, BN, EVEN)
         acc = _mma_tile(acc, q, s, mn, t, x_ptr, nw_ptr, rstd, rm, M, K, stride_xm, G, NORM, F32_DOT, ASM, BN,
                         BM, EVEN)
-    _trigger(early_max, PDL, False)
+    pdl.launch_dependents(PDL)
     if SPLIT > 1:
         ws = ws_ptr + rm[None, :] * WS_N + rn[:, None]
         tl.store(ws + pid_k * WS_M * WS_N, acc)
@@ -550,10 +540,10 @@ def _mma(x: torch.Tensor, pw: PackedInt4, out: torch.Tensor, res: torch.Tensor |
     assert triton.cdiv(m, bm) * triton.cdiv(n, 16) <= cnt.numel()
     grid = lambda meta: (triton.cdiv(n, meta["BN"]), meta["SPLIT"], triton.cdiv(m, bm))  # noqa: E731
     fn = _mma_kernel.fn if meta else _mma_kernel
-    on = pdl.enabled(x.device)
+    on = PDL_SMALL_M and pdl.enabled(x.device)
     fn[grid](x, pw.qweight, pw.scales, pw.mins, out, out if res is None else res, x if norm is None else norm[0],
              ws, cnt, 0.0 if norm is None else norm[1], m, n, k, x.stride(0), out.stride(0),
-             out.stride(0) if res is None else res.stride(0), ws_m, ws_n, PDL_EARLY_MAX_PROGRAMS, G=pw.group_size,
+             out.stride(0) if res is None else res.stride(0), ws_m, ws_n, G=pw.group_size,
              SWIGLU=swiglu, RESIDUAL=res is not None, NORM=norm is not None, F32_DOT=f32_dot or interpreting(),
              ASM=(not interpreting()) if asm is None else asm, PDL=on, BM=bm, **meta, **pdl.launch_kwargs(on))
 
@@ -564,7 +554,7 @@ def _gemv(x: torch.Tensor, pw: PackedInt4, out: torch.Tensor, res: torch.Tensor 
     the tile (BN, BK, and X_WIDE for M = 1, plus num_warps)."""
     n, k = pw.shape
     m = x.shape[0]
-    on = pdl.enabled(x.device)
+    on = (PDL_GEMV if m == 1 else PDL_SMALL_M) and pdl.enabled(x.device)
     args = (x, pw.qweight, pw.scales, pw.mins, out, out if res is None else res, x if norm is None else norm[0],
             0.0 if norm is None else norm[1])
     flags = dict(G=pw.group_size, SWIGLU=swiglu, RESIDUAL=res is not None, NORM=norm is not None, PDL=on,
@@ -574,11 +564,11 @@ def _gemv(x: torch.Tensor, pw: PackedInt4, out: torch.Tensor, res: torch.Tensor 
         fn = _gemv_kernel.fn if meta else _gemv_kernel
         if meta:
             flags = {"X_WIDE": False, "PREFETCH": False, **flags}
-        fn[grid](*args, n, k, 1, PDL_EARLY_MAX_PROGRAMS, **flags)
+        fn[grid](*args, n, k, 1, **flags)
     else:
         fn = _gemv_rows_kernel.fn if meta else _gemv_rows_kernel
         fn[grid](*args, m, n, k, x.stride(0), out.stride(0), out.stride(0) if res is None else res.stride(0),
-                 PDL_EARLY_MAX_PROGRAMS, BM=triton.next_power_of_2(m), **flags)
+                 BM=triton.next_power_of_2(m), **flags)
 
 
 @triton.jit
