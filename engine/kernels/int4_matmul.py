@@ -422,10 +422,16 @@ def _mma_weights(q_ptr, s_ptr, m_ptr, t, n0, N, K, G: tl.constexpr, BN: tl.const
 def _dq(v, s, mn, G: tl.constexpr, F32_DOT: tl.constexpr):
     """Nibble tile v [BN, 16] (bf16 128 + code) as the MMA's A: as is for G = 128 (scaled after the dot), else
     dequantized per word (w = v s + m - 128 s; s, mn [BN, 16])."""
+    # (one return at the end: Triton 3.6 compiles on past an early return in a constexpr branch)
     if G == 128:
-        return v.to(tl.float32) if F32_DOT else v
-    w = v.to(tl.float32) * s + mn
-    return w if F32_DOT else w.to(tl.bfloat16)
+        w = v
+        if F32_DOT:
+            w = v.to(tl.float32)
+    else:
+        w = v.to(tl.float32) * s + mn
+        if not F32_DOT:
+            w = w.to(tl.bfloat16)
+    return w
 
 
 @triton.jit
