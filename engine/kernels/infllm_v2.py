@@ -495,16 +495,22 @@ def sparse_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
 #   (A fused select + attend kernel, one program per tile of blocks ranking its own blocks, measured 170 us at
 #   128K on the H200: far slower than the rank kernel + attention, so they stay separate.)
 
+BAR_STEP = tl.constexpr(1 << 20)  # > any grid's program count
+
+
 @triton.jit
 def _grid_sync(bar_ptr, n_prog):
-    """Every program of the launch waits here until all have arrived; bar_ptr is an int64 counter that only
-    grows, so no reset is needed (a launch's arrivals fill one multiple of n_prog). Needs every program resident
-    (grid <= SM count, checked by the caller)."""
+    """Every program of the launch waits here until all have arrived. bar_ptr is an int64 counter that only
+    grows: each launch starts at a multiple of BAR_STEP and its last arrival lifts it to the next multiple, so
+    launches of different grid sizes (batch buckets) share one counter and nothing is ever reset. Needs every
+    program resident (grid <= SM count, checked by the caller)."""
     tl.debug_barrier()  # the program's stores come before its arrival
     old = tl.atomic_add(bar_ptr, 1, sem="acq_rel")
-    target = (old // n_prog + 1) * n_prog
+    base = old // BAR_STEP * BAR_STEP
+    if old - base == n_prog - 1:  # the last to arrive releases the launch
+        tl.atomic_add(bar_ptr, BAR_STEP - n_prog, sem="acq_rel")
     cur = old + 1
-    while cur < target:
+    while cur < base + BAR_STEP:
         cur = tl.atomic_add(bar_ptr, 0, sem="acquire")
     tl.debug_barrier()
 

@@ -105,3 +105,18 @@ def test_8b_shape_selects_the_reference_blocks(n):
     assert torch.equal(idx_to_mask(idx, nb)[:, :, 0], ref)
     want = sparse_attention_ref(q, k, v, ref[:, :, None], [n], p.block_size)
     assert (got.float() - want.float()).abs().max().item() < 2e-2
+
+
+@pytest.mark.gpu
+def test_grid_barrier_shared_by_launches_of_different_sizes():
+    """One counter serves every batch bucket: launches of 2, 10, 6, 16 and 2 programs in turn (a counter that assumed
+    one grid size would hang or release early here), each still selecting the reference blocks."""
+    barrier = torch.zeros(1, dtype=torch.int64, device="cuda")
+    for lengths, splits in [([150], 1), ([150, 100, 70, 20, 9], 1), ([120, 60, 33], 1), ([150, 9], 4),
+                            ([150], 1)]:
+        q, k, v, ck, lens = _case(lengths, len(lengths) * 7 + splits)
+        idx = select_decode(q, k, ck, lens, TINY, dense_len=90, num_splits=splits, fused=True, barrier=barrier)
+        ref, _ = _want(q, k, v, ck, lengths, 90)
+        assert torch.equal(idx_to_mask(idx, NB)[:, :, 0], ref)
+    torch.cuda.synchronize()
+    assert int(barrier) % (1 << 20) == 0  # every launch left it at a step boundary
