@@ -508,7 +508,7 @@ def _grid_sync(bar_ptr, n_prog):
     old = tl.atomic_add(bar_ptr, 1, sem="acq_rel")
     base = old // BAR_STEP * BAR_STEP
     if old - base == n_prog - 1:  # the last to arrive releases the launch
-        tl.atomic_add(bar_ptr, BAR_STEP - n_prog, sem="acq_rel")
+        tl.atomic_add(bar_ptr, -(n_prog - BAR_STEP), sem="acq_rel")  # tensor first: the interpreter needs it
     cur = old + 1
     while cur < base + BAR_STEP:
         cur = tl.atomic_add(bar_ptr, 0, sem="acquire")

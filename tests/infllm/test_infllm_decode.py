@@ -12,7 +12,11 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from engine.kernels.infllm_v2 import (InfLLMParams, compress_keys, compress_keys_ref,  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from engine.kernels.infllm_v2 import (BAR_STEP, InfLLMParams, _grid_sync, compress_keys,  # noqa: E402
+                                      compress_keys_ref,
                                       decode_slots, idx_to_mask, select_blocks_ref, select_decode,
                                       sparse_attention_ref, sparse_decode, sparse_decode_attention)
 
@@ -120,3 +124,17 @@ def test_grid_barrier_shared_by_launches_of_different_sizes():
         assert torch.equal(idx_to_mask(idx, NB)[:, :, 0], ref)
     torch.cuda.synchronize()
     assert int(barrier) % (1 << 20) == 0  # every launch left it at a step boundary
+
+
+@triton.jit
+def _sync_kernel(bar_ptr, n_prog):
+    _grid_sync(bar_ptr, n_prog)
+
+
+def test_grid_barrier_counter_arithmetic():
+    """One-program launches (the interpreter runs programs one at a time, so only n_prog = 1 can be run on
+    CPU): each launch releases itself and leaves the counter at the next step boundary."""
+    bar = torch.zeros(1, dtype=torch.int64, device=DEVICE)
+    for i in range(1, 4):
+        _sync_kernel[(1,)](bar, 1)
+        assert int(bar) == i * BAR_STEP.value
