@@ -79,6 +79,12 @@ class CpmApp(App):
         self.action_mode("survey")
         self.query_one(SurveyPane).factscore()
 
+    async def action_quit(self) -> None:
+        """Quit after the assistant's session and MCP servers have closed (a bare exit would leave them to be torn
+        down after the event loop is gone)."""
+        await self.query_one(AssistantPane).shutdown()
+        self.exit()
+
     def action_save(self) -> None:
         self.query_one(SurveyPane).save()
 

@@ -2,6 +2,7 @@
 from textual.widgets import TabbedContent
 
 from tui.app import CpmApp
+from tui.widgets.assistant import AssistantPane
 from tui.services import Services
 from tui.settings import TuiSettings
 
@@ -54,6 +55,9 @@ async def test_failing_backend_shows_error_and_app_keeps_running(tmp_path, monke
         await pilot.press("f2")
         await pilot.pause()
         assert app.query_one("#modes", TabbedContent).active == "survey"
+        pane = app.query_one(AssistantPane)
+        await pilot.press("ctrl+q")  # quitting waits until the session's SQLite checkpointer has closed
+    assert pane._host_worker.is_finished and pane.host.closing.is_set()
 
 
 async def test_survey_without_index_explains_what_to_do():

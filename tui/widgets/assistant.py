@@ -101,6 +101,7 @@ class AssistantPane(Horizontal):
         super().__init__(**kwargs)
         self.services = services
         self.host: AgentHost | None = None
+        self._host_worker = None
         self.session_id: str | None = None   # picked before the host started: it resumes this one
         self._server_states: dict[str, str] = {}
 
@@ -135,7 +136,7 @@ class AssistantPane(Horizontal):
     async def _host(self) -> AgentHost:
         if self.host is None:
             self.host = AgentHost(self.services, self.session_id)
-            self.run_host(self.host)
+            self._host_worker = self.run_host(self.host)
         await self.host.ready.wait()
         if self.host.error is not None:
             error, self.host = self.host.error, None
@@ -327,6 +328,19 @@ class AssistantPane(Horizontal):
         tree = self.query_one("#servers", Tree)
         tree.clear()
         tree.root.add_leaf("restart with the next question")
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Close the session and stop the MCP servers, and wait (up to `timeout` s) until they are: quitting then
+        leaves no SQLite connection or server process behind a closed event loop."""
+        if self._host_worker is None:  # (after new settings it is the old host's, still closing)
+            return
+        self.cancel()
+        if self.host is not None:
+            self.host.closing.set()
+        try:
+            await asyncio.wait_for(self._host_worker.wait(), timeout)
+        except Exception:  # noqa: BLE001 - a host that failed or hangs must not keep the app from quitting
+            pass
 
     def on_unmount(self) -> None:
         """Stop the MCP servers and close the session when the app quits."""
