@@ -12,13 +12,13 @@ Prompt files are JSONL, one prompt per line, any of:
 """
 from __future__ import annotations
 
-import gzip
 import json
 import random
 import time
 from pathlib import Path
 
 from engine.errors import EngineError
+from engine.speculative.freq import json_records
 
 # Questions about one paper; {title} and {abstract} come from the record. Short and long, so that answers
 # range from a sentence to a paragraph, as chat answers do.
@@ -39,14 +39,7 @@ PAPER_QUESTIONS = (
 def _records(path: Path):
     if not path.is_file():
         raise EngineError(f"prompt source {path} not found (give a .jsonl/.json file of prompts, arXiv or BFCL records)")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    raise EngineError(f"{path}:{n}: not a JSON line (one object per line)") from None
+    return json_records(path)
 
 
 def to_messages(rec: dict, rng: random.Random) -> list[dict] | None:

@@ -18,38 +18,46 @@ from engine.errors import EngineError
 TEXT_FIELDS = ("text", "content")  # a JSONL record's text, else title + abstract (arXiv records)
 
 
-def corpus_texts(path: Path) -> Iterator[str]:
-    """Texts of a corpus file: JSONL (.jsonl / .jsonl.gz: `text`, else `title` + `abstract`) or plain text
-    (one document per blank-line-separated paragraph block)."""
-    path = Path(path)
-    if not path.is_file():
-        raise EngineError(f"corpus {path} not found (give a .txt, .jsonl or .jsonl.gz file)")
+def json_records(path: Path) -> Iterator[dict]:
+    """The objects of a JSONL file (.jsonl or .jsonl.gz), one a non-blank line; a line that is not JSON is an
+    error naming the file and line."""
     opener = gzip.open if path.suffix == ".gz" else open
-    is_jsonl = ".jsonl" in path.suffixes or ".json" in path.suffixes
     with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-        if not is_jsonl:
-            block: list[str] = []
-            for line in f:
-                if line.strip():
-                    block.append(line)
-                elif block:
-                    yield "".join(block)
-                    block = []
-            if block:
-                yield "".join(block)
-            return
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
-                raise EngineError(f"{path}:{n}: not a JSON line (a .jsonl corpus holds one object per line)") from None
+                raise EngineError(f"{path}:{n}: not a JSON line (a .jsonl file holds one object per line)") from None
+            yield rec
+
+
+def corpus_texts(path: Path) -> Iterator[str]:
+    """Texts of a corpus file: JSONL (.jsonl / .jsonl.gz: `text`, else `title` + `abstract`) or plain text
+    (one document per blank-line-separated paragraph block)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EngineError(f"corpus {path} not found (give a .txt, .jsonl or .jsonl.gz file)")
+    if ".jsonl" in path.suffixes or ".json" in path.suffixes:
+        for rec in json_records(path):
             text = next((rec[k] for k in TEXT_FIELDS if isinstance(rec.get(k), str)), None)
             if text is None:
                 text = "\n".join(rec[k] for k in ("title", "abstract") if isinstance(rec.get(k), str))
             if text:
                 yield text
+        return
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        block: list[str] = []
+        for line in f:
+            if line.strip():
+                block.append(line)
+            elif block:
+                yield "".join(block)
+                block = []
+        if block:
+            yield "".join(block)
 
 
 def count_tokens(tokenizer, texts, vocab_size: int, batch: int = 256) -> torch.Tensor:
