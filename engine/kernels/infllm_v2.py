@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from engine.kernels import pdl
+from engine.kernels.decode_attention import online_softmax, softmax_result
 
 LOG2E = 1.4426950408889634
 IDX_BITS = 20  # selection keys are (score bits << IDX_BITS) | (2^IDX_BITS - 1 - block): unique per block
@@ -201,19 +202,8 @@ def _softmax_step(q, k, v, ok, m_i, l_i, acc, qk_scale, F32_DOT: tl.constexpr):
     """One key tile of an online softmax (log2 units): q [R, D], k/v [N, D], ok [R, N] which keys count.
     Rows that have seen no key yet keep zero mass."""
     qk = tl.where(ok, _dot(q, tl.trans(k), F32_DOT) * qk_scale, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(qk, axis=1))
-    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-    pr = tl.exp2(qk - m_use[:, None])
-    alpha = tl.exp2(m_i - m_use)
-    return m_new, l_i * alpha + tl.sum(pr, axis=1), acc * alpha[:, None] + _dot(pr, v, F32_DOT)
-
-
-@triton.jit
-def _finish(m_i, l_i, acc):
-    """Normalized output and its log-sum-exp (log2; -inf for a row that saw nothing)."""
-    seen = l_i > 0
-    out = acc / tl.where(seen, l_i, 1.0)[:, None]
-    return out, tl.where(seen, m_i + tl.log2(tl.where(seen, l_i, 1.0)), float("-inf"))
+    pr, alpha, m_i, l_i = online_softmax(qk, m_i, l_i)
+    return m_i, l_i, acc * alpha[:, None] + _dot(pr, v, F32_DOT)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -260,10 +250,7 @@ def _lse_kernel(q_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, qk_scale, chunk, T, NQT,
     l_i = tl.zeros((BQ * GP,), tl.float32)
     for c0 in range(sp * chunk, tl.minimum(sp * chunk + chunk, tl.max(tl.where(valid, seen, 0), axis=0)), BC):
         rc, qk = _window_logits(q, ck_ptr, b, h, c0, seen, n_win, qk_scale, sc_b, sc_h, sc_c, D, BC, F32_DOT)
-        m_new = tl.maximum(m_i, tl.max(qk, axis=1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that see nothing yet stay at 0 mass
-        l_i = l_i * tl.exp2(m_i - m_use) + tl.sum(tl.exp2(qk - m_use[:, None]), axis=1)
-        m_i = m_new
+        _p, _alpha, m_i, l_i = online_softmax(qk, m_i, l_i)  # rows that see nothing yet stay at 0 mass
     row = ((b * KVH + h) * T + t) * GP + hq
     tl.store(m_ptr + row * NSPLIT + sp, m_i, mask=valid)
     tl.store(l_ptr + row * NSPLIT + sp, l_i, mask=valid)
@@ -435,7 +422,7 @@ def _sparse_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, o_ptr, lse_ptr, q
         k = tl.load(k_ptr + b * sk_b + h * sk_h + ks[:, None] * sk_s + rd[None, :], mask=ok[:, None], other=0.0)
         v = tl.load(v_ptr + b * sv_b + h * sv_h + ks[:, None] * sv_s + rd[None, :], mask=ok[:, None], other=0.0)
         m_i, l_i, acc = _softmax_step(q, k, v, ok[None, :], m_i, l_i, acc, qk_scale, F32_DOT)
-    out, lse = _finish(m_i, l_i, acc)
+    out, lse = softmax_result(acc, m_i, l_i)
     prow = ((b * T + t) * KVH * G + h * G + rg) * NSPLIT + SP0 + sp  # partials [B * T, Hq, NSPLIT, D]
     tl.store(o_ptr + prow[:, None] * D + rd[None, :], out.to(o_ptr.dtype.element_ty), mask=(rg < G)[:, None])
     tl.store(lse_ptr + prow, lse, mask=rg < G)
@@ -599,10 +586,7 @@ def _stage1_decode_kernel(q_ptr, k_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, pool_ptr,
         for c0 in range(lo, tl.minimum(lo + CH, n_win), BC):
             rc, qk = _decode_logits(q, ck_ptr, b, h, c0, n_win, c_new, new, qk_scale, sc_b, sc_h, sc_c, D, BC,
                                     F32_DOT, True)
-            m_new = tl.maximum(m_i, tl.max(qk, axis=1))
-            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-            l_i = l_i * tl.exp2(m_i - m_use) + tl.sum(tl.exp2(qk - m_use[:, None]), axis=1)
-            m_i = m_new
+            _p, _alpha, m_i, l_i = online_softmax(qk, m_i, l_i)
         tl.store(m_ptr + row * NSPLIT + sp, m_i, mask=valid)
         tl.store(l_ptr + row * NSPLIT + sp, l_i, mask=valid)
     else:
@@ -679,7 +663,7 @@ def _decode_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, part_ptr, lse_ptr
         v = tl.load(v_ptr + b * sv_b + h * sv_h + ks[:, None] * sv_s + rd[None, :], mask=ok[:, None], other=0.0)
         m_i, l_i, acc = _softmax_step(q, k, v, ok[None, :], tl.full((GP,), float("-inf"), tl.float32),
                                       tl.zeros((GP,), tl.float32), tl.zeros((GP, D), tl.float32), qk_scale, F32_DOT)
-        out, lse = _finish(m_i, l_i, acc)
+        out, lse = softmax_result(acc, m_i, l_i)
         tl.store(part_ptr + (rows * NSPLIT + sp)[:, None] * D + rd[None, :], out, mask=(rg < G)[:, None])
         tl.store(lse_ptr + rows * NSPLIT + sp, lse, mask=rg < G)
     else:
@@ -816,7 +800,7 @@ def _forced_attn_kernel(q_ptr, k_ptr, v_ptr, len_ptr, o_ptr, lse_ptr, qk_scale, 
         k = tl.load(k_ptr + h * sk_h + ks[:, None] * sk_s + rd[None, :], mask=inside, other=0.0)
         v = tl.load(v_ptr + h * sv_h + ks[:, None] * sv_s + rd[None, :], mask=inside, other=0.0)
         m_i, l_i, acc = _softmax_step(q, k, v, ok, m_i, l_i, acc, qk_scale, F32_DOT)
-    out, lse = _finish(m_i, l_i, acc)
+    out, lse = softmax_result(acc, m_i, l_i)
     prow = (t * KVH * G + h * G + hq) * NSPLIT  # partials [T, Hq, NSPLIT, D], split 0
     tl.store(o_ptr + prow[:, None] * D + rd[None, :], out, mask=valid[:, None])
     tl.store(lse_ptr + prow, lse, mask=valid)
