@@ -114,11 +114,12 @@ def speculative_stream(engine, ids: list[int], params: SamplingParams, drafter: 
             draft = filter_draft(draft, params.logits_processors, sampler.generated)
             stats.filtered += n_before - len(draft.tokens)
         d1 = time.perf_counter()
+        picks = None
         if len(draft.tokens) or uses_hidden:
-            h, logits = forward_tree(engine, root, draft, committed)
+            h, logits, picks = forward_tree(engine, root, draft, committed, picks=True)
         else:  # nothing drafted and nobody reads hidden states: the plain decode step (CUDA graph on GPU)
             h, logits = None, engine.runner.decode_one(root, committed)
-        verdict = accept(draft, logits, sampler, stops)
+        verdict = accept(draft, logits, sampler, stops, picks)
         compact(engine.cache, committed, verdict.accepted)
         d2 = time.perf_counter()
         stats.steps, stats.drafted, stats.accepted = stats.steps + 1, stats.drafted + len(draft.tokens), \

@@ -14,12 +14,45 @@ their slots are overwritten by later steps.
 from __future__ import annotations
 
 import bisect
+import os
+import weakref
+from contextlib import contextmanager
 
 import torch
 
 from engine.model import StepContext
+from engine.quant import Int4Weight
 
 BUCKETS = (2, 4, 8, 16, 32, 64)  # root + nodes, padded up to one of these (at most 64: ancestor bits)
+
+# Weights the captured verify pass multiplies with. "int4": the engine's own (the int4 kernels, as decode).
+# "dense": a bf16 copy of every int4 projection, dequantized once, so the T-row GEMMs go to cuBLAS: on a small
+# target the int4 kernel for 2 <= M < 256 rows costs several times the M = 1 GEMV (frspec.md §8), while a dense
+# GEMM of a 135M model reads only ~0.2 GB. Costs that memory; the decode graphs keep int4 either way.
+VERIFY_WEIGHTS = os.environ.get("CPM_SPEC_VERIFY_WEIGHTS", "int4")
+_DENSE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # engine -> {id(Linear): dense weight}
+
+
+@contextmanager
+def _verify_weights(engine):
+    """While capturing: with VERIFY_WEIGHTS = "dense", every plain int4 projection of the target runs from its
+    dense copy (Linear.dense, which Linear.__call__ prefers); restored afterwards, so only the captured verify
+    graphs hold the copies."""
+    lins = [lin for b in engine.model.blocks for lin in b.linears()
+            if VERIFY_WEIGHTS == "dense" and lin.dense is None and lin.fast is None and lin.parts is None
+            and isinstance(lin.weight, Int4Weight)]
+    dense = _DENSE.setdefault(engine, {})
+    for lin in lins:
+        if id(lin) not in dense:
+            from engine.model import _dense
+
+            dense[id(lin)] = _dense(lin.weight, engine.dtype).contiguous()
+        lin.dense = dense[id(lin)]
+    try:
+        yield
+    finally:
+        for lin in lins:
+            lin.dense = None
 
 
 class VerifyGraph:
@@ -36,6 +69,7 @@ class VerifyGraph:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.hidden: torch.Tensor | None = None  # [T, H], written by each replay
         self.logits: torch.Tensor | None = None  # float32 [T, V]
+        self.argmax: torch.Tensor | None = None  # int64 [T]: each row's greedy pick, computed inside the graph
 
     def inputs(self) -> tuple[torch.Tensor, ...]:
         """The pass's inputs derived on the device from `meta` and `draft` (inside the graph): tokens [1, T],
@@ -56,7 +90,8 @@ class VerifyGraph:
         ctx = StepContext(slice(0, 1), 0, None, e.cache.max_seq_len, mask[None, None], False, r.cos[pos][None],
                           r.sin[pos][None], None, lengths, (self.rows, slots))  # writes K/V at `slots` (CUDA path)
         h = e.model.hidden(tokens, ctx, e.cache, last_only=False)[0]
-        return h, e.model.logits(h)
+        logits = e.model.logits(h)
+        return h, logits, logits.argmax(-1)
 
     def load(self, root: int, draft: torch.Tensor, parents: list[int], committed: int) -> None:
         """Fill the static inputs for root + n draft nodes (n + 1 <= T): draft int64 [n] (any device), parents
@@ -78,15 +113,16 @@ class VerifyGraph:
     def run(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Replay (capturing on first use, after warm-up passes over the same inputs) -> (hidden, logits)."""
         if self.graph is None:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(2):  # Triton compiles/autotunes for this T outside the capture
-                    self._step()
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                self.hidden, self.logits = self._step()
+            with _verify_weights(self.engine):
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(2):  # Triton compiles/autotunes for this T outside the capture
+                        self._step()
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                    self.hidden, self.logits, self.argmax = self._step()
             self.graph = graph
         self.graph.replay()
         return self.hidden, self.logits

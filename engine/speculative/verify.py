@@ -60,10 +60,11 @@ def tree_mask(parents: torch.Tensor, committed: int, device) -> torch.Tensor:
     return full.to(device)[None, None]
 
 
-def forward_tree(engine, root: int, draft: Draft, committed: int, row: int = 0
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_tree(engine, root: int, draft: Draft, committed: int, row: int = 0, picks: bool = False
+                 ) -> tuple[torch.Tensor, ...]:
     """Run root + draft nodes through the target, writing their K/V at slots committed..committed + n.
-    Returns post-norm hidden states [n + 1, H] and float32 logits [n + 1, V] (row 0 = root). On CUDA the
+    Returns post-norm hidden states [n + 1, H] and float32 logits [n + 1, V] (row 0 = root), and with `picks`
+    also each row's argmax int64 [n + 1] (for plain greedy acceptance; inside the graph on CUDA). On CUDA the
     pass replays a captured graph (engine/speculative/graph.py)."""
     runner, dev = engine.runner, engine.device
     n = len(draft.tokens)
@@ -71,7 +72,8 @@ def forward_tree(engine, root: int, draft: Draft, committed: int, row: int = 0
     if graph is not None:
         graph.load(root, draft.tokens, draft.parents.tolist(), committed)
         h, logits = graph.run()
-        return h[:n + 1], logits[:n + 1]
+        out = (h[:n + 1], logits[:n + 1])
+        return out + (graph.argmax[:n + 1],) if picks else out
     tokens = torch.cat([torch.tensor([root], dtype=torch.long), draft.tokens.cpu()])
     depth = torch.tensor([0] + depths(draft.parents), dtype=torch.long)
     if n == 0:  # a plain decode step (the fast single-token attention path)
@@ -83,7 +85,8 @@ def forward_tree(engine, root: int, draft: Draft, committed: int, row: int = 0
                           tree_mask(draft.parents, committed, dev), False, runner.cos[pos][None], runner.sin[pos][None],
                           runner.attn)  # an attention backend must honour ctx.mask (the tree)
     h = engine.model.hidden(tokens.to(dev)[None], ctx, engine.cache, last_only=False)[0]
-    return h, engine.model.logits(h)
+    logits = engine.model.logits(h)
+    return (h, logits, logits.argmax(-1)) if picks else (h, logits)
 
 
 @dataclass
@@ -92,10 +95,12 @@ class Verdict:
     tokens: list[int]  # accepted draft tokens, then the target's own next token (the new root)
 
 
-def accept(draft: Draft, logits: torch.Tensor, sampler: Sampler, stops: set[int] = frozenset()) -> Verdict:
-    """Walk the tree from the root. logits [n + 1, V] float32 (row 0 = root). Records every emitted token in
-    `sampler` (so penalties and processors see each position in order, as in plain decoding); the walk ends
-    at a stop token (nothing after it may be scored)."""
+def accept(draft: Draft, logits: torch.Tensor, sampler: Sampler, stops: set[int] = frozenset(),
+           picks: torch.Tensor | None = None) -> Verdict:
+    """Walk the tree from the root. logits [n + 1, V] float32 (row 0 = root); picks, when given, their rows'
+    argmax (already computed on the device). Records every emitted token in `sampler` (so penalties and
+    processors see each position in order, as in plain decoding); the walk ends at a stop token (nothing
+    after it may be scored)."""
     toks = draft.tokens.tolist()
     parents = draft.parents.tolist()
     children: dict[int, list[int]] = {}
@@ -103,8 +108,8 @@ def accept(draft: Draft, logits: torch.Tensor, sampler: Sampler, stops: set[int]
         children.setdefault(p, []).append(i)
     greedy = sampler.p.temperature == 0
     # plain greedy (nothing changes logits per position): every row's argmax in one device->host copy
-    argmax = logits.argmax(-1).tolist() if greedy and sampler.seen is None and not sampler.p.logits_processors \
-        else None
+    plain = greedy and sampler.seen is None and not sampler.p.logits_processors
+    argmax = (logits.argmax(-1) if picks is None else picks).tolist() if plain else None
     node, path, out = -1, [], []
     while True:
         kids = children.get(node, [])

@@ -123,3 +123,20 @@ class SampledTreeDrafter:
                     nxt.append(len(tokens) - 1)
             frontier = nxt
         return Draft(torch.tensor(tokens), torch.tensor(parents), torch.stack(qs))
+
+
+def int4_layers(engine, group: int = 32) -> None:
+    """Quantize the tiny model's projections to int4 (min/max per group of `group` inputs), as a GGUF Q4_1
+    target is stored, so the verify pass has int4 weights to replace."""
+    from engine.quant import Int4Weight, pack_int4
+
+    for b in engine.model.blocks:
+        for lin in b.linears():
+            w = lin.dense if lin.dense is not None else lin.weight
+            n, k = w.shape
+            g = w.float().view(n, k // group, group)
+            lo, hi = g.amin(-1), g.amax(-1)
+            scale = ((hi - lo) / 15).clamp(min=1e-8)
+            codes = ((g - lo[..., None]) / scale[..., None]).round().clamp(0, 15).view(n, k)
+            lin.weight, lin.dense, lin.parts = Int4Weight(pack_int4(codes), scale, lo, group), None, None
+

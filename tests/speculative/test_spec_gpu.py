@@ -8,7 +8,7 @@ from engine.sampling import SamplingParams
 from engine.speculative import PromptLookupDrafter, speculative_stream
 from engine.speculative.drafter import Draft
 from engine.speculative.verify import forward_tree
-from spec_models import RandomTreeDrafter, tiny_minicpm_engine
+from spec_models import RandomTreeDrafter, int4_layers, tiny_minicpm_engine
 
 pytestmark = pytest.mark.gpu
 
@@ -66,3 +66,32 @@ def test_eagle_graphs_match_eager_and_plain(tmp_path):
         eager.v.copy_(graphed.v)
         b = eager.propose(params)
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.parents, b.parents)
+
+
+def test_dense_verify_weights_lossless(tmp_path, monkeypatch):
+    """VERIFY_WEIGHTS = "dense": the captured verify pass multiplies with dequantized copies of the int4
+    projections; its logits match the int4 pass and greedy speculation stays token-identical to plain decoding
+    (int4 decode graphs), while the decode path keeps its int4 weights."""
+    import engine.speculative.graph as G
+    from engine.quant import Int4Weight
+
+    engine = tiny_minicpm_engine(tmp_path, device="cuda", max_seq_len=256)
+    int4_layers(engine)
+    prompt = list(range(3, 40))
+    draft = Draft(torch.tensor([7, 8, 9, 10, 11]), torch.tensor([-1, -1, 0, 0, 2]))
+    engine.generate(prompt, SamplingParams(max_tokens=1))
+    out = {}
+    for mode in ("int4", "dense"):
+        monkeypatch.setattr(G, "VERIFY_WEIGHTS", mode)
+        engine.spec_graphs.clear()
+        with torch.inference_mode():
+            out[mode] = [t.clone() for t in forward_tree(engine, 4, draft, len(prompt), picks=True)]
+    assert torch.allclose(out["int4"][1], out["dense"][1], atol=1e-3, rtol=1e-3)
+    assert torch.equal(out["int4"][2], out["dense"][2])
+    assert all(lin.dense is None and isinstance(lin.weight, Int4Weight)
+               for b in engine.model.blocks for lin in b.linears())  # decode still runs int4
+    params = SamplingParams(max_tokens=60)
+    plain = engine.generate([5, 17, 99, 3, 250, 17, 99, 3, 41], params)
+    orc = _gen(engine, [5, 17, 99, 3, 250, 17, 99, 3, 41], params,
+               RandomTreeDrafter(320, width=3, depth=5, seed=0, oracle=plain.token_ids))
+    assert orc.token_ids == plain.token_ids and orc.spec.accepted > 10

@@ -32,3 +32,28 @@ def test_static_verify_inputs_match_eager_tree_pass(tmp_path, parents, T, commit
     want[n + 1:, :committed] = True
     want[n + 1:, committed + n + 1:committed + T] = torch.eye(T - n - 1, dtype=torch.bool)
     assert torch.equal(mask, want)
+
+
+def test_dense_verify_weights_swap_in_and_out(tmp_path, monkeypatch):
+    """The dense-weights switch of the verify graph: inside the capture context every int4 projection has its
+    dequantized copy (so the pass's logits are the int4 pass's), outside none has."""
+    import engine.speculative.graph as G
+    from engine.sampling import SamplingParams
+    from engine.speculative.drafter import Draft
+    from engine.speculative.verify import forward_tree
+    from spec_models import int4_layers, tiny_minicpm_engine
+
+    engine = tiny_minicpm_engine(tmp_path)
+    int4_layers(engine)
+    prompt = list(range(3, 30))
+    engine.generate(prompt, SamplingParams(max_tokens=1))
+    draft = Draft(torch.tensor([7, 8, 9]), torch.tensor([-1, 0, 0]))
+    lins = [lin for b in engine.model.blocks for lin in b.linears()]
+    with torch.inference_mode():
+        ref = forward_tree(engine, 4, draft, len(prompt))[1]
+        monkeypatch.setattr(G, "VERIFY_WEIGHTS", "dense")
+        with G._verify_weights(engine):
+            assert all(lin.dense is not None for lin in lins)
+            dense = forward_tree(engine, 4, draft, len(prompt))[1]
+    assert all(lin.dense is None for lin in lins)
+    assert torch.allclose(ref, dense, atol=1e-4, rtol=1e-4)
