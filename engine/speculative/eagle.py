@@ -76,6 +76,12 @@ class Attention(nn.Module):
             if isinstance(start, torch.Tensor):  # static shapes (CUDA graphs): slots on device, mask over capacity
                 kc.index_copy_(2, start, k)
                 vc.index_copy_(2, start, v)
+                if B == 1 and mask is not None:
+                    # the engine's tree-attention kernel (decode kernel for one query): the cache in place, GQA
+                    # without repeating K/V per query head, keys past the last written slot never read
+                    lengths = (start.max() + 1).to(torch.int32).view(1)
+                    o = ops.attention(q, kc, vc, mask, False, self.hd ** -0.5, lengths)
+                    return self.o_proj(o.transpose(1, 2).reshape(B, T, self.nh * self.hd))
                 k, v = kc, vc
             else:
                 kc[:, :, start:start + T] = k
