@@ -60,15 +60,20 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(H, c.num_kv_heads * D, bias=c.attention_bias)
         self.o_proj = nn.Linear(c.num_heads * D, H, bias=False)
         self.nh, self.nkv, self.hd = c.num_heads, c.num_kv_heads, D
+        self.qkv: tuple | None = None  # (weight, bias) of q|k|v concatenated, set by EagleHead.fuse
 
     def forward(self, x, cos, sin, cache, start: int, mask) -> torch.Tensor:
         """x [B, T, H]; cos/sin [B, T, D]; cache None (training: causal over x) or (kc, vc) [B, KVH, S, D]
         written at slots start..start+T, attended over [0, start+T) with mask bool [B, 1, T, start+T]; or, with
         `start` an int64 tensor of T slots, written there and attended over all S slots with mask [B, 1, T, S]."""
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.nh, self.hd)
-        k = self.k_proj(x).view(B, T, self.nkv, self.hd)
-        v = self.v_proj(x).view(B, T, self.nkv, self.hd)
+        if self.qkv is not None:  # inference: one GEMM for the three projections
+            q, k, v = F.linear(x, *self.qkv).split([self.nh * self.hd, self.nkv * self.hd, self.nkv * self.hd], -1)
+            q, k, v = q.view(B, T, self.nh, self.hd), k.view(B, T, self.nkv, self.hd), v.view(B, T, self.nkv, self.hd)
+        else:
+            q = self.q_proj(x).view(B, T, self.nh, self.hd)
+            k = self.k_proj(x).view(B, T, self.nkv, self.hd)
+            v = self.v_proj(x).view(B, T, self.nkv, self.hd)
         q, k = ops.apply_rotary(q, k, cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, D]
         if cache is not None:
@@ -115,7 +120,12 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
         self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
 
+        self.gate_up: torch.Tensor | None = None  # gate|up concatenated, set by EagleHead.fuse
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_up is not None:
+            g, u = F.linear(x, self.gate_up).chunk(2, dim=-1)
+            return self.down_proj(F.silu(g) * u)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -129,8 +139,10 @@ class Layer(nn.Module):
         self.rs = c.residual_scale
 
     def forward(self, x, cos, sin, cache, start, mask):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, start, mask) * self.rs
-        return x + self.mlp(self.post_attention_layernorm(x)) * self.rs
+        a = self.self_attn(self.input_layernorm(x), cos, sin, cache, start, mask)
+        x = x + (a if self.rs == 1.0 else a * self.rs)  # no multiply kernel for the Llama case
+        m = self.mlp(self.post_attention_layernorm(x))
+        return x + (m if self.rs == 1.0 else m * self.rs)
 
 
 class EagleHead(nn.Module):
@@ -156,6 +168,18 @@ class EagleHead(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, None if caches is None else caches[i], start, mask)
         return x
+
+    @torch.no_grad()
+    def fuse(self) -> "EagleHead":
+        """Concatenate q|k|v and gate|up weights for inference (fewer, larger GEMMs: the draft step is launch
+        bound). Call after the last .to(); training never fuses (the copies would not follow the updates)."""
+        for layer in self.layers:
+            a, m = layer.self_attn, layer.mlp
+            ws = [a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]
+            bs = [a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]
+            a.qkv = (torch.cat(ws).contiguous(), None if bs[0] is None else torch.cat(bs).contiguous())
+            m.gate_up = torch.cat([m.gate_proj.weight, m.up_proj.weight]).contiguous()
+        return self
 
     # ---- files ------------------------------------------------------------------------------------------
     def save(self, directory: Path, base: ModelConfig, freq_ids: list[int] | None, extra: dict | None = None,

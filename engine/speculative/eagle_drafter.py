@@ -34,7 +34,7 @@ class EagleDrafter:
         self.engine, self.depth, self.width, self.tree_size = engine, depth, width, tree_size
         m = engine.model
         self.dev, self.dtype = engine.device, engine.dtype
-        self.head = head.to(self.dev, self.dtype)
+        self.head = head.to(self.dev, self.dtype).fuse()
         self.scale_emb, self.logit_scale = m.cfg.scale_emb, m.cfg.logit_scale
         self.freq_ids = None if freq_ids is None else freq_ids.to(self.dev)
         self.rows_fr = head_rows(m, self.freq_ids) if self.freq_ids is not None else None
