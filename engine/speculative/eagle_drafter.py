@@ -172,14 +172,15 @@ class EagleDrafter:
         eye = torch.eye(W, dtype=torch.bool, device=dev)
         anc = torch.zeros(W, depth * W, dtype=torch.bool, device=dev)
         anc[:, :W] = eye
-        if static:
+        if static:  # built once: each depth only rewrites the tree columns (stream order keeps it safe)
             cap = torch.arange(self.k.shape[3], device=dev)
             tree_cols = n + torch.arange(depth * W, device=dev)
+            mask = (cap[None, :] < n).expand(W, -1).clone()
+            first = n + torch.arange(W, device=dev)  # depth 1's slots
         count = W
         for d in range(1, depth):
             if static:
-                start = n + (d - 1) * W + torch.arange(W, device=dev)
-                mask = (cap[None, :] < n).expand(W, -1).clone()
+                start = first + (d - 1) * W
                 mask[:, tree_cols] = anc
                 pos = (n + d - 1).expand(W)
             else:
