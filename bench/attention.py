@@ -48,7 +48,7 @@ def _graph_us(fn, calls: int = 32, reps: int = 20) -> float:
 def layer_bench(shape: str, ctx: int) -> dict:
     """One layer's attention at context ctx: prefill of all ctx tokens and one decode step at position ctx - 1."""
     from engine.kernels.decode_attention import decode_attention
-    from engine.kernels.infllm_v2 import InfLLMParams, compress_keys, infllm_v2_attention
+    from engine.kernels.infllm_v2 import InfLLMParams, compress_keys, infllm_v2_attention, sparse_decode
 
     s, p = SHAPES[shape], InfLLMParams.from_config(SPARSE_8B)
     h, kvh, d, dev = s.heads, s.kv_heads, s.head_dim, "cuda"
@@ -70,6 +70,9 @@ def layer_bench(shape: str, ctx: int) -> dict:
     qd = q[:, :, -1:].contiguous()  # [1, H, 1, D]: the last token decoding
     # the decode step writes its compressed key itself
     out["decode_sparse_us"] = _graph_us(lambda: infllm_v2_attention(qd, k, v, ck, lens, p, dense_len=p.dense_len))
+    # the 3-launch variant (selection fused into the attention kernel by a threshold search), same run
+    out["decode_sparse_threshold_us"] = _graph_us(lambda: sparse_decode(qd, k, v, ck, lens, p, dense_len=p.dense_len,
+                                                                        method="threshold"))
     out["decode_flash_us"] = _graph_us(lambda: decode_attention(qd[:, :, 0], k, v, lens))
     out["decode_sdpa_us"] = _graph_us(lambda: F.scaled_dot_product_attention(qd, k, v, enable_gqa=True))
     out["prefill_speedup_vs_sdpa"] = out["prefill_sdpa_ms"] / out["prefill_sparse_ms"]

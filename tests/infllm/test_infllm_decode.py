@@ -70,6 +70,18 @@ def test_decode_step_selects_the_reference_blocks(num_splits, per_split, fused):
     assert (again - want).abs().max().item() < 1e-5  # the whole step; repeat calls carry nothing over
 
 
+@pytest.mark.parametrize("fused", FUSED)
+def test_threshold_decode_step_matches_reference(fused):
+    """method="threshold": the selection fused into the attention kernel (radix threshold, slots in block order)."""
+    lengths = [150, 100, 70, 20, 9]
+    q, k, v, ck, lens = _case(lengths, 21)
+    idx = select_decode(q, k, ck, lens, TINY, dense_len=90, num_splits=2, fused=fused, method="threshold")
+    ref, want = _want(q, k, v, ck, lengths, 90)
+    assert torch.equal(idx_to_mask(idx, NB)[:, :, 0], ref)
+    got = sparse_decode(q, k, v, ck, lens, TINY, dense_len=90, method="threshold")
+    assert (got - want).abs().max().item() < 1e-5
+
+
 def test_ties_go_to_the_lower_block():
     """Equal keys everywhere: every block scores the same, so the lowest free blocks are taken."""
     q, _, _, _, lens = _case([160], 5)
