@@ -61,10 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     specs = args.spec or ["prompt-lookup"] + ([f"eagle:{args.draft}"] if args.draft else [])
     for s in specs:
         SamplingParams(spec=s).validate()
+    import sys
+
+    t0 = time.perf_counter()
     engine = Engine.load(args.model, device=args.device, dtype=args.dtype, max_seq_len=args.max_seq_len)
+    t1 = time.perf_counter()
     from engine.speculative.graph import capture_all
 
     capture_all(engine)  # tree-verification graphs (CUDA) captured up front, not inside a timed run
+    print(f"loaded in {t1 - t0:.1f} s, verify graphs captured in {time.perf_counter() - t1:.1f} s", file=sys.stderr,
+          flush=True)
     grammar = _grammar(engine, args.json_schema)
 
     def params(**kw) -> SamplingParams:  # a fresh grammar matcher for every run
@@ -100,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                       "identical": r["tokens"] == base["tokens"],
                       "first_difference": _first_difference(base["tokens"], r["tokens"])}
         rows.append(row)
+        if args.json:  # progress on stderr: a run cut short by a time limit still shows its finished prompts
+            print(json.dumps({k: (v if not isinstance(v, dict) else {x: v[x] for x in ("tok_s", "speedup",
+                  "mean_accepted_length", "draft_ms_per_step", "verify_ms_per_step", "identical")})
+                  for k, v in row.items()}), file=sys.stderr, flush=True)
     report = {"model": args.model, "device": str(engine.device), "dtype": str(engine.dtype).replace("torch.", ""),
               "gpu": torch.cuda.get_device_name(0) if engine.device.type == "cuda" else None,
               "torch": torch.__version__, "new_tokens": args.new_tokens, "json_schema": args.json_schema,
