@@ -50,6 +50,20 @@ def test_target_sequences_are_the_targets_greedy_answers(tmp_path):
         assert seq[n:] == eng.generate(prompt, SamplingParams(max_tokens=6)).token_ids
 
 
+def test_batched_target_sequences_equal_one_by_one(tmp_path):
+    """Three prompts answered in one batch (the device-side greedy loop) give each prompt's own greedy answer,
+    cut after a stop token where one comes."""
+    from engine.engine import Engine
+
+    one = _chat_engine(tmp_path)
+    eng = Engine(one.model, one.tokenizer, one.config, one.device, one.dtype, 64, 3, tmp_path)
+    chats = [[{"role": "user", "content": c}] for c in ("w5 w9 w14", "w7 w7 w30 w2 w3", "w1", "w11 w12")]
+    seqs = target_sequences(eng, chats, max_new=20)
+    assert len(seqs) == 4
+    for seq, n in seqs:
+        assert seq[n:] == one.generate(seq[:n], SamplingParams(max_tokens=20)).token_ids
+
+
 def test_self_distill_trains_on_answers_from_a_head(tmp_path):
     from engine.speculative.eagle_drafter import load_eagle_drafter
     from engine.speculative.train import TrainConfig, train_head
