@@ -599,11 +599,11 @@ def _stage1_decode_kernel(q_ptr, k_ptr, ck_ptr, len_ptr, m_ptr, l_ptr, pool_ptr,
 
 @triton.jit
 def _pooled_keys(pool_ptr, bh, j, pos, dense, NB, BS: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr,
-                 IDXB: tl.constexpr):
+                 IDXB: tl.constexpr, CHOSEN: tl.constexpr = False):
     """Selection keys of blocks j from stage 1's pool: score(j) = max(own[j], tail[j - 1])."""
     own = tl.load(pool_ptr + bh * 2 * NB + j, mask=j < NB, other=0.0)
     prev = tl.load(pool_ptr + (bh * 2 + 1) * NB + j - 1, mask=(j >= 1) & (j < NB), other=0.0)
-    return _keys_from_scores(tl.maximum(own, prev), j, pos, dense, NB, BS, INIT, LOCAL, IDXB, False)
+    return _keys_from_scores(tl.maximum(own, prev), j, pos, dense, NB, BS, INIT, LOCAL, IDXB, CHOSEN)
 
 
 @triton.jit
@@ -623,11 +623,13 @@ def _rank_select_kernel(pool_ptr, idx_ptr, len_ptr, NB, K, TOPK, DENSE_LEN,
     qb = pos // BS
     j = jt * BN + tl.arange(0, BN)
     mine = _pooled_keys(pool_ptr, bh, j, pos, dense, NB, BS, INIT, LOCAL, IDXB)
-    rank = tl.zeros((BN,), tl.int32)
-    for a in range(0, tl.minimum(qb + 1, NB), BALL):  # blocks past the query's own have key -1
-        ra = a + tl.arange(0, BALL)
-        other = _pooled_keys(pool_ptr, bh, ra, pos, dense, NB, BS, INIT, LOCAL, IDXB)
-        rank += tl.sum((other[None, :] > mine[:, None]).to(tl.int32), axis=1)
+    rank = j  # below DENSE_LEN every block up to the query's is forced and k >= their count: block order will do
+    if not dense:
+        rank = tl.zeros((BN,), tl.int32)
+        for a in range(0, tl.minimum(qb + 1, NB), BALL):  # blocks past the query's own have key -1
+            ra = a + tl.arange(0, BALL)
+            other = _pooled_keys(pool_ptr, bh, ra, pos, dense, NB, BS, INIT, LOCAL, IDXB)
+            rank += tl.sum((other[None, :] > mine[:, None]).to(tl.int32), axis=1)
     k = tl.where(dense, K, TOPK)
     sel = (rank < k) & (mine >= 0)
     tl.store(idx_ptr + bh * K + tl.where(sel, rank, 0), j, mask=sel)
@@ -671,82 +673,84 @@ def _decode_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, part_ptr, lse_ptr
 
 
 @triton.jit
-def _threshold_slots(pool_ptr, bh, pos, dense, NB, k, BS: tl.constexpr, INIT: tl.constexpr,
-                     LOCAL: tl.constexpr, NBP: tl.constexpr, RB: tl.constexpr):
-    """The top-k of a decode row without ranking every block against every other: (blocks j [NBP], sel, slot).
-    Block score max(own[j], tail[j - 1]) (+inf forced) as float bits: scores are >= 0, so the int32 bits order
-    like the floats, and blocks past the query's own get -1. A radix search, RB bits a round, finds T = the
-    largest value with count(bits >= T) >= k (the k-th largest score; 0 when fewer than k blocks exist); the
-    selection is every block above T plus the lowest-index blocks equal to T up to k (ties: lower block first,
-    as the reference). Selected blocks get slots 0 .. n_sel - 1 in block order (one prefix sum). Every
-    program of the row computes the same answer from the same pool (a few KB read from L2), so no launch and no
-    barrier separates selection from attention."""
-    j = tl.arange(0, NBP)
-    own = tl.load(pool_ptr + bh * 2 * NB + j, mask=j < NB, other=0.0, cache_modifier=".cg")
-    prev = tl.load(pool_ptr + (bh * 2 + 1) * NB + j - 1, mask=(j >= 1) & (j < NB), other=0.0, cache_modifier=".cg")
-    qb = pos // BS
-    forced = (j < INIT) | ((j <= qb) & ((j + LOCAL >= qb) | dense))
-    score = tl.where(forced, float("inf"), tl.maximum(tl.maximum(own, prev), 0.0))
-    bits = tl.where((j <= qb) & (j < NB), score.to(tl.int32, bitcast=True), -1)
-    d = tl.arange(0, 1 << RB)
-    thr = pos * 0  # an int32 scalar tensor, carried through the rounds
-    for i in tl.static_range(32 // RB):
-        shift = 32 - RB * (i + 1)  # constexpr (i is static)
-        cand = thr | (d << shift)  # candidates with the top bits found so far; >= 2^31 wraps negative: skipped
-        cnt = tl.sum((bits[None, :] >= cand[:, None]).to(tl.int32), axis=1)
-        thr = thr | (tl.max(tl.where((cnt >= k) & (cand >= 0), d, 0), axis=0) << shift)
-    gt = (bits > thr).to(tl.int32)
-    eq = (bits == thr).to(tl.int32)
-    need = k - tl.sum(gt, axis=0)  # how many blocks equal to T are taken (lowest index first)
-    c = tl.cumsum(gt + (eq << 16), axis=0)  # both prefix counts in one scan (NB < 2^16)
-    gt_before, eq_before = (c & 0xFFFF) - gt, (c >> 16) - eq
-    sel = (gt > 0) | ((eq > 0) & (eq_before < need))
-    return j, sel, gt_before + tl.minimum(eq_before, need)
+def _attend_block(q_ptr, k_ptr, v_ptr, idx_ptr, part_ptr, lse_ptr, pid, b, h, blk, pos, slot, K, qk_scale,
+                  sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+                  BS: tl.constexpr, NSPLIT: tl.constexpr, F32_DOT: tl.constexpr):
+    """The G query heads of (row, kv head) `pid` against block blk's [BS, D] K/V tile (causal): partial output and
+    log-sum-exp into split `slot`, blk into idx[pid, slot]."""
+    rg, rd, rs = tl.arange(0, GP), tl.arange(0, D), tl.arange(0, BS)
+    rows = pid * G + rg
+    ks = blk * BS + rs
+    ok = ks <= pos
+    q = _load_rows(q_ptr, b, h * G + rg, tl.zeros((GP,), tl.int32), rg < G, sq_b, sq_h, 0, D)
+    kt = tl.load(k_ptr + b * sk_b + h * sk_h + ks[:, None] * sk_s + rd[None, :], mask=ok[:, None], other=0.0)
+    vt = tl.load(v_ptr + b * sv_b + h * sv_h + ks[:, None] * sv_s + rd[None, :], mask=ok[:, None], other=0.0)
+    m_i, l_i, acc = _softmax_step(q, kt, vt, ok[None, :], tl.full((GP,), float("-inf"), tl.float32),
+                                  tl.zeros((GP,), tl.float32), tl.zeros((GP, D), tl.float32), qk_scale, F32_DOT)
+    out, lse = softmax_result(acc, m_i, l_i)
+    tl.store(part_ptr + (rows * NSPLIT + slot)[:, None] * D + rd[None, :], out, mask=(rg < G)[:, None])
+    tl.store(lse_ptr + rows * NSPLIT + slot, lse, mask=rg < G)
+    one = tl.arange(0, 1)  # vector stores: the interpreter rejects scalar-bool masks
+    tl.store(idx_ptr + pid * K + slot + one, blk + one * 0, mask=slot + one < K)
 
 
 @triton.jit
-def _select_attend_kernel(q_ptr, k_ptr, v_ptr, pool_ptr, idx_ptr, len_ptr, part_ptr, lse_ptr, qk_scale, NB, K, TOPK,
-                          DENSE_LEN, sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s,
-                          KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
-                          INIT: tl.constexpr, LOCAL: tl.constexpr, NBP: tl.constexpr, RB: tl.constexpr,
-                          NSPLIT: tl.constexpr, ATTEND: tl.constexpr, F32_DOT: tl.constexpr, PDL: tl.constexpr):
-    """Program (row x kv head, slot sp): top-k from stage 1's pool (_threshold_slots), the block in slot sp into
-    idx, and (ATTEND) the attention of the G query heads to that block's [BS, D] K/V tile: partial output and
-    log-sum-exp for the merge. k = K (every block) below DENSE_LEN tokens, the dense switch on the device. Slots
-    past the selection write idx -1 and an empty partial (lse -inf). Grid sized by the slot capacity."""
+def _split_attend_kernel(q_ptr, k_ptr, v_ptr, pool_ptr, idx_ptr, len_ptr, part_ptr, lse_ptr, qk_scale, NB, K, TOPK,
+                         DENSE_LEN, sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s,
+                         KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
+                         INIT: tl.constexpr, LOCAL: tl.constexpr, IDXB: tl.constexpr, BN: tl.constexpr,
+                         BALL: tl.constexpr, NSPLIT: tl.constexpr, F32_DOT: tl.constexpr, PDL: tl.constexpr):
+    """Selection and attention of a decode step in one launch, the forced blocks apart from the chosen ones.
+    Programs sp < NSPLIT: slot sp of the forced blocks (initial + local window; every block below DENSE_LEN
+    tokens), whose block follows from the position alone, no ranking: forced block number sp is attended (one
+    K/V tile). Programs sp >= NSPLIT: a tile of BN blocks; each of its non-forced blocks is ranked against the row's non-forced
+    blocks (stage 1's pool, keys unique, ties to the lower block) and, if among the top k - n_forced, attended
+    into slot n_forced + rank. So the 33 contiguous window blocks are spread over programs (one load deep) and
+    only the few chosen blocks of a tile run one after another. Splits n_sel .. NSPLIT - 1 get lse -inf (and
+    idx -1 below K).
+    Exact when n_forced <= k (forced_blocks(p) <= topk; the caller checks)."""
     pid, sp = tl.program_id(0), tl.program_id(1)
     b, h = pid // KVH, pid % KVH
     pdl.wait(PDL)
+    pdl.launch_dependents(PDL)  # the merge may launch and wait
     n = tl.load(len_ptr + b)
     pos = n - 1
+    qb = pos // BS
     dense = n < DENSE_LEN
     k = tl.where(dense, K, TOPK)
-    n_sel = tl.minimum(k, pos // BS + 1)
-    rg, rd, rs = tl.arange(0, GP), tl.arange(0, D), tl.arange(0, BS)
-    rows = pid * G + rg  # partials [B * H, NSPLIT, D]
-    if sp < n_sel:
-        j, sel, slot = _threshold_slots(pool_ptr, pid, pos, dense, NB, k, BS, INIT, LOCAL, NBP, RB)
-        blk = tl.sum(tl.where(sel & (slot == sp), j, 0), axis=0)
-        tl.store(idx_ptr + pid * K + sp, blk)
-        if ATTEND:
-            pdl.launch_dependents(PDL)
-            ks = blk * BS + rs
-            ok = ks <= pos
-            q = _load_rows(q_ptr, b, h * G + rg, tl.zeros((GP,), tl.int32), rg < G, sq_b, sq_h, 0, D)
-            kt = tl.load(k_ptr + b * sk_b + h * sk_h + ks[:, None] * sk_s + rd[None, :], mask=ok[:, None], other=0.0)
-            vt = tl.load(v_ptr + b * sv_b + h * sv_h + ks[:, None] * sv_s + rd[None, :], mask=ok[:, None], other=0.0)
-            m_i, l_i, acc = _softmax_step(q, kt, vt, ok[None, :], tl.full((GP,), float("-inf"), tl.float32),
-                                          tl.zeros((GP,), tl.float32), tl.zeros((GP, D), tl.float32), qk_scale,
-                                          F32_DOT)
-            out, lse = softmax_result(acc, m_i, l_i)
-            tl.store(part_ptr + (rows * NSPLIT + sp)[:, None] * D + rd[None, :], out, mask=(rg < G)[:, None])
-            tl.store(lse_ptr + rows * NSPLIT + sp, lse, mask=rg < G)
+    n_sel = tl.minimum(k, qb + 1)
+    n_init = tl.minimum(INIT, qb + 1)
+    lo = tl.where(dense, INIT, tl.maximum(INIT, qb - LOCAL))  # the window's first block past the initial ones
+    n_forced = n_init + tl.maximum(qb - lo + 1, 0)
+    if sp < NSPLIT:
+        if sp < n_forced:
+            blk = tl.where(sp < n_init, sp, lo + sp - n_init)
+            _attend_block(q_ptr, k_ptr, v_ptr, idx_ptr, part_ptr, lse_ptr, pid, b, h, blk, pos, sp, K, qk_scale,
+                          sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, G, GP, D, BS, NSPLIT, F32_DOT)
+        elif sp >= n_sel:
+            rg = tl.arange(0, GP)
+            tl.store(lse_ptr + (pid * G + rg) * NSPLIT + sp, tl.full((GP,), float("-inf"), tl.float32),
+                     mask=rg < G)
+            one = tl.arange(0, 1)
+            tl.store(idx_ptr + pid * K + sp + one, tl.full((1,), -1, tl.int32), mask=sp + one < K)
     else:
-        one = tl.arange(0, 1)  # a vector store: the interpreter rejects scalar-bool masks
-        tl.store(idx_ptr + pid * K + sp + one, tl.full((1,), -1, tl.int32), mask=sp + one < K)
-        if ATTEND:
-            pdl.launch_dependents(PDL)
-            tl.store(lse_ptr + rows * NSPLIT + sp, tl.full((GP,), float("-inf"), tl.float32), mask=rg < G)
+        t0 = (sp - NSPLIT) * BN
+        k_ch = n_sel - n_forced
+        if (t0 <= qb) & (k_ch > 0):
+            j = t0 + tl.arange(0, BN)
+            mine = _pooled_keys(pool_ptr, pid, j, pos, dense, NB, BS, INIT, LOCAL, IDXB, True)
+            rank = tl.zeros((BN,), tl.int32)
+            for a in range(0, tl.minimum(qb + 1, NB), BALL):  # blocks past the query's own have key -1
+                ra = a + tl.arange(0, BALL)
+                other = _pooled_keys(pool_ptr, pid, ra, pos, dense, NB, BS, INIT, LOCAL, IDXB, True)
+                rank += tl.sum((other[None, :] > mine[:, None]).to(tl.int32), axis=1)
+            rank = tl.where((mine >= 0) & (rank < k_ch), rank, -1)
+            for i in range(BN):  # a loop, not unrolled: 16 copies of the attention would bloat the kernel
+                r = tl.max(tl.where(tl.arange(0, BN) == i, rank, -1), axis=0)
+                if r >= 0:
+                    _attend_block(q_ptr, k_ptr, v_ptr, idx_ptr, part_ptr, lse_ptr, pid, b, h, t0 + i, pos,
+                                  n_forced + r, K, qk_scale, sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, G, GP, D,
+                                  BS, NSPLIT, F32_DOT)
 
 
 _BARRIERS: dict = {}
@@ -799,52 +803,17 @@ def _stage1(q: torch.Tensor, k_cache: torch.Tensor, ck_cache: torch.Tensor, leng
     return pool
 
 
-def _select_attend(q: torch.Tensor | None, k_cache: torch.Tensor, v_cache: torch.Tensor | None, pool: torch.Tensor,
-                   lengths: torch.Tensor, p: InfLLMParams, dense_len: int, scale: float | None,
-                   nq: torch.Tensor) -> tuple:
-    """_select_attend_kernel over every slot: idx [B, KVH, 1, K]; with q (ATTEND) also the partials (part, lse)
-    of the attention to each slot's block. nq: the selection queries (their shape sizes the grid)."""
-    bsz, h, _, d = nq.shape
-    kvh = k_cache.shape[1]
-    g = h // kvh
-    nb = pool.shape[-1]
-    kk = decode_slots(p, nb, dense_len)
-    nsplit = triton.next_power_of_2(kk)  # the merge's loop wants a power of 2
-    dev, on, attend = nq.device, pdl.enabled(nq.device), q is not None
-    idx = torch.empty(bsz, kvh, 1, kk, dtype=torch.int32, device=dev)
-    part = torch.empty(bsz * h, nsplit, d, dtype=torch.float32, device=dev) if attend else idx
-    lse = torch.empty(bsz * h, nsplit, dtype=torch.float32, device=dev) if attend else idx
-    qq, vv = (q, v_cache) if attend else (nq, k_cache)
-    scale = scale if scale is not None else d ** -0.5
-    _select_attend_kernel[(bsz * kvh, nsplit if attend else kk)](
-        qq, k_cache, vv, pool, idx, lengths, part, lse, scale * LOG2E, nb, kk, min(p.topk, nb), dense_len,
-        qq.stride(0), qq.stride(1), *k_cache.stride()[:3], *vv.stride()[:3], KVH=kvh, G=g,
-        GP=max(16, triton.next_power_of_2(g)), D=d, BS=p.block_size, INIT=p.init_blocks, LOCAL=p.local_blocks,
-        NBP=triton.next_power_of_2(nb), RB=SELECT_RADIX_BITS, NSPLIT=nsplit, ATTEND=attend,
-        F32_DOT=_interp() or nq.dtype == torch.float32, PDL=on, num_warps=SELECT_WARPS, **pdl.launch_kwargs(on))
-    return idx, part, lse
-
-
-SELECT_RADIX_BITS = 2  # bits a round of the threshold search (16 rounds; 4 bits x 8 rounds measured slower)
-SELECT_WARPS = 8
 RANK_TILE, RANK_WARPS = 16, 4  # blocks a rank program ranks against the whole row; its warps
 
 
 def select_decode(q: torch.Tensor, k_cache: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor,
                   p: InfLLMParams, scale: float | None = None, dense_len: int = 0, num_splits: int | None = None,
-                  fused: bool | None = None, barrier: torch.Tensor | None = None,
-                  method: str = "rank") -> torch.Tensor:
+                  fused: bool | None = None, barrier: torch.Tensor | None = None) -> torch.Tensor:
     """Stage 1 and the top-k of a decode step: q [B, H, 1, D] (the selection queries), k_cache [B, KVH, S, D]
     (the keys the compressed keys come from: the step writes its newest window into ck_cache [B, KVH, NC, D])
     -> int32 [B, KVH, 1, K] selected blocks filling slots 0 .. n_sel - 1, -1 after; rows shorter than dense_len
-    select every block (K = decode_slots(...)). method "rank" (default): the rank kernel, best first;
-    "threshold": _select_attend_kernel's radix threshold search without the attention, slots in block order.
-    Graph-safe, no host sync."""
+    select every block (K = decode_slots(...)), best first. Graph-safe, no host sync."""
     pool = _stage1(q, k_cache, ck_cache, lengths, p, scale, num_splits, fused, barrier)
-    if method == "threshold":
-        return _select_attend(None, k_cache, None, pool, lengths, p, dense_len, scale, q)[0]
-    if method != "rank":
-        raise ValueError(f"select_decode: method {method!r} is not 'threshold' or 'rank'")
     bsz, kvh, nb = q.shape[0], k_cache.shape[1], pool.shape[-1]
     on = pdl.enabled(q.device)
     kk = decode_slots(p, nb, dense_len)
@@ -879,6 +848,32 @@ def sparse_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     return _merge(part, lse, q)
 
 
+def _split_attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pool: torch.Tensor,
+                  lengths: torch.Tensor, p: InfLLMParams, dense_len: int, scale: float | None) -> tuple:
+    """_split_attend_kernel: (idx [B, KVH, 1, K] in slot order (forced first, then chosen by rank), partials, lse)."""
+    bsz, h, _, d = q.shape
+    kvh = k_cache.shape[1]
+    g, nb = h // kvh, pool.shape[-1]
+    kk = decode_slots(p, nb, dense_len)
+    nsplit = triton.next_power_of_2(kk)  # the merge's loop wants a power of 2
+    dev, on = q.device, pdl.enabled(q.device)
+    idx = torch.empty(bsz, kvh, 1, kk, dtype=torch.int32, device=dev)
+    part = torch.empty(bsz * h, nsplit, d, dtype=torch.float32, device=dev)
+    lse = torch.empty(bsz * h, nsplit, dtype=torch.float32, device=dev)
+    scale = scale if scale is not None else d ** -0.5
+    bn = SPLIT_TILE
+    _split_attend_kernel[(bsz * kvh, nsplit + triton.cdiv(nb, bn))](
+        q, k_cache, v_cache, pool, idx, lengths, part, lse, scale * LOG2E, nb, kk, min(p.topk, nb), dense_len,
+        q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3], KVH=kvh, G=g,
+        GP=max(16, triton.next_power_of_2(g)), D=d, BS=p.block_size, INIT=p.init_blocks, LOCAL=p.local_blocks,
+        IDXB=IDX_BITS, BN=bn, BALL=min(2048, triton.next_power_of_2(nb)), NSPLIT=nsplit,
+        F32_DOT=_interp() or q.dtype == torch.float32, PDL=on, num_warps=SPLIT_WARPS, **pdl.launch_kwargs(on))
+    return idx, part, lse
+
+
+SPLIT_TILE, SPLIT_WARPS = 16, 4  # blocks a ranking program of _split_attend_kernel ranks; its warps
+
+
 def _merge(part: torch.Tensor, lse: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     bsz, h, _, d = q.shape
     on = pdl.enabled(q.device)
@@ -894,19 +889,22 @@ def sparse_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     """One decode step: q [B, H, 1, D], caches [B, KVH, S, D], ck_cache [B, KVH, NC, D] -> [B, H, 1, D].
     Writes the step's compressed key itself (from k_select, the pre-rotary keys when use_nope, else k_cache);
     selects with q_select (else q). Rows shorter than dense_len attend to every block. Graph-safe.
-    method "rank" (default): stage 1, rank selection, attention, merge = 4 launches. "threshold": stage 1,
-    select + attend in one kernel, merge = 3 launches, but measured slower on the H200 (128K: 35.9 vs 20.2 us a
-    step in one run: the 8 rounds of block-wide reductions in one program cost more than the launch they save);
-    kept, exact and tested, to compare."""
+    method "rank" (default): stage 1, rank selection, attention, merge = 4 launches. "split": stage 1, one
+    kernel that attends to the forced blocks by position and ranks + attends to the chosen ones
+    (_split_attend_kernel), merge = 3 launches; measured on the H200 (one run, 128K cache): 24.8 vs 19.9 us at
+    128K tokens (a tile's chosen blocks go one after another), 15.4 vs 21.7 us at 6K tokens (below dense_len).
+    (A third form, top-k by a radix threshold search inside the attention kernel, measured 26-36 us at 128K:
+    commit 6902182, removed.)"""
     qs, ks = q if q_select is None else q_select, k_cache if k_select is None else k_select
+    if method == "split" and forced_blocks(p) > p.topk:
+        method = "rank"  # forced blocks could be more than k: not every one of them is selected
+    if method == "split":
+        pool = _stage1(qs, ks, ck_cache, lengths, p, scale, None, None, barrier)
+        return _merge(*_split_attend(q, k_cache, v_cache, pool, lengths, p, dense_len, scale)[1:], q)
     if method == "rank":
-        idx = select_decode(qs, ks, ck_cache, lengths, p, scale, dense_len, barrier=barrier, method="rank")
+        idx = select_decode(qs, ks, ck_cache, lengths, p, scale, dense_len, barrier=barrier)
         return sparse_decode_attention(q, k_cache, v_cache, idx, lengths, p, dense_len, scale)
-    if method != "threshold":
-        raise ValueError(f"sparse_decode: method {method!r} is not 'threshold' or 'rank'")
-    pool = _stage1(qs, ks, ck_cache, lengths, p, scale, None, None, barrier)
-    _, part, lse = _select_attend(q, k_cache, v_cache, pool, lengths, p, dense_len, scale, qs)
-    return _merge(part, lse, q)
+    raise ValueError(f"sparse_decode: method {method!r} is not 'rank' or 'split'")
 
 
 @triton.jit
@@ -949,6 +947,9 @@ def _forced_attn_kernel(q_ptr, k_ptr, v_ptr, len_ptr, o_ptr, lse_ptr, qk_scale, 
     tl.store(lse_ptr + prow, lse, mask=valid)
 
 
+CHOSEN_BLOCKS_A_STEP, CHOSEN_WARPS = 1, 4  # prefill: the per-token chosen blocks' key tile (blocks) and warps
+
+
 def sparse_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                              ck_cache: torch.Tensor, lengths: torch.Tensor, p: InfLLMParams,
                              q_select: torch.Tensor | None = None, scale: float | None = None,
@@ -977,7 +978,7 @@ def sparse_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: to
     _sparse_attn_kernel[(kvh * t, 1)](
         q, k_cache, v_cache, idx.contiguous(), lengths, part, lse, scale * LOG2E, kk, t, q.stride(0), q.stride(1),
         q.stride(2), *k_cache.stride()[:3], *v_cache.stride()[:3], KVH=kvh, G=g, GP=max(16, gp), D=d,
-        BS=p.block_size, K=kk, NSPLIT=2, SP0=1, F32_DOT=f32, PB=1, num_warps=4)
+        BS=p.block_size, K=kk, NSPLIT=2, SP0=1, F32_DOT=f32, PB=CHOSEN_BLOCKS_A_STEP, num_warps=CHOSEN_WARPS)
     out = torch.empty(1, t, h, d, dtype=q.dtype, device=q.device)
     _merge_kernel[(t * h,)](part, lse, out, D=d, NSPLIT=2)
     return out.transpose(1, 2)

@@ -71,14 +71,20 @@ def test_decode_step_selects_the_reference_blocks(num_splits, per_split, fused):
 
 
 @pytest.mark.parametrize("fused", FUSED)
-def test_threshold_decode_step_matches_reference(fused):
-    """method="threshold": the selection fused into the attention kernel (radix threshold, slots in block order)."""
+def test_split_decode_step_matches_reference(fused):
+    """method="split": forced blocks by position, the chosen ones ranked and attended in the same launch."""
+    from engine.kernels.infllm_v2 import _split_attend, _stage1
+
     lengths = [150, 100, 70, 20, 9]
-    q, k, v, ck, lens = _case(lengths, 21)
-    idx = select_decode(q, k, ck, lens, TINY, dense_len=90, num_splits=2, fused=fused, method="threshold")
+    q, k, v, ck, lens = _case(lengths, 31)
+    pool = _stage1(q, k, ck, lens, TINY, None, 2, fused, None)
+    idx, _, _ = _split_attend(q, k, v, pool, lens, TINY, 90, None)
     ref, want = _want(q, k, v, ck, lengths, 90)
     assert torch.equal(idx_to_mask(idx, NB)[:, :, 0], ref)
-    got = sparse_decode(q, k, v, ck, lens, TINY, dense_len=90, method="threshold")
+    for b in range(len(lengths)):  # filled from slot 0, -1 after
+        n_sel = int(ref[b, 0].sum())
+        assert (idx[b, :, 0, :n_sel] >= 0).all() and (idx[b, :, 0, n_sel:] == -1).all()
+    got = sparse_decode(q, k, v, ck, lens, TINY, dense_len=90, method="split")
     assert (got - want).abs().max().item() < 1e-5
 
 
@@ -89,6 +95,11 @@ def test_ties_go_to_the_lower_block():
     ck = torch.zeros(1, KVH, TINY.num_windows(CAP), D, device=DEVICE)
     compress_keys(k, ck, lens, CAP // TINY.kernel_stride + 1, TINY)
     idx = select_decode(q, k, ck, lens, TINY)
+    assert idx_to_mask(idx, NB)[0, 0, 0].nonzero().flatten().tolist() == [0, 1, 2, 7, 8, 9]
+    from engine.kernels.infllm_v2 import _split_attend, _stage1
+
+    v = torch.randn_like(k)
+    idx = _split_attend(q, k, v, _stage1(q, k, ck, lens, TINY, None, None, None, None), lens, TINY, 0, None)[0]
     assert idx_to_mask(idx, NB)[0, 0, 0].nonzero().flatten().tolist() == [0, 1, 2, 7, 8, 9]
 
 
@@ -121,6 +132,13 @@ def test_8b_shape_selects_the_reference_blocks(n):
     assert torch.equal(idx_to_mask(idx, nb)[:, :, 0], ref)
     want = sparse_attention_ref(q, k, v, ref[:, :, None], [n], p.block_size)
     assert (got.float() - want.float()).abs().max().item() < 2e-2
+    from engine.kernels.infllm_v2 import _split_attend, _stage1
+
+    ck2 = ck.clone()  # method "split" on the same state (the step rewrites its window: same values)
+    idx2 = _split_attend(q, k, v, _stage1(q, k, ck2, lens, p, None, None, None, None), lens, p, p.dense_len, None)[0]
+    assert torch.equal(idx_to_mask(idx2, nb)[:, :, 0], ref)
+    got2 = sparse_decode(q, k, v, ck2, lens, p, dense_len=p.dense_len, method="split")
+    assert (got2.float() - want.float()).abs().max().item() < 2e-2
 
 
 @pytest.mark.gpu
