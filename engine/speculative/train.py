@@ -45,6 +45,7 @@ class TrainConfig:
     gen_batch: int = 64  # prompts answered at once
     gen_seconds: float | None = None  # stop generating answers after this long
     init: str | None = None  # start from this head folder
+    unroll: int = 1  # > 1: training-time test over this many draft depths (see unroll_mask); 1 = plain Eagle
 
 
 def _token_stream(engine, corpus: Path, max_docs: int | None) -> torch.Tensor:
@@ -85,6 +86,35 @@ def _distill_stream(engine, prompts_file: Path, cfg: TrainConfig) -> tuple[torch
     report = {"distill_prompts": len(seqs), "distill_answer_tokens": answers,
               "distill_mean_answer": round(answers / len(seqs), 1), "distill_seconds": round(time.perf_counter() - t0, 1)}
     return torch.tensor(ids, dtype=torch.long), torch.tensor(weight), report
+
+
+def unroll_mask(T: int, U: int, device=None) -> torch.Tensor:
+    """bool [U*T, U*T] (True = attend) for U unrolled draft depths over T positions, row/key (step v, position r)
+    at index v*T + r. Step 0 is the head on the target's features (causal). Step v >= 1 at position r is the
+    depth-(v+1) draft node whose committed context ends at r - v: it sees step-0 keys up to r - v and its
+    ancestors, step w's key at r - v + w for 1 <= w <= v (itself included), exactly what the drafter's tree
+    attention gives that node, so the head learns to draft from its own features as it does at depth > 1."""
+    v = torch.arange(U, device=device).repeat_interleave(T)
+    r = torch.arange(T, device=device).repeat(U)
+    V, W, R, S = v[:, None], v[None, :], r[:, None], r[None, :]
+    return ((W == 0) & (S <= R - V)) | ((W >= 1) & (W <= V) & (S == R - V + W))
+
+
+def _unrolled(head, emb: torch.Tensor, noisy: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, U: int
+              ) -> torch.Tensor:
+    """The head over U draft depths at once -> features [B, U*T, H] (step-major). Step v's input feature at
+    position r is step v-1's output at r - 1 (the parent's feature, as the drafter feeds it; detached), its
+    token the same as step 0's (the true continuation: the path acceptance follows)."""
+    T = emb.shape[1]
+    hs = [noisy]
+    with torch.no_grad():  # steps 1..U-1 only supply inputs; the last pass recomputes them with gradients
+        for u in range(1, U):
+            m = unroll_mask(T, u, emb.device)[None, None]
+            f = head(emb.repeat(1, u, 1), torch.cat(hs, 1), cos.repeat(1, u, 1), sin.repeat(1, u, 1), mask=m)
+            last = f[:, -T:].to(noisy.dtype)
+            hs.append(torch.cat([torch.zeros_like(last[:, :1]), last[:, :-1]], 1))
+    m = unroll_mask(T, U, emb.device)[None, None]
+    return head(emb.repeat(1, U, 1), torch.cat(hs, 1), cos.repeat(1, U, 1), sin.repeat(1, U, 1), mask=m)
 
 
 def _init_from_target(head: EagleHead, model) -> None:
@@ -136,6 +166,8 @@ def train_head(model, corpus, out, cfg: TrainConfig | None = None, device: str =
     cfg = cfg or TrainConfig()
     if cfg.steps < 1 or cfg.batch < 1 or cfg.seq_len < 4:
         raise EngineError("training needs steps >= 1, batch >= 1 and seq_len >= 4")
+    if not 1 <= cfg.unroll <= 8:
+        raise EngineError(f"--unroll must be 1..8 draft depths, got {cfg.unroll}")
     if isinstance(model, Engine):
         engine = model
     elif cfg.self_distill:  # room for prompt + answer, and a batch of answers at once
@@ -199,12 +231,20 @@ def train_head(model, corpus, out, cfg: TrainConfig | None = None, device: str =
             rms = h.pow(2).mean(-1, keepdim=True).sqrt()
             scale = scale or float(rms.mean())
             noisy = h[:, :-1] + (torch.rand_like(h[:, :-1]) * 2 - 1) * cfg.noise * rms[:, :-1]
+        U = cfg.unroll
         with autocast:
-            f = head(emb, noisy, cos, sin)  # [B, T-1, H]
+            f = head(emb, noisy, cos, sin) if U == 1 else _unrolled(head, emb, noisy, cos, sin, U)  # [B, U(T-1), H]
             logits = F.linear(f * base.logit_scale, rows.to(f.dtype)).float()
-        v_loss = (F.smooth_l1_loss(f.float() / scale, h[:, 1:] / scale, reduction="none").mean(-1) * w).sum() / wsum
-        p_loss = (-(target_logp.exp() * torch.log_softmax(logits, -1)).sum(-1) * w).sum() / wsum
+        h_next, t_logp, wu = h[:, 1:], target_logp, w
+        if U > 1:  # every depth predicts the same next feature and token at its position; depth v needs r >= v
+            r = torch.arange(T - 1, device=dev)
+            h_next, t_logp = h_next.repeat(1, U, 1), t_logp.repeat(1, U, 1)
+            wu = torch.cat([w * (r >= v) for v in range(U)], 1)
+        wsum_u = wu.sum().clamp(min=1.0)
+        v_loss = (F.smooth_l1_loss(f.float() / scale, h_next / scale, reduction="none").mean(-1) * wu).sum() / wsum_u
+        p_loss = (-(t_logp.exp() * torch.log_softmax(logits, -1)).sum(-1) * wu).sum() / wsum_u
         loss = v_loss + cfg.p_weight * p_loss
+        logits = logits[:, :T - 1]  # top-1 agreement below: depth 1, comparable across --unroll
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(head.parameters(), 0.5)
