@@ -328,6 +328,51 @@ def _keys_kernel(s_ptr, key_ptr, len_ptr, T, NCAP, NB,
     tl.store(key_ptr + row * NB + j, key, mask=j < NB)
 
 
+@triton.jit
+def _radix_top(bits, k, RB: tl.constexpr):
+    """Top-k of one row of non-negative int32 keys (-1 = not selectable) without sorting: (sel, slot). A radix
+    search, RB bits a round, finds T = the largest value with count(bits >= T) >= k (the k-th largest; 0 when
+    fewer than k are selectable); the selection is every key above T plus the lowest-index keys equal to T up to
+    k (ties: lower block first, as the reference). Selected entries get slots 0 .. n_sel - 1 in index order (one
+    prefix sum). Needs fewer than 2^16 entries."""
+    d = tl.arange(0, 1 << RB)
+    thr = tl.max(bits, axis=0) * 0  # an int32 scalar tensor, carried through the rounds
+    for i in tl.static_range(32 // RB):
+        shift = 32 - RB * (i + 1)  # constexpr (i is static)
+        cand = thr | (d << shift)  # candidates with the top bits found so far; >= 2^31 wraps negative: skipped
+        cnt = tl.sum((bits[None, :] >= cand[:, None]).to(tl.int32), axis=1)
+        thr = thr | (tl.max(tl.where((cnt >= k) & (cand >= 0), d, 0), axis=0) << shift)
+    gt = (bits > thr).to(tl.int32)
+    eq = (bits == thr).to(tl.int32)
+    need = k - tl.sum(gt, axis=0)  # how many keys equal to T are taken (lowest index first)
+    c = tl.cumsum(gt + (eq << 16), axis=0)  # both prefix counts in one scan
+    gt_before, eq_before = (c & 0xFFFF) - gt, (c >> 16) - eq
+    sel = (gt > 0) | ((eq > 0) & (eq_before < need))
+    return sel, gt_before + tl.minimum(eq_before, need)
+
+
+@triton.jit
+def _topk_kernel(s_ptr, idx_ptr, len_ptr, T, NCAP, NB, K,
+                 KVH: tl.constexpr, SP: tl.constexpr, SPP: tl.constexpr, BNB: tl.constexpr, BS: tl.constexpr,
+                 INIT: tl.constexpr, LOCAL: tl.constexpr, KS: tl.constexpr, ST: tl.constexpr,
+                 IDXB: tl.constexpr, CHOSEN: tl.constexpr, KP: tl.constexpr, RB: tl.constexpr):
+    """Program per query row (prefill): its block keys (as _keys_kernel) and their top K by _radix_top, straight
+    into idx [rows, K] (block order, -1 after): no [rows, NB] int64 key tensor, no torch.topk."""
+    row = tl.program_id(0)
+    pos = tl.load(len_ptr + row // (KVH * T)) - T + row % T
+    j = tl.arange(0, BNB)
+    key = _block_keys(s_ptr, row, j, pos, pos < 0, NB, SP, SPP, BS, INIT, LOCAL, KS, ST, IDXB, NCAP, CHOSEN)
+    bits = tl.where(key >= 0, (key >> IDXB).to(tl.int32), -1)  # the score's float bits; the index part -> ties
+    sel, slot = _radix_top(bits, K, RB)
+    tl.store(idx_ptr + row * K + tl.where(sel, slot, 0), j, mask=sel)
+    rk = tl.arange(0, KP)
+    tl.store(idx_ptr + row * K + rk, tl.full((KP,), -1, tl.int32), mask=(rk < K) & (rk >= tl.sum(sel.to(tl.int32), 0)))
+
+
+PREFILL_TOPK_RADIX_BITS = 2  # bits a round of _radix_top in prefill (16 rounds)
+PREFILL_TOPK_MAX_BLOCKS = 4096  # one program holds a row's blocks: above this, keys + torch.topk
+
+
 def decode_slots(p: InfLLMParams, num_blocks: int, dense_len: int = 0) -> int:
     """Selected-block slots of a decode step: top-k, or every block of a context below dense_len."""
     return min(num_blocks, max(p.topk, triton.cdiv(max(dense_len, 0), p.block_size)))
@@ -377,6 +422,12 @@ def select_blocks(q: torch.Tensor, ck_cache: torch.Tensor, lengths: torch.Tensor
     pool = dict(KVH=kvh, SP=sp, SPP=triton.next_power_of_2(sp + 1), BS=p.block_size, INIT=p.init_blocks,
                 LOCAL=p.local_blocks, KS=p.kernel_size, ST=p.kernel_stride, IDXB=IDX_BITS, num_warps=4)
     kk = min(p.topk - forced_blocks(p) if chosen_only else p.topk, num_blocks)
+    if 0 < kk and num_blocks <= PREFILL_TOPK_MAX_BLOCKS:
+        idx = torch.empty(bsz, kvh, t, kk, dtype=torch.int32, device=dev)
+        _topk_kernel[(bsz * kvh * t,)](s, idx, lengths, t, ncap, num_blocks, kk,
+                                       BNB=triton.next_power_of_2(num_blocks), CHOSEN=chosen_only,
+                                       KP=triton.next_power_of_2(kk), RB=PREFILL_TOPK_RADIX_BITS, **pool)
+        return idx
     keys = torch.empty(bsz, kvh, t, num_blocks, dtype=torch.int64, device=dev)
     bnb = min(256, triton.next_power_of_2(num_blocks))
     _keys_kernel[(bsz * kvh * t, triton.cdiv(num_blocks, bnb))](s, keys, lengths, t, ncap, num_blocks, BNB=bnb,

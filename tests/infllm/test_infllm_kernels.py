@@ -45,8 +45,13 @@ def test_compress_matches_reference_and_is_incremental():
     assert torch.allclose(ck2[0], ck[0], atol=1e-6)
 
 
+@pytest.mark.parametrize("topk_kernel", [True, False])
 @pytest.mark.parametrize("t,n", [(1, 150), (1, 9), pytest.param(24, 150, marks=SLOW_ON_CPU)])
-def test_selection_matches_reference(t, n):
+def test_selection_matches_reference(t, n, topk_kernel, monkeypatch):
+    """topk_kernel: the radix top-k kernel; else int64 keys + torch.topk (the path for rows of many blocks)."""
+    import engine.kernels.infllm_v2 as iv
+
+    monkeypatch.setattr(iv, "PREFILL_TOPK_MAX_BLOCKS", 4096 if topk_kernel else 0)
     torch.manual_seed(t + n)
     h, kvh, d, cap = 4, 2, 16, 160
     k = torch.randn(1, kvh, cap, d, device=DEVICE)
