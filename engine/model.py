@@ -7,6 +7,7 @@ decode loop's main Python cost on CPU. Every hot op goes through engine/ops.py.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -259,6 +260,38 @@ def _scaled_int4(lin: Linear, factor: float) -> Linear:
     return out
 
 
+def _pack_decode_layers(model: "Transformer"):
+    """Every layer's int4 weights stacked in the fused decode kernel's layout, or None when a layer does not
+    qualify (q/k norms, biases, act-order, split or CPU-side weights, mixed group sizes, an odd head size). The
+    per-op int4 kernels' packs of the same weights become views into the stack (int4_matmul caches them on the
+    weight under these keys), so the codes are held once."""
+    from engine.kernels.fused_decode import DecodeLayers  # imports Triton: only on the CUDA path
+
+    lins: list[tuple[Linear, Linear, Linear, Linear]] = []
+    for b in model.blocks:
+        folded = b._residual_folded()
+        if b.q_norm is not None or folded is None:
+            return None
+        quad = (b.qkv, folded[0], b.gate_up, folded[1])
+        if not all(lin.parts is None and lin.bias is None and lin.dense is None and lin.fast is None
+                   and isinstance(lin.weight, Int4Weight) and DecodeLayers.supports(lin.weight) for lin in quad):
+            return None
+        lins.append(quad)
+    first = model.blocks[0]
+    half = first.hd // 2
+    groups = {lin.weight.group_size for quad in lins for lin in quad}
+    if len(groups) != 1 or first.hd % 2 or half & (half - 1) or half < 16:
+        return None
+    w = DecodeLayers.pack(*([quad[j].weight for quad in lins] for j in range(4)), [b.ln1 for b in model.blocks],
+                          [b.ln2 for b in model.blocks], first.nh, first.nkv, first.hd, first.eps, first.scale)
+    for i, (qkv, o, gate_up, down) in enumerate(lins):
+        qkv.weight.__dict__["_kernel_pack"] = w.qkv.layer(i)
+        o.weight.__dict__["_kernel_pack"] = w.o.layer(i)
+        gate_up.weight.__dict__["_kernel_pack_swiglu"] = w.gate_up.layer(i)
+        down.weight.__dict__["_kernel_pack"] = w.down.layer(i)
+    return w
+
+
 def _attends_to_own_position(ctx: StepContext) -> bool:
     """Whether a one-token step attends to exactly its row's cache [0, position]: per-row lengths (pos + 1, the
     batched and graph decode) or a plain step at `start` over kv_len = start + 1. A mask without lengths (a
@@ -333,12 +366,30 @@ class Transformer:
 
     def layers(self, x: torch.Tensor, ctx: StepContext, cache, last_only: bool = True) -> torch.Tensor:
         """hidden() from the scaled embeddings x [B, T, H] on (the CUDA-graph decode step writes them with its
-        input kernel, engine/kernels/decode_inputs.py)."""
-        for i, block in enumerate(self.blocks):
-            x = block(x, ctx, cache.k[i], cache.v[i])
+        input kernel, engine/kernels/decode_inputs.py). A one-token CUDA int4 decode step runs every layer in one
+        persistent kernel (engine/kernels/fused_decode.py) where it can, and then updates x in place."""
+        packed = self._decode_layers(x, ctx)
+        if packed is not None:
+            rows, slots = ctx.slots(1, 1, x.device)
+            ops.decode_layers(x[:, 0], packed, ctx.cos[:, 0], ctx.sin[:, 0], cache.k, cache.v, rows, slots,
+                              ctx.kv_len)
+        else:
+            for i, block in enumerate(self.blocks):
+                x = block(x, ctx, cache.k[i], cache.v[i])
         if last_only:
             x = x[:, -1:]
         return ops.rms_norm(x, self.norm, self.cfg.rms_norm_eps)
+
+    def _decode_layers(self, x: torch.Tensor, ctx: StepContext):
+        """The stacked weights of the fused decode-layers kernel when this step can take it: a one-token, one-row
+        CUDA decode step with per-row lengths on the device (the graph decode), no attention backend, every layer
+        plain int4 (engine/kernels/fused_decode.py), x contiguous, and CPM_FUSED_DECODE not 0. Else None."""
+        if (not ops.kernels_on(x) or x.shape[:2] != (1, 1) or ctx.attn is not None or ctx.lengths is None
+                or not x.is_contiguous() or os.environ.get("CPM_FUSED_DECODE", "1") == "0"):
+            return None
+        if not hasattr(self, "_decode_pack"):
+            self._decode_pack = _pack_decode_layers(self)
+        return self._decode_pack
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Post-norm hidden states [..., H] -> float32 logits [..., V] (MiniCPM's logit scale applied)."""

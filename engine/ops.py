@@ -212,6 +212,21 @@ def decode_attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos
     return attention(q.transpose(1, 2), k_cache[r], v_cache[r], None, False, scale, (pos + 1).to(torch.int32))[:, :, 0]
 
 
+def decode_layers(x: torch.Tensor, w, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
+                  v_cache: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, max_len: int | None = None
+                  ) -> torch.Tensor:
+    """Every decoder layer of a one-row, one-token int4 decode step: x [1, H] updated in place (and returned),
+    each layer's k, v written at (rows, pos) of caches [L, maxB, KVH, S, D]. w: fused_decode.DecodeLayers.
+    max_len bounds pos + 1 (picks the attention split, never the result). On CUDA one persistent kernel
+    (engine/kernels/fused_decode.py); the plain path is its reference, op by op."""
+    from engine.kernels import fused_decode as fd  # imports Triton: DecodeLayers exist only where it is installed
+
+    if kernels_on(x):
+        return fd.decode_layers(x, w, cos, sin, k_cache, v_cache, rows, pos, max_len)
+    x.copy_(fd.decode_layers_ref(x, w, cos, sin, k_cache, v_cache, rows, pos))
+    return x
+
+
 def argmax(logits: torch.Tensor) -> torch.Tensor:
     """logits [B, V] -> int64 [B], first index of each row's max (a two-stage kernel on CUDA)."""
     if kernels_on(logits) and logits.dim() == 2 and logits.stride(1) == 1:

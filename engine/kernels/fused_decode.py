@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ import triton.language as tl
 
 from engine.kernels.decode_attention import online_softmax, pv_dot, softmax_result
 from engine.kernels.infllm_v2 import _grid_sync
-from engine.kernels.int4_matmul import (PackedInt4, _column, _interleaved, _load_words, _magic_const,
+from engine.kernels.int4_matmul import (PackedInt4, _column, _interleaved, _magic_const,
                                         int4_matmul_ref, repack_int4)
 from engine.quant import Int4Weight
 from engine.kernels.rope_decode_attention import rope_decode_attention_ref
@@ -90,6 +90,7 @@ class DecodeLayers:
     head_dim: int
     eps: float
     scale: float  # attention softmax scale
+    scratch: dict = field(default_factory=dict, repr=False)  # (device, dtype) -> Scratch, made on first use
 
     @property
     def num_layers(self) -> int:
@@ -158,13 +159,29 @@ def _rstd(x_ptr, K, eps, BK: tl.constexpr):
 
 
 @triton.jit
-def _tile_dot(acc, q, s, mn, k0, x_ptr, nw_ptr, rstd, K, G: tl.constexpr, NORM: tl.constexpr, BN: tl.constexpr,
-              BK: tl.constexpr):
-    """acc [BK / 8, BN] += the words [BK / 8, BN] from column k0 times x (as int4_matmul's GEMV tile; x read
-    through L2, optionally RMS-normalised on the fly)."""
-    kk = (k0 // 8 + tl.arange(0, BK // 8))[:, None]
-    part = tl.zeros((BK // 8, BN), tl.float32)
-    xsum = tl.zeros((BK // 8, 1), tl.float32)
+def _load_quads(q_ptr, s_ptr, m_ptr, r4, k0, N, K, G: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """Words [BN / 4, BK / 8, 4] of the row quads r4 (rows 4 r4 + c) from column k0, and each word's 16 s and
+    m - 16 s. A quad's words are one contiguous stream (int4_matmul's layout: the same word of 4 rows side by
+    side), and this shape keeps it the fastest-varying one, so a warp's loads are coalesced for any BN (a
+    [BK / 8, BN] tile, as the GEMV's, strides a warp across quads once BN > 8: measured 3-6x slower here)."""
+    kk = (k0 // 8 + tl.arange(0, BK // 8))[None, :, None]
+    c = tl.arange(0, 4)[None, None, :]
+    rn = r4[:, None, None] * 4 + c
+    mask = (kk < K // 8) & (rn < N)
+    q = tl.load(q_ptr + r4[:, None, None] * (K // 8 * 4) + kk * 4 + c, mask=mask, other=0)
+    grp = kk * 8 // G
+    s = tl.load(s_ptr + grp * N + rn, mask=mask, other=0.0).to(tl.float32) * 16.0
+    mn = tl.load(m_ptr + grp * N + rn, mask=mask, other=0.0).to(tl.float32) - s
+    return q, s, mn
+
+
+@triton.jit
+def _tile_dot(acc, q, s, mn, k0, x_ptr, nw_ptr, rstd, K, G: tl.constexpr, NORM: tl.constexpr, BK: tl.constexpr):
+    """acc [BN / 4, BK / 8, 4] += the words of `_load_quads` times x (the int4 GEMV's math: one scale per word;
+    x read through L2, optionally RMS-normalised on the fly)."""
+    kk = (k0 // 8 + tl.arange(0, BK // 8))[None, :, None]
+    part = tl.zeros(acc.shape, tl.float32)
+    xsum = tl.zeros((1, BK // 8, 1), tl.float32)
     for j in tl.static_range(8):
         col = _column(kk, j, G)
         xj = tl.load(x_ptr + col, mask=kk < K // 8, other=0.0, cache_modifier=".cg").to(tl.float32)
@@ -178,29 +195,38 @@ def _tile_dot(acc, q, s, mn, k0, x_ptr, nw_ptr, rstd, K, G: tl.constexpr, NORM: 
 @triton.jit
 def _gemv_phase(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, nw_ptr, bar_ptr, eps, pid, n_prog, sync, N, K,
                 G: tl.constexpr, NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr,
-                BN: tl.constexpr, BK: tl.constexpr):
+                BN: tl.constexpr, BK: tl.constexpr, PIPE: tl.constexpr):
     """out = x @ W^T (one layer's W: pointers already offset), tiles of BN rows dealt round-robin to programs.
     The first tile's first weights load before the barrier (`sync`: wait for the previous phase), and each
     tile's successor's first weights load before its epilogue. RESIDUAL: out += out (in place, own rows only);
     SWIGLU: rows come as (gate, up) pairs, out gets silu(gate) * up (N / 2 values)."""
     n_tiles = tl.cdiv(N, BN)
-    rn = pid * BN + tl.arange(0, BN)
-    q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, 0, N, K, G, BN, BK)
+    Q = BN // 4
+    q, s, mn = _load_quads(q_ptr, s_ptr, m_ptr, pid * Q + tl.arange(0, Q), 0, N, K, G, BN, BK)
     if sync:
         _grid_sync(bar_ptr, n_prog)
     rstd = 1.0
     if NORM:
         rstd = _rstd(x_ptr, K, eps, 1024)
     for t in range(pid, n_tiles, n_prog):
-        acc = tl.zeros((BK // 8, BN), tl.float32)
-        acc = _tile_dot(acc, q, s, mn, 0, x_ptr, nw_ptr, rstd, K, G, NORM, BN, BK)
+        r4 = t * Q + tl.arange(0, Q)
+        acc = tl.zeros((Q, BK // 8, 4), tl.float32)
+        if PIPE:  # registers double-buffered: the next chunk's (or next tile's first) weights load during this math
+            for k0 in range(0, K, BK):
+                last = k0 + BK >= K
+                qn, sn, mnn = _load_quads(q_ptr, s_ptr, m_ptr, tl.where(last, r4 + n_prog * Q, r4),
+                                          tl.where(last, 0, k0 + BK), N, K, G, BN, BK)
+                acc = _tile_dot(acc, q, s, mn, k0, x_ptr, nw_ptr, rstd, K, G, NORM, BK)
+                q, s, mn = qn, sn, mnn
+        else:
+            acc = _tile_dot(acc, q, s, mn, 0, x_ptr, nw_ptr, rstd, K, G, NORM, BK)
+            for k0 in range(BK, K, BK):
+                q, s, mn = _load_quads(q_ptr, s_ptr, m_ptr, r4, k0, N, K, G, BN, BK)
+                acc = _tile_dot(acc, q, s, mn, k0, x_ptr, nw_ptr, rstd, K, G, NORM, BK)
+            # the next tile's first weights (masked off past the last tile) are in flight during this epilogue
+            q, s, mn = _load_quads(q_ptr, s_ptr, m_ptr, r4 + n_prog * Q, 0, N, K, G, BN, BK)
         rn = t * BN + tl.arange(0, BN)
-        for k0 in range(BK, K, BK):
-            q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn, k0, N, K, G, BN, BK)
-            acc = _tile_dot(acc, q, s, mn, k0, x_ptr, nw_ptr, rstd, K, G, NORM, BN, BK)
-        # the next tile's first weights (masked off past the last tile) are in flight during this epilogue
-        q, s, mn = _load_words(q_ptr, s_ptr, m_ptr, rn + n_prog * BN, 0, N, K, G, BN, BK)
-        out = tl.sum(acc, axis=0)  # [BN]
+        out = tl.reshape(tl.sum(acc, axis=1), (BN,))  # row 4 r4 + c
         if SWIGLU:
             g, u = tl.split(tl.reshape(out, (BN // 2, 2)))
             out = g / (1.0 + tl.exp(-g)) * u
@@ -332,7 +358,7 @@ def _decode_layers_kernel(x_ptr, qkv_ptr, o_ptr, act_ptr, part_ptr, lse_ptr, cnt
                           G: tl.constexpr, NSPLIT: tl.constexpr, BS: tl.constexpr,
                           BN1: tl.constexpr, BK1: tl.constexpr, BN3: tl.constexpr, BK3: tl.constexpr,
                           BN4: tl.constexpr, BK4: tl.constexpr, BN5: tl.constexpr, BK5: tl.constexpr,
-                          PHASE: tl.constexpr, F32_DOT: tl.constexpr):
+                          PHASE: tl.constexpr, F32_DOT: tl.constexpr, PIPE: tl.constexpr):
     """Layers layer0 .. layer0 + n_layers - 1 of a batch-1 decode step. PHASE 0: all five phases of every layer,
     grid barriers between them (one program per SM); PHASE p in 1..5: only phase p of layer layer0, no barrier
     (the interpreter: one launch a phase)."""
@@ -344,7 +370,7 @@ def _decode_layers_kernel(x_ptr, qkv_ptr, o_ptr, act_ptr, part_ptr, lse_ptr, cnt
         if PHASE == 0 or PHASE == 1:  # norm + qkv
             _gemv_phase(x_ptr, wq_ptr + lq * (NQKV * H // 8), sq_ptr + lq * (H // G * NQKV),
                         mq_ptr + lq * (H // G * NQKV), qkv_ptr, ln1_ptr + lq * H, bar_ptr, eps, pid, n_prog,
-                        (layer > layer0) & (PHASE == 0), NQKV, H, G, True, False, False, BN1, BK1)
+                        (layer > layer0) & (PHASE == 0), NQKV, H, G, True, False, False, BN1, BK1, PIPE)
         if PHASE == 0 or PHASE == 2:  # rotary, cache write, attention (+ merge)
             _attention_phase(qkv_ptr, o_ptr, part_ptr, lse_ptr, cnt_ptr, bar_ptr, kc_ptr + lq * sc_l,
                              vc_ptr + lq * sc_l, cos_ptr, sin_ptr, row_ptr, pos_ptr, qk_scale, pid, n_prog,
@@ -352,15 +378,15 @@ def _decode_layers_kernel(x_ptr, qkv_ptr, o_ptr, act_ptr, part_ptr, lse_ptr, cnt
         if PHASE == 0 or PHASE == 3:  # o + residual
             _gemv_phase(o_ptr, wo_ptr + lq * (H * NH * D // 8), so_ptr + lq * (NH * D // G * H),
                         mo_ptr + lq * (NH * D // G * H), x_ptr, x_ptr, bar_ptr, eps, pid, n_prog, PHASE == 0,
-                        H, NH * D, G, False, False, True, BN3, BK3)
+                        H, NH * D, G, False, False, True, BN3, BK3, PIPE)
         if PHASE == 0 or PHASE == 4:  # norm + gate_up + SwiGLU
             _gemv_phase(x_ptr, wg_ptr + lq * (2 * I * H // 8), sg_ptr + lq * (H // G * 2 * I),
                         mg_ptr + lq * (H // G * 2 * I), act_ptr, ln2_ptr + lq * H, bar_ptr, eps, pid, n_prog,
-                        PHASE == 0, 2 * I, H, G, True, True, False, BN4, BK4)
+                        PHASE == 0, 2 * I, H, G, True, True, False, BN4, BK4, PIPE)
         if PHASE == 0 or PHASE == 5:  # down + residual
             _gemv_phase(act_ptr, wd_ptr + lq * (H * I // 8), sd_ptr + lq * (I // G * H), md_ptr + lq * (I // G * H),
                         x_ptr, x_ptr, bar_ptr, eps, pid, n_prog, PHASE == 0, H, I, G, False, False, True, BN5,
-                        BK5)
+                        BK5, PIPE)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -413,7 +439,8 @@ class Scratch:
 
 def decode_layers(x: torch.Tensor, w: DecodeLayers, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
                   v_cache: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, max_len: int | None = None,
-                  n_prog: int | None = None, scratch: Scratch | None = None) -> torch.Tensor:
+                  n_prog: int | None = None, num_warps: int = 8, tiles: dict | None = None,
+                  phases: tuple[int, ...] | None = None) -> torch.Tensor:
     """The kernel version of `decode_layers_ref`; x [1, H] is updated in place and returned. max_len: a bound on
     pos + 1 (picks the number of attention splits, never the result). n_prog: programs (default: one per SM;
     never more, or the barrier deadlocks)."""
@@ -430,9 +457,10 @@ def decode_layers(x: torch.Tensor, w: DecodeLayers, cos: torch.Tensor, sin: torc
     g = nh // kvh
     cap = k_cache.shape[3]
     nsplit = num_splits(min(max_len or cap, cap), kvh, n_prog, g, d)
-    if scratch is None:
-        scratch = Scratch(w, inter, nsplit, x.device, x.dtype)
-    assert scratch.lse.numel() >= nh * nsplit
+    key = (str(x.device), x.dtype)
+    if key not in w.scratch:  # sized for the most splits any bound can ask for: one set serves every graph
+        w.scratch[key] = Scratch(w, inter, num_splits(1 << 30, kvh, sms, g, d), x.device, x.dtype)
+    scratch = w.scratch[key]
     bar, cnt = _counters(x.device)
     bn1, bk1 = _tile((nh + 2 * kvh) * d, h_dim, n_prog)
     bn3, bk3 = _tile(h_dim, nh * d, n_prog)
@@ -445,10 +473,15 @@ def decode_layers(x: torch.Tensor, w: DecodeLayers, cos: torch.Tensor, sin: torc
             k_cache, v_cache, cos, sin, rows, pos)
     meta = dict(H=h_dim, I=inter, NH=nh, KVH=kvh, HALF=d // 2, GQ=g, GP=max(16, triton.next_power_of_2(g)),
                 GM=triton.next_power_of_2(g), G=w.qkv.group_size, NSPLIT=nsplit, BS=BS, BN1=bn1, BK1=bk1,
-                BN3=bn3, BK3=bk3, BN4=bn4, BK4=bk4, BN5=bn5, BK5=bk5, F32_DOT=f32, num_warps=8)
+                BN3=bn3, BK3=bk3, BN4=bn4, BK4=bk4, BN5=bn5, BK5=bk5, F32_DOT=f32, PIPE=True, num_warps=num_warps)
     strides = (k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), k_cache.stride(3))
+    meta.update(tiles or {})
     qk_scale = w.scale * 1.4426950408889634
-    if interpreting():  # programs run one after another: a barrier would never release
+    if phases is not None:  # measurement: the given phases of every layer, one launch each, no barrier
+        for layer in range(n_layers):
+            for phase in phases:
+                _decode_layers_kernel[(n_prog,)](*args, layer, 1, w.eps, qk_scale, *strides, PHASE=phase, **meta)
+    elif interpreting():  # programs run one after another: a barrier would never release
         for layer in range(n_layers):
             for phase in range(1, 6):
                 _decode_layers_kernel[(n_prog,)](*args, layer, 1, w.eps, qk_scale, *strides, PHASE=phase, **meta)
