@@ -6,9 +6,10 @@ cuBLAS bf16 timed in the same process; `--chain` times a decode step's chain of 
 
 Every kernel runs over enough weight copies to overflow the 60 MB L2, inside a CUDA graph (launch gaps not
 counted), median of 20 replays (bench/_engine_micro.py). GB/s counts the int4 codes plus bf16 scales and mins
-(cuBLAS: its bf16 weight); `frac` is that over the device copy bandwidth measured in the same run. M = 1 feeds
-fp32 x (what the decode step passes), larger M bf16. Each shape is checked against `int4_matmul_ref` first.
-For M > 1 the FMA GEMV and the tensor-core kernel are both timed (`use_gemv` picks one).
+(cuBLAS: its bf16 weight); `frac` is that over the device copy bandwidth measured in the same run. x is bf16 (what
+a bf16 decode step passes). Each shape is checked against `int4_matmul_ref` first. For M = 1 both GEMVs are timed
+(`gemv2`: the split-K one `int4_matmul` takes, `gemv1`: the first form); for M > 1 the FMA GEMV and the
+tensor-core kernel (`use_gemv` picks one).
 `--sweep M,..` also times every `_mma_kernel` config at those M, with the PTX nibble unpacking and the plain one.
 `--chain`: all layers' four matmuls in decode order (norm prologues, residual and SwiGLU epilogues, fp32
 activations between them, as engine/model.py's fused step) captured in one CUDA graph, us a call: PDL off
@@ -79,24 +80,26 @@ def bench_shape(name: str, n: int, k: int, ms: list[int], copy_gbps: float, swee
     rows = []
     for m in ms:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-        xo = x.float() if m == 1 else x
-        err = _rel_err(K.int4_matmul(xo, ours[0]), K.int4_matmul_ref(xo, ours[0]))
-        t_ours = _graph_ms(lambda: [K.int4_matmul(xo, w) for w in ours]) / copies
+        err = _rel_err(K.int4_matmul(x, ours[0]), K.int4_matmul_ref(x, ours[0]))
+        t_ours = _graph_ms(lambda: [K.int4_matmul(x, w) for w in ours]) / copies
         t_tiny = _graph_ms(lambda: [torch.ops.aten._weight_int4pack_mm(x, p, group, sz) for p, sz in tiny]) / copies
         t_bf16 = _graph_ms(lambda: [F.linear(x, w) for w in dense]) / len(dense)
         row = {"layer": name, "N": n, "K": k, "M": m, "rel_err": err, "ours_us": t_ours * 1e3,
                "tinygemm_us": t_tiny * 1e3, "cublas_bf16_us": t_bf16 * 1e3,
                "ours_frac": q_bytes / t_ours / 1e6 / copy_gbps, "tinygemm_frac": q_bytes / t_tiny / 1e6 / copy_gbps,
                "cublas_frac": 2 * n * k / t_bf16 / 1e6 / copy_gbps}
-        if m > 1:  # both small-M paths, whichever use_gemv picks
-            out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+        if m == 1:  # both M = 1 GEMVs
+            paths = [("gemv2", lambda w: K._gemv2(x, w, out, None, False, None)),
+                     ("gemv1", lambda w: K._gemv(x, w, out, None, False, None))]
+        else:  # both small-M paths, whichever use_gemv picks
             paths = [("mma", lambda w: K._mma(x, w, out, None, False, None, f32_dot=False))]
             if m <= K.GEMV_MAX_M:
                 paths.append(("gemv", lambda w: K._gemv(x, w, out, None, False, None)))
-            for path, launch in paths:
-                launch(ours[0])
-                row[f"{path}_err"] = _rel_err(out, K.int4_matmul_ref(x, ours[0]))
-                row[f"{path}_us"] = _graph_ms(lambda: [launch(w) for w in ours]) / copies * 1e3
+        for path, launch in paths:
+            launch(ours[0])
+            row[f"{path}_err"] = _rel_err(out, K.int4_matmul_ref(x, ours[0]))
+            row[f"{path}_us"] = _graph_ms(lambda: [launch(w) for w in ours]) / copies * 1e3
         sweep = m in sweep_ms
         if sweep:
             out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
@@ -118,7 +121,8 @@ def bench_shape(name: str, n: int, k: int, ms: list[int], copy_gbps: float, swee
         print(f"  {name:<8}{n:>6}{k:>6} M={m:<3} | ours {row['ours_us']:7.1f} us ({row['ours_frac']:4.0%}) err "
               f"{err:.1e} | tinygemm {row['tinygemm_us']:7.1f} ({row['tinygemm_frac']:4.0%}) | cuBLAS bf16 "
               f"{row['cublas_bf16_us']:7.1f} ({row['cublas_frac']:4.0%})"
-              + "".join(f" | {p} {row[p + '_us']:6.1f}" for p in ("gemv", "mma") if p + "_us" in row), flush=True)
+              + "".join(f" | {p} {row[p + '_us']:6.1f}" for p in ("gemv2", "gemv1", "gemv", "mma") if p + "_us" in row),
+              flush=True)
         if sweep:
             best = sorted((v[0], lab) for lab, v in row["sweep"].items() if v[1] is True)[:4]
             print("      best configs: " + ", ".join(f"{lab} {t:.1f}" for t, lab in best), flush=True)

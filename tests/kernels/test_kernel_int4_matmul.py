@@ -92,6 +92,29 @@ def test_kernel_int4_gemv_every_x_form(bn, bk, wide, prefetch):
     assert rel_err(out, K.int4_matmul_ref(xn, pw)) < 1e-4
 
 
+@pytest.mark.parametrize("n,k,group,bn,bk,split,dtype", [
+    (40, 320, 64, 8, 128, 1, torch.float32), (48, 384, 128, 16, 128, 2, torch.bfloat16),
+    (48, 384, 32, 8, 64, 3, torch.bfloat16), (64, 512, 128, 16, 128, 2, torch.float32),  # EVEN: no masks
+    (36, 1024, 128, 4, 256, 4, torch.bfloat16),  # more splits than tiles: a split with nothing to add
+])
+def test_kernel_int4_gemv2_every_split(n, k, group, bn, bk, split, dtype):
+    """The split-K M = 1 GEMV outside the autotuner, with each prologue / epilogue: bf16 x takes the two-nibbles-a-
+    shift unpacking (PAIRS), fp32 x the exact one; the last split sums the partials and the counts return to zero."""
+    pw = K.repack_int4(random_int4(n, k, group))
+    x = (torch.randn(1, k, device=DEVICE) * 2).to(dtype)
+    nw = torch.rand(k, device=DEVICE) + 0.5
+    xf = x.float()
+    xn = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5) * nw
+    res = torch.randn(1, n // 2, device=DEVICE).to(dtype)
+    tol = 1e-4 if dtype == torch.float32 else 1e-2
+    for swiglu, residual, norm in ((True, res, None), (False, None, (nw, 1e-5)), (True, None, (nw, 1e-5))):
+        out = torch.full((1, n // 2 if swiglu else n), float("nan"), device=DEVICE, dtype=dtype)
+        K._gemv2(x, pw, out, residual, swiglu, norm, BN=bn, BK=bk, SPLIT=split, num_warps=1)
+        ref = K.int4_matmul_ref(xf if norm is None else xn, pw, None if residual is None else residual.float(), swiglu)
+        assert rel_err(out, ref) < tol
+        assert int(K._counters(x.device).abs().sum()) == 0
+
+
 @pytest.mark.parametrize("m,bn,bk,group", [(2, 4, 64, 32), (3, 8, 128, 64), (4, 4, 256, 128), (7, 16, 64, 32),
                                            (8, 8, 128, 64)])
 def test_kernel_int4_gemv_rows(m, bn, bk, group):
@@ -156,6 +179,23 @@ def test_kernel_int4_mma_gpu_split_k_is_stable(asm, m, group):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("n,k,split", [(4608, 4096, 4), (4096, 16384, 2), (32768, 4096, 1)])
+def test_kernel_int4_gemv2_gpu_split_k_is_stable(n, k, split):
+    """The M = 1 GEMV at the 8B shapes with bf16 x (the decode step's): close to the reference, and 50 back-to-back
+    split-K calls give identical results (a missing barrier or a stale partial would show as a moving error)."""
+    pw = K.repack_int4(random_int4(n, k, 128))
+    x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
+    ref = K.int4_matmul_ref(x, pw)
+    outs = []
+    for _ in range(50):
+        out = torch.full((1, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+        K._gemv2(x, pw, out, None, False, None, BN=16, BK=512, SPLIT=split, num_warps=2)
+        outs.append(out)
+    assert rel_err(outs[0], ref) < 1e-2
+    assert all(torch.equal(o, outs[0]) for o in outs)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("m", [2, 8, 16])
 @pytest.mark.parametrize("n,k,group", [(960, 576, 32), (3072, 576, 32), (576, 1536, 32), (1280, 1024, 128),
                                        (8192, 1024, 128), (1024, 4096, 128)])
@@ -193,7 +233,7 @@ def test_kernel_int4_pdl_chain_in_cuda_graph(m, n_layers, hidden, qkv, inter, gr
     if not pdl.enabled("cuda"):
         pytest.skip("PDL needs a Hopper GPU")
     monkeypatch.setattr(K, "PDL_SMALL_M", True)
-    for kernel in (K._gemv_kernel, K._gemv_rows_kernel, K._mma_kernel):
+    for kernel in (K._gemv_kernel, K._gemv2_kernel, K._gemv_rows_kernel, K._mma_kernel):
         monkeypatch.setattr(kernel, "configs", kernel.configs[:2])
     shapes = {"qkv": (qkv, hidden), "o": (hidden, hidden), "gu": (2 * inter, hidden), "down": (hidden, inter)}
     ws = [{name: K.repack_int4(random_int4(n, k, group)) for name, (n, k) in shapes.items()} for _ in range(n_layers)]
