@@ -11,7 +11,8 @@ Kernel layout (`repack_int4`, once at load time; see docs/kernels.md):
 
 Paths, by M (rows of x):
 - M = 1 (decode), and M <= GEMV_MAX_M on a small layer (speculative verify on smollm2 / 0.5B; `use_gemv`):
-  `_gemv_kernel` / `_gemv_rows_kernel`, FMA. A 16-byte load carries one word of 4 rows, so each thread reuses
+  `_gemv_kernel` / `_gemv_rows_kernel`, FMA; M = 1 on a large layer (N K >= GEMV2_MIN_NK: the 8B layers) takes
+  `_gemv2_kernel`, the split-K form with ~4 instead of ~6.6 instructions a code (its comment, docs/kernels.md). A 16-byte load carries one word of 4 rows, so each thread reuses
   every x value it loads 4 times and reduces over K inside itself; with M rows each unpacked code feeds M FMAs.
 - otherwise up to DEQUANT_MIN_M (batched decode, verify on large layers): `_mma_kernel`, tensor cores with the
   weight as the MMA's A operand ("swap AB": out^T = W x^T, so x's few rows are the MMA's N side, padded to 16),
@@ -288,10 +289,10 @@ def _gemv_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, eps, N, K
     _epilogue(out, tl.arange(0, 1), tl.program_id(0) * BN, 1, N, out_ptr, res_ptr, 0, 0, 1, BN, SWIGLU, RESIDUAL)
 
 
-# ---- the M = 1 GEMV, second form (`_gemv2_kernel`): fewer instructions a code, split-K, prefetch ----------
+# ---- the M = 1 GEMV, second form (`_gemv2_kernel`, the 8B layers): fewer instructions a code, split-K ------
 # Why: `_gemv_kernel` runs ~6.6 SASS instructions a code (sm_90, BN=8, BK=1024: 421 a loop trip for 64 codes:
-# addresses recomputed per word, scales converted and applied per word and row, x normalised per load), so the
-# 8B layers sat at 28-42% of the copy bandwidth, issue-bound. Here a thread holds one word column (kk) of all
+# addresses recomputed per word, scales converted and applied per word and row, x normalised per load); the 8B
+# layers sat at 25-37% of the copy bandwidth. Here (~4 a code) a thread holds one word column (kk) of all
 # BN rows, so every x value it loads (and the norm and the sums over it) serves BN rows; per word and row the
 # work is the unpack, 8 FMAs and 2 FMAs for the scale and the min:
 #   w x = s sum(c x) + m sum(x), and with v = 1 + c/16 (`_magic_const`) sum(c x) = 16 (sum(x v) - sum(x)), so
