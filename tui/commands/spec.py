@@ -50,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--gen-batch", type=int, default=64, help="prompts answered at once for --self-distill")
     t.add_argument("--gen-seconds", type=float, default=None, help="stop generating answers after this long")
     t.add_argument("--init", default=None, metavar="DIR", help="start from this head instead of the model's last layer")
+    t.add_argument("--unroll", type=int, default=1, metavar="D", help="training-time test: also train the head "
+                   "on its own features over D draft depths (as it drafts at depth > 1); 1 = plain Eagle")
     t.add_argument("--json", action="store_true", help="print one JSON summary line")
     t.set_defaults(func=run_train)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -88,7 +90,8 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(steps=args.steps, batch=args.batch, seq_len=args.seq_len, lr=args.lr, top=args.top,
                       layers=args.layers, max_docs=args.max_docs, seed=args.seed,
                       max_seconds=args.max_seconds, self_distill=args.self_distill, gen_tokens=args.gen_tokens,
-                      gen_batch=args.gen_batch, gen_seconds=args.gen_seconds, init=args.init)
+                      gen_batch=args.gen_batch, gen_seconds=args.gen_seconds, init=args.init,
+                      unroll=args.unroll)
     progress = None if args.json else _Bar(args.steps)
     try:
         report = train_head(args.model, args.corpus, args.out, cfg, device=args.device,
