@@ -383,9 +383,10 @@ class Transformer:
     def _decode_layers(self, x: torch.Tensor, ctx: StepContext):
         """The stacked weights of the fused decode-layers kernel when this step can take it: a one-token, one-row
         CUDA decode step with per-row lengths on the device (the graph decode), no attention backend, every layer
-        plain int4 (engine/kernels/fused_decode.py), x contiguous, and CPM_FUSED_DECODE not 0. Else None."""
+        plain int4 (engine/kernels/fused_decode.py), x contiguous, and CPM_FUSED_DECODE=1. Else None.
+        Off by default: on the H200 the step measured slower than the per-op kernels (docs/kernels.md)."""
         if (not ops.kernels_on(x) or x.shape[:2] != (1, 1) or ctx.attn is not None or ctx.lengths is None
-                or not x.is_contiguous() or os.environ.get("CPM_FUSED_DECODE", "1") == "0"):
+                or not x.is_contiguous() or os.environ.get("CPM_FUSED_DECODE", "0") != "1"):
             return None
         if not hasattr(self, "_decode_pack"):
             self._decode_pack = _pack_decode_layers(self)
