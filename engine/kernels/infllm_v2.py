@@ -663,6 +663,18 @@ def _pooled_keys(pool_ptr, bh, j, pos, dense, NB, BS: tl.constexpr, INIT: tl.con
 
 
 @triton.jit
+def _rank_in_row(pool_ptr, bh, mine, qb, pos, dense, NB, BS: tl.constexpr, INIT: tl.constexpr,
+                 LOCAL: tl.constexpr, IDXB: tl.constexpr, BALL: tl.constexpr, CHOSEN: tl.constexpr):
+    """For each key of `mine`, how many of the row's blocks have a larger key (keys are unique: the rank)."""
+    rank = tl.zeros(mine.shape, tl.int32)
+    for a in range(0, tl.minimum(qb + 1, NB), BALL):  # blocks past the query's own have key -1
+        ra = a + tl.arange(0, BALL)
+        other = _pooled_keys(pool_ptr, bh, ra, pos, dense, NB, BS, INIT, LOCAL, IDXB, CHOSEN)
+        rank += tl.sum((other[None, :] > mine[:, None]).to(tl.int32), axis=1)
+    return rank
+
+
+@triton.jit
 def _rank_select_kernel(pool_ptr, idx_ptr, len_ptr, NB, K, TOPK, DENSE_LEN,
                         KVH: tl.constexpr, BS: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr,
                         IDXB: tl.constexpr, BN: tl.constexpr, BALL: tl.constexpr, KP: tl.constexpr,
@@ -681,11 +693,7 @@ def _rank_select_kernel(pool_ptr, idx_ptr, len_ptr, NB, K, TOPK, DENSE_LEN,
     mine = _pooled_keys(pool_ptr, bh, j, pos, dense, NB, BS, INIT, LOCAL, IDXB)
     rank = j  # below DENSE_LEN every block up to the query's is forced and k >= their count: block order will do
     if not dense:
-        rank = tl.zeros((BN,), tl.int32)
-        for a in range(0, tl.minimum(qb + 1, NB), BALL):  # blocks past the query's own have key -1
-            ra = a + tl.arange(0, BALL)
-            other = _pooled_keys(pool_ptr, bh, ra, pos, dense, NB, BS, INIT, LOCAL, IDXB)
-            rank += tl.sum((other[None, :] > mine[:, None]).to(tl.int32), axis=1)
+        rank = _rank_in_row(pool_ptr, bh, mine, qb, pos, dense, NB, BS, INIT, LOCAL, IDXB, BALL, False)
     k = tl.where(dense, K, TOPK)
     sel = (rank < k) & (mine >= 0)
     tl.store(idx_ptr + bh * K + tl.where(sel, rank, 0), j, mask=sel)
@@ -795,11 +803,7 @@ def _split_attend_kernel(q_ptr, k_ptr, v_ptr, pool_ptr, idx_ptr, len_ptr, part_p
         if (t0 <= qb) & (k_ch > 0):
             j = t0 + tl.arange(0, BN)
             mine = _pooled_keys(pool_ptr, pid, j, pos, dense, NB, BS, INIT, LOCAL, IDXB, True)
-            rank = tl.zeros((BN,), tl.int32)
-            for a in range(0, tl.minimum(qb + 1, NB), BALL):  # blocks past the query's own have key -1
-                ra = a + tl.arange(0, BALL)
-                other = _pooled_keys(pool_ptr, pid, ra, pos, dense, NB, BS, INIT, LOCAL, IDXB, True)
-                rank += tl.sum((other[None, :] > mine[:, None]).to(tl.int32), axis=1)
+            rank = _rank_in_row(pool_ptr, pid, mine, qb, pos, dense, NB, BS, INIT, LOCAL, IDXB, BALL, True)
             rank = tl.where((mine >= 0) & (rank < k_ch), rank, -1)
             for i in range(BN):  # a loop, not unrolled: 16 copies of the attention would bloat the kernel
                 r = tl.max(tl.where(tl.arange(0, BN) == i, rank, -1), axis=0)
