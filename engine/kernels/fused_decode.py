@@ -26,28 +26,22 @@ are decode_attention.py's.
 """
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
 from engine.kernels.decode_attention import online_softmax, pv_dot, softmax_result
 from engine.kernels.infllm_v2 import _grid_sync
 from engine.kernels.int4_matmul import (PackedInt4, _column, _interleaved, _magic_const,
-                                        int4_matmul_ref, repack_int4)
-from engine.quant import Int4Weight
+                                        int4_matmul_ref, interpreting, repack_int4)
+from engine.kernels.rmsnorm import rms_norm_ref
 from engine.kernels.rope_decode_attention import rope_decode_attention_ref
+from engine.quant import Int4Weight
 
 BS = 64  # attention block (positions a step of the sequence loop)
 MAX_MERGE = 8192  # GM x NSPLIT x D values the merging program loads at once (registers), bounds NSPLIT
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @dataclass
@@ -140,8 +134,7 @@ def decode_layers_ref(x: torch.Tensor, w: DecodeLayers, cos: torch.Tensor, sin: 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """fp32 RMSNorm, not rounded to x's dtype (the int4 GEMV's norm prologue keeps it in fp32)."""
-    xf = x.float()
-    return xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
+    return rms_norm_ref(x, weight, eps, out_dtype=torch.float32)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------
