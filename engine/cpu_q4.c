@@ -7,8 +7,9 @@
        sum_j w_j x_j ~= d * dx * sum_j q_j xq_j + m * sum_j x_j
    (the min term uses the exact fp32 sum of x). int8 activations (llama.cpp's q8) were tried first: twice the
    speed of this, but the error they add (~1% a layer with Q4_1's uncentred codes) visibly changed SmolLM2's
-   answers. Built at first use by engine/cpu_q4.py; rows split over OpenMP
-   threads (torch's own libgomp runtime, so torch.set_num_threads applies). */
+   answers. Long prompt chunks take q4_dequant + torch's fp32 GEMM instead (engine/cpu_q4.py). Built at first
+   use by engine/cpu_q4.py; rows split over OpenMP threads (torch's own libgomp runtime, so
+   torch.set_num_threads applies). */
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -42,23 +43,39 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static float row_dot(const uint8_t *w, const float *d, const float *m, const int16_t *xq, const float *dx,
-                     const float *sx, int64_t G) {
+/* One weight row against NT tokens (NT a literal 1..4, so the token loops unroll and the accumulators stay in
+   registers): a group's codes are unpacked once for all NT tokens. Each token's arithmetic is the one-token
+   dot's, in the same order, so a token's result does not depend on how many tokens share the call (speculative
+   verification stays bit-identical to decoding one token at a time). Token t's result goes to y[t * N]. */
+static inline __attribute__((always_inline)) void row_dot(const uint8_t *w, const float *d, const float *m,
+                                                          const int16_t *xq, const float *dx, const float *sx,
+                                                          int64_t G, int64_t K, int NT, float *y, int64_t N) {
     const __m128i low = _mm_set1_epi8(0x0F);
-    __m256 acc = _mm256_setzero_ps();
-    float accm = 0.f;
+    __m256 acc[4];
+    float accm[4];
+    for (int t = 0; t < NT; t++) {
+        acc[t] = _mm256_setzero_ps();
+        accm[t] = 0.f;
+    }
     for (int64_t g = 0; g < G; g++) {
         __m128i b = _mm_loadu_si128((const __m128i *)(w + g * 16));
         __m256i qe = _mm256_cvtepu8_epi16(_mm_and_si128(b, low));  /* 16 even columns */
         __m256i qo = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(b, 4), low));  /* 16 odd columns */
-        __m256i xe = _mm256_loadu_si256((const __m256i *)(xq + g * 32));
-        __m256i xo = _mm256_loadu_si256((const __m256i *)(xq + g * 32 + 16));
-        __m256i p = _mm256_add_epi32(_mm256_madd_epi16(qe, xe), _mm256_madd_epi16(qo, xo));  /* 8 int32 sums */
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d[g] * dx[g]), acc);
-        accm += m[g] * sx[g];
+        for (int t = 0; t < NT; t++) {
+            const int16_t *xt = xq + t * K + g * 32;
+            __m256i xe = _mm256_loadu_si256((const __m256i *)xt);
+            __m256i xo = _mm256_loadu_si256((const __m256i *)(xt + 16));
+            __m256i p = _mm256_add_epi32(_mm256_madd_epi16(qe, xe), _mm256_madd_epi16(qo, xo));  /* 8 int32 sums */
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d[g] * dx[t * G + g]), acc[t]);
+            accm[t] = fmaf(m[g], sx[t * G + g], accm[t]);  /* explicit: the same rounding in every inlined copy */
+        }
     }
-    return hsum(acc) + accm;
+    for (int t = 0; t < NT; t++) y[t * N] = hsum(acc[t]) + accm[t];
 }
+
+/* Rows go to the threads in blocks of ROW_BLOCK and meet the tokens four at a time: a block's weights stay in L2
+   and four tokens' activations in L1 while they are used. */
+#define ROW_BLOCK 32
 
 /* x [M, K] fp32, w [N, K/2], d/m [N, K/32] fp32, y [M, N] fp32; scratch: K int16 + 2 * K/32 floats per token. */
 void q4_linear(const float *x, int64_t M, int64_t K, const uint8_t *w, const float *d, const float *m,
@@ -67,9 +84,48 @@ void q4_linear(const float *x, int64_t M, int64_t K, const uint8_t *w, const flo
     for (int64_t t = 0; t < M; t++)
         quantize_x(x + t * K, K, xq + t * K, dx + t * G, sx + t * G);
     #pragma omp parallel for schedule(static)
+    for (int64_t n0 = 0; n0 < N; n0 += ROW_BLOCK) {
+        const int64_t n1 = n0 + ROW_BLOCK < N ? n0 + ROW_BLOCK : N;
+        for (int64_t t = 0; t < M; t += 4) {
+            const int64_t nt = M - t < 4 ? M - t : 4;
+            const int16_t *xt = xq + t * K;
+            const float *dxt = dx + t * G, *sxt = sx + t * G;
+            for (int64_t n = n0; n < n1; n++) {
+                const uint8_t *wn = w + n * (K / 2);
+                const float *dn = d + n * G, *mn = m + n * G;
+                float *yn = y + t * N + n;
+                switch (nt) {
+                    case 4: row_dot(wn, dn, mn, xt, dxt, sxt, G, K, 4, yn, N); break;
+                    case 3: row_dot(wn, dn, mn, xt, dxt, sxt, G, K, 3, yn, N); break;
+                    case 2: row_dot(wn, dn, mn, xt, dxt, sxt, G, K, 2, yn, N); break;
+                    default: row_dot(wn, dn, mn, xt, dxt, sxt, G, K, 1, yn, N);
+                }
+            }
+        }
+    }
+}
+
+/* W = q * d + m as fp32 [N, K] in natural column order, for prompts long enough that a dense fp32 GEMM on the
+   dequantized weight beats the int16 dot above (the GEMM reuses each weight value across many tokens in
+   registers; the dot redoes its per-group float work for every token). */
+void q4_dequant(const uint8_t *w, const float *d, const float *m, int64_t N, int64_t K, float *out) {
+    const int64_t G = K / 32;
+    const __m128i low = _mm_set1_epi8(0x0F);
+    #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++)
-        for (int64_t t = 0; t < M; t++)
-            y[t * N + n] = row_dot(w + n * (K / 2), d + n * G, m + n * G, xq + t * K, dx + t * G, sx + t * G, G);
+        for (int64_t g = 0; g < G; g++) {
+            __m128i b = _mm_loadu_si128((const __m128i *)(w + n * (K / 2) + g * 16));
+            __m128i lo = _mm_and_si128(b, low), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low);
+            __m128i codes[2] = {_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi)};  /* columns 0-15, 16-31 */
+            const __m256 dg = _mm256_set1_ps(d[n * G + g]), mg = _mm256_set1_ps(m[n * G + g]);
+            float *o = out + n * K + g * 32;
+            for (int h = 0; h < 2; h++) {
+                __m256 c0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes[h]));
+                __m256 c1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(codes[h], 8)));
+                _mm256_storeu_ps(o + 16 * h, _mm256_fmadd_ps(c0, dg, mg));
+                _mm256_storeu_ps(o + 16 * h + 8, _mm256_fmadd_ps(c1, dg, mg));
+            }
+        }
 }
 
 /* y = x @ (s * Q)^T for an int8 weight Q [N, K] with one fp32 scale per row (the CPU head's ranking pass,

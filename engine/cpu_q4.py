@@ -65,6 +65,9 @@ def _load():
     lib.q4_linear.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                               ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                               ctypes.c_void_p]
+    lib.q4_dequant.restype = None
+    lib.q4_dequant.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                               ctypes.c_void_p]
     lib.q8_linear.restype = None
     lib.q8_linear.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                               ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
@@ -91,6 +94,13 @@ def to_cpu_q4(w: Int4Weight) -> CpuQ4 | None:
     return CpuQ4(w.packed.contiguous(), scales, mins, n)
 
 
+# From this many rows (long prompt chunks) the weight is dequantized to fp32 once for the call and multiplied by
+# torch's fp32 GEMM: 2-2.7x the int16 dot at 512-900 rows on the 2-core dev box (docs/cpu_engine.md). Below it
+# (decode, batches, speculative verification of up to 64 tree tokens) the int16 dot runs, whose result for a
+# token does not depend on how many tokens share the call.
+DENSE_FROM_ROWS = 128
+
+
 def cpu_q4_linear(x: torch.Tensor, w: CpuQ4) -> torch.Tensor:
     """x [..., K] -> float32 [..., N]."""
     lib = _load()
@@ -99,6 +109,11 @@ def cpu_q4_linear(x: torch.Tensor, w: CpuQ4) -> torch.Tensor:
     if x2.dtype != torch.float32 or not x2.is_contiguous():
         x2 = x2.float().contiguous()
     M = x2.shape[0]
+    if M >= DENSE_FROM_ROWS:
+        dense = torch.empty(w.out_features, K, dtype=torch.float32)
+        lib.q4_dequant(w.packed.data_ptr(), w.scales.data_ptr(), w.mins.data_ptr(), w.out_features, K,
+                       dense.data_ptr())
+        return (x2 @ dense.t()).view(*x.shape[:-1], w.out_features)
     y = torch.empty(M, w.out_features, dtype=torch.float32)
     xq = torch.empty(M * K, dtype=torch.int16)
     sc = torch.empty(2, M * (K // 32), dtype=torch.float32)

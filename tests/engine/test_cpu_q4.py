@@ -40,6 +40,30 @@ def test_close_on_real_valued_activations():
     assert ((got - ref).norm() / ref.norm()) < 1e-4  # int16 activations per 32 values
 
 
+@pytest.mark.parametrize("m", [2, 3, 4, 5, 9, 70])
+def test_a_token_gets_the_same_bits_alone_or_batched(m):
+    """The kernel unpacks each weight group once for up to four tokens; a token's own arithmetic must not change
+    with the batch (speculative verification is lossless only if a verified token equals a decoded one)."""
+    q = cpu_q4.to_cpu_q4(_weight(67, 192, 64, seed=m))  # 67 rows: a partial row block at the end
+    x = torch.randn(m, 192, generator=torch.Generator().manual_seed(m))
+    batched = cpu_q4.cpu_q4_linear(x, q)
+    alone = torch.cat([cpu_q4.cpu_q4_linear(x[i:i + 1], q) for i in range(m)])
+    assert torch.equal(batched, alone)
+
+
+@pytest.mark.parametrize("group", [32, 128])
+def test_long_prompt_chunks_take_the_dequantized_gemm(group):
+    """From DENSE_FROM_ROWS rows the weight is dequantized in C and multiplied in fp32: equal to the reference
+    up to fp32 summation order, and close to the int16 dot the shorter calls take."""
+    w = _weight(96, 256, group, seed=3)
+    q = cpu_q4.to_cpu_q4(w)
+    x = torch.randn(cpu_q4.DENSE_FROM_ROWS + 5, 256, generator=torch.Generator().manual_seed(4))
+    got = cpu_q4.cpu_q4_linear(x, q)
+    torch.testing.assert_close(got, x @ dequantize(w).t(), rtol=1e-5, atol=1e-5)
+    short = torch.cat([cpu_q4.cpu_q4_linear(x[i:i + 64], q) for i in range(0, len(x), 64)])
+    assert ((got - short).norm() / got.norm()) < 1e-4
+
+
 def test_act_order_and_odd_groups_are_left_to_other_kernels():
     w = _weight(16, 64, 32)
     assert cpu_q4.to_cpu_q4(Int4Weight(w.packed, w.scales, w.mins, 32, torch.randperm(64))) is None
