@@ -39,21 +39,22 @@ async def test_tool_call_approved_then_denied(smollm2_path, tmp_path, monkeypatc
         await wait_for_screen(app, ApprovalScreen)
         assert app.screen.tool_name.startswith("time.")
         await pilot.press("y")
-        # While the model writes its answer, the UI still answers key presses quickly: time from the key
-        # press to its action running (not to the end of the repaint that follows).
-        handled: list[float] = []
+        # While the model writes its answer, the UI still handles key presses: the action runs while the turn's
+        # worker is still generating, not after it (how fast is a benchmark's business, not a test's).
+        def generating() -> bool:
+            return any(w.group == "assistant" and w.is_running for w in app.workers)
+
+        handled: list[bool] = []
         toggle = app.action_toggle_theme
-        monkeypatch.setattr(app, "action_toggle_theme", lambda: (handled.append(time.perf_counter()), toggle()))
+        monkeypatch.setattr(app, "action_toggle_theme", lambda: (handled.append(generating()), toggle()))
         await asyncio.sleep(0.5)   # the tool has run; the model is generating its answer now
-        assert any(w.group == "assistant" and w.is_running for w in app.workers), "the turn ended too soon to test"
-        started = time.perf_counter()
+        assert generating(), "the turn ended too soon to test"
         await pilot.press("f5")
-        latency = handled[0] - started
+        assert handled == [True], "the key press waited for the model's answer"
         await wait_for_group(app, pilot, "assistant")
         blocks = list(app.query(ToolCallBlock))
         assert blocks and str(blocks[0].title)[0] in "✓✗"
         assert "result:" in str(blocks[0].body.render())
-        assert latency < 0.1, f"key press took {latency * 1000:.0f} ms during generation"
         # The turn's engine telemetry: collapsed, one row per model call plus the total.
         telemetry = list(app.query(TelemetryBlock))
         assert telemetry and "steps" in str(telemetry[-1].title) and telemetry[-1].collapsed
