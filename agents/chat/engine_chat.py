@@ -22,7 +22,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from agents.chat.engine_runner import ChatReply, ChatRequest, EngineRunner, Reasoning
 from agents.chat.messages import to_openai_messages
-from agents.chat.tooling import normalize_tool_choice, to_openai_tools
+from agents.chat.tooling import to_openai_tools, tool_binding
 
 _RUNNERS: "weakref.WeakKeyDictionary[Any, EngineRunner]" = weakref.WeakKeyDictionary()
 
@@ -75,9 +75,7 @@ class ChatEngine(BaseChatModel):
 
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any):
         """Bind tools (functions, pydantic classes, langchain tools or OpenAI dicts); checks tool_choice now."""
-        formatted = to_openai_tools(list(tools))
-        normalize_tool_choice(tool_choice, formatted)
-        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+        return self.bind(**tool_binding(tools, tool_choice, kwargs))
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:

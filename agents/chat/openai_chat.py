@@ -18,7 +18,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 from agents.chat.http_transport import BackendError, Transport
 from agents.chat.messages import from_openai_message, to_openai_messages
 from agents.chat.toolcalls import parse_tool_calls
-from agents.chat.tooling import normalize_tool_choice, to_openai_tools, tool_names
+from agents.chat.tooling import normalize_tool_choice, to_openai_tools, tool_binding, tool_names
 
 __all__ = ["ChatOpenAICompatible", "BackendError"]
 
@@ -61,9 +61,7 @@ class ChatOpenAICompatible(BaseChatModel):
         return [m["id"] for m in self._transport.request_json("GET", "/models").get("data", [])]
 
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any):
-        formatted = to_openai_tools(list(tools))
-        normalize_tool_choice(tool_choice, formatted)  # fail early on a choice naming an unbound tool
-        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+        return self.bind(**tool_binding(tools, tool_choice, kwargs))
 
     # ---- langchain hooks -------------------------------------------------------------------------------
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,

@@ -56,3 +56,15 @@ def normalize_tool_choice(choice: Any, tools: list[dict]) -> ToolChoice:
     if name not in names:
         raise AgentError(f"tool_choice names {name!r}, which is not a bound tool (bound: {', '.join(names)})")
     return ToolChoice("required", (name,))
+
+
+def tool_binding(tools: Any, tool_choice: Any, kwargs: dict) -> dict:
+    """The `bind` arguments of a chat model's `bind_tools`: tools in OpenAI form, the choice checked now (a choice
+    naming an unbound tool fails early, not at the first call)."""
+    formatted = to_openai_tools(list(tools))
+    normalize_tool_choice(tool_choice, formatted)
+    if "ls_structured_output_format" in kwargs:
+        # with_structured_output: one call is the answer. Left parallel, a small model repeats the call until
+        # max_tokens (SmolLM2 wrote the same call 14 times, 512 tokens a FactScore sentence).
+        kwargs = {"parallel_tool_calls": False, **kwargs}
+    return {"tools": formatted, "tool_choice": tool_choice, **kwargs}

@@ -13,7 +13,7 @@ class AtomicClaims(BaseModel):
     """The atomic claims of one sentence: short, self-contained statements, each checkable on its own."""
 
     claims: list[str] = Field(description="one independent fact per item, in the sentence's own words",
-                              max_length=12)
+                              min_length=1, max_length=12)  # an empty list says nothing: never allowed
 
 
 class Verdict(BaseModel):

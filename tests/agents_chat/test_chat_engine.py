@@ -89,3 +89,13 @@ def test_chat_engine_structured_output_and_response_format(chat_model):
     reply = chat_model.invoke("Which city is the capital of France? Answer in JSON.", max_tokens=24,
                               response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}})
     jsonschema.validate(json.loads(reply.content), schema)
+
+
+def test_structured_output_is_one_call_not_repeats(chat_model):
+    """with_structured_output binds one call: the grammar closes after it (it used to let the model repeat the
+    same call until max_tokens, 512 tokens a FactScore sentence)."""
+    roomy = chat_model.model_copy(update={"max_tokens": 120})  # room for a second call, were it allowed
+    out = roomy.with_structured_output(Person, include_raw=True).invoke("Ann is 31 years old.")
+    raw = out["raw"]
+    assert len(raw.tool_calls) == 1 and raw.response_metadata["finish_reason"] == "tool_calls"
+    assert isinstance(out["parsed"], Person)

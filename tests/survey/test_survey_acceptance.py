@@ -77,7 +77,8 @@ def test_survey_acceptance_kill_after_two_sections_then_resume(survey_index, smo
                 break
     proc.wait(timeout=60)
     assert thread and saved == 2 and proc.returncode == -signal.SIGKILL
-    resumed = subprocess.run(_cpm("survey", "--resume", thread, "--index", str(survey_index), "--out", str(out),
+    # no --out: the resumed run writes where the killed one was asked to
+    resumed = subprocess.run(_cpm("survey", "--resume", thread, "--index", str(survey_index),
                                   "--checkpoints", str(db)), capture_output=True, text=True, env=_env(), timeout=1500)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     trace = _check_survey(out, 4)

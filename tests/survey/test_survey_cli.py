@@ -36,3 +36,25 @@ def test_survey_demo_picks_on_topic_documents_first():
     picked = pick_documents(docs, "Efficient inference for on-device large language models", 3)
     assert [d.id for d in picked] == ["1", "3", "0"]
     assert pick_documents(docs, "anything", None) == docs
+
+
+def test_survey_cli_resume_of_an_unknown_id_fails_before_the_model_loads(capsys, tmp_path):
+    assert main(["survey", "--resume", "nosuch-1234", "--index", str(tmp_path),
+                 "--checkpoints", str(tmp_path / "ck.sqlite")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no survey 'nosuch-1234'" in err[0] and "no interrupted survey" in err[0]
+
+
+def test_survey_cli_names_the_flag_it_refuses(capsys, tmp_path):
+    assert main(["survey", "topic", "--index", str(tmp_path), "--parallel", "0"]) == 2
+    assert "--parallel must be at least 1 (got 0)" in capsys.readouterr().err
+
+
+def test_survey_out_is_remembered_for_resume(tmp_path):
+    from tui.commands.survey import record_out, recorded_out
+
+    db = tmp_path / "ck.sqlite"
+    assert recorded_out(db, "t1") is None
+    record_out(db, "t1", tmp_path / "a.md")
+    record_out(db, "t2", tmp_path / "b.md")
+    assert recorded_out(db, "t1") == tmp_path / "a.md" and recorded_out(db, "t2") == tmp_path / "b.md"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 DEFAULT_DB = Path("out/survey-checkpoints.sqlite")
@@ -65,14 +66,36 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"unexpected argument {str(args.survey_file)!r}: quote a topic of several words")
     if not args.resume and not args.topic:
         raise UsageError("give a TOPIC, or --resume THREAD_ID to continue a survey")
+    for flag, value in (("--sections", args.sections), ("--words-per-section", args.words_per_section),
+                        ("--sources", args.sources), ("--queries", args.queries), ("--parallel", args.parallel)):
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1 (got {value})")
+    out = args.out
+    if args.resume:
+        check_resumable(args.checkpoints, args.resume)  # before the model loads
+        out = out or recorded_out(args.checkpoints, args.resume)
     settings = Configuration(sections=args.sections, words_per_section=args.words_per_section,
                              sources_per_section=args.sources, min_citations=min(3, args.sources),
                              queries_per_section=args.queries, write_mode=args.write_mode, max_parallel=args.parallel)
     retriever = open_index(args.index)
     model = load_model(args.backend, args.model, args.base_url)
-    done = asyncio.run(drive(args.topic, model, retriever, settings, args.checkpoints, args.resume, args.quiet,
-                             index_dir=args.index))
-    paths = write_outputs(done, args.out)
+    started: dict = {}  # the start event: its thread id, for the resume hint if the run is interrupted
+
+    def on_start(event: dict) -> None:
+        started.update(event)
+        if out is not None:  # now, not at the end: a run killed midway must resume into the same file
+            record_out(args.checkpoints, event["thread_id"], out)
+
+    try:
+        done = asyncio.run(drive(args.topic, model, retriever, settings, args.checkpoints, args.resume, args.quiet,
+                                 index_dir=args.index, on_start=on_start))
+    except KeyboardInterrupt:
+        if started:
+            db = "" if args.checkpoints == DEFAULT_DB else f" --checkpoints {args.checkpoints}"
+            print(f"finished sections are kept: `cpm survey --resume {started['thread_id']} --index {args.index}{db}` "
+                  f"continues", file=sys.stderr)
+        raise
+    paths = write_outputs(done, out)
     print_summary(done, paths)
     if args.stats:
         from agents.chat.telemetry import stats_table
@@ -124,7 +147,7 @@ def load_model(backend: str | None, model: str | None, base_url: str | None):
 
 
 async def drive(topic, model, retriever, settings, db: Path, resume_id: str | None, quiet: bool,
-                index_dir: Path | None = None) -> dict:
+                index_dir: Path | None = None, on_start=None) -> dict:
     """Run the graph, showing rich progress per stage and section; return the `done` event."""
     from agents.survey.runner import stream_survey
     from tui.survey_progress import SurveyProgress
@@ -136,9 +159,46 @@ async def drive(topic, model, retriever, settings, db: Path, resume_id: str | No
         async for event in stream_survey(topic, model=model, retriever=retriever, db_path=db, settings=settings,
                                          thread_id=resume_id, resume=bool(resume_id)):
             progress.update(event)
+            if event["event"] == "start" and on_start is not None:
+                on_start(event)
             if event["event"] == "done":
                 done = event
     return done
+
+
+def check_resumable(db: Path, thread_id: str) -> None:
+    from tui.services import survey_threads
+    from tui.errors import UsageError
+
+    if thread_id not in {t["thread_id"] for t in survey_threads(db, interrupted_only=False)}:
+        interrupted = [t["thread_id"] for t in survey_threads(db)]
+        hint = f"interrupted ones: {', '.join(interrupted[:5])}" if interrupted else "it holds no interrupted survey"
+        raise UsageError(f"no survey {thread_id!r} in {db} ({hint})")
+
+
+def _outs_file(db: Path) -> Path:
+    """Beside the checkpoint database: each survey's --out, so that --resume writes where the first run was asked
+    to."""
+    return db.with_name(db.stem + ".outputs.json")
+
+
+def recorded_out(db: Path, thread_id: str) -> Path | None:
+    try:
+        out = json.loads(_outs_file(db).read_text()).get(thread_id)
+    except (OSError, ValueError):
+        return None
+    return Path(out) if out else None
+
+
+def record_out(db: Path, thread_id: str, out: Path) -> None:
+    f = _outs_file(db)
+    try:
+        outs = json.loads(f.read_text())
+    except (OSError, ValueError):
+        outs = {}
+    outs[thread_id] = str(out)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(outs, indent=1))
 
 
 def write_outputs(done: dict, out: Path | None) -> dict[str, Path]:
