@@ -41,6 +41,12 @@ class GenerationConfig:
     spec: str = "none"  # speculative drafter of the in-process engine (SamplingParams.spec)
     device: str = "auto"  # in-process engine device, as `cpm serve --device`
 
+    def __post_init__(self) -> None:
+        # the backend and model the run will use, so that records and the report name them (not null)
+        from agents.chat.factory import resolve_backend
+
+        self.backend, self.model, self.base_url = resolve_backend(self.backend, self.model, self.base_url)
+
     @property
     def mode(self) -> str:
         return "constrained" if self.constrained else "free"

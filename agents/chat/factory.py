@@ -18,15 +18,11 @@ BACKENDS = ("engine", "openai")
 def make_chat_model(backend: str | None = None, model: str | None = None, base_url: str | None = None,
                     api_key: str | None = None, **kwargs: Any):
     """A `ChatEngine` (in-process) or `ChatOpenAICompatible` (HTTP); extra kwargs go to the model class."""
-    base_url = base_url or os.environ.get("CPM_BASE_URL") or None
-    backend = (backend or os.environ.get("CPM_BACKEND") or ("openai" if base_url else "engine")).lower()
-    model = model or os.environ.get("CPM_MODEL") or None
-    if backend not in BACKENDS:
-        raise AgentError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)} (--backend or CPM_BACKEND)")
+    backend, model, base_url = resolve_backend(backend, model, base_url)
     if backend == "engine":
         from agents.chat.engine_chat import ChatEngine
 
-        return ChatEngine.from_model(model or DEFAULT_MODEL, **kwargs)
+        return ChatEngine.from_model(model, **kwargs)
     if not base_url:
         raise AgentError("the openai backend needs a server URL: pass --base-url http://HOST:PORT/v1 "
                          "or set CPM_BASE_URL")
@@ -40,6 +36,18 @@ def make_chat_model(backend: str | None = None, model: str | None = None, base_u
             raise AgentError(f"{base_url} lists no models; pass --model NAME")
         chat = ChatOpenAICompatible(base_url=base_url, model=served[0], api_key=api_key, **kwargs)
     return chat
+
+
+def resolve_backend(backend: str | None, model: str | None, base_url: str | None
+                    ) -> tuple[str, str | None, str | None]:
+    """(backend, model, base_url) after the environment and the defaults, without loading anything. The model
+    stays None only for a server that is asked which model it serves."""
+    base_url = base_url or os.environ.get("CPM_BASE_URL") or None
+    backend = (backend or os.environ.get("CPM_BACKEND") or ("openai" if base_url else "engine")).lower()
+    model = model or os.environ.get("CPM_MODEL") or None
+    if backend not in BACKENDS:
+        raise AgentError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)} (--backend or CPM_BACKEND)")
+    return backend, (model or DEFAULT_MODEL) if backend == "engine" else model, base_url
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:

@@ -29,6 +29,7 @@ MCP_OPEN, MCP_CLOSE = "<|tool_call_start|>", "<|tool_call_end|>"
 CALL_MARKERS = (HERMES_OPEN, MCP_OPEN)
 _FENCE = re.compile(r"^```[\w-]*\s*\n?(.*?)\n?```$", re.S)
 _PY_HEAD = re.compile(r"^\[?\s*([A-Za-z_][\w\-]*(?:\.[A-Za-z_][\w\-]*)*)\s*\(")
+_RESPONSE_TAG = re.compile(r"</?tool_response>\n?")
 _HOW = 'write a call as <tool_call>{"name": "<tool>", "arguments": {...}}</tool_call>'
 
 
@@ -51,6 +52,9 @@ def parse_tool_calls(text: str, tool_names: list[str] | None = None) -> ParsedOu
     reasoning, text = split_reasoning(text or "")
     parsed = _parse_calls(text, tool_names)
     parsed.reasoning = reasoning
+    # The prompt shows tool results as <tool_response> turns (agents.chat.prompting); a small model may copy
+    # that wrapper into its answer. The tags are prompt format, never answer text: keep what they wrap.
+    parsed.content = _RESPONSE_TAG.sub("", parsed.content).strip()
     return parsed
 
 

@@ -102,3 +102,10 @@ def test_chat_parser_several_hermes_calls_with_prose(calls, prose):
     parsed = parse_tool_calls(text, [n for n, _ in calls])
     assert _calls(parsed) == calls
     assert parsed.content == prose.strip()
+
+
+def test_a_copied_tool_response_wrapper_is_not_answer_text():
+    """SmolLM2 answered `cpm chat` with the <tool_response> block it had been shown: the tags go, the text stays."""
+    out = parse_tool_calls('<tool_response>\n{"timezone": "UTC", "datetime": "2026-11-23T11:00:00"}\n</tool_response>')
+    assert out.content == '{"timezone": "UTC", "datetime": "2026-11-23T11:00:00"}' and not out.tool_calls
+    assert parse_tool_calls("It is 11:00 UTC.").content == "It is 11:00 UTC."

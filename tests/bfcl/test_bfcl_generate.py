@@ -82,3 +82,16 @@ def test_bfcl_report_records_the_serving_setup(tmp_path, bfcl_dir, smollm2_path)
     assert serving["backend"] == "engine" and serving["spec"] == "prompt-lookup"
     assert serving["decoding"] == "constrained" and serving["grammar"] == "xgrammar"
     assert serving["weights_file"].endswith("Q4_1.gguf") and serving["weights"]["int4/g32"] == 120
+
+
+def test_the_config_names_the_backend_and_model_it_will_use(monkeypatch):
+    """Records and the report name the model (they held null for the defaults, and `describe` said "default")."""
+    from agents.bfcl.generate import GenerationConfig
+
+    for var in ("CPM_BACKEND", "CPM_MODEL", "CPM_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    config = GenerationConfig()
+    assert (config.backend, config.model) == ("engine", "smollm2-135m")
+    assert config.describe() == "smollm2-135m (engine), free"
+    monkeypatch.setenv("CPM_BASE_URL", "http://127.0.0.1:9/v1")
+    assert (GenerationConfig().backend, GenerationConfig().model) == ("openai", None)  # the server names it
