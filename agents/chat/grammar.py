@@ -9,6 +9,7 @@ the first token. `response_format` json_schema / json_object constrains the whol
 from __future__ import annotations
 
 import json
+import re
 import threading
 from functools import lru_cache
 
@@ -18,6 +19,9 @@ from agents.errors import AgentError
 
 # Bounds runs of whitespace inside JSON so a small model cannot spin on spaces and newlines until max_tokens.
 MAX_JSON_WHITESPACE = 2
+
+
+_NATIVE_PREFIX = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*")
 
 
 class GrammarError(AgentError):
@@ -120,8 +124,10 @@ class GrammarFactory:
                 return self.compiler.compile_json_schema({"type": "object"}, any_whitespace=False)
             return self.compiler.compile_json_schema(key, any_whitespace=False)
         except (xgr.InvalidJSONError, xgr.InvalidStructuralTagError, RuntimeError, ValueError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            first = _NATIVE_PREFIX.sub("", first)  # "[11:10:15] /project/cpp/x.cc:4944: " says nothing to a user
             raise GrammarError(f"cannot build a grammar for this {'tool schema' if kind == 'tag' else 'schema'}: "
-                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+                               f"{first}") from exc
 
 
 def tool_call_structural_tag(tools: list[dict], choice: ToolChoice, parallel: bool = True) -> dict:

@@ -10,7 +10,8 @@ from tui.errors import UsageError
 
 
 def _names() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_"))
+    # modules with a main(argv); packages (bench/peers: the peers the benchmarks time) are not benchmarks
+    return sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_") and not m.ispkg)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

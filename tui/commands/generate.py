@@ -74,6 +74,8 @@ def _read_schema(path: str) -> dict:
         schema = json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read the JSON schema {path}: {exc.strerror or exc}") from None
     if not isinstance(schema, dict):
         raise UsageError(f"{path}: a JSON schema must be an object")
     return schema

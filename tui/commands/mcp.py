@@ -120,6 +120,8 @@ async def _list(servers: dict, args: argparse.Namespace) -> int:
             rows = [p.__dict__ for p in await mcp.list_prompts()]
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
+    elif not rows:  # an empty table reads as a display fault
+        print("no servers configured" if args.verb == "servers" else f"no {args.verb}: the ready servers offer none")
     else:
         _print_table(args.verb, rows)
     failed = [s for s in status if s.state != "ready"]

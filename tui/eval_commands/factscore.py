@@ -7,6 +7,7 @@ report (--out) holds every claim with its evidence and verdict; a cache beside i
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -98,14 +99,19 @@ class _progress_bar:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        self._console = Console(stderr=True)
         self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+                             TimeElapsedColumn(), console=self._console, transient=False)
         self._bar.start()
         self._task = self._bar.add_task("sentences", total=None)
+        self._said = -1
         return self
 
     def __call__(self, done: int, total: int, section: str) -> None:
         self._bar.update(self._task, completed=done, total=total, description=section[:40])
+        if not self._console.is_terminal and done != self._said:  # a log or pipe gets no live bar: a line each
+            self._said = done
+            print(f"factscore: {done}/{total} sentences scored ({section[:60]})", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc) -> None:
         self._bar.stop()
