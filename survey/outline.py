@@ -43,6 +43,23 @@ def _restates(title: str, topic: str) -> bool:
     return len(words) >= 2 and words <= content_words(topic)
 
 
+_DANGLING = {"a", "an", "and", "as", "at", "by", "for", "from", "in", "into", "of", "on", "or", "the", "to", "via",
+             "with", "-", "–", "—"}
+
+
+def _short(title: str, most: int = 8) -> str:
+    """At most `most` words, cut where a heading can end: "Retrieval Augmented Generation Evaluation in the Era
+    of Large Language Models" -> "Retrieval Augmented Generation Evaluation", not "... in the Era of"; short
+    titles stay whole."""
+    words = title.split()
+    if len(words) <= most:
+        return title
+    words = words[:most + 1]  # the cut may fall right before the next word
+    # before the first connecting word after the head (3+ words): the head phrase is what a heading needs
+    cut = next((i for i in range(3, len(words)) if words[i].lower().strip(",;:") in _DANGLING), most)
+    return " ".join(words[:cut]).rstrip(",;:")
+
+
 def _parse_line(line: str, topic: str) -> SectionPlan | None:
     line = _BULLET.sub("", clean(line.replace("**", ""))).strip(" .:-\"'")
     if not line:
@@ -54,8 +71,7 @@ def _parse_line(line: str, topic: str) -> SectionPlan | None:
             or _CHATTER.search(title) or not content_words(title)
             or _restates(title, topic)):
         return None
-    if len(words) > 8:
-        title = " ".join(words[:8])
+    title = _short(title)
     return SectionPlan(title=title[:1].upper() + title[1:], goal=goal or title)
 
 
@@ -63,7 +79,7 @@ def _fill_title(source: Source) -> SectionPlan:
     # A retrieved paper's title; "Name: what it does" titles keep the part after a short name.
     before, _, after = source.title.partition(":")
     head = after.strip() if after.strip() and len(before.split()) <= 2 else before.strip()
-    return SectionPlan(title=" ".join(head.split()[:8]), goal=f"Work related to {source.title}")
+    return SectionPlan(title=_short(head), goal=f"Work related to {source.title}")
 
 
 def parse_outline(text: str, topic: str, n_sections: int, sources: list[Source]) -> Outline:

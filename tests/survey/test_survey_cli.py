@@ -58,3 +58,11 @@ def test_survey_out_is_remembered_for_resume(tmp_path):
     record_out(db, "t1", tmp_path / "a.md")
     record_out(db, "t2", tmp_path / "b.md")
     assert recorded_out(db, "t1") == tmp_path / "a.md" and recorded_out(db, "t2") == tmp_path / "b.md"
+
+
+def test_stats_rows_are_named_not_numbered():
+    from tui.commands.survey import step_label
+
+    assert [step_label(s) for s in ({"section": -1, "stage": "plan"}, {"section": 0, "stage": "queries"},
+                                    {"section": -2, "stage": "conclusion"})] == ["plan", "section 1 queries",
+                                                                                 "conclusion"]

@@ -64,6 +64,16 @@ def test_survey_outline_parses_lines_and_fills_from_sources():
         parse_outline("", "x", 9, SOURCES)
 
 
+def test_survey_long_headings_end_where_a_heading_can():
+    from survey.outline import _short
+
+    assert _short("Retrieval Augmented Generation Evaluation in the Era of Large Language Models") == \
+        "Retrieval Augmented Generation Evaluation"
+    assert _short("Speculative Decoding with Big Little Decoder for Faster LLM Inference") == \
+        "Speculative Decoding with Big Little Decoder"
+    assert _short("Efficient Inference of Large Models") == "Efficient Inference of Large Models"  # short: whole
+
+
 def test_survey_rerank_dedupes_and_prefers_goal():
     cands = [s.model_copy(update={"score": 0.5}) for s in SOURCES] + [SOURCES[0].model_copy(update={"score": 0.9})]
     ranked = rerank("quantize weights to 4 bits for phones", cands, keep=3)

@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     if args.stats:
         from agents.chat.telemetry import stats_table
 
-        print(stats_table(done["trace"]["telemetry"]["steps"], label_keys=("section", "stage")))
+        print(stats_table([{**step, "step": step_label(step)} for step in done["trace"]["telemetry"]["steps"]],
+                          label_keys=("step",)))
     return 0
 
 
@@ -213,12 +214,21 @@ def write_outputs(done: dict, out: Path | None) -> dict[str, Path]:
     return paths
 
 
+def step_label(step: dict) -> str:
+    """`--stats` row names: "section 2 write", "plan", "conclusion" rather than the graph's indices 1, -1, -2."""
+    section, stage = step.get("section"), str(step.get("stage") or "")
+    name = {-1: "plan", -2: "conclusion", None: ""}.get(section, f"section {section + 1}" if
+                                                          isinstance(section, int) else str(section))
+    return " ".join(part for part in (name, stage if stage != name else "") if part) or "step"
+
+
 def print_summary(done: dict, paths: dict[str, Path]) -> None:
     totals = done["trace"]["totals"]
     body = [s for s in done["trace"]["sections"] if s["index"] >= 0]
     cited = ", ".join(str(len(s["cited_ids"])) for s in body)
     print(f"survey {done['thread_id']}: {len(body)} sections (papers cited per section: {cited}); "
-          f"{totals['output_tokens']} tokens generated, {totals['decode_tok_s']} tok/s; "
+          f"{totals['output_tokens']} tokens generated, {totals['decode_tok_s']} tok/s of model time (prompt "
+          f"processing included; --stats splits it); "
           f"this run {done['wall_s']:.1f}s")
     for kind, path in paths.items():
         print(f"  {kind:8} {path}")
