@@ -43,8 +43,9 @@ def _restates(title: str, topic: str) -> bool:
     return len(words) >= 2 and words <= content_words(topic)
 
 
-_DANGLING = {"a", "an", "and", "as", "at", "by", "for", "from", "in", "into", "of", "on", "or", "the", "to", "via",
-             "with", "-", "–", "—"}
+_DANGLING = {"a", "across", "an", "and", "as", "at", "beyond", "by", "for", "from", "in", "into", "of", "on", "or",
+             "over", "the", "through", "to", "towards", "under", "using", "versus", "via", "vs", "with", "within",
+             "without", "-", "–", "—"}
 
 
 def _short(title: str, most: int = 8) -> str:
