@@ -703,6 +703,23 @@ def _rank_select_kernel(pool_ptr, idx_ptr, len_ptr, NB, K, TOPK, DENSE_LEN,
 
 
 @triton.jit
+def _attend_keys(q_ptr, k_ptr, v_ptr, part_ptr, lse_ptr, b, h, rows, split, ks, ok, qk_scale,
+                 sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+                 NSPLIT: tl.constexpr, F32_DOT: tl.constexpr):
+    """The G query heads of kv head h (rows: their partial rows) against the keys ks where ok, as one tile:
+    partial output and log-sum-exp into split `split`. Both decode paths' attention step."""
+    rg, rd = tl.arange(0, GP), tl.arange(0, D)
+    q = _load_rows(q_ptr, b, h * G + rg, tl.zeros((GP,), tl.int32), rg < G, sq_b, sq_h, 0, D)
+    k = tl.load(k_ptr + b * sk_b + h * sk_h + ks[:, None] * sk_s + rd[None, :], mask=ok[:, None], other=0.0)
+    v = tl.load(v_ptr + b * sv_b + h * sv_h + ks[:, None] * sv_s + rd[None, :], mask=ok[:, None], other=0.0)
+    m_i, l_i, acc = _softmax_step(q, k, v, ok[None, :], tl.full((GP,), float("-inf"), tl.float32),
+                                  tl.zeros((GP,), tl.float32), tl.zeros((GP, D), tl.float32), qk_scale, F32_DOT)
+    out, lse = softmax_result(acc, m_i, l_i)
+    tl.store(part_ptr + (rows * NSPLIT + split)[:, None] * D + rd[None, :], out, mask=(rg < G)[:, None])
+    tl.store(lse_ptr + rows * NSPLIT + split, lse, mask=rg < G)
+
+
+@triton.jit
 def _decode_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, part_ptr, lse_ptr, qk_scale, K, TOPK, DENSE_LEN,
                         sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s,
                         KVH: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
@@ -717,21 +734,14 @@ def _decode_attn_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, len_ptr, part_ptr, lse_ptr
     n = tl.load(len_ptr + b)
     pos = n - 1
     n_sel = tl.minimum(tl.where(n < DENSE_LEN, K, TOPK), pos // BS + 1)
-    rg, rd, rs = tl.arange(0, GP), tl.arange(0, D), tl.arange(0, PB * BS)
+    rg, rs = tl.arange(0, GP), tl.arange(0, PB * BS)
     rows = pid * G + rg  # partials [B * H, NSPLIT, D]
     if sp * PB < n_sel:
         slot = sp * PB + rs // BS
         ks = tl.load(idx_ptr + pid * K + slot, mask=slot < n_sel, other=-1) * BS + rs % BS
         ok = (ks >= 0) & (ks <= pos)
-        ks = tl.where(ok, ks, 0)
-        q = _load_rows(q_ptr, b, h * G + rg, tl.zeros((GP,), tl.int32), rg < G, sq_b, sq_h, 0, D)
-        k = tl.load(k_ptr + b * sk_b + h * sk_h + ks[:, None] * sk_s + rd[None, :], mask=ok[:, None], other=0.0)
-        v = tl.load(v_ptr + b * sv_b + h * sv_h + ks[:, None] * sv_s + rd[None, :], mask=ok[:, None], other=0.0)
-        m_i, l_i, acc = _softmax_step(q, k, v, ok[None, :], tl.full((GP,), float("-inf"), tl.float32),
-                                      tl.zeros((GP,), tl.float32), tl.zeros((GP, D), tl.float32), qk_scale, F32_DOT)
-        out, lse = softmax_result(acc, m_i, l_i)
-        tl.store(part_ptr + (rows * NSPLIT + sp)[:, None] * D + rd[None, :], out, mask=(rg < G)[:, None])
-        tl.store(lse_ptr + rows * NSPLIT + sp, lse, mask=rg < G)
+        _attend_keys(q_ptr, k_ptr, v_ptr, part_ptr, lse_ptr, b, h, rows, sp, tl.where(ok, ks, 0), ok, qk_scale,
+                     sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, G, GP, D, NSPLIT, F32_DOT)
     else:
         tl.store(lse_ptr + rows * NSPLIT + sp, tl.full((GP,), float("-inf"), tl.float32), mask=rg < G)
 
@@ -742,18 +752,9 @@ def _attend_block(q_ptr, k_ptr, v_ptr, idx_ptr, part_ptr, lse_ptr, pid, b, h, bl
                   BS: tl.constexpr, NSPLIT: tl.constexpr, F32_DOT: tl.constexpr):
     """The G query heads of (row, kv head) `pid` against block blk's [BS, D] K/V tile (causal): partial output and
     log-sum-exp into split `slot`, blk into idx[pid, slot]."""
-    rg, rd, rs = tl.arange(0, GP), tl.arange(0, D), tl.arange(0, BS)
-    rows = pid * G + rg
-    ks = blk * BS + rs
-    ok = ks <= pos
-    q = _load_rows(q_ptr, b, h * G + rg, tl.zeros((GP,), tl.int32), rg < G, sq_b, sq_h, 0, D)
-    kt = tl.load(k_ptr + b * sk_b + h * sk_h + ks[:, None] * sk_s + rd[None, :], mask=ok[:, None], other=0.0)
-    vt = tl.load(v_ptr + b * sv_b + h * sv_h + ks[:, None] * sv_s + rd[None, :], mask=ok[:, None], other=0.0)
-    m_i, l_i, acc = _softmax_step(q, kt, vt, ok[None, :], tl.full((GP,), float("-inf"), tl.float32),
-                                  tl.zeros((GP,), tl.float32), tl.zeros((GP, D), tl.float32), qk_scale, F32_DOT)
-    out, lse = softmax_result(acc, m_i, l_i)
-    tl.store(part_ptr + (rows * NSPLIT + slot)[:, None] * D + rd[None, :], out, mask=(rg < G)[:, None])
-    tl.store(lse_ptr + rows * NSPLIT + slot, lse, mask=rg < G)
+    ks = blk * BS + tl.arange(0, BS)
+    _attend_keys(q_ptr, k_ptr, v_ptr, part_ptr, lse_ptr, b, h, pid * G + tl.arange(0, GP), slot, ks, ks <= pos,
+                 qk_scale, sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, G, GP, D, NSPLIT, F32_DOT)
     one = tl.arange(0, 1)  # vector stores: the interpreter rejects scalar-bool masks
     tl.store(idx_ptr + pid * K + slot + one, blk + one * 0, mask=slot + one < K)
 
