@@ -25,12 +25,13 @@ def _prompt(tok, corpus: str | None, prompt_tokens: int) -> str:
     """The chat prompt: the short built-in question, or --prompt-tokens tokens of the corpus' papers to sum up."""
     if corpus is None:
         return PROMPT
-    papers = []
+    papers, tokens = [], 0
     with open(corpus, encoding="utf-8") as f:
-        for line in f:
+        for line in f:  # papers until their tokens (counted one paper at a time) cover the budget
             rec = json.loads(line)
             papers.append(f"{rec.get('title', '').strip()}. {' '.join(rec.get('abstract', '').split())}")
-            if len(tok.encode(" ".join(papers), add_special_tokens=False)) >= prompt_tokens:
+            tokens += len(tok.encode(papers[-1], add_special_tokens=False))
+            if tokens >= prompt_tokens:
                 break
     context = tok.decode(tok.encode("\n".join(papers), add_special_tokens=False)[:prompt_tokens])
     return f"Papers:\n{context}\n\nSummarise what these papers have in common in one paragraph."

@@ -183,23 +183,22 @@ def _outs_file(db: Path) -> Path:
     return db.with_name(db.stem + ".outputs.json")
 
 
-def recorded_out(db: Path, thread_id: str) -> Path | None:
+def _recorded_outs(db: Path) -> dict[str, str]:
     try:
-        out = json.loads(_outs_file(db).read_text()).get(thread_id)
-    except (OSError, ValueError):
-        return None
+        return json.loads(_outs_file(db).read_text())
+    except (OSError, ValueError):  # none yet, or damaged: resume then falls back to out/surveys
+        return {}
+
+
+def recorded_out(db: Path, thread_id: str) -> Path | None:
+    out = _recorded_outs(db).get(thread_id)
     return Path(out) if out else None
 
 
 def record_out(db: Path, thread_id: str, out: Path) -> None:
-    f = _outs_file(db)
-    try:
-        outs = json.loads(f.read_text())
-    except (OSError, ValueError):
-        outs = {}
-    outs[thread_id] = str(out)
-    f.parent.mkdir(parents=True, exist_ok=True)
-    f.write_text(json.dumps(outs, indent=1))
+    outs = {**_recorded_outs(db), thread_id: str(out)}
+    _outs_file(db).parent.mkdir(parents=True, exist_ok=True)
+    _outs_file(db).write_text(json.dumps(outs, indent=1))
 
 
 def write_outputs(done: dict, out: Path | None) -> dict[str, Path]:
