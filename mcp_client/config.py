@@ -12,7 +12,9 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcp_client.errors import MCPError
 from mcp_client.redact import redact
@@ -64,6 +66,41 @@ class HttpServer:
 
 
 ServerConfig = StdioServer | HttpServer
+
+
+Scalar = str | int | float | bool  # written as a string where the server needs one (an env value, an arg)
+
+
+class ServerEntry(BaseModel):
+    """The types of one `mcpServers` entry; which keys go together (command xor url) is checked after it."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
+    command: Annotated[str, Field(min_length=1)] | None = None
+    args: list[Scalar] | None = None
+    env: dict[str, Scalar] | None = None
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, Scalar] | None = None
+    timeout: Annotated[float, Field(gt=0)] = DEFAULT_CALL_TIMEOUT
+    type: str | None = None
+    transport: str | None = None
+    disabled: bool = False
+
+
+_TYPE_HINTS = {"args": "a list of strings", "env": "an object of strings", "headers": "an object of strings",
+               "timeout": "a positive number of seconds", "command": "a non-empty string", "url": "a string",
+               "cwd": "a string", "type": "a string", "transport": "a string", "disabled": "true or false"}
+
+
+def _check_types(raw: dict, where: str) -> None:
+    try:
+        ServerEntry.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = str(err["loc"][0])
+        inner = ".".join(str(p) for p in err["loc"][1:] if not str(p).startswith(("str", "int", "float", "bool")))
+        raise MCPError(f"{where}: '{key}' must be {_TYPE_HINTS.get(key, 'valid')}"
+                       f"{f' (at {inner})' if inner else ''}, got {str(repr(err['input']))[:60]}") from None
 
 
 def expand_env(value: str, env: dict[str, str] | None = None, *, where: str = "config",
@@ -131,6 +168,7 @@ def parse_server(name: str, raw: Any, *, base_dir: Path | None = None,
 
 
 def _server(name: str, raw: dict, where: str, base_dir: Path | None, secrets: tuple[str, ...]) -> ServerConfig:
+    _check_types(raw, where)
     kind = str(raw.get("type") or raw.get("transport") or "").lower()
     if kind == "sse":
         raise MCPError(f"{where}: the legacy SSE transport is not supported; point 'url' at the server's "
