@@ -6,6 +6,10 @@ once, continuous batching over the paged KV pool) and one at a time (a lock arou
 caller had to do before the scheduler). Reports requests/s, generated tokens/s, p50/p99 time to first token and
 inter-token latency for both, and their ratio.
 
+`--prefix`: a 6-turn conversation with the tool schemas of real MCP servers (mcp-server-git, -sqlite, -time,
+listed through mcp_client) in its system prompt, run with the prefix cache off and then on in the same process
+on the same prompts; time to first token per turn, the ratio for turns 2-6 and the cache hit rate.
+
 `--http`: starts `cpm serve` as a subprocess (as a user would) once per `--max-batch` value, then N clients each send
 `--requests` chat completions back to back (greedy, `--max-tokens` new tokens). Reports requests/s, completion
 tokens/s and p50/p99 latency per configuration, so batching is measured against one-at-a-time serving in the
@@ -202,6 +206,78 @@ def in_process(args) -> int:
     return 0
 
 
+TURNS = ["Which tools can you use here?", "What time is it in Tokyo?", "Show me the git status of /tmp/repo.",
+         "List the tables of the database.", "Convert 9:00 in London to New York time.",
+         "Summarise what we did in one sentence."]
+MCP_SERVERS = ("mcp-server-git", "mcp-server-sqlite", "mcp-server-time")  # installed beside this Python
+
+
+async def _mcp_tools() -> list[dict]:
+    from mcp_client import MCPManager
+
+    bin_dir = Path(sys.executable).parent
+    config = {"mcpServers": {name.split("-")[-1]: {"command": str(bin_dir / name)} for name in MCP_SERVERS}}
+    async with MCPManager(config) as mcp:
+        specs = await mcp.list_tools()
+    if not specs:
+        raise SystemExit("no MCP tools listed (are mcp-server-git/-sqlite/-time installed in this venv?)")
+    return [t.as_openai_tool(t.name.replace(".", "_")) for t in specs]
+
+
+def _conversation(engine, tools: list[dict], replies: list[str] | None, max_tokens: int) -> tuple[list, list]:
+    """Run the turns as the chat layer renders them (tool schemas in the system prompt); with `replies`, the
+    history uses them (the same prompts as an earlier run). Returns (per-turn rows, the replies)."""
+    from agents.chat.engine_runner import ChatRequest, EngineRunner
+
+    runner = EngineRunner(engine)
+    messages = [{"role": "system", "content": "You are an assistant with tools. Use them when they help."}]
+    rows, out = [], []
+    for i, question in enumerate(TURNS):
+        messages.append({"role": "user", "content": question})
+        prep = runner.prepare(ChatRequest(messages=list(messages), tools=tools, tool_choice="auto", constrain=False,
+                                          max_tokens=max_tokens))
+        t0 = time.perf_counter()
+        ttft, result = None, None
+        for chunk in engine.stream(prep.prompt_ids, prep.params):
+            if ttft is None and chunk.token_id is not None:
+                ttft = time.perf_counter() - t0
+            result = chunk.result or result
+        reply = replies[i] if replies else result.text
+        out.append(reply)
+        messages.append({"role": "assistant", "content": reply})
+        rows.append({"turn": i + 1, "prompt_tokens": result.prompt_tokens, "cached_tokens": result.cached_tokens,
+                     "ttft_s": round(ttft, 3)})
+        print(f"  turn {i + 1}/{len(TURNS)}: TTFT {ttft:.2f} s ({result.cached_tokens} cached)", file=sys.stderr,
+              flush=True)
+    return rows, out
+
+
+def prefix_bench(args) -> int:
+    from engine import Engine
+
+    tools = asyncio.run(_mcp_tools())
+    engine = Engine.load(args.model, device="cpu" if args.device == "auto" else args.device)
+    engine.generate("warm-up", max_tokens=2)
+    blocks = engine.loop.scheduler.blocks
+    blocks.prefix_cache = False
+    print("cache off:", file=sys.stderr, flush=True)
+    off, replies = _conversation(engine, tools, None, args.max_tokens)
+    blocks.prefix_cache = True
+    print("cache on:", file=sys.stderr, flush=True)
+    on, _ = _conversation(engine, tools, replies, args.max_tokens)
+    later = slice(1, None)
+    ratio = sum(r["ttft_s"] for r in off[later]) / max(1e-9, sum(r["ttft_s"] for r in on[later]))
+    hit = sum(r["cached_tokens"] for r in on) / sum(r["prompt_tokens"] for r in on)
+    report = {"model": args.model, "tools": len(tools), "turns": len(TURNS), "max_tokens": args.max_tokens,
+              "cache_off": off, "cache_on": on, "ttft_ratio_turns_2_6": round(ratio, 2), "hit_rate": round(hit, 3)}
+    if not args.json:
+        for a, b in zip(off, on):
+            print(f"turn {a['turn']}: {a['prompt_tokens']} prompt tokens, TTFT off {a['ttft_s']:.2f} s, on "
+                  f"{b['ttft_s']:.2f} s ({b['cached_tokens']} cached)", flush=True)
+    print(json.dumps(report, indent=None if args.json else 2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cpm bench serve", description=__doc__)
     ap.add_argument("--model", default="smollm2-135m")
@@ -211,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--http", action="store_true", help="measure `cpm serve` over HTTP instead of the engine "
                     "in-process")
+    ap.add_argument("--prefix", action="store_true", help="prefix cache off vs on over a 6-turn conversation "
+                    "with real MCP tool schemas")
     ap.add_argument("--scheduler-only", action="store_true", help="in-process: skip the one-at-a-time run")
     ap.add_argument("--max-batch", type=int, action="append", help="--http: server --max-batch values to compare "
                     "(repeatable; default 1 and 8)")
@@ -218,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.prefix:
+        return prefix_bench(args)
     if not args.http:
         return in_process(args)
     rows = []

@@ -19,6 +19,7 @@ import torch
 
 from engine import ops
 from engine.cache import KVCache, PagedKVCache, PagedStep
+from engine.cpu_q4 import DENSE_FROM_ROWS
 from engine.cuda_graph import DecodeGraph, DecodeInputs, buckets
 from engine.model import StepContext, Transformer
 
@@ -74,11 +75,27 @@ class Runner:
         for seq, n in batch:
             if n == 1 and seq in decode:
                 continue
-            start, last = seq.num_computed, seq.num_computed + n == seq.num_tokens
-            logits = self.run_paged(pool, [seq.block_table], [start], [seq.token_ids[start:start + n]], last)
-            if last:
-                out.append((seq, logits[0]))
+            start, end = seq.num_computed, seq.num_computed + n
+            for s, e in self._pieces(start, end):
+                last = e == seq.num_tokens
+                logits = self.run_paged(pool, [seq.block_table], [s], [seq.token_ids[s:e]], last)
+                if last:
+                    out.append((seq, logits[0]))
         return out
+
+    def _pieces(self, start: int, end: int) -> list[tuple[int, int]]:
+        """A prompt chunk as model calls: whole, or, in the fast CPU mode when it is too short for the dense
+        GEMM (cpu_q4.DENSE_FROM_ROWS) but longer than one C layer call, in C-layer-sized pieces (the PyTorch layer
+        would run the same int16 GEMVs with ~60 small ops around them)."""
+        step = self._c_tokens
+        if step and step < end - start < DENSE_FROM_ROWS:
+            return [(s, min(s + step, end)) for s in range(start, end, step)]
+        return [(start, end)]
+
+    @property
+    def _c_tokens(self) -> int:
+        steps = [b.cpu_step for b in self.model.blocks]
+        return steps[0].MAX_TOKENS if steps and all(steps) else 0
 
     def run_paged(self, pool: PagedKVCache, tables: list[list[int]], starts: list[int], tokens: list[list[int]],
                   logits: bool = True) -> torch.Tensor | None:
