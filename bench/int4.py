@@ -136,6 +136,7 @@ def chain_rows(shape: str, ms: list[int], layers: int | None = None) -> list[dic
     from bench._engine_micro import _graph_ms
     from bench._engine_model import random_int4
     from engine.kernels import int4_matmul as K
+    from engine.kernels.int4 import layout as L
 
     sh, g = layer_shapes(shape), group_size(shape)
     hidden, q_dim = sh["o"]
@@ -151,7 +152,7 @@ def chain_rows(shape: str, ms: list[int], layers: int | None = None) -> list[dic
             h = K.int4_matmul(a, w["down"], residual=h)
         return h
 
-    rows, small_m_default = [], K.PDL_SMALL_M
+    rows, small_m_default = [], L.PDL_SMALL_M
     for m in ms:
         h = torch.randn(m, hidden, device="cuda")
         row = {"shape": shape, "M": m, "layers": n_layers, "calls": 4 * n_layers}
@@ -159,7 +160,7 @@ def chain_rows(shape: str, ms: list[int], layers: int | None = None) -> list[dic
         ref = step(h)
         for mode, pdl_on, small_m in (("off", False, False), ("m1", True, False), ("all", True, True)):
             os.environ["CPM_PDL"] = "1" if pdl_on else "0"
-            K.PDL_SMALL_M = small_m
+            L.PDL_SMALL_M = small_m
             out = {}
             t = _graph_ms(lambda: out.__setitem__("h", step(h)))  # the captured outputs: compared after a replay
             row[f"{mode}_us"] = t * 1e3 / row["calls"]
@@ -169,7 +170,7 @@ def chain_rows(shape: str, ms: list[int], layers: int | None = None) -> list[dic
             f"{mode} {row[mode + '_us']:.2f} (err {row[mode + '_err']:.0e})" for mode in ("off", "m1", "all")),
             flush=True)
     os.environ.pop("CPM_PDL")
-    K.PDL_SMALL_M = small_m_default
+    L.PDL_SMALL_M = small_m_default
     return rows
 
 
