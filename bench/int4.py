@@ -2,7 +2,7 @@
 cuBLAS bf16 timed in the same process; `--chain` times a decode step's chain of GEMVs with and without PDL.
 
     cpm bench int4 [--shape {8b,0.5b,smollm2}] [--m 1,2,4,8,16,32,64] [--layers qkv,o,gate_up,down]
-                   [--sweep 1,16] [--chain] [--json]
+                   [--sweep 1,16] [--gemv2-sweep] [--chain] [--json]
 
 Every kernel runs over enough weight copies to overflow the 60 MB L2, inside a CUDA graph (launch gaps not
 counted), median of 20 replays (bench/_engine_micro.py). GB/s counts the int4 codes plus bf16 scales and mins
@@ -66,8 +66,35 @@ def _sweep_configs() -> list[dict]:
     return [dict(c.kwargs, num_warps=c.num_warps) for c in _mma_configs()]
 
 
+# `--gemv2-sweep`: the split-K GEMV's configs timed one by one at M = 1 (the sm_90 table in
+# engine/kernels/int4/gemv_splitk.py came from such a sweep on an H200; an H100 may want others)
+GEMV2_SWEEP = [dict(BN=bn, BK=bk, SPLIT=sp, num_warps=w, **({"maxnreg": r} if r else {}))
+               for bn, bk, sp, w, r in [(8, 1024, 1, 4, 64), (16, 512, 1, 2, None), (16, 512, 4, 2, None),
+                                        (16, 1024, 1, 4, None), (16, 1024, 2, 4, None), (32, 256, 1, 4, None),
+                                        (8, 512, 2, 2, 64), (16, 256, 4, 2, None)]]
+
+
+def _gemv2_sweep(x: torch.Tensor, ours: list, out: torch.Tensor, copies: int) -> dict:
+    """us a call of `_gemv2` with each GEMV2_SWEEP config (NaN where it fails or misses the reference)."""
+    from bench._engine_micro import _graph_ms
+    from engine.kernels import int4_matmul as K
+
+    res = {}
+    for cfg in GEMV2_SWEEP:
+        label = "_".join(f"{k}{v}" for k, v in cfg.items())
+        try:
+            K._gemv2(x, ours[0], out, None, False, None, **cfg)
+            ok = _rel_err(out, K.int4_matmul_ref(x, ours[0])) < 1e-2
+            res[label] = _graph_ms(lambda: [K._gemv2(x, w, out, None, False, None, **cfg) for w in ours]) \
+                / copies * 1e3 if ok else float("nan")
+        except Exception as e:  # a config that does not compile is reported, not fatal
+            print(f"      {label}: {type(e).__name__}: {str(e)[:80]}", flush=True)
+            res[label] = float("nan")
+    return res
+
+
 def bench_shape(name: str, n: int, k: int, ms: list[int], copy_gbps: float, sweep_ms: list[int],
-                group: int = 128) -> list[dict]:
+                group: int = 128, gemv2_sweep: bool = False) -> list[dict]:
     from bench._engine_micro import _graph_ms
     from bench._engine_model import random_int4
     from engine.kernels import int4_matmul as K
@@ -100,6 +127,10 @@ def bench_shape(name: str, n: int, k: int, ms: list[int], copy_gbps: float, swee
             launch(ours[0])
             row[f"{path}_err"] = _rel_err(out, K.int4_matmul_ref(x, ours[0]))
             row[f"{path}_us"] = _graph_ms(lambda: [launch(w) for w in ours]) / copies * 1e3
+        if m == 1 and gemv2_sweep:
+            row["gemv2_sweep"] = _gemv2_sweep(x, ours, out, copies)
+            best = sorted((t, lab) for lab, t in row["gemv2_sweep"].items() if t == t)[:4]
+            print(f"      {name} gemv2 configs, best: " + ", ".join(f"{lab} {t:.2f}" for t, lab in best), flush=True)
         sweep = m in sweep_ms
         if sweep:
             out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
@@ -180,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--m", default="1,2,4,8,16,32,64", help="comma-separated row counts of x")
     ap.add_argument("--layers", default="qkv,o,gate_up,down")
     ap.add_argument("--sweep", default="", help="comma-separated M at which to time every tensor-core config")
+    ap.add_argument("--gemv2-sweep", action="store_true", help="also time every split-K GEMV config at M = 1")
     ap.add_argument("--chain", action="store_true", help="time the decode chain with and without PDL instead")
     ap.add_argument("--chain-layers", type=int, default=None, help="layers in the chain (default: the model's)")
     ap.add_argument("--json", action="store_true")
@@ -202,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in a.layers.split(","):
         n, k = layer_shapes(a.shape)[name]
         rows += bench_shape(name, n, k, ms, ceil["copy_GBps"], [int(v) for v in a.sweep.split(",") if v],
-                            group_size(a.shape))
+                            group_size(a.shape), a.gemv2_sweep)
     if a.json:
         print(json.dumps({"device": torch.cuda.get_device_name(), "ceilings": ceil, "shape": a.shape, "rows": rows}))
     return 0
