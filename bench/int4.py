@@ -2,7 +2,7 @@
 cuBLAS bf16 timed in the same process; `--chain` times a decode step's chain of GEMVs with and without PDL.
 
     cpm bench int4 [--shape {8b,0.5b,smollm2}] [--m 1,2,4,8,16,32,64] [--layers qkv,o,gate_up,down]
-                   [--sweep 1,16] [--gemv2-sweep] [--chain] [--json]
+                   [--sweep 1,16] [--gemv2-sweep] [--chain] [--sass] [--json]
 
 Every kernel runs over enough weight copies to overflow the 60 MB L2, inside a CUDA graph (launch gaps not
 counted), median of 20 replays (bench/_engine_micro.py). GB/s counts the int4 codes plus bf16 scales and mins
@@ -11,6 +11,8 @@ a bf16 decode step passes). Each shape is checked against `int4_matmul_ref` firs
 (`gemv2`: the split-K one `int4_matmul` takes, `gemv1`: the first form); for M > 1 the FMA GEMV and the
 tensor-core kernel (`use_gemv` picks one).
 `--sweep M,..` also times every `_mma_kernel` config at those M, with the PTX nibble unpacking and the plain one.
+`--sass` (no GPU needed): the split-K GEMV compiled for sm_90 by Triton's own ptxas with each 8B layer's shipped
+config; registers and the main loop's instruction mix (docs/kernels.md).
 `--chain`: all layers' four matmuls in decode order (norm prologues, residual and SwiGLU epilogues, fp32
 activations between them, as engine/model.py's fused step) captured in one CUDA graph, us a call: PDL off
 (`off`), on for the M = 1 GEMV only (`m1`, the default), and on for the small-M kernels too (`all`).
@@ -91,6 +93,61 @@ def _gemv2_sweep(x: torch.Tensor, ours: list, out: torch.Tensor, copies: int) ->
             print(f"      {label}: {type(e).__name__}: {str(e)[:80]}", flush=True)
             res[label] = float("nan")
     return res
+
+
+def sass_report(shape: str) -> list[dict]:
+    """Compile the split-K GEMV for sm_90 with each layer's shipped config (no GPU needed: Triton's own ptxas and
+    cuobjdump) and count the main loop's SASS instructions by opcode, registers from the cubin."""
+    import collections
+    import re
+    import subprocess
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from engine.kernels.int4 import gemv_splitk as G
+
+    fn, rows = G._gemv2_kernel.fn.fn, []
+    names = list(fn.arg_names)
+    tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    epi = {"qkv": (True, False, False), "o": (False, False, True), "gate_up": (True, True, False),
+           "down": (False, False, True)}  # NORM, SWIGLU, RESIDUAL as the engine calls them
+    for layer, (n, k) in layer_shapes(shape).items():
+        meta = dict(G._GEMV2_TUNED.get((n, k, group_size(shape)), dict(BN=16, BK=512, SPLIT=1, num_warps=2)))
+        norm, swiglu, res = epi[layer]
+        consts = dict(G=group_size(shape), SWIGLU=swiglu, RESIDUAL=res, NORM=norm, PAIRS=True, PDL=True,
+                      BN=meta["BN"], BK=meta["BK"], SPLIT=meta["SPLIT"],
+                      EVEN=n % meta["BN"] == 0 and (k // 8) % (meta["SPLIT"] * meta["BK"] // 8) == 0)
+        sig = {"x_ptr": "*bf16", "q_ptr": "*i32", "s_ptr": "*bf16", "m_ptr": "*bf16", "out_ptr": "*bf16",
+               "res_ptr": "*bf16", "nw_ptr": "*fp32", "ws_ptr": "*fp32", "cnt_ptr": "*i32", "eps": "fp32",
+               "one": "i32", "N": "i32", "K": "i32", **{c: "constexpr" for c in consts}}
+        aligned = [a for a in names if a.endswith("_ptr")] + ["N", "K"]
+        src = ASTSource(fn=fn, signature={a: sig[a] for a in names},
+                        constexprs={(names.index(c),): v for c, v in consts.items()},
+                        attrs={(names.index(a),): [["tt.divisibility", 16]] for a in aligned})
+        opts = {"num_warps": meta["num_warps"], "num_stages": 1, **({"maxnreg": meta["maxnreg"]} if "maxnreg" in meta else {})}
+        kern = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
+        cubin = f"/tmp/cpm_gemv2_{layer}.cubin"
+        with open(cubin, "wb") as f:
+            f.write(kern.asm["cubin"])
+        sass = subprocess.run([os.path.join(tools, "cuobjdump"), "-sass", cubin], capture_output=True, text=True).stdout
+        usage = subprocess.run([os.path.join(tools, "cuobjdump"), "-res-usage", cubin], capture_output=True, text=True).stdout
+        code = [(int(m.group(1), 16), m.group(3)) for m in
+                re.finditer(r"/\*([0-9a-f]{4})\*/\s+(@!?P\d\s+)?([A-Z0-9_.]+)([^;]*);", sass)]
+        loops = [(int(t, 16), a) for a, op in code if op == "BRA"
+                 for t in re.findall(r"BRA\s+0x([0-9a-f]+)", sass[sass.index(f"/*{a:04x}*/"):].split(";")[0])
+                 if int(t, 16) < a]
+        lo, hi = max(loops, key=lambda r: r[1] - r[0])  # the main loop: the longest backward branch
+        ops = collections.Counter(op for a, op in code if lo <= a <= hi)
+        trip = sum(ops.values())
+        row = {"layer": layer, "config": meta, "registers": int(re.search(r"REG:(\d+)", usage).group(1)),
+               "loop_instructions": trip, "codes_a_trip": meta["BN"] * 8, "per_code": trip / (meta["BN"] * 8),
+               "ops": dict(ops.most_common())}
+        rows.append(row)
+        print(f"  {layer:<8} {row['registers']:>4} regs  loop {trip} instructions / {row['codes_a_trip']} codes = "
+              f"{row['per_code']:.2f} a code  " + " ".join(f"{o} {c}" for o, c in ops.most_common(6)), flush=True)
+    return rows
 
 
 def bench_shape(name: str, n: int, k: int, ms: list[int], copy_gbps: float, sweep_ms: list[int],
@@ -212,10 +269,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", default="qkv,o,gate_up,down")
     ap.add_argument("--sweep", default="", help="comma-separated M at which to time every tensor-core config")
     ap.add_argument("--gemv2-sweep", action="store_true", help="also time every split-K GEMV config at M = 1")
+    ap.add_argument("--sass", action="store_true", help="no GPU needed: the split-K GEMV's sm_90 SASS per layer "
+                    "(registers, main-loop instruction mix)")
     ap.add_argument("--chain", action="store_true", help="time the decode chain with and without PDL instead")
     ap.add_argument("--chain-layers", type=int, default=None, help="layers in the chain (default: the model's)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
+    if a.sass:
+        rows = sass_report(a.shape)
+        if a.json:
+            print(json.dumps({"shape": a.shape, "target": "sm_90", "sass": rows}))
+        return 0
     if not torch.cuda.is_available():
         from engine.errors import EngineError
 
