@@ -32,15 +32,21 @@ def run_compare(args: argparse.Namespace) -> int:
     limit = args.limit or 10
     cases = load_cases(Path(args.data), categories, limit)
     modes = [args.tool_choice] if args.tool_choice else ["auto", "required"]
+    runs = [(mode, label, root, out / f"{'base' if root == tree else 'this'}_{mode}.jsonl")
+            for mode in modes for label, root in (("this release", REPO), (f"baseline ({tree.name})", tree))]
+    # All runs at once, one thread each: on a shared, loaded machine they then see the same load (a fair
+    # comparison), and the run takes the time of the slowest instead of the sum.
+    started = time.perf_counter()
+    procs = [(run, _generate(run[2], run[3], args, run[0], limit, categories)) for run in runs]
+    failed = [run[2] for run, proc in procs if proc.wait() != 0]
+    if failed:
+        raise AgentError(f"generation failed for {', '.join(map(str, failed))} (its log is above)")
+    wall = time.perf_counter() - started
     rows = []
-    for mode in modes:
-        for label, root in (("this release", REPO), (f"baseline ({tree.name})", tree)):
-            path = out / f"{'base' if root == tree else 'this'}_{mode}.jsonl"
-            started = time.perf_counter()
-            _generate(root, path, args, mode, limit, categories)
-            records = {r["id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
-            summary = score_records(cases, records, args.names)["summary"]
-            rows += _rows(label, mode, cases, records, summary, time.perf_counter() - started)
+    for mode, label, root, path in runs:
+        records = {r["id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+        summary = score_records(cases, records, args.names)["summary"]
+        rows += _rows(label, mode, cases, records, summary, wall)
     table = markdown(rows)
     (out / "compare.md").write_text(table + "\n", encoding="utf-8")
     (out / "compare.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
@@ -49,12 +55,12 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generate(root: Path, path: Path, args, mode: str, limit: int, categories: list[str]) -> None:
-    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
+def _generate(root: Path, path: Path, args, mode: str, limit: int, categories: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(DRIVER), str(args.data), str(path), mode, str(limit), str(args.max_tokens),
            args.model or "smollm2-135m", "cpu" if args.device == "auto" else args.device, *categories]
     print(f"generating: {root} tool_choice={mode}", file=sys.stderr, flush=True)
-    subprocess.run(cmd, env=env, check=True, cwd=str(root))
+    return subprocess.Popen(cmd, env=env, cwd=str(root))
 
 
 def _rows(label: str, mode: str, cases, records: dict, summary: dict, wall_s: float) -> list[dict]:
@@ -67,7 +73,8 @@ def _rows(label: str, mode: str, cases, records: dict, summary: dict, wall_s: fl
                     "cases": m["cases"], "accuracy": m["accuracy"], "call_rate": m["call_rate"],
                     "schema_valid": f"{valid}/{calls}", "runaway": runaway,
                     "name": m["function_name_accuracy"], "params": m["param_name_accuracy"],
-                    "values": m["param_value_accuracy"], "wall_s": round(wall_s)})
+                    "values": m["param_value_accuracy"], "wall_s": round(wall_s),
+                    "mean_latency_s": round(sum(records[c.id]["latency_s"] for c in ids) / max(len(ids), 1), 1)})
     return out
 
 
@@ -96,9 +103,9 @@ def _pct(x) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| release | tool_choice | category | cases | acc % | call rate % | schema-valid calls | runaway "
-             "| name % | param % | value % |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| name % | param % | value % | s/case |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['release']} | {r['tool_choice']} | {r['category']} | {r['cases']} | {_pct(r['accuracy'])} "
                      f"| {_pct(r['call_rate'])} | {r['schema_valid']} | {r['runaway']} | {_pct(r['name'])} "
-                     f"| {_pct(r['params'])} | {_pct(r['values'])} |")
+                     f"| {_pct(r['params'])} | {_pct(r['values'])} | {r['mean_latency_s']} |")
     return "\n".join(lines)
