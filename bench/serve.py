@@ -1,6 +1,12 @@
-"""`cpm bench serve`: `cpm serve` under concurrent clients — throughput and latency percentiles.
+"""`cpm bench serve`: concurrent streaming clients — throughput and latency percentiles.
 
-Starts `cpm serve` as a subprocess (as a user would) once per `--max-batch` value, then N clients each send
+Default (in-process): one Engine, N client threads each streaming `--requests` requests of mixed prompt lengths
+through `Engine.stream`, run twice back to back in the same process: through the scheduler (all clients at
+once, continuous batching over the paged KV pool) and one at a time (a lock around each whole request, as every
+caller had to do before the scheduler). Reports requests/s, generated tokens/s, p50/p99 time to first token and
+inter-token latency for both, and their ratio.
+
+`--http`: starts `cpm serve` as a subprocess (as a user would) once per `--max-batch` value, then N clients each send
 `--requests` chat completions back to back (greedy, `--max-tokens` new tokens). Reports requests/s, completion
 tokens/s and p50/p99 latency per configuration, so batching is measured against one-at-a-time serving in the
 same run. `--stream` makes the clients stream (SSE) and also reports time to first token.
@@ -115,6 +121,87 @@ def _pct(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
+CONTEXT_REPEATS = (0, 1, 3, 6)  # prompt lengths from ~30 to ~700 tokens, mixed across the clients
+
+
+def mixed_prompt(engine, i: int) -> str:
+    """A chat prompt: question i, after 0-6 paragraphs of context (the other questions), so lengths mix."""
+    reps = CONTEXT_REPEATS[i % len(CONTEXT_REPEATS)]
+    context = " ".join(QUESTIONS[(i + j) % len(QUESTIONS)] for j in range(reps * len(QUESTIONS) // 2))
+    question = QUESTIONS[i % len(QUESTIONS)]
+    content = f"Context: {context}\n\nQuestion: {question}" if context else question
+    return engine.apply_chat_template([{"role": "user", "content": content}])
+
+
+def _stream_one(engine, prompt: str, max_tokens: int, lock) -> dict:
+    """One streaming request; `lock` (one-at-a-time mode) is held for its whole length, as EngineRunner did."""
+    import contextlib
+
+    t0 = time.perf_counter()
+    stamps, tokens = [], 0
+    with lock or contextlib.nullcontext():
+        for chunk in engine.stream(prompt, max_tokens=max_tokens, temperature=0.0):
+            if chunk.result is not None:
+                tokens = chunk.result.decode_tokens
+            if chunk.token_id is not None and chunk.result is None:
+                stamps.append(time.perf_counter())
+    ttft = stamps[0] - t0 if stamps else None
+    return {"latency": time.perf_counter() - t0, "tokens": tokens, "ttft": ttft,
+            "itl": [b - a for a, b in zip(stamps, stamps[1:])]}
+
+
+def in_process_run(engine, clients: int, requests: int, max_tokens: int, one_at_a_time: bool) -> dict:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    lock = threading.Lock() if one_at_a_time else None
+    prompts = [[mixed_prompt(engine, c + i * clients) for i in range(requests)] for c in range(clients)]
+
+    def client(c: int) -> list[dict]:
+        return [_stream_one(engine, p, max_tokens, lock) for p in prompts[c]]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        done = [r for rs in pool.map(client, range(clients)) for r in rs]
+    wall = time.perf_counter() - t0
+    ttfts = sorted(r["ttft"] for r in done if r["ttft"] is not None)
+    itls = sorted(x for r in done for x in r["itl"])
+    return {"mode": "one-at-a-time" if one_at_a_time else "scheduler", "requests": len(done),
+            "wall_s": round(wall, 2), "req_s": round(len(done) / wall, 3),
+            "tok_s": round(sum(r["tokens"] for r in done) / wall, 1),
+            "ttft_p50_s": round(statistics.median(ttfts), 3), "ttft_p99_s": round(_pct(ttfts, 0.99), 3),
+            "itl_p50_s": round(statistics.median(itls), 4) if itls else None,
+            "itl_p99_s": round(_pct(itls, 0.99), 4) if itls else None}
+
+
+def in_process(args) -> int:
+    import torch
+
+    from engine import Engine
+
+    engine = Engine.load(args.model, device="cpu" if args.device == "auto" else args.device)
+    n_tokens = sorted({len(engine.tokenizer.encode(mixed_prompt(engine, i), add_special_tokens=False))
+                       for i in range(len(CONTEXT_REPEATS))})
+    in_process_run(engine, min(args.clients, 4), 1, 4, False)  # warm-up: the C kernel's build, first allocations
+    rows = []
+    for one in (True, False) if not args.scheduler_only else (False,):
+        row = in_process_run(engine, args.clients, args.requests, args.max_tokens, one)
+        rows.append(row)
+        if not args.json:
+            print(f"{row['mode']:>13}: {row['req_s']:.2f} req/s, {row['tok_s']:.1f} tok/s, TTFT p50 "
+                  f"{row['ttft_p50_s']:.2f} s p99 {row['ttft_p99_s']:.2f} s, ITL p50 {row['itl_p50_s']} s "
+                  f"p99 {row['itl_p99_s']} s", flush=True)
+    if len(rows) == 2:
+        rows[1]["throughput_vs_one_at_a_time"] = round(rows[1]["tok_s"] / (rows[0]["tok_s"] or 1.0), 2)
+    stats = engine.stats()
+    report = {"model": args.model, "device": str(engine.device), "threads": torch.get_num_threads(),
+              "clients": args.clients, "requests_per_client": args.requests, "max_tokens": args.max_tokens,
+              "prompt_tokens": n_tokens, "preemptions": stats.preemptions, "cached_tokens": stats.cached_tokens,
+              "runs": rows}
+    print(json.dumps(report, indent=None if args.json else 2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cpm bench serve", description=__doc__)
     ap.add_argument("--model", default="smollm2-135m")
@@ -122,12 +209,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests", type=int, default=4, help="requests per client")
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--max-batch", type=int, action="append", help="server --max-batch values to compare "
+    ap.add_argument("--http", action="store_true", help="measure `cpm serve` over HTTP instead of the engine "
+                    "in-process")
+    ap.add_argument("--scheduler-only", action="store_true", help="in-process: skip the one-at-a-time run")
+    ap.add_argument("--max-batch", type=int, action="append", help="--http: server --max-batch values to compare "
                     "(repeatable; default 1 and 8)")
-    ap.add_argument("--stream", action="store_true", help="clients stream (SSE); streaming requests run one at a time")
+    ap.add_argument("--stream", action="store_true", help="--http: clients stream (SSE)")
     ap.add_argument("--log-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if not args.http:
+        return in_process(args)
     rows = []
     for mb in args.max_batch or [1, 8]:
         proc, url = start_server(args.model, args.device, mb, args.log_dir / f"cpm-serve-b{mb}.log")

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 _LAZY = {
     "Engine": "engine.engine",
-    "GenerationResult": "engine.engine",
-    "StreamChunk": "engine.engine",
+    "GenerationResult": "engine.results",
+    "StreamChunk": "engine.results",
+    "EngineStats": "engine.results",
+    "Request": "engine.sequence",
     "SamplingParams": "engine.sampling",
     "LogitsProcessor": "engine.sampling",
     "ModelConfig": "engine.config",

@@ -1,5 +1,8 @@
-"""The static KV cache: one allocation per engine for max_batch x max_seq_len, reused by every request."""
+"""The KV caches: the paged pool the scheduler serves every plain request from, and the contiguous rows (max_batch x
+max_seq_len) that CUDA graphs, speculative verification and attention backends read (docs/decisions.md)."""
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,3 +24,55 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         return 2 * self.k.numel() * self.k.element_size()
+
+
+class PagedKVCache:
+    """The paged KV pool: k, v [num_layers, num_blocks, block_size, num_kv_heads, head_dim], allocated once at
+    load. A sequence owns a list of blocks (its block table, engine/block_manager.py); slot s of the sequence
+    lies in block table[s // block_size] at offset s % block_size. Slot-major blocks keep one token's K/V for all
+    heads together, so a step's writes are one index_put per layer and the C layer reads a slot with one offset."""
+
+    def __init__(self, cfg: ModelConfig, num_blocks: int, block_size: int, device: torch.device, dtype: torch.dtype):
+        shape = (cfg.num_layers, num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)  # zeros: gathered padding must be finite
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.num_blocks, self.block_size = num_blocks, block_size
+
+    @property
+    def nbytes(self) -> int:
+        return 2 * self.k.numel() * self.k.element_size()
+
+    @property
+    def bytes_per_token(self) -> int:
+        return self.nbytes // (self.num_blocks * self.block_size)
+
+
+@dataclass(kw_only=True)
+class PagedStep:
+    """What one model call over the paged pool needs: B rows (one sequence each) of T tokens, row b's tokens at
+    slots start_b .. start_b + T - 1 of its sequence. Built by Runner.run_paged."""
+    tables: torch.Tensor  # int32 [B, max_blocks]: each row's block table, padded with 0
+    starts: torch.Tensor  # int64 [B]: each row's first slot this step
+    token_pos: torch.Tensor  # int64 [B * T]: each token's slot in its sequence (its position)
+    token_seq: torch.Tensor  # int64 [B * T]: each token's row
+    slot_mapping: torch.Tensor  # int64 [B * T]: each token's slot in the flattened pool, where its K/V go
+    block_size: int
+    max_len: int  # the longest sequence the engine allows (the C layer's score scratch)
+    _reads: tuple | None = field(default=None, repr=False)
+
+    def reads(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gather int64 [B, L]: the flattened pool slots row b attends, in order, padded with 0; mask bool
+        [B, 1, T, L]: causal within each row's own length) for the PyTorch attention; computed once a step, and
+        only when a layer runs in PyTorch (the C layer reads the block tables itself)."""
+        if self._reads is None:
+            B, T = self.tables.shape[0], len(self.token_pos) // self.tables.shape[0]
+            dev, bs = self.tables.device, self.block_size
+            ends = self.starts + T  # [B]
+            L = int(ends.max())
+            pos = torch.arange(L, device=dev)
+            blocks = self.tables.long().gather(1, (pos // bs).clamp(max=self.tables.shape[1] - 1).expand(B, L))
+            gather = torch.where(pos[None] < ends[:, None], blocks * bs + pos % bs, 0)
+            q_pos = self.starts[:, None] + torch.arange(T, device=dev)  # [B, T]
+            mask = pos[None, None, :] <= q_pos[:, :, None]  # [B, T, L]
+            self._reads = (gather, mask[:, None])
+        return self._reads

@@ -150,7 +150,7 @@ void q8_linear(const float *x, int64_t K, const int8_t *w, const float *s, int64
     }
 }
 
-/* ---- one whole decoder layer for one decode token (batch 1): the Python glue of model.Block in C ---------- */
+/* ---- one whole decoder layer for up to max_tokens tokens of one or more sequences: model.Block in C ------- */
 
 typedef struct {  /* one int4 linear: packed [n, k/2], d/m [n, k/32] */
     const uint8_t *w;
@@ -158,18 +158,27 @@ typedef struct {  /* one int4 linear: packed [n, k/2], d/m [n, k/32] */
     int64_t n, k;
 } Q4Mat;
 
-typedef struct {  /* everything a layer's decode step reads besides x, the rotary row and the position */
+typedef struct {  /* everything a layer's step reads besides x, the rotary rows and the positions */
     Q4Mat qkv, o, gate_up, down;
     const float *ln1, *ln2;
-    float *k_cache, *v_cache;  /* this layer's cache row: [kv_heads, max_seq, head_dim] */
-    int64_t hidden, heads, kv_heads, head_dim, max_seq, inter;
+    /* this layer's K/V: slot s of a sequence whose block table is tbl lies at
+       cache + tbl[s / block_size] * block_stride + (s % block_size) * slot_stride + head * head_stride.
+       The paged pool [blocks, block_size, kv_heads, head_dim] and a contiguous row [kv_heads, max_seq, head_dim]
+       (one block of max_seq slots, table {0}) are both this form. */
+    float *k_cache, *v_cache;
+    int64_t block_size, block_stride, slot_stride, head_stride;
+    int64_t hidden, heads, kv_heads, head_dim, max_len, inter;
     float eps, scale, residual_scale;
     /* scratch for up to max_tokens tokens (T x each): h [max(hidden, inter)], qkv [qkv.n], att [heads * head_dim],
-       gu [gate_up.n], out [hidden], xq int16 [max k], dx / sx [max k / 32]; scores [heads * max_seq] once */
+       gu [gate_up.n], out [hidden], xq int16 [max k], dx / sx [max k / 32], scores [heads * max_len] */
     float *h, *qkv_out, *att, *gu, *out, *scores;
     int16_t *xq;
     float *dx, *sx;
 } Q4Layer;
+
+static inline int64_t slot_offset(const Q4Layer *L, const int32_t *tbl, int64_t s) {
+    return (int64_t)tbl[s / L->block_size] * L->block_stride + (s % L->block_size) * L->slot_stride;
+}
 
 static float dot(const float *a, const float *b, int64_t n) {
     __m256 acc = _mm256_setzero_ps();
@@ -198,39 +207,47 @@ static void rotary(float *x, const float *cos, const float *sin, int64_t D) {
     }
 }
 
-/* T tokens of one sequence through the layer; x [T, hidden] (the residual stream) is updated in place.
-   cos/sin [T, head_dim]: each token's rotary row. Token t writes its K/V at cache slot start + t and attends
-   the slots j < kv_len with mask[t * kv_len + j] != 0, or, with no mask, every slot j <= start + t. Each token
-   goes through exactly the operations of a one-token step (the GEMVs batch tokens but compute each one
-   alone), so a token gets bit-identical results whether it is decoded alone or verified in a tree.
+/* T tokens through the layer; x [T, hidden] (the residual stream) is updated in place. cos/sin [T, head_dim]:
+   each token's rotary row. Token t belongs to the sequence whose block table is tables + seq[t] * table_width; it
+   writes its K/V at that sequence's slot pos[t] and attends its slots j < kv_len with mask[t * kv_len + j] != 0
+   (one sequence's speculative tree), or, with no mask, every slot j <= pos[t]. All writes happen before any
+   attention, so a sequence's chunk sees its own earlier tokens. Each token goes through exactly the operations
+   of a one-token step (the GEMVs batch tokens but compute each one alone), so a token gets bit-identical
+   results decoded alone, in a batch with other sequences, in a prompt chunk or verified in a tree.
    T <= the struct's max_tokens (scratch). */
-void q4_layer_forward(const Q4Layer *L, float *x, int64_t T, const float *cos, const float *sin, int64_t start,
+void q4_layer_forward(const Q4Layer *L, float *x, int64_t T, const float *cos, const float *sin,
+                      const int64_t *pos, const int32_t *tables, const int64_t *seq, int64_t table_width,
                       const uint8_t *mask, int64_t kv_len) {
-    const int64_t H = L->hidden, D = L->head_dim, nh = L->heads, nkv = L->kv_heads, S = L->max_seq;
+    const int64_t H = L->hidden, D = L->head_dim, nh = L->heads, nkv = L->kv_heads, HS = L->head_stride;
     const int64_t NQ = L->qkv.n, I = L->inter, group = nh / nkv;
     for (int64_t t = 0; t < T; t++) rms_norm(x + t * H, L->ln1, H, L->eps, L->h + t * H);
     q4_linear(L->h, T, H, L->qkv.w, L->qkv.d, L->qkv.m, NQ, L->qkv_out, L->xq, L->dx, L->sx);
+    int64_t work = 0;
     for (int64_t t = 0; t < T; t++) {
         float *q = L->qkv_out + t * NQ, *k = q + nh * D, *v = k + nkv * D;
+        const int64_t at = slot_offset(L, tables + seq[t] * table_width, pos[t]);
         for (int64_t i = 0; i < nh; i++) rotary(q + i * D, cos + t * D, sin + t * D, D);
         for (int64_t i = 0; i < nkv; i++) {
             rotary(k + i * D, cos + t * D, sin + t * D, D);
-            memcpy(L->k_cache + (i * S + start + t) * D, k + i * D, D * sizeof(float));
-            memcpy(L->v_cache + (i * S + start + t) * D, v + i * D, D * sizeof(float));
+            memcpy(L->k_cache + at + i * HS, k + i * D, D * sizeof(float));
+            memcpy(L->v_cache + at + i * HS, v + i * D, D * sizeof(float));
         }
+        work += mask ? kv_len : pos[t] + 1;
     }
-    for (int64_t t = 0; t < T; t++) {
-        const uint8_t *mt = mask ? mask + t * kv_len : NULL;
-        const int64_t len = mask ? kv_len : start + t + 1;
-        /* softmax(q K^T * scale) V over the allowed slots in fp32; heads over the threads for long caches */
-        #pragma omp parallel for schedule(static) if (len >= 256)
+    /* softmax(q K^T * scale) V over the allowed slots in fp32, one (token, head) pair per task; each pair is
+       computed by one thread in a fixed order, so threading never changes a result */
+    #pragma omp parallel for collapse(2) schedule(dynamic) if (work * nh >= 2048)
+    for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < nh; i++) {
+            const uint8_t *mt = mask ? mask + t * kv_len : NULL;
+            const int64_t len = mask ? kv_len : pos[t] + 1;
+            const int32_t *tbl = tables + seq[t] * table_width;
             const float *qi = L->qkv_out + t * NQ + i * D;
-            const float *kc = L->k_cache + (i / group) * S * D, *vc = L->v_cache + (i / group) * S * D;
-            float *sc = L->scores + i * S, mx = -INFINITY, sum = 0.f;
+            const int64_t ho = (i / group) * HS;
+            float *sc = L->scores + (t * nh + i) * L->max_len, mx = -INFINITY, sum = 0.f;
             for (int64_t j = 0; j < len; j++) {
                 if (mt && !mt[j]) continue;
-                float s = dot(qi, kc + j * D, D) * L->scale;
+                float s = dot(qi, L->k_cache + slot_offset(L, tbl, j) + ho, D) * L->scale;
                 sc[j] = s;
                 mx = s > mx ? s : mx;
             }
@@ -240,11 +257,10 @@ void q4_layer_forward(const Q4Layer *L, float *x, int64_t T, const float *cos, c
             for (int64_t c = 0; c < D; c++) o[c] = 0.f;
             for (int64_t j = 0; j < len; j++) {
                 if (mt && !mt[j]) continue;
-                float p = sc[j] * inv;
-                for (int64_t c = 0; c < D; c++) o[c] += p * vc[j * D + c];
+                const float p = sc[j] * inv, *vj = L->v_cache + slot_offset(L, tbl, j) + ho;
+                for (int64_t c = 0; c < D; c++) o[c] += p * vj[c];
             }
         }
-    }
     q4_linear(L->att, T, nh * D, L->o.w, L->o.d, L->o.m, H, L->out, L->xq, L->dx, L->sx);
     for (int64_t i = 0; i < T * H; i++) x[i] += L->residual_scale == 1.f ? L->out[i] : L->out[i] * L->residual_scale;
     for (int64_t t = 0; t < T; t++) rms_norm(x + t * H, L->ln2, H, L->eps, L->h + t * H);

@@ -73,7 +73,8 @@ def _load():
                               ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     lib.q4_layer_forward.restype = None
     lib.q4_layer_forward.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
-                                     ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]
+                                     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                     ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]
     _lib = lib
     return lib
 
@@ -148,23 +149,26 @@ class _Mat(ctypes.Structure):
 class _Layer(ctypes.Structure):  # mirrors Q4Layer in cpu_q4.c
     _fields_ = ([(n, _Mat) for n in ("qkv", "o", "gate_up", "down")]
                 + [(n, ctypes.c_void_p) for n in ("ln1", "ln2", "k_cache", "v_cache")]
-                + [(n, ctypes.c_int64) for n in ("hidden", "heads", "kv_heads", "head_dim", "max_seq", "inter")]
+                + [(n, ctypes.c_int64) for n in ("block_size", "block_stride", "slot_stride", "head_stride")]
+                + [(n, ctypes.c_int64) for n in ("hidden", "heads", "kv_heads", "head_dim", "max_len", "inter")]
                 + [(n, ctypes.c_float) for n in ("eps", "scale", "residual_scale")]
                 + [(n, ctypes.c_void_p) for n in ("h", "qkv_out", "att", "gu", "out", "scores", "xq", "dx", "sx")])
 
 
 class LayerStep:
-    """A whole decoder layer in C (q4_layer_forward) for up to MAX_TOKENS tokens of one sequence: decode steps,
-    short prefills and speculative tree verification. The ~60 small torch calls of model.Block.__call__ become
-    one, and a token gets bit-identical results decoded alone or verified in a tree (speculation stays
-    lossless). Same math as the PyTorch layer in fp32 (different summation order). Built at load for blocks
-    whose four linears run on this kernel, with no biases and no q/k norm; `scratch` is shared by the layers."""
+    """A whole decoder layer in C (q4_layer_forward) for up to MAX_TOKENS tokens: decode steps of one or many
+    sequences (paged KV through their block tables), short prompt chunks, and speculative tree verification on a
+    contiguous cache row. The ~60 small torch calls of model.Block.__call__ become one, and a token gets
+    bit-identical results decoded alone, batched with other sequences or verified in a tree (speculation stays
+    lossless, batching changes no token). Same math as the PyTorch layer in fp32 (different summation order).
+    Built at load for blocks whose four linears run on this kernel, with no biases and no q/k norm; `scratch` is
+    shared by the layers."""
 
     MAX_TOKENS = 64
 
     def __init__(self, block, w: list[CpuQ4], scratch: dict):
         self.block, self.w, self.shared = block, w, scratch  # w keeps the weights the struct points at alive
-        self.cache_ptr: tuple[int, int] | None = None
+        self.layer: _Layer | None = None
         self.lib = _load()
 
     @classmethod
@@ -177,10 +181,14 @@ class LayerStep:
         return cls(block, [lin.fast for lin in lins], scratch)
 
     def takes(self, x: torch.Tensor, ctx) -> bool:
-        """One sequence, at most MAX_TOKENS tokens at slots start.., dense attention: causal or ctx.mask."""
+        """Paged steps of at most MAX_TOKENS tokens in all; or one sequence's tokens at slots start.. of a cache
+        row, dense attention: causal or ctx.mask."""
         B, T, _ = x.shape
-        if B != 1 or T > self.MAX_TOKENS or ctx.pos is not None or ctx.attn is not None or ctx.lengths is not None \
-                or x.dtype != torch.float32:
+        if B * T > self.MAX_TOKENS or ctx.attn is not None or ctx.lengths is not None or x.dtype != torch.float32:
+            return False
+        if ctx.paged is not None:
+            return ctx.mask is None
+        if B != 1 or ctx.pos is not None:
             return False
         if ctx.mask is not None:
             return ctx.mask.shape == (1, 1, T, ctx.kv_len) and ctx.mask.dtype == torch.bool
@@ -192,28 +200,51 @@ class LayerStep:
             t = self.shared[name] = torch.empty(n, dtype=dtype)
         return t.data_ptr()
 
-    def _struct(self, kc: torch.Tensor, vc: torch.Tensor) -> _Layer:
-        b, S = self.block, kc.shape[1]  # kc: [KVH, S, D], this row's cache
+    def _struct(self, max_len: int) -> _Layer:
+        """The layer's weights and scratch; the cache fields are set per call."""
+        b = self.block
         mats = [_Mat(q.packed.data_ptr(), q.scales.data_ptr(), q.mins.data_ptr(), q.out_features,
                      q.packed.shape[1] * 2) for q in self.w]
         H, inter, T = b.ln1.shape[0], self.w[3].packed.shape[1] * 2, self.MAX_TOKENS
         kmax = max(H, inter, b.nh * b.hd)
         bufs = [self._buf("h", T * kmax), self._buf("qkv", T * self.w[0].out_features),
                 self._buf("att", T * b.nh * b.hd), self._buf("gu", T * self.w[2].out_features),
-                self._buf("out", T * H), self._buf(f"scores{S}", b.nh * S), self._buf("xq", T * kmax, torch.int16),
-                self._buf("dx", T * kmax // 32), self._buf("sx", T * kmax // 32)]
-        return _Layer(*mats, b.ln1.data_ptr(), b.ln2.data_ptr(), kc.data_ptr(), vc.data_ptr(), H, b.nh, b.nkv, b.hd,
-                      S, inter, b.eps, b.scale, b.rs, *bufs)
+                self._buf("out", T * H), self._buf("scores", T * b.nh * max_len),
+                self._buf("xq", T * kmax, torch.int16), self._buf("dx", T * kmax // 32),
+                self._buf("sx", T * kmax // 32)]
+        return _Layer(*mats, b.ln1.data_ptr(), b.ln2.data_ptr(), None, None, 0, 0, 0, 0, H, b.nh, b.nkv, b.hd,
+                      max_len, inter, b.eps, b.scale, b.rs, *bufs)
 
     def __call__(self, x: torch.Tensor, ctx, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
-        """x [1, T, H] -> the layer's output (x is updated in place and returned); kc/vc: this layer's caches."""
-        kr, vr = kc[ctx.rows.start], vc[ctx.rows.start]  # [KVH, S, D], contiguous
-        if self.cache_ptr != (kr.data_ptr(), vr.data_ptr()):  # first call, or another cache row / engine
-            self.layer = self._struct(kr, vr)
-            self.cache_ptr = (kr.data_ptr(), vr.data_ptr())
+        """x [B, T, H] -> the layer's output (x is updated in place and returned); kc/vc: this layer's caches,
+        the paged pool [blocks, block_size, KVH, D] or the rows [max_batch, KVH, S, D]."""
+        B, T, _ = x.shape
+        if ctx.paged is not None:
+            p = ctx.paged
+            max_len, kv_len, mask = p.max_len, 0, None
+            base_k, base_v = kc, vc
+            bs = kc.shape[1]
+            geometry = (bs, kc.stride(0), kc.stride(1), kc.stride(2))
+            pos, tables, seq, width = p.token_pos, p.tables, p.token_seq, p.tables.shape[1]
+        else:  # one contiguous row: a single block of S slots
+            base_k, base_v = kc[ctx.rows.start], vc[ctx.rows.start]  # [KVH, S, D]
+            max_len = base_k.shape[1]
+            geometry = (max_len, 0, base_k.stride(1), base_k.stride(0))
+            pos = torch.arange(ctx.start, ctx.start + T, dtype=torch.int64)
+            tables, seq, width = _ROW_TABLE, torch.zeros(T, dtype=torch.int64), 1
+            mask = None if ctx.mask is None else ctx.mask.contiguous()
+            kv_len = ctx.kv_len
+        if self.layer is None or self.layer.max_len < max_len:
+            self.layer = self._struct(max_len)
+        L = self.layer
+        L.k_cache, L.v_cache = base_k.data_ptr(), base_v.data_ptr()
+        L.block_size, L.block_stride, L.slot_stride, L.head_stride = geometry
         x = x.contiguous()
         cos, sin = ctx.cos.contiguous(), ctx.sin.contiguous()
-        mask = None if ctx.mask is None else ctx.mask.contiguous()
-        self.lib.q4_layer_forward(ctypes.byref(self.layer), x.data_ptr(), x.shape[1], cos.data_ptr(),
-                                  sin.data_ptr(), ctx.start, None if mask is None else mask.data_ptr(), ctx.kv_len)
+        self.lib.q4_layer_forward(ctypes.byref(L), x.data_ptr(), B * T, cos.data_ptr(), sin.data_ptr(),
+                                  pos.data_ptr(), tables.data_ptr(), seq.data_ptr(), width,
+                                  None if mask is None else mask.data_ptr(), kv_len)
         return x
+
+
+_ROW_TABLE = torch.zeros(1, dtype=torch.int32)  # a contiguous row's block table: its one block at offset 0

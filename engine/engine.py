@@ -1,45 +1,36 @@
-"""`Engine`: load a checkpoint, then generate / stream / chat (contract: docs/interfaces.md)."""
+"""`Engine`: load a checkpoint, then generate / stream / chat (contract: docs/interfaces.md).
+
+Thread-safe: every request becomes a Sequence submitted to one engine loop (engine/loop.py) that owns the
+device and batches the running sequences over a paged KV pool (engine/scheduler.py); callers on any thread read
+their own stream.
+"""
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+import dataclasses
+import os
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
-from engine.cache import KVCache
+from engine.block_manager import BlockManager
+from engine.cache import KVCache, PagedKVCache
 from engine.config import ModelConfig
-from engine.detok import TextTracker
 from engine.errors import EngineError
+from engine.loop import EngineLoop
 from engine.model import Transformer
+from engine.results import EngineStats, GenerationResult, StreamChunk
 from engine.rope import rope_table
 from engine.runner import Runner
-from engine.sampling import Sampler, SamplingParams
+from engine.sampling import SamplingParams
+from engine.scheduler import Scheduler
+from engine.sequence import Request, Sequence
 
+__all__ = ["Engine", "GenerationResult", "StreamChunk", "EngineStats", "load_checkpoint"]
 
-@dataclass
-class GenerationResult:
-    text: str
-    token_ids: list[int]  # generated ids, prompt excluded (a final EOS/stop id included, as HF does)
-    finish_reason: str  # "stop" | "length"
-    prompt_tokens: int
-    decode_tokens: int
-    prefill_s: float  # prompt forward pass, up to the first token's logits
-    decode_s: float  # everything after: the remaining decode_tokens - 1 forward passes and sampling
-    spec: object | None = None  # engine.speculative.decode.SpecStats when a drafter was used
-
-    @property
-    def decode_tok_s(self) -> float:
-        """Decode throughput: tokens produced by decode steps (the first comes from prefill) per second."""
-        return (self.decode_tokens - 1) / self.decode_s if self.decode_tokens > 1 and self.decode_s > 0 else 0.0
-
-
-@dataclass
-class StreamChunk:
-    text: str  # new text (may be "" while a multi-byte char or a possible stop string is incomplete)
-    token_id: int | None
-    result: GenerationResult | None  # set on the last chunk only
+BLOCK_SIZE = 64  # tokens a KV block holds: InfLLM v2's block, and few enough that a sequence wastes < 64 slots
+MAX_RUNNING = 16  # sequences decoding at once (the C layer takes up to 64 tokens a call)
+PREFILL_CHUNK_CPU = 256  # prompt tokens a scheduled step feeds per sequence (docs/decisions.md: engine core)
 
 
 def _pick_device(device: str) -> torch.device:
@@ -68,27 +59,48 @@ def load_checkpoint(path: Path) -> tuple[ModelConfig, dict]:
 
 
 class Engine:
-    """An in-process model. Not thread-safe: callers sharing one serialise access with a lock."""
+    """An in-process model. Thread-safe: requests from any thread share one loop and one KV pool."""
 
     def __init__(self, model: Transformer, tokenizer, config: ModelConfig, device: torch.device,
-                 dtype: torch.dtype, max_seq_len: int, max_batch: int, path: Path):
+                 dtype: torch.dtype, max_seq_len: int, max_batch: int, path: Path, kv_blocks: int | None = None,
+                 block_size: int = BLOCK_SIZE, max_running: int = MAX_RUNNING, prefix_cache: bool = True,
+                 prefill_chunk: int = PREFILL_CHUNK_CPU):
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.device, self.dtype, self.max_seq_len, self.max_batch, self.path = device, dtype, max_seq_len, max_batch, path
-        self.cache = KVCache(config, max_batch, max_seq_len, device, dtype)
         cos, sin = rope_table(config, max_seq_len)
-        self.runner = Runner(model, self.cache, cos.to(device, dtype), sin.to(device, dtype))
+        # the contiguous rows: made at once on CUDA (graphs, kernels), on first use on CPU (speculation only)
+        rows = KVCache(config, max_batch, max_seq_len, device, dtype) if device.type == "cuda" else \
+            (lambda: KVCache(config, max_batch, max_seq_len, device, dtype))
+        self.runner = Runner(model, rows, cos.to(device, dtype), sin.to(device, dtype))
+        # the paged pool serves every plain request on CPU (CUDA keeps the rows: docs/decisions.md)
+        self.paged = device.type == "cpu"
+        if kv_blocks is None:
+            kv_blocks = -(-2 * max_seq_len // block_size)  # two full-length sequences, or many short ones
+        self.pool = PagedKVCache(config, kv_blocks, block_size, device, dtype) if self.paged else None
+        blocks = BlockManager(kv_blocks if self.paged else 1, block_size, prefix_cache)
+        scheduler = Scheduler(blocks, max_running, max(prefill_chunk, max_running) + max_running, prefill_chunk)
+        self.loop = EngineLoop(self, scheduler)
         self.drafters: dict[str, object] = {}  # loaded Eagle heads by spec string (engine.speculative)
         self.spec_graphs: dict[int, object] = {}  # captured tree-verification passes by size (CUDA)
         self.eos_ids = set(config.eos_token_ids)
         if getattr(tokenizer, "eos_token_id", None) is not None:
             self.eos_ids.add(int(tokenizer.eos_token_id))
 
+    @property
+    def cache(self) -> KVCache:
+        """The contiguous cache rows (speculative verification, CUDA graphs, attention backends)."""
+        return self.runner.cache
+
     @classmethod
     def load(cls, model: str = "smollm2-135m", device: str = "auto", dtype=None,
-             max_seq_len: int | None = None, max_batch: int = 1) -> "Engine":
+             max_seq_len: int | None = None, max_batch: int = 1, kv_blocks: int | None = None,
+             block_size: int = BLOCK_SIZE, max_running: int = MAX_RUNNING, prefix_cache: bool | None = None
+             ) -> "Engine":
         """Load an alias (engine.assets), a .gguf file or an HF folder. dtype defaults to float32 on CPU (int4
-        layers on torch's int4 kernel; pass dtype=torch.float32 for exact fp32 math) and bfloat16 on CUDA;
-        max_seq_len to min(the model's context, 8192)."""
+        layers on the engine's C kernel; pass dtype=torch.float32 for exact fp32 math) and bfloat16 on CUDA;
+        max_seq_len to min(the model's context, 8192). kv_blocks x block_size tokens of paged KV (default: room
+        for two max_seq_len sequences); max_running sequences decode together; max_batch is the number of
+        contiguous cache rows (CUDA batches, speculation). prefix_cache defaults to on (CPM_PREFIX_CACHE=0: off)."""
         from engine.assets import resolve
         from engine.tokenizer import load_tokenizer
 
@@ -98,19 +110,24 @@ class Engine:
             dtype = getattr(torch, dtype, None)
             if not isinstance(dtype, torch.dtype):
                 raise EngineError("dtype must be one of float32, float16, bfloat16")
-        # CPU, dtype not given: int4 layers run torch's CPU int4 kernel (weights stay 4-bit; bf16 activations
-        # inside those matmuls, as llama.cpp also rounds activations for its q4 dot products).
+        # CPU, dtype not given: int4 layers run the engine's C kernel (engine/cpu_q4.c; weights stay 4-bit).
         # CPU, dtype=float32: exact mode, each int4 layer also kept dequantized in fp32 beside its int4 form.
         cpu_int4 = dev.type == "cpu" and dtype is None
         dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
-        if max_batch < 1:
-            raise EngineError(f"max_batch must be >= 1, got {max_batch}")
+        for name, value in (("max_batch", max_batch), ("block_size", block_size), ("max_running", max_running)):
+            if value < 1:
+                raise EngineError(f"{name} must be >= 1, got {value}")
+        if kv_blocks is not None and kv_blocks < 1:
+            raise EngineError(f"kv_blocks must be >= 1, got {kv_blocks}")
+        if prefix_cache is None:
+            prefix_cache = os.environ.get("CPM_PREFIX_CACHE", "1") != "0"
         cfg, tensors = load_checkpoint(path)
         m = Transformer(cfg, tensors, str(path))
         # GPU never dequantizes the model: int4 layers are dequantized one at a time (until kernels take over)
         m.to(dev, dtype, cache_dense=dev.type == "cpu", cpu_int4=cpu_int4)
         seq = max_seq_len or min(cfg.max_position_embeddings, 8192)
-        engine = cls(m, load_tokenizer(path), cfg, dev, dtype, seq, max_batch, path)
+        engine = cls(m, load_tokenizer(path), cfg, dev, dtype, seq, max_batch, path, kv_blocks, block_size,
+                     max_running, prefix_cache)
         # MiniCPM4 InfLLM v2 (docs/infllm_v2.md): sparse past dense_len on CUDA; dense on CPU, as the model's
         # own HF code does when no GPU is present
         if cfg.sparse_config is not None and dev.type == "cuda":
@@ -147,87 +164,79 @@ class Engine:
         return ids
 
     # ---- generation -------------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def stream(self, prompt: str | list[int], params: SamplingParams | None = None) -> Iterator[StreamChunk]:
-        """Yield text pieces as tokens arrive; the last chunk carries the GenerationResult."""
-        params = params or SamplingParams()
+    def submit(self, prompt: str | list[int], params: SamplingParams | None = None, **overrides) -> Request:
+        """Queue a request; returns its handle at once (iterate it for StreamChunks, .result(), .cancel()).
+        `overrides` are SamplingParams fields (max_tokens=..., repetition_penalty=..., no_repeat_ngram_size=...)
+        applied over `params`. Bad input raises EngineError here, in the caller's thread."""
+        params = _with_overrides(params, overrides)
         params.validate()
         ids = self._ids(prompt)
-        if params.spec != "none":
-            from engine.speculative import make_drafter, speculative_stream
+        seq = Sequence(ids, params, self.tokenizer, self.eos_ids, self.max_seq_len, self.device)
+        row_path = params.spec != "none" or not self.paged or self.runner.attn is not None
+        if not row_path:
+            blocks = self.loop.scheduler.blocks
+            need = len(ids) + seq.budget - 1  # the last generated token is never fed back
+            if blocks.blocks_for(need) > blocks.num_blocks:
+                raise EngineError(f"the request needs up to {need} tokens of KV (prompt {len(ids)} + max_tokens "
+                                  f"{seq.budget}), the KV pool holds {blocks.num_blocks * blocks.block_size}; "
+                                  "lower max_tokens or load with more kv_blocks")
+        self.loop.submit(seq, row_path)
+        return Request(seq, self.loop.wake)
 
-            yield from speculative_stream(self, ids, params, make_drafter(self, params.spec), params.spec)
-            return
-        stops = self.eos_ids | set(params.stop_token_ids)
-        budget = min(params.max_tokens, self.max_seq_len - len(ids))
-        sampler, text = Sampler(params, ids, self.device), TextTracker(self.tokenizer, params.stop)
-        t0 = time.perf_counter()
-        logits = self.runner.prefill(ids, row=0)
-        t1 = time.perf_counter()
-        reason, last = "length", None
-        # plain greedy takes the argmax computed inside the decode graph, several steps to a host sync
-        fast = params.temperature == 0 and params.repetition_penalty == 1.0 and not params.logits_processors
-        tokens = self._greedy_tokens(sampler, logits, len(ids), budget) if fast else \
-            self._sampled_tokens(sampler, logits, len(ids))
-        for tok in tokens:
-            if tok in stops:  # EOS / stop token: recorded in token_ids, never in the text
-                reason, last = "stop", tok
-                break
-            piece = text.push(tok)
-            if piece or not text.stopped:
-                yield StreamChunk(piece, tok, None)
-            if text.stopped:
-                reason = "stop"
-                break
-            if len(sampler.generated) >= budget:
-                break
-        tokens.close()  # a greedy run may have steps in flight past the stop: dropped
-        t2 = time.perf_counter()
-        tail = text.finish()  # text held back as a possible stop-string start, now final
-        gen = sampler.generated
-        result = GenerationResult(text.text, gen, reason, len(ids), len(gen), t1 - t0, t2 - t1)
-        yield StreamChunk(tail, last, result)
+    def stream(self, prompt: str | list[int], params: SamplingParams | None = None, **overrides
+               ) -> Iterator[StreamChunk]:
+        """Yield text pieces as tokens arrive; the last chunk carries the GenerationResult. Closing the
+        generator early (break, an exception in the consumer) cancels the request and frees its blocks."""
+        req = self.submit(prompt, params, **overrides)
+        try:
+            yield from req
+        finally:
+            if not req.done:
+                req.cancel()
 
-    def _sampled_tokens(self, sampler: Sampler, logits: torch.Tensor, pos: int) -> Iterator[int]:
-        """Generated ids (recorded in the sampler), one decode step and one sample each; logits: the prompt's."""
-        while True:
-            tok = sampler(logits[0])
-            yield tok
-            logits = self.runner.decode_one(tok, pos)
-            pos += 1
-
-    def _greedy_tokens(self, sampler: Sampler, logits: torch.Tensor, pos: int, budget: int) -> Iterator[int]:
-        """As _sampled_tokens for plain greedy decoding: the picks after the first come from the device
-        (Runner.greedy_chunks: graph replays back to back, read a few at a time), at most `budget` in all."""
-        tok = sampler(logits[0])
-        yield tok
-        for chunk in self.runner.greedy_chunks(tok, pos, budget - 1):
-            for tok in chunk:
-                sampler.record(tok)
-                yield tok
-
-    def generate(self, prompt: str | list[int], params: SamplingParams | None = None) -> GenerationResult:
+    def generate(self, prompt: str | list[int], params: SamplingParams | None = None, **overrides
+                 ) -> GenerationResult:
         """Generate to completion; see `stream` for the pieces."""
-        for chunk in self.stream(prompt, params):
-            if chunk.result is not None:
-                return chunk.result
-        raise AssertionError("stream ended without a result")
+        req = self.submit(prompt, params, **overrides)
+        try:
+            return req.result()
+        finally:
+            if not req.done:  # interrupted (KeyboardInterrupt): free the blocks
+                req.cancel()
 
-    def chat(self, messages: list[dict], params: SamplingParams | None = None, tools=None) -> GenerationResult:
+    def chat(self, messages: list[dict], params: SamplingParams | None = None, tools=None, **overrides
+             ) -> GenerationResult:
         """Apply the chat template (generation prompt added) and generate."""
-        return self.generate(self.apply_chat_template(messages, tools=tools), params)
+        return self.generate(self.apply_chat_template(messages, tools=tools), params, **overrides)
 
-    @torch.inference_mode()
-    def generate_batch(self, prompts: list[str | list[int]], params: SamplingParams | None = None
+    def generate_batch(self, prompts: list[str | list[int]], params: SamplingParams | None = None, **overrides
                        ) -> list[GenerationResult]:
-        """Generate for several prompts, max_batch at a time, decoding each group in one batched pass."""
-        from engine.batch import run_batch
+        """Generate for several prompts at once (they run concurrently through the scheduler); results in order."""
+        reqs: list[Request] = []
+        try:
+            for p in prompts:
+                reqs.append(self.submit(p, params, **overrides))
+            return [r.result() for r in reqs]
+        finally:
+            for r in reqs:
+                if not r.done:
+                    r.cancel()
 
-        params = params or SamplingParams()
-        params.validate()
-        if params.spec != "none":  # speculation verifies one sequence's tree at a time
-            return [self.generate(p, params) for p in prompts]
-        out: list[GenerationResult] = []
-        for g in range(0, len(prompts), self.max_batch):
-            out += run_batch(self, [self._ids(p) for p in prompts[g:g + self.max_batch]], params)
-        return out
+    def stats(self) -> EngineStats:
+        """Running / waiting sequences, KV blocks used / total, token counters (for /metrics)."""
+        return self.loop.stats()
+
+    def close(self) -> None:
+        """Stop the loop thread (requests still queued end with an error)."""
+        self.loop.close()
+
+
+def _with_overrides(params: SamplingParams | None, overrides: dict) -> SamplingParams:
+    params = params or SamplingParams()
+    if not overrides:
+        return params
+    names = {f.name for f in dataclasses.fields(SamplingParams)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise EngineError(f"unknown sampling parameter(s): {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    return dataclasses.replace(params, **overrides)

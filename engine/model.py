@@ -42,6 +42,9 @@ class StepContext:
     # int32 [B]: each row's attended cache length, read on the device (decode, T == 1). Set by the CUDA-graph
     # decode, which attends over the whole cache capacity (kv_len = max_seq_len) so one graph serves every step.
     lengths: torch.Tensor | None = None
+    # The paged pool's metadata (engine/cache.PagedStep): set, the cache passed to the layers is a PagedKVCache,
+    # rows/start/pos are unused and every row reads and writes its K/V through its block table.
+    paged: object | None = None
     _slots: tuple | None = field(default=None, repr=False)  # (cache rows, cache slots) int32 [B * T], per step
     _sin_signed: torch.Tensor | None = field(default=None, repr=False)
 
@@ -169,7 +172,7 @@ class Block:
         return [self.qkv, self.o, self.gate_up, self.down]
 
     def __call__(self, x: torch.Tensor, ctx: StepContext, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
-        if ops.kernels_on(x) and ctx.attn is None:
+        if ops.kernels_on(x) and ctx.attn is None and ctx.paged is None:
             return self._fused(x, ctx, kc, vc)
         if self.cpu_step is not None and self.cpu_step.takes(x, ctx):  # fast CPU mode: the whole layer in C
             return self.cpu_step(x, ctx, kc, vc)
@@ -191,24 +194,42 @@ class Block:
                 ops.rms_norm(qk[:, :, self.nh:], self.k_norm, self.eps)
             q_raw, k_raw = q, k
             q, k = ops.apply_rotary(q, k, ctx.cos, ctx.sin)
-        kc, vc = kc[ctx.rows], vc[ctx.rows]  # [B, KVH, S, D] views of the static cache
-        if ctx.pos is None:
-            kc[:, :, ctx.start:ctx.start + T] = k.transpose(1, 2)
-            vc[:, :, ctx.start:ctx.start + T] = v.transpose(1, 2)
-        else:  # batched decode: each row writes at its own position
-            rows = torch.arange(B, device=x.device)
-            kc[rows, :, ctx.pos] = k[:, 0]
-            vc[rows, :, ctx.pos] = v[:, 0].to(vc.dtype)
-        kv, vv = kc[:, :, :ctx.kv_len], vc[:, :, :ctx.kv_len]
-        if ctx.attn is not None:
-            o = ctx.attn(self.idx, q.transpose(1, 2), kv, vv, ctx, q_raw, k_raw)
+        if ctx.paged is not None:
+            o = self._paged_attention(q, k, v, ctx.paged, kc, vc)
         else:
-            o = ops.attention(q.transpose(1, 2), kv, vv, ctx.mask, ctx.causal, self.scale, ctx.lengths)
+            o = self._row_attention(q, k, v, ctx, kc, vc, q_raw, k_raw)
         o = self.o.raw(o.transpose(1, 2).reshape(B, T, self.nh * self.hd))
         x = x + (o if self.rs == 1.0 else o.to(x.dtype) * self.rs)
         g, u = self.gate_up.raw(ops.rms_norm(x, self.ln2, self.eps)).chunk(2, dim=-1)
         d = self.down.raw(F.silu(g) * u)  # bf16 in, bf16 out on the int4 kernel: no round trip through fp32
         return x + (d if self.rs == 1.0 else d.to(x.dtype) * self.rs)
+
+    def _paged_attention(self, q, k, v, p, kc, vc) -> torch.Tensor:
+        """Write this step's K/V [B, T, KVH, D] through the block tables into the pool [blocks, block_size, KVH, D],
+        then attend each row's own slots, gathered in order -> o [B, H, T, D]."""
+        B, T = q.shape[:2]
+        kf, vf = kc.view(-1, self.nkv, self.hd), vc.view(-1, self.nkv, self.hd)  # [slots, KVH, D]
+        kf[p.slot_mapping] = k.reshape(B * T, self.nkv, self.hd).to(kf.dtype)
+        vf[p.slot_mapping] = v.reshape(B * T, self.nkv, self.hd).to(vf.dtype)
+        gather, mask = p.reads()
+        kv, vv = kf[gather].transpose(1, 2), vf[gather].transpose(1, 2)  # [B, KVH, L, D]
+        return ops.attention(q.transpose(1, 2), kv, vv, mask, False, self.scale)
+
+    def _row_attention(self, q, k, v, ctx: StepContext, kc, vc, q_raw, k_raw) -> torch.Tensor:
+        """Write K/V into the contiguous cache rows and attend [0, kv_len) of them -> o [B, H, T, D]."""
+        B, T = q.shape[:2]
+        kc, vc = kc[ctx.rows], vc[ctx.rows]  # [B, KVH, S, D] views of the static cache
+        if ctx.pos is None:
+            kc[:, :, ctx.start:ctx.start + T] = k.transpose(1, 2)
+            vc[:, :, ctx.start:ctx.start + T] = v.transpose(1, 2)
+        else:  # batched decode: each row writes at its own position
+            rows = torch.arange(B, device=q.device)
+            kc[rows, :, ctx.pos] = k[:, 0]
+            vc[rows, :, ctx.pos] = v[:, 0].to(vc.dtype)
+        kv, vv = kc[:, :, :ctx.kv_len], vc[:, :, :ctx.kv_len]
+        if ctx.attn is not None:
+            return ctx.attn(self.idx, q.transpose(1, 2), kv, vv, ctx, q_raw, k_raw)
+        return ops.attention(q.transpose(1, 2), kv, vv, ctx.mask, ctx.causal, self.scale, ctx.lengths)
 
     def _fused(self, x: torch.Tensor, ctx: StepContext, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
         """The CUDA path, same math as __call__ in fewer kernels: the norms run inside the next GEMV (one token,

@@ -1,5 +1,9 @@
 """Prefill (chunked) and decode steps: builds each step's StepContext and calls the model.
 
+Two caches: the paged pool (run_paged: the scheduler's steps, many sequences through their block tables) and the
+contiguous rows (prefill / decode_one / decode_batch / greedy_chunks: CUDA graphs, speculative verification and
+attention backends, which read rows; docs/decisions.md says why).
+
 On CUDA (with the Triton kernels on, and no attention backend set or a graph-safe one) decode replays a
 captured CUDA graph per batch-size bucket and, for one sequence, length regime (engine/cuda_graph.py); elsewhere
 it runs eagerly. The eager decode step for one sequence
@@ -14,7 +18,7 @@ from typing import Iterator
 import torch
 
 from engine import ops
-from engine.cache import KVCache
+from engine.cache import KVCache, PagedKVCache, PagedStep
 from engine.cuda_graph import DecodeGraph, DecodeInputs, buckets
 from engine.model import StepContext, Transformer
 
@@ -26,16 +30,78 @@ GREEDY_CHUNK = 8  # greedy tokens read back with one copy (Runner.greedy_chunks)
 
 
 class Runner:
-    def __init__(self, model: Transformer, cache: KVCache, cos: torch.Tensor, sin: torch.Tensor):
-        self.model, self.cache, self.cos, self.sin = model, cache, cos, sin  # cos/sin: [max_seq_len, D]
+    def __init__(self, model: Transformer, cache, cos: torch.Tensor, sin: torch.Tensor):
+        # cache: the KVCache rows, or a function that makes them on first use (on CPU only speculative requests
+        # read rows, so a plain CPU engine never allocates them)
+        self._cache = cache
+        self.model, self.cos, self.sin = model, cos, sin  # cos/sin: [max_seq_len, D]
         self.device = cos.device
         self._tok = torch.zeros(1, 1, dtype=torch.long, device=self.device)  # reused decode input
         self.attn = None  # optional attention backend put into every StepContext (see model.StepContext.attn)
         self.use_graphs = True  # CUDA graphs for decode where possible (benchmarks turn it off to compare)
-        self._buckets = buckets(cache.max_batch)
         self.short_len = SHORT_GRAPH_LEN
         self._graphs: dict[tuple[int, int], DecodeGraph] = {}  # (batch bucket, length bound) -> graph
         self._inputs: dict[int, DecodeInputs] = {}  # batch bucket -> the device inputs its graphs share
+
+    @property
+    def cache(self) -> KVCache:
+        if not isinstance(self._cache, KVCache):
+            self._cache = self._cache()
+        return self._cache
+
+    @property
+    def _buckets(self) -> list[int]:
+        return buckets(self.cache.max_batch)
+
+    def context(self, *, rows: slice = slice(0, 1), start: int | None = None, pos: torch.Tensor | None = None,
+                kv_len: int, mask: torch.Tensor | None = None, causal: bool = False, cos: torch.Tensor,
+                sin: torch.Tensor, lengths: torch.Tensor | None = None, paged: PagedStep | None = None
+                ) -> StepContext:
+        """The one way a step's StepContext is made (keywords only); the runner's attention backend goes in."""
+        return StepContext(rows, start, pos, kv_len, mask, causal, cos, sin, self.attn, lengths, paged=paged)
+
+    def run_scheduled(self, pool: PagedKVCache, batch: list) -> list[tuple[object, torch.Tensor]]:
+        """A scheduler step (engine/scheduler.py): [(sequence, n)] feeds each sequence's next n uncomputed tokens.
+        The one-token rows (decoding sequences) go through the model together; each prompt chunk goes alone (its
+        rows would pad the others). Returns (sequence, float32 logits [V]) for every sequence whose tokens are
+        now all computed, i.e. that samples its next token."""
+        out = []
+        decode = [seq for seq, n in batch if n == 1 and seq.num_computed + 1 == seq.num_tokens]
+        if decode:
+            logits = self.run_paged(pool, [s.block_table for s in decode], [s.num_computed for s in decode],
+                                    [[s.token_ids[s.num_computed]] for s in decode])
+            out += list(zip(decode, logits))
+        for seq, n in batch:
+            if n == 1 and seq in decode:
+                continue
+            start, last = seq.num_computed, seq.num_computed + n == seq.num_tokens
+            logits = self.run_paged(pool, [seq.block_table], [start], [seq.token_ids[start:start + n]], last)
+            if last:
+                out.append((seq, logits[0]))
+        return out
+
+    def run_paged(self, pool: PagedKVCache, tables: list[list[int]], starts: list[int], tokens: list[list[int]],
+                  logits: bool = True) -> torch.Tensor | None:
+        """One model call over the paged pool: row b feeds tokens[b] (all rows the same length T) at slots
+        starts[b].. of the sequence whose block table is tables[b]. Returns float32 logits [B, V] of each row's
+        last token, or None (logits=False: a prompt chunk that does not end its prompt)."""
+        B, T, dev, bs = len(tokens), len(tokens[0]), self.device, pool.block_size
+        width = max(len(t) for t in tables)
+        tab = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32, device=dev)
+        start = torch.tensor(starts, dtype=torch.long, device=dev)
+        pos = (start[:, None] + torch.arange(T, device=dev)).reshape(-1)  # [B * T]
+        seq = torch.arange(B, device=dev).repeat_interleave(T)
+        slot = tab[seq, pos // bs].long() * bs + pos % bs
+        step = PagedStep(tables=tab, starts=start, token_pos=pos, token_seq=seq, slot_mapping=slot, block_size=bs,
+                         max_len=len(self.cos))
+        D = self.cos.shape[-1]
+        ctx = self.context(kv_len=int(start.max()) + T, cos=self.cos[pos].view(B, T, D),
+                           sin=self.sin[pos].view(B, T, D), paged=step)
+        ids = torch.tensor(tokens, dtype=torch.long, device=dev)
+        if not logits:
+            self.model.hidden(ids, ctx, pool)
+            return None
+        return self.model(ids, ctx, pool)
 
     def graphs_on(self) -> bool:
         """Whether CUDA graphs serve steps that know no attention backend (speculative verification builds its

@@ -1,7 +1,7 @@
 """Sampling parameters and the per-sequence sampler.
 
-Order, as transformers applies them: repetition penalty, the caller's logits processors, temperature,
-top-k, top-p, min-p. Temperature 0 means greedy (argmax after penalty and processors, so constrained
+Order, as transformers applies them: repetition penalty, no-repeat n-grams, the caller's logits processors,
+temperature, top-k, top-p, min-p. Temperature 0 means greedy (argmax after penalty and processors, so constrained
 decoding works greedily too).
 """
 from __future__ import annotations
@@ -28,7 +28,10 @@ class SamplingParams:
     top_k: int = 0  # 0 = off
     top_p: float = 1.0
     min_p: float = 0.0
-    repetition_penalty: float = 1.0
+    repetition_penalty: float = 1.0  # > 1 makes every id already in the prompt or the output less likely
+    # n > 0: an n-gram of generated ids never repeats (the ids that would complete a repeat are banned); the
+    # prompt is not looked at, so a reply may still quote it (transformers' rule also scans the prompt)
+    no_repeat_ngram_size: int = 0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)  # stop strings (not included in the text)
     stop_token_ids: list[int] = field(default_factory=list)  # besides the model's EOS ids
@@ -49,6 +52,8 @@ class SamplingParams:
             raise EngineError(f"top_k must be >= 0, got {self.top_k}")
         if self.repetition_penalty <= 0:
             raise EngineError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.no_repeat_ngram_size < 0:
+            raise EngineError(f"no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
         if not (self.spec in ("none", "prompt-lookup") or (self.spec.startswith("eagle:") and len(self.spec) > 6)):
             raise EngineError(f"spec must be none, prompt-lookup or eagle:DIR, got {self.spec!r}")
 
@@ -86,6 +91,9 @@ class Sampler:
             score = logits[self.seen]
             logits = logits.clone()
             logits[self.seen] = torch.where(score < 0, score * p.repetition_penalty, score / p.repetition_penalty)
+        banned = banned_ngram_ids(self.generated, p.no_repeat_ngram_size)
+        if banned:
+            logits = logits.index_fill(0, torch.tensor(banned, device=logits.device), float("-inf"))
         for proc in p.logits_processors:
             logits = proc(self.generated, logits)
         return logits
@@ -98,6 +106,18 @@ class Sampler:
         self.generated.append(tok)
         if self.seen is not None:
             self.seen = torch.unique(torch.cat([self.seen, self.seen.new_tensor([tok])]))
+
+
+def banned_ngram_ids(generated: list[int], n: int) -> list[int]:
+    """The ids that would complete an n-gram already present in `generated` (transformers'
+    NoRepeatNGramLogitsProcessor over the generated ids): every id that followed an earlier occurrence of the last
+    n - 1 ids."""
+    if n <= 0 or len(generated) < n:
+        return []
+    if n == 1:
+        return sorted(set(generated))
+    tail = generated[len(generated) - n + 1:]
+    return sorted({generated[i + n - 1] for i in range(len(generated) - n + 1) if generated[i:i + n - 1] == tail})
 
 
 def _warp(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:

@@ -5,12 +5,18 @@ from pathlib import Path
 
 from engine.errors import EngineError
 
+# Any one of these lets transformers build a tokenizer for a checkpoint folder.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
 
 def load_tokenizer(path: Path):
     """A transformers tokenizer for a checkpoint folder (tokenizer.json / tokenizer_config.json) or a .gguf
     file (vocabulary, merges, special ids and chat template read from its metadata by transformers)."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise EngineError(f"{path}: no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); copy the model's "
+                          "tokenizer files into the folder")
     try:
         if path.is_file():
             # PreTrainedTokenizerFast reads only the tokenizer keys; AutoTokenizer would first parse the whole
@@ -24,5 +30,6 @@ def load_tokenizer(path: Path):
                     raise
                 return AutoTokenizer.from_pretrained(str(path.parent))
         return AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError, KeyError) as exc:
-        raise EngineError(f"{path}: cannot build a tokenizer ({exc})") from None
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise EngineError(f"{path}: cannot build a tokenizer ({first.strip()[:200]})") from None

@@ -2,7 +2,8 @@
 
 The same file works in Claude Desktop, oterm and mcphost, so we accept their spellings of the transport
 (`type`/`transport`: stdio, http, streamable-http, streamableHttp) and their `disabled` flag. `${VAR}` and
-`${VAR:-default}` are expanded in every string from the environment once, at load time.
+`${VAR:-default}` are expanded in every string from the environment once, at load time; the values that came
+from the environment are remembered (`secrets`) so that everything shown of a server redacts them.
 """
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcp_client.errors import MCPError
+from mcp_client.redact import redact
 
 DEFAULT_CALL_TIMEOUT = 60.0
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -21,7 +25,7 @@ _STDIO_TYPES = {"stdio"}
 _HTTP_TYPES = {"http", "streamable-http", "streamable_http", "streamablehttp"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class StdioServer:
     """A server we start as a subprocess and talk to over its stdin/stdout."""
 
@@ -31,13 +35,18 @@ class StdioServer:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     timeout: float = DEFAULT_CALL_TIMEOUT
+    secrets: tuple[str, ...] = field(default=(), compare=False)  # values that came from ${ENV}
 
     @property
     def where(self) -> str:
-        return " ".join([self.command, *self.args])
+        """The command line as shown to people: secrets redacted."""
+        return redact(" ".join([self.command, *self.args]), self.secrets)
+
+    def __repr__(self) -> str:
+        return f"StdioServer({self.name!r}, {self.where!r})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class HttpServer:
     """A server already running somewhere, reached over streamable HTTP."""
 
@@ -45,17 +54,59 @@ class HttpServer:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = DEFAULT_CALL_TIMEOUT
+    secrets: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def where(self) -> str:
-        return self.url
+        """The URL as shown to people: secrets and token-looking query values redacted."""
+        return redact(self.url, self.secrets)
+
+    def __repr__(self) -> str:
+        return f"HttpServer({self.name!r}, {self.where!r})"
 
 
 ServerConfig = StdioServer | HttpServer
 
 
-def expand_env(value: str, env: dict[str, str] | None = None, *, where: str = "config") -> str:
-    """Replace `${VAR}` / `${VAR:-default}` with values from `env` (default: os.environ).
+Scalar = str | int | float | bool  # written as a string where the server needs one (an env value, an arg)
+
+
+class ServerEntry(BaseModel):
+    """The types of one `mcpServers` entry; which keys go together (command xor url) is checked after it."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
+    command: Annotated[str, Field(min_length=1)] | None = None
+    args: list[Scalar] | None = None
+    env: dict[str, Scalar] | None = None
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, Scalar] | None = None
+    timeout: Annotated[float, Field(gt=0)] = DEFAULT_CALL_TIMEOUT
+    type: str | None = None
+    transport: str | None = None
+    disabled: bool = False
+
+
+_TYPE_HINTS = {"args": "a list of strings", "env": "an object of strings", "headers": "an object of strings",
+               "timeout": "a positive number of seconds", "command": "a non-empty string", "url": "a string",
+               "cwd": "a string", "type": "a string", "transport": "a string", "disabled": "true or false"}
+
+
+def _check_types(raw: dict, where: str) -> None:
+    try:
+        ServerEntry.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = str(err["loc"][0])
+        inner = ".".join(str(p) for p in err["loc"][1:] if not str(p).startswith(("str", "int", "float", "bool")))
+        raise MCPError(f"{where}: '{key}' must be {_TYPE_HINTS.get(key, 'valid')}"
+                       f"{f' (at {inner})' if inner else ''}, got {str(repr(err['input']))[:60]}") from None
+
+
+def expand_env(value: str, env: dict[str, str] | None = None, *, where: str = "config",
+               found: set[str] | None = None) -> str:
+    """Replace `${VAR}` / `${VAR:-default}` with values from `env` (default: os.environ); the values taken
+    from `env` are added to `found`.
 
     An unset variable without a default is the user's mistake, so it names the variable and the place.
     """
@@ -64,6 +115,8 @@ def expand_env(value: str, env: dict[str, str] | None = None, *, where: str = "c
     def sub(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
         if name in env:
+            if found is not None:
+                found.add(env[name])
             return env[name]
         if default is not None:
             return default
@@ -72,13 +125,13 @@ def expand_env(value: str, env: dict[str, str] | None = None, *, where: str = "c
     return _ENV_REF.sub(sub, value)
 
 
-def _expand(value: Any, env: dict[str, str] | None, where: str) -> Any:
+def _expand(value: Any, env: dict[str, str] | None, where: str, found: set[str]) -> Any:
     if isinstance(value, str):
-        return expand_env(value, env, where=where)
+        return expand_env(value, env, where=where, found=found)
     if isinstance(value, list):
-        return [_expand(v, env, where) for v in value]
+        return [_expand(v, env, where, found) for v in value]
     if isinstance(value, dict):
-        return {k: _expand(v, env, where) for k, v in value.items()}
+        return {k: _expand(v, env, where, found) for k, v in value.items()}
     return value
 
 
@@ -106,7 +159,16 @@ def parse_server(name: str, raw: Any, *, base_dir: Path | None = None,
         raise MCPError(f"{where}: server names must be non-empty, without dots or surrounding spaces")
     if not isinstance(raw, dict):
         raise MCPError(f"{where}: expected an object with 'command' or 'url', got {type(raw).__name__}")
-    raw = _expand(raw, env, where)
+    found: set[str] = set()
+    raw = _expand(raw, env, where, found)
+    try:
+        return _server(name, raw, where, base_dir, tuple(sorted(found)))
+    except MCPError as exc:  # a message quoting a bad value must not quote a secret in it
+        raise MCPError(redact(str(exc), found)) from None
+
+
+def _server(name: str, raw: dict, where: str, base_dir: Path | None, secrets: tuple[str, ...]) -> ServerConfig:
+    _check_types(raw, where)
     kind = str(raw.get("type") or raw.get("transport") or "").lower()
     if kind == "sse":
         raise MCPError(f"{where}: the legacy SSE transport is not supported; point 'url' at the server's "
@@ -119,7 +181,7 @@ def parse_server(name: str, raw: Any, *, base_dir: Path | None = None,
         url = raw.get("url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise MCPError(f"{where}: 'url' must be an http:// or https:// address, got {url!r}")
-        return HttpServer(name, url, _str_map(raw.get("headers"), "headers", where), _timeout(raw, where))
+        return HttpServer(name, url, _str_map(raw.get("headers"), "headers", where), _timeout(raw, where), secrets)
     command = raw.get("command")
     if not isinstance(command, str) or not command:
         raise MCPError(f"{where}: missing 'command' (for a subprocess server) or 'url' (for an HTTP server)")
@@ -136,7 +198,7 @@ def parse_server(name: str, raw: Any, *, base_dir: Path | None = None,
             raise MCPError(f"{where}: 'cwd' {cwd_path} is not a directory")
         cwd = str(cwd_path)
     return StdioServer(name, command, [str(a) for a in args], _str_map(raw.get("env"), "env", where), cwd,
-                       _timeout(raw, where))
+                       _timeout(raw, where), secrets)
 
 
 def parse_config(data: Any, *, base_dir: Path | None = None,

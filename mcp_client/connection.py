@@ -18,6 +18,7 @@ import anyio
 
 from mcp_client.config import ServerConfig, StdioServer
 from mcp_client.records import ServerStatus, ToolResult, ToolSpec
+from mcp_client.redact import redact
 from mcp_client.results import result_text, truncate
 from mcp_client.transports import open_streams
 
@@ -164,7 +165,7 @@ class ServerConnection:
         session, started = self.session, time.perf_counter()
 
         def done(text: str, is_error: bool, structured: Any = None) -> ToolResult:
-            text, cut = truncate(text, self.max_result_chars)
+            text, cut = truncate(self.redact(text) if is_error else text, self.max_result_chars)
             return ToolResult(spec.name, text, is_error, time.perf_counter() - started, structured, cut)
 
         if session is None:
@@ -223,7 +224,11 @@ class ServerConnection:
 
     # ---- helpers ---------------------------------------------------------------------------------------
     def _set(self, state: str, error: str | None) -> None:
-        self.status.state, self.status.error = state, error
+        self.status.state, self.status.error = state, self.redact(error) if error else error
+
+    def redact(self, text: str) -> str:
+        """`text` without this server's ${ENV} values or URL tokens (a failing server may echo its own argv)."""
+        return redact(text, self.config.secrets)
 
     def _new_log(self) -> None:
         """A fresh file for the server's stderr; its tail explains a crash better than any exit code."""

@@ -13,6 +13,7 @@ from retrieval.chunking import chunk_text
 from retrieval.config import MANIFEST_VERSION, ChunkConfig, IndexConfig
 from retrieval.embed import Embedder
 from retrieval.errors import RetrievalError
+from retrieval.progress import say
 from retrieval.store import DocStore
 from retrieval.types import Document
 
@@ -74,12 +75,18 @@ def add_to_index(inputs: Iterable[Document], directory: Path, embedder: str | No
         return _add_locked(list(inputs), directory, manifest, embedder, cfg)
 
 
-def _add_locked(docs: list[Document], directory: Path, manifest: dict, embedder: str | None,
-                cfg: IndexConfig | None) -> BuildReport:
+def check_embedder(directory: Path, manifest: dict, embedder: str | None) -> str:
+    """The index's embedder; EmbedderMismatchError when the user named another one."""
     built_with = manifest["embedder"]["name"]
     if embedder is not None and embedder != built_with:
         raise EmbedderMismatchError(f"index {directory} was built with embedder {built_with!r}, not {embedder!r}; "
                                     "vectors of two embedders cannot be mixed: use the same one or build a new index")
+    return built_with
+
+
+def _add_locked(docs: list[Document], directory: Path, manifest: dict, embedder: str | None,
+                cfg: IndexConfig | None) -> BuildReport:
+    built_with = check_embedder(directory, manifest, embedder)
     base = cfg or IndexConfig()
     cfg = IndexConfig(embedder=built_with, device=base.device, batch_size=base.batch_size,
                       max_seq_length=manifest["embedder"]["max_seq_length"],
@@ -107,6 +114,7 @@ def _write_generation(directory: Path, prev: dict | None, docs: list[Document], 
                 fresh.append(d)
         first_row = old.faiss.ntotal if old else 0
         texts: list[str] = []
+        say(cfg.progress and bool(fresh), f"chunking {len(fresh)} new documents ({len(docs) - len(fresh)} already present)")
         for doc in fresh:
             chunks = chunk_text(doc.text, cfg.chunk)
             store.add(doc, chunks, first_row + len(texts))
@@ -115,11 +123,16 @@ def _write_generation(directory: Path, prev: dict | None, docs: list[Document], 
             store.close()
             new_store.unlink()
             return _report(directory, old, 0, len(docs), 0, prev, start)
+        say(cfg.progress, f"{len(fresh)} documents -> {len(texts)} chunks; loading embedder {cfg.embedder}")
         embedder = Embedder(cfg.embedder, cfg.device, cfg.max_seq_length)
         if prev and embedder.dim != prev["embedder"]["dim"]:
             raise EmbedderMismatchError(f"embedder {cfg.embedder!r} now gives {embedder.dim}-d vectors but the index "
                                         f"holds {prev['embedder']['dim']}-d ones; build a new index")
         vectors = embedder.encode(texts, cfg.batch_size, progress=cfg.progress, label=f"embedding {len(texts)} chunks")
+        if embedder.device == "cpu":
+            say(cfg.progress, "caching a traced copy of the embedder, so that searches start fast")
+            embedder.cache_query_trace()  # the model is loaded now: later searches start without it
+        say(cfg.progress, f"writing the FAISS index and doc store to {directory}")
         if old:
             index, params = faiss_index.extend_index(old.faiss, prev["faiss"]["params"], vectors, cfg.faiss)
         else:

@@ -15,6 +15,9 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from retrieval.config import MANIFEST_VERSION
 from retrieval.errors import RetrievalError
@@ -27,6 +30,53 @@ _GEN_FILE = re.compile(r"^(index|docs)\.g(\d+)\.(faiss|sqlite)(-journal)?$")
 
 class CorruptIndexError(RetrievalError):
     """The index directory's files are missing, damaged, or do not agree with each other."""
+
+
+class _Part(BaseModel):
+    """Strict JSON types, finite numbers; keys this cpm does not read are kept (a newer writer may add some)."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")
+
+
+Count = Annotated[int, Field(ge=0)]
+
+
+class EmbedderEntry(_Part):
+    name: Annotated[str, Field(min_length=1)]
+    dim: Annotated[int, Field(ge=1, le=1 << 16)]
+    max_seq_length: Annotated[int, Field(ge=1)]
+
+
+class ChunkingEntry(_Part):
+    words: Annotated[int, Field(ge=8)]
+    overlap: Count
+
+
+class FileEntry(_Part):
+    # only a generation file of this directory: a hand-edited "../../x" must not make open() read elsewhere
+    file: Annotated[str, Field(pattern=r"^(index|docs)\.g\d+\.(faiss|sqlite)$")]
+    bytes: Count
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class FaissEntry(FileEntry):
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class CountsEntry(_Part):
+    documents: Count
+    chunks: Count
+
+
+class Manifest(_Part):
+    format: Literal["cpm-retrieval-index"]
+    version: int
+    generation: Count
+    embedder: EmbedderEntry
+    chunking: ChunkingEntry
+    faiss: FaissEntry
+    store: FileEntry
+    counts: CountsEntry
 
 
 def faiss_path(directory: Path, gen: int) -> Path:
@@ -78,7 +128,7 @@ def read_manifest(directory: Path) -> dict:
         raise CorruptIndexError(f"{directory} is not an index ({MANIFEST} missing); create one with `cpm index build`")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise CorruptIndexError(f"{path} is not valid JSON ({exc}); the index is damaged: rebuild it") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CorruptIndexError(f"{path} is not a cpm retrieval manifest; rebuild the index")
@@ -86,9 +136,14 @@ def read_manifest(directory: Path) -> dict:
     if version != MANIFEST_VERSION:
         raise CorruptIndexError(f"{path} has format version {version}; this cpm reads version {MANIFEST_VERSION}: "
                                 "rebuild the index with this cpm")
-    for key in ("generation", "embedder", "faiss", "store", "counts"):
-        if key not in manifest:
-            raise CorruptIndexError(f"{path} lacks {key!r}; the index is damaged: rebuild it")
+    try:
+        Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in err["loc"])
+        got = "missing" if err["type"] == "missing" else f"got {err['input']!r}"[:80]
+        raise CorruptIndexError(f"{path}: {key}: {err['msg'].lower()} ({got}); the index is damaged: "
+                                "rebuild it") from None
     return manifest
 
 

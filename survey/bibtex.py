@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+from text_unidecode import unidecode
+
 from survey.sources import Source
 from survey.text import content_words
 
@@ -16,8 +18,9 @@ def _escape(value: str) -> str:
 
 
 def _key(src: Source, used: set[str]) -> str:
-    surname = re.sub(r"[^a-z]", "", src.first_author_surname.lower()) or "anon"
-    first = next((w for w in re.findall(r"[a-z]+", src.title.lower()) if w in content_words(w)), "paper")
+    # Keys are ASCII: accented and non-Latin letters are transliterated (Vázquez -> vazquez), not dropped.
+    surname = re.sub(r"[^a-z]", "", unidecode(src.first_author_surname).lower()) or "anon"
+    first = next((w for w in re.findall(r"[a-z]+", unidecode(src.title).lower()) if w in content_words(w)), "paper")
     base = f"{surname}{src.year or ''}{first}"
     key, i = base, 1
     while key in used:

@@ -163,25 +163,6 @@ def check_citations(draft: str, sources: list[Source], max_words: int | None = N
     return report
 
 
-def ground_minimum(report: CitationReport, sources: list[Source], min_distinct: int) -> CitationReport:
-    """Last resort after the revisions: append one factual sentence per missing source.
-
-    The sentence says only what the record says (authors, year, title), so the citation is supported by
-    construction; the trace counts these so a reader knows the model did not write them.
-    """
-    text, ids = report.text, list(report.cited_ids)
-    for src in sources:
-        if len(ids) >= min_distinct:
-            break
-        if src.id in ids:
-            continue
-        year = f" ({src.year})" if src.year else ""
-        text = f"{text} {src.first_author_surname} et al.{year} present \"{src.title}\" [@{src.id}].".strip()
-        ids.append(src.id)
-        report = report.model_copy(update={"grounded": report.grounded + 1})
-    return report.model_copy(update={"text": text, "cited_ids": cited_ids(text)})
-
-
 def numbered_sources(sources: list[Source], chars: int = 400) -> str:
     """The source list as the writing prompt shows it: `[n] Title (year): abstract excerpt`."""
     lines = []
@@ -195,42 +176,3 @@ def to_local(text: str, sources: list[Source]) -> str:
     """`[@doc_id]` markers back to the `[n]` numbers of `sources` (to show a checked draft to the model)."""
     number = {s.id: i for i, s in enumerate(sources, 1)}
     return _MARKER.sub(lambda m: f"[{number[m.group(1)]}]" if m.group(1) in number else "", text)
-
-
-def cite_summary(draft: str, source: Source, heading: str = "", max_sentences: int = 2) -> CitationReport:
-    """A summary the model wrote about one source: keep its sentences that share content with that source
-    (at most `max_sentences`), cite the source on the last one, drop whatever else it cited.
-
-    Words of `heading` (the section title and topic, which the prompt showed) do not count as shared
-    content: every source shares them, so a sentence that only echoes the heading says nothing about this one.
-    """
-    kept: list[str] = []
-    report = CitationReport(text="")
-    echo = content_words(heading)
-    source_words = content_words(source.title + " " + source.text) - echo
-    for sent in _dedupe(sentences(strip_scaffolding(draft))):
-        body = clean(_GROUP.sub("", _MARKER.sub("", _collapse_clauses(sent))))
-        body = re.sub(r"\s+([.,;:!?])", r"\1", body)
-        head, colon, rest = body.partition(":")
-        if colon and rest.strip() and content_words(head) <= echo | content_words(source.title):
-            body = rest.strip()  # "Heading: the actual claim" -> the claim
-            body = body[:1].upper() + body[1:]
-        words = content_words(body) - echo
-        if not words:
-            continue
-        if len(words & source_words) >= min(KEEP_OVERLAP + 1, len(words)):
-            kept.append(body if body[-1] in ".!?" else body + ".")
-        else:
-            report.dropped.append(f"sentence does not match [{source.title[:40]}]: {body[:60]!r}")
-        if len(kept) == max_sentences:
-            break
-    if kept:
-        kept[-1] = _attach(kept[-1], [source.id])
-    report.text = " ".join(kept)
-    report.cited_ids = cited_ids(report.text)
-    return report
-
-
-def join_reports(reports: list[CitationReport]) -> CitationReport:
-    text = " ".join(r.text for r in reports if r.text)
-    return CitationReport(text=text, cited_ids=cited_ids(text), dropped=[d for r in reports for d in r.dropped])

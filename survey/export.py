@@ -4,7 +4,8 @@ Every citation must resolve, through its References line, to a document in the i
 naming each offending citation, unless forced, in which case those citations are marked in the text
 (`[n, not in index]` in Markdown, a bold `[?n]` in LaTeX) and left out of the BibTeX. The references are
 rebuilt from the index's records, so the export shows what the index holds, not what the file claims. LaTeX
-cites with `\\cite{key}`, the keys of the BibTeX export of the same survey.
+cites with `\\cite{key}`, the keys of the BibTeX export of the same survey; a group or range (`[6, 7]`,
+`[2-4]`) becomes one `\\cite{a,b,c}` and each of its members must resolve like a single citation.
 
 The index is anything with `find(arxiv_id_or_id) -> record | None` (retrieval.Index is one).
 """
@@ -15,13 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from survey.bibtex import bibtex_keys, render_bibtex
+from survey.citations import expand_numbers
 from survey.errors import SurveyError
 from survey.render import reference_line
 from survey.sources import Source, source_from_hit
 from survey.verify import parse_survey
 
 FORMATS = ("md", "tex", "bib")
-_CITE = re.compile(r"\[(\d+)\]")
+# A citation group as the writer emits and survey.citations reads it: [3], [6, 7], [2-4], [1; 5], [1 and 2].
+_CITE = re.compile(r"\[\s*(\d+(?:\s*(?:[-\u2013,;]|and)\s*\d+)*)\s*\]")
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
@@ -54,12 +57,13 @@ def check_survey(markdown: str, index: Any) -> CheckedSurvey:
             problems.append(f"[{n}] {doc_id} is not in the index")
         else:
             resolved[n] = source_from_hit(record)
-    for sec in parsed.sections:
-        for n in dict.fromkeys(sec.numbers):
+    sections = _sections(markdown)
+    for heading, body in sections:
+        for n in dict.fromkeys(_members(body)):  # every member of a group or range, not just single [n]
             if n not in parsed.references:
-                problems.append(f"[{n}] in {sec.title!r} has no References entry")
+                problems.append(f"[{n}] in {heading!r} has no References entry")
     title = next((ln[2:].strip() for ln in markdown.splitlines() if ln.startswith("# ")), "Survey")
-    return CheckedSurvey(markdown, title, _sections(markdown), resolved, problems)
+    return CheckedSurvey(markdown, title, sections, resolved, problems)
 
 
 def export_survey(markdown: str, index: Any, fmt: str, *, force: bool = False, bib_name: str = "references",
@@ -85,9 +89,18 @@ def export_survey(markdown: str, index: Any, fmt: str, *, force: bool = False, b
 def to_markdown(checked: CheckedSurvey) -> str:
     """The survey with References rebuilt from the index; unresolved citations marked in the text."""
     bad = checked.unresolved
+
+    def mark(m: re.Match) -> str:
+        missing = [n for n in expand_numbers(m.group(1)) if n in bad]
+        if not missing:
+            return m.group(0)
+        if len(missing) == len(expand_numbers(m.group(1))):
+            return f"[{m.group(1)}, not in index]"
+        return f"[{m.group(1)}, not in index: {', '.join(map(str, missing))}]"
+
     out = [f"# {checked.title}", ""]
     for heading, body in checked.sections:
-        body = _CITE.sub(lambda m: f"[{m.group(1)}, not in index]" if int(m.group(1)) in bad else m.group(0), body)
+        body = _CITE.sub(mark, body)
         out += [f"## {heading}", "", body.strip(), ""]
     out += ["## References", ""]
     out += [reference_line(n, src) for n, src in checked.resolved.items()]
@@ -99,8 +112,13 @@ def to_latex(checked: CheckedSurvey, bib_name: str) -> str:
     keys = dict(zip(checked.resolved, bibtex_keys(list(checked.resolved.values()))))
 
     def cite(m: re.Match) -> str:
-        n = int(m.group(1))
-        return f"\\cite{{{keys[n]}}}" if n in keys else f"\\textbf{{[?{n}]}}"
+        numbers = list(dict.fromkeys(expand_numbers(m.group(1))))
+        if not numbers:  # a "range" too wide to be one (1-999): not a citation, keep the text
+            return latex_escape(m.group(0))
+        found = [keys[n] for n in numbers if n in keys]
+        parts = [f"\\cite{{{','.join(found)}}}"] if found else []
+        parts += [f"\\textbf{{[?{n}]}}" for n in numbers if n not in keys]
+        return "~".join(parts)
 
     out = [r"\documentclass{article}", r"\usepackage[T1]{fontenc}", r"\usepackage[utf8]{inputenc}",
            r"\usepackage{url}", "", f"\\title{{{latex_escape(checked.title)}}}", r"\date{}", "",
@@ -131,5 +149,9 @@ def _sections(markdown: str) -> list[tuple[str, str]]:
     return [(h, "\n".join(body).strip()) for h, body in out if h.lower() != "references"]
 
 
+def _members(body: str) -> list[int]:
+    return [n for group in _CITE.findall(body) for n in expand_numbers(group)]
+
+
 def _numbers(checked: CheckedSurvey) -> list[int]:
-    return [int(n) for _, body in checked.sections for n in _CITE.findall(body)]
+    return [n for _, body in checked.sections for n in _members(body)]

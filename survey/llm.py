@@ -28,13 +28,14 @@ class BackendFailed(SurveyError):
 
 
 async def _stream_once(model: BaseChatModel, messages: list, on_token: OnToken | None,
-                       max_tokens: int | None) -> tuple[str, Usage]:
+                       max_tokens: int | None, options: dict) -> tuple[str, Usage]:
     start = time.perf_counter()
     first_token_s: float | None = None
     total: AIMessageChunk | None = None
     chunks = 0
     # max_tokens is the per-call option both chat backends accept; a model without it ignores the kwarg.
-    async for chunk in model.astream(messages, **({"max_tokens": max_tokens} if max_tokens else {})):
+    # response_format (a JSON schema) is passed the same way; the engine decodes it under a grammar.
+    async for chunk in model.astream(messages, **({"max_tokens": max_tokens} if max_tokens else {}), **options):
         total = chunk if total is None else total + chunk
         text = chunk.content if isinstance(chunk.content, str) else ""
         if text:
@@ -58,13 +59,18 @@ async def _stream_once(model: BaseChatModel, messages: list, on_token: OnToken |
 
 async def generate(model: BaseChatModel, system: str, prompt: str, *, on_token: OnToken | None = None,
                    on_retry: Callable[[int, Exception], None] | None = None, retries: int = 2,
-                   backoff_s: float = 0.5, max_tokens: int | None = None) -> tuple[str, Usage]:
-    """Return the model's text and usage; raise BackendFailed after `retries` failed retries."""
+                   backoff_s: float = 0.5, max_tokens: int | None = None,
+                   response_format: dict | None = None) -> tuple[str, Usage]:
+    """Return the model's text and usage; raise BackendFailed after `retries` failed retries.
+
+    `response_format` (OpenAI's `{"type": "json_schema", ...}`) constrains the reply where the backend can.
+    """
+    options = {"response_format": response_format} if response_format else {}
     messages = [SystemMessage(system), HumanMessage(prompt)]
     errors: list[str] = []
     for attempt in range(retries + 1):
         try:
-            text, usage = await _stream_once(model, messages, on_token, max_tokens)
+            text, usage = await _stream_once(model, messages, on_token, max_tokens, options)
             return text, usage.model_copy(update={"retries": attempt, "errors": errors})
         except Exception as exc:  # noqa: BLE001 - any backend failure is retried (see module doc)
             errors.append(f"attempt {attempt + 1}: {type(exc).__name__}: {exc}")

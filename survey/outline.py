@@ -1,32 +1,31 @@
-"""The survey outline: sections with goals, parsed from a model's line-per-section answer.
+"""The survey outline: one body section per group of retrieved papers, named by topic (survey.topics).
 
-A small model rarely produces valid JSON, so the plan is asked for as `Title: goal` lines and parsed
-leniently; missing sections are filled from the titles of retrieved papers the outline does not cover yet,
-so the survey always has the number of sections the user asked for, each anchored in the index.
+A heading is the model's name for the group when `check_heading` accepts it, else the group's keyphrases;
+never a paper's title. Each section carries its papers' ids, so the section writer starts from the group
+rather than from a fresh search.
 """
 from __future__ import annotations
 
+import json
 import re
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from survey.errors import SurveyError
 from survey.sources import Source
-from survey.text import clean, content_words
-
-_BULLET = re.compile(r"^\s*(?:#+\s*|[-*\u2022]\s*|\(?\d+[.)]\s*|section\s+\d+\s*[:.)-]\s*)", re.I)
-_GENERIC = {"introduction", "conclusion", "conclusions", "references", "abstract", "summary", "outline"}
-# Words that mark a line as chatter about the survey rather than a heading.
-# Also the plan prompt's own words ("Papers found in the library"), which a small model echoes as a heading.
-_CHATTER = re.compile(r"\b(survey|this|these|here|sure|following|section|sections|heading|headings|papers?|"
-                      r"library|found|list|topic)\b", re.I)
+from survey.text import clean
+from survey.topics import check_heading, keyphrase_heading, title_case
 
 
 class SectionPlan(BaseModel):
-    """One body section of the survey: a short heading and the question it answers."""
+    """One body section of the survey: a topic heading, its keyphrases and the papers of its group."""
 
-    title: str = Field(description="short section heading, 2-8 words")
-    goal: str = Field(description="one sentence: what this section covers")
+    title: str = Field(description="short topic heading, 2-6 words, never a paper title")
+    goal: str = Field(description="one line: what the section covers (from its keyphrases)")
+    source_ids: list[str] = Field(default_factory=list, description="the group's papers, closest to its centre first")
+    keyphrases: list[str] = Field(default_factory=list)
+    named_by: Literal["model", "keyphrases"] = "keyphrases"
+    rejected_name: str = Field("", description="the model's name when it was not used, with the reason")
 
 
 class Outline(BaseModel):
@@ -34,81 +33,49 @@ class Outline(BaseModel):
 
     title: str
     sections: list[SectionPlan]
-    repaired: int = Field(0, description="sections filled in from retrieved paper titles")
 
 
-def _restates(title: str, topic: str) -> bool:
-    """A heading whose words all come from the topic (two or more of them) is the topic again."""
-    words = content_words(title)
-    return len(words) >= 2 and words <= content_words(topic)
+class HeadingAnswer(BaseModel):
+    """A section heading: 2 to 5 words naming what the papers have in common (not a paper's title)."""
+
+    heading: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*(-[A-Za-z0-9]+)?( [A-Za-z0-9]+(-[A-Za-z0-9]+)?){1,4}$")
 
 
-_DANGLING = {"a", "across", "an", "and", "as", "at", "beyond", "by", "for", "from", "in", "into", "of", "on", "or",
-             "over", "the", "through", "to", "towards", "under", "using", "versus", "via", "vs", "with", "within",
-             "without", "-", "–", "—"}
+def heading_schema() -> dict:
+    """The `response_format` that constrains the naming call to `HeadingAnswer` (grammar-decoded on the engine)."""
+    return {"type": "json_schema", "json_schema": {"name": "HeadingAnswer", "schema": HeadingAnswer.model_json_schema(),
+                                                   "strict": True}}
 
 
-def _short(title: str, most: int = 8) -> str:
-    """At most `most` words, cut where a heading can end: "Retrieval Augmented Generation Evaluation in the Era
-    of Large Language Models" -> "Retrieval Augmented Generation Evaluation", not "... in the Era of"; short
-    titles stay whole."""
-    words = title.split()
-    if len(words) <= most:
-        return title
-    words = words[:most + 1]  # the cut may fall right before the next word
-    # before the first connecting word after the head (3+ words): the head phrase is what a heading needs
-    cut = next((i for i in range(3, len(words)) if words[i].lower().strip(",;:") in _DANGLING), most)
-    return " ".join(words[:cut]).rstrip(",;:")
+def parse_heading(text: str) -> str:
+    """The heading from the model's JSON answer; a bare line is accepted too (a backend without grammars)."""
+    try:
+        value = json.loads(text).get("heading", "")
+    except (json.JSONDecodeError, AttributeError):
+        match = re.search(r'"heading"\s*:\s*"([^"]*)"', text or "")
+        value = match.group(1) if match else (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return clean(str(value)).strip(" .:\"'*#")
 
 
-def _parse_line(line: str, topic: str) -> SectionPlan | None:
-    line = _BULLET.sub("", clean(line.replace("**", ""))).strip(" .:-\"'")
-    if not line:
-        return None
-    title, colon, goal = line.partition(":")
-    title, goal = title.strip(" .\"'"), goal.strip(" .\"'")
-    words = title.split()
-    if (not 1 <= len(words) <= (12 if colon else 7) or title.lower() in _GENERIC or title.endswith(",")
-            or _CHATTER.search(title) or not content_words(title)
-            or _restates(title, topic)):
-        return None
-    title = _short(title)
-    return SectionPlan(title=title[:1].upper() + title[1:], goal=goal or title)
+def name_section(model_text: str, phrases: list[str], group: list[Source], topic: str, taken: list[str],
+                 titles: list[str]) -> tuple[str, str, str]:
+    """(heading, named_by, rejected): the model's name if it passes `check_heading`, else the keyphrases'."""
+    name = parse_heading(model_text)
+    if name:
+        name = title_case(name.lower(), " ".join(f"{s.title} {s.text}" for s in group))
+        problem = check_heading(name, phrases, group, topic, taken, titles)
+        if problem is None:
+            return name, "model", ""
+        rejected = f"{name!r}: {problem}"
+    else:
+        rejected = "no name given"
+    return keyphrase_heading(phrases, group, taken), "keyphrases", rejected
 
 
-def _fill_title(source: Source) -> SectionPlan:
-    # A retrieved paper's title; "Name: what it does" titles keep the part after a short name.
-    before, _, after = source.title.partition(":")
-    head = after.strip() if after.strip() and len(before.split()) <= 2 else before.strip()
-    return SectionPlan(title=_short(head), goal=f"Work related to {source.title}")
+def section_goal(phrases: list[str]) -> str:
+    return "Work on " + ", ".join(phrases[:3]) if phrases else "Related work"
 
 
-def parse_outline(text: str, topic: str, n_sections: int, sources: list[Source]) -> Outline:
-    """Parse `Title: goal` lines, drop duplicates and generic headings, fill up to `n_sections`."""
-    if n_sections < 1:
-        raise SurveyError(f"--sections must be at least 1 (got {n_sections})")
-    plans: list[SectionPlan] = []
-    seen: set[frozenset[str]] = set()
-    for line in (text or "").splitlines():
-        plan = _parse_line(line, topic)
-        key = frozenset(content_words(plan.title)) if plan else None
-        # Near-duplicates: one heading's words contained in another's ("Quantization" / "Weight Quantization").
-        if plan and not any(key <= old or old <= key for old in seen):
-            seen.add(key)
-            plans.append(plan)
-        if len(plans) == n_sections:
-            break
-    repaired = 0
-    for src in sources:
-        if len(plans) >= n_sections:
-            break
-        plan = _fill_title(src)
-        key = frozenset(content_words(plan.title))
-        if key and not any(key <= old or old <= key for old in seen):
-            seen.add(key)
-            plans.append(plan)
-            repaired += 1
-    if len(plans) < n_sections:
-        raise SurveyError(f"could only plan {len(plans)} of {n_sections} sections for {topic!r}: the index has "
-                          "too few matching documents; use a broader topic, a bigger index or fewer --sections")
-    return Outline(title=clean(topic)[:1].upper() + clean(topic)[1:], sections=plans, repaired=repaired)
+def outline_title(topic: str) -> str:
+    topic = clean(topic)
+    return topic[:1].upper() + topic[1:]

@@ -37,7 +37,11 @@ class SectionResult(BaseModel):
     cited_ids: list[str] = Field(default_factory=list)
     revisions: int = 0
     dropped_citations: list[str] = Field(default_factory=list)
-    grounded: int = 0
+    grounded: int = Field(0, description="sentences close to the abstract's wording, written only to reach the "
+                                         "minimum of cited papers")
+    written_by: dict[str, int] = Field(default_factory=dict,
+                                       description="sentences by who wrote them: model (its rewrite passed the "
+                                                   "checks), pipeline (built from the abstract), copied")
     seconds: float = 0.0
     usage: Usage = Field(default_factory=Usage)
     run_id: str = Field("", description="the process run that wrote it (resume reuses earlier runs' sections)")

@@ -84,6 +84,19 @@ def search(retriever: Retriever, query: str, k: int) -> list[Source]:
     return sorted(best.values(), key=lambda s: -s.score)
 
 
+def with_full_text(retriever: Retriever, sources: list[Source]) -> list[Source]:
+    """Each source with its whole record's text (the abstract) instead of the matching chunk, where the retriever
+    can look a document up (`get(doc_id)`, as retrieval.Index can); a sentence is written from the abstract."""
+    get = getattr(retriever, "get", None)
+    if get is None:
+        return sources
+    out = []
+    for src in sources:
+        doc = get(src.id)
+        out.append(src.model_copy(update={"text": clean(doc.text)}) if doc is not None and doc.text else src)
+    return out
+
+
 def goal_overlap(goal: str, source: Source) -> float:
     """Share of the goal's content words found in the source's title and text."""
     goal_words = content_words(goal)

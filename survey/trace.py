@@ -25,6 +25,7 @@ def build_trace(topic: str, thread_id: str, outline: Outline, parts: list[Sectio
             {"index": p.index, "title": p.title, "goal": p.goal, "queries": p.queries,
              "retrieved_ids": p.retrieved_ids, "source_ids": [s.id for s in p.sources], "cited_ids": p.cited_ids,
              "revisions": p.revisions, "dropped_citations": p.dropped_citations, "grounded_sentences": p.grounded,
+             "written_by": p.written_by,
              "seconds": round(p.seconds, 3), "usage": p.usage.model_dump(exclude={"steps"}), "run_id": p.run_id}
             for p in parts
         ],

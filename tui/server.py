@@ -1,51 +1,48 @@
 """`cpm serve`: an OpenAI-compatible HTTP server (Starlette) on the in-process engine.
 
-Endpoints: GET /v1/models, POST /v1/chat/completions (stream, tools, tool_choice, response_format), GET /health.
-Requests are served in arrival order (an asyncio.Lock is FIFO); waiting non-streaming requests with the same
+Endpoints: GET /v1/models, POST /v1/chat/completions (stream, tools, tool_choice, response_format),
+POST /v1/completions (text in, text out), POST /v1/embeddings (with an index's embedder, `--index`), GET /health.
+Requests are served in arrival order (an asyncio.Lock is FIFO); waiting non-streaming chat requests with the same
 sampling settings are decoded together in one batch (tui/serve_batch.py). Generation runs in a worker thread
-so the event loop keeps accepting connections and noticing disconnects. Bad requests get OpenAI-style error
-JSON: {"error": {"message", "type", "param", "code"}}.
+so the event loop keeps accepting connections and noticing disconnects; a request whose client has gone stops
+decoding, streamed or not. Bodies are checked by the pydantic models of tui/serve_requests.py and refused as
+OpenAI refuses: {"error": {"message", "type", "param", "code"}}, a JSON 404 for unknown routes too.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
-import uuid
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from agents.chat.engine_runner import ChatReply, ChatRequest, EngineRunner, Reasoning
 from agents.chat.messages import tool_calls_to_openai
 from agents.chat.tooling import to_openai_tools
-from agents.errors import AgentError
-from engine.errors import EngineError
 from tui.serve_batch import Batcher
+from tui.serve_common import (ClosingStream, cancel_on_disconnect, check_model, check_prompt_fits, drain_in_thread,
+                              error_response, new_id, openai_errors, sse)
+from tui.serve_requests import ChatCompletionBody, RequestError, read_body, validate
+from tui.serve_text import embeddings_route, text_completions_route
 
 
-class RequestError(Exception):
-    """A request the server refuses; becomes an OpenAI-style error body with `status`."""
-
-    def __init__(self, message: str, status: int = 400, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status, self.param, self.code = status, param, code
-
-
-def create_app(runner: EngineRunner, model_name: str) -> Starlette:
-    """The ASGI app serving `runner`'s engine under the model id `model_name`; the engine's max_batch bounds
-    how many waiting requests are decoded together."""
-    queue = asyncio.Lock()  # FIFO: requests (or batches of them) run one at a time, in the order they arrived
+def create_app(runner: EngineRunner, model_name: str, embedder=None) -> Starlette:
+    """The ASGI app serving `runner`'s engine under the model id `model_name` (and `embedder`, a
+    retrieval.embed.Embedder, on /v1/embeddings when given); the engine's max_batch bounds how many waiting
+    requests are decoded together."""
+    queue = asyncio.Lock()  # FIFO: requests (or batches of them) run one at a time, in arrival order
     batcher = Batcher(runner, queue, getattr(runner.engine, "max_batch", 1))
     created = int(time.time())
 
     async def models(_: Request) -> JSONResponse:
+        ids = [model_name] + ([embedder.name] if embedder is not None else [])
         return JSONResponse({"object": "list", "data": [
-            {"id": model_name, "object": "model", "created": created, "owned_by": "cpm-suite"}]})
+            {"id": i, "object": "model", "created": created, "owned_by": "cpm-suite"} for i in ids]})
 
     async def health(_: Request) -> JSONResponse:
         stats = batcher.stats
@@ -53,112 +50,100 @@ def create_app(runner: EngineRunner, model_name: str) -> Starlette:
                              "max_batch": batcher.max_batch, "batched_requests": stats.requests,
                              "batches": stats.batches, "largest_batch": stats.largest})
 
-    async def completions(request: Request):
-        try:
-            body = await _json_body(request)
-            req, stream, include_usage = _chat_request(body, model_name)
-            if stream:
-                return await _streaming(runner, queue, req, model_name, include_usage)
-            prep = await asyncio.to_thread(runner.prepare, req)
-            reply = await batcher.submit(prep)
-            return JSONResponse(_completion(reply, model_name))
-        except RequestError as exc:
-            return _error(str(exc), exc.status, exc.param, exc.code)
-        except (AgentError, EngineError, ValueError) as exc:  # the request's content is wrong
-            return _error(str(exc), 400)
+    @openai_errors
+    async def chat_completions(request: Request):
+        body = validate(ChatCompletionBody, await read_body(request))
+        body.check_tool_choice()
+        check_model(body.model, [model_name])
+        prep = await asyncio.to_thread(runner.prepare, chat_request(body))
+        check_prompt_fits(len(prep.prompt_ids), runner.engine.max_seq_len, "messages")
+        if body.stream:
+            return ClosingStream(_chat_events(runner, queue, prep, model_name, body.include_usage))
+        async with cancel_on_disconnect(request) as cancel:
+            reply = await batcher.submit(prep, cancel)
+        if reply is None:  # the client has gone; nobody reads this
+            return error_response("the client closed the request", 499)
+        return JSONResponse(chat_completion(reply, model_name))
+
+    async def not_found(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 405:
+            return error_response(f"{request.method} is not allowed on {request.url.path}", 405,
+                                  code="method_not_allowed")
+        return error_response(f"Unknown request URL: {request.method} {request.url.path}. This server serves "
+                              "/v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings and /health.",
+                              exc.status_code, code="unknown_url")
 
     return Starlette(routes=[
         Route("/v1/models", models, methods=["GET"]),
-        Route("/v1/chat/completions", completions, methods=["POST"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", text_completions_route(runner, queue, model_name), methods=["POST"]),
+        Route("/v1/embeddings", embeddings_route(embedder), methods=["POST"]),
         Route("/health", health, methods=["GET"]),
-    ])
+    ], exception_handlers={404: not_found, 405: not_found})
 
 
-async def _streaming(runner: EngineRunner, queue: asyncio.Lock, req: ChatRequest, model_name: str,
-                     include_usage: bool) -> StreamingResponse:
-    """Check the request first (errors answer as JSON, status 400), then stream its pieces as SSE."""
-    prep = await asyncio.to_thread(runner.prepare, req)
-    loop = asyncio.get_running_loop()
-
-    def produce(items: asyncio.Queue, cancel: threading.Event) -> None:
-        try:
-            for item in runner.stream_prepared(prep):
-                loop.call_soon_threadsafe(items.put_nowait, item)
-                if cancel.is_set():  # the client went away: stop decoding
-                    break
-        except Exception as exc:  # reported in-stream: the 200 header is already sent
-            loop.call_soon_threadsafe(items.put_nowait, exc)
-        finally:
-            loop.call_soon_threadsafe(items.put_nowait, None)
-
-    async def events():
-        cid, created = _completion_id(), int(time.time())
-        items: asyncio.Queue = asyncio.Queue()
-        cancel = threading.Event()
-        # The queue is taken inside the body, so a client that leaves before the body starts holds nothing.
-        async with queue:
-            worker = loop.run_in_executor(None, produce, items, cancel)
-            try:
-                yield _sse(_chunk(cid, created, model_name, {"role": "assistant", "content": ""}))
-                while (item := await items.get()) is not None:
-                    if isinstance(item, Exception):
-                        yield _sse({"error": {"message": str(item), "type": "server_error", "param": None,
-                                              "code": None}})
-                    elif isinstance(item, Reasoning):  # think-then-call, or the model's own <think> block
-                        yield _sse(_chunk(cid, created, model_name, {"reasoning_content": str(item)}))
-                    elif isinstance(item, str):
-                        yield _sse(_chunk(cid, created, model_name, {"content": item}))
-                    else:
-                        for event in _final_events(item, cid, created, model_name, include_usage):
-                            yield _sse(event)
-                yield "data: [DONE]\n\n"
-            finally:
-                cancel.set()
-                await asyncio.shield(worker)  # the engine is free again before the next request starts
-
-    return _ClosingStream(events(), media_type="text/event-stream",
-                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+def chat_request(body: ChatCompletionBody) -> ChatRequest:
+    """The runner's request for a checked body."""
+    temperature, top_p = body.sampling()
+    tools = to_openai_tools([t.model_dump(by_alias=True, exclude_none=True) for t in body.tools or []])
+    choice = body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice
+    fmt = body.response_format.model_dump(by_alias=True, exclude_none=True) if body.response_format else None
+    return ChatRequest(messages=[m.as_openai() for m in body.messages], tools=tools, tool_choice=choice,
+                       response_format=fmt, parallel_tool_calls=body.parallel_tool_calls, max_tokens=body.budget(),
+                       temperature=temperature, top_p=top_p, seed=body.seed, stop=body.stop_list())
 
 
-class _ClosingStream(StreamingResponse):
-    """Closes its body generator when the response ends, however it ends.
+async def _chat_events(runner: EngineRunner, queue, prep, model_name: str, include_usage: bool):
+    """SSE events of one streamed chat completion. The FIFO is taken inside the body, so a client that leaves
+    before the body starts holds nothing; leaving mid-stream closes this generator, which stops decoding."""
+    cid, created = new_id("chatcmpl"), int(time.time())
+    async with queue:
+        yield sse(_chunk(cid, created, model_name, {"role": "assistant", "content": ""}))
+        async for item in drain_in_thread(lambda: runner.stream_prepared(prep), threading.Event()):
+            if isinstance(item, Exception):  # reported in-stream: the 200 header is already sent
+                yield sse({"error": {"message": str(item), "type": "server_error", "param": None, "code": None}})
+            elif isinstance(item, Reasoning):  # think-then-call, or the model's own <think> block
+                yield sse(_chunk(cid, created, model_name, {"reasoning_content": str(item)}))
+            elif isinstance(item, str):
+                yield sse(_chunk(cid, created, model_name, {"content": item}))
+            else:
+                for event in _final_events(item, cid, created, model_name, include_usage):
+                    yield sse(event)
+        yield "data: [DONE]\n\n"
 
-    When the client disconnects (even right after `[DONE]`), Starlette cancels the send and leaves the async
-    generator suspended at a `yield`; its `finally` (stop decoding, free the queue) would then wait for garbage
-    collection and every later request would hang behind it.
-    """
 
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.body_iterator.aclose()
+def finish_reason(reply: ChatReply) -> str:
+    """`tool_calls` whenever the reply carries calls, as OpenAI and vLLM report it (the runner says `length`
+    when parallel calls ran into max_tokens)."""
+    return "tool_calls" if reply.parsed.tool_calls else reply.finish_reason
 
 
 def _final_events(reply: ChatReply, cid: str, created: int, model: str, include_usage: bool) -> list[dict]:
     out = []
-    invalid_text = _invalid_text(reply)
-    if invalid_text:
-        out.append(_chunk(cid, created, model, {"content": invalid_text}))
     calls = tool_calls_to_openai(reply.parsed.tool_calls)
     if calls:
         out.append(_chunk(cid, created, model, {"tool_calls": [dict(c, index=i) for i, c in enumerate(calls)]}))
-    out.append(_chunk(cid, created, model, {}, finish_reason=reply.finish_reason))
+    elif invalid_text := _invalid_text(reply):
+        out.append(_chunk(cid, created, model, {"content": invalid_text}))
+    out.append(_chunk(cid, created, model, {}, finish_reason=finish_reason(reply)))
     if include_usage:
         out.append({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                     "choices": [], "usage": _usage(reply)})
     return out
 
 
-def _completion(reply: ChatReply, model: str) -> dict:
-    content = reply.parsed.content + _invalid_text(reply)
+def chat_completion(reply: ChatReply, model: str) -> dict:
+    """The non-streamed body. With tool calls, `content` is the text written beside them or null; a call cut
+    off after valid ones (parallel calls ending at max_tokens) is dropped rather than shown as the answer."""
+    calls = tool_calls_to_openai(reply.parsed.tool_calls)
+    content = reply.parsed.content.strip() if calls else reply.parsed.content + _invalid_text(reply)
     message: dict[str, Any] = {"role": "assistant", "content": content or None}
     if getattr(reply.parsed, "reasoning", None):
         message["reasoning_content"] = reply.parsed.reasoning
-    if reply.parsed.tool_calls:
-        message["tool_calls"] = tool_calls_to_openai(reply.parsed.tool_calls)
-    return {"id": _completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason, "logprobs": None}],
+    if calls:
+        message["tool_calls"] = calls
+    return {"id": new_id("chatcmpl"), "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(reply), "logprobs": None}],
             "usage": _usage(reply)}
 
 
@@ -169,57 +154,6 @@ def _invalid_text(reply: ChatReply) -> str:
     return ("\n" if reply.parsed.content and raws else "") + "\n".join(raws)
 
 
-def _chat_request(body: dict, model_name: str) -> tuple[ChatRequest, bool, bool]:
-    """Validate an OpenAI chat-completions body into a ChatRequest; RequestError names the bad field."""
-    model = body.get("model")
-    if model not in (None, "", "default", model_name):
-        raise RequestError(f"model {model!r} does not exist; this server serves {model_name!r}", 404, "model",
-                           "model_not_found")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise RequestError("'messages' must be a non-empty list", param="messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ("system", "developer", "user", "assistant", "tool"):
-            raise RequestError(f"messages[{i}] needs a role of system, user, assistant or tool", param="messages")
-        if m["role"] == "developer":
-            m["role"] = "system"
-        m["content"] = _text(m.get("content"), i)
-    if body.get("n", 1) != 1:
-        raise RequestError("only n=1 is supported", param="n")
-    stop = body.get("stop") or []
-    stop = [stop] if isinstance(stop, str) else stop
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 512
-    for key, value in (("max_tokens", max_tokens), ("temperature", body.get("temperature", 0.0)),
-                       ("top_p", body.get("top_p", 1.0))):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise RequestError(f"'{key}' must be a non-negative number", param=key)
-    req = ChatRequest(
-        messages=messages, tools=to_openai_tools(body.get("tools")), tool_choice=body.get("tool_choice"),
-        response_format=body.get("response_format"), parallel_tool_calls=body.get("parallel_tool_calls", True),
-        max_tokens=int(max_tokens), temperature=float(body.get("temperature") or 0.0),
-        top_p=float(body.get("top_p") or 1.0), seed=body.get("seed"), stop=list(stop))
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    return req, bool(body.get("stream")), include_usage
-
-
-def _text(content, index: int) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-        return "".join(p.get("text", "") for p in content)
-    raise RequestError(f"messages[{index}].content must be text (a string or text parts)", param="messages")
-
-
-async def _json_body(request: Request) -> dict:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(f"the request body is not valid JSON: {exc}")
-    if not isinstance(body, dict):
-        raise RequestError("the request body must be a JSON object")
-    return body
-
-
 def _chunk(cid: str, created: int, model: str, delta: dict, finish_reason: str | None = None) -> dict:
     return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
@@ -228,20 +162,6 @@ def _chunk(cid: str, created: int, model: str, delta: dict, finish_reason: str |
 def _usage(reply: ChatReply) -> dict:
     return {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
             "total_tokens": reply.prompt_tokens + reply.completion_tokens}
-
-
-def _sse(payload: dict) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-
-def _completion_id() -> str:
-    return "chatcmpl-" + uuid.uuid4().hex[:24]
-
-
-def _error(message: str, status: int, param: str | None = None, code: str | None = None) -> JSONResponse:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}},
-                        status_code=status)
 
 
 class BackgroundServer:
@@ -266,3 +186,6 @@ class BackgroundServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+__all__ = ["BackgroundServer", "RequestError", "create_app", "chat_request", "chat_completion"]

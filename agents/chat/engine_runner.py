@@ -1,7 +1,8 @@
 """One chat turn on the in-process Engine: prompt, grammar, generation, tool-call parsing.
 
 Shared by `ChatEngine` (langchain) and `cpm serve` (HTTP), so both render, constrain and parse identically.
-The Engine is not thread-safe: every generation holds this runner's lock for its whole length.
+The Engine is thread-safe (its scheduler batches concurrent requests), so turns from many threads run at once;
+closing a stream early cancels its generation and frees its KV blocks.
 
 Think, then call (`ChatRequest.reasoning`): the reply is opened with the style's reasoning marker, the
 reasoning is decoded free (bounded by `max_reasoning_tokens`, ended by the close marker or a `<tool_call>`),
@@ -75,15 +76,22 @@ class Prepared:
 
 
 class EngineRunner:
-    """Runs chat requests on one Engine, one at a time."""
+    """Runs chat requests on one Engine, concurrently from any number of threads."""
 
     def __init__(self, engine):
         self.engine = engine
+        # Not taken here. tui/serve_batch.py still serialises its own batches with it until `cpm serve` submits
+        # to the engine's scheduler directly (then it goes).
         self.lock = threading.Lock()
+        self._grammars_lock = threading.Lock()  # guards only the factory's one-time construction
         self._grammars: GrammarFactory | None = None
 
     @property
     def grammars(self) -> GrammarFactory:
+        with self._grammars_lock:
+            return self._grammar_factory()
+
+    def _grammar_factory(self) -> GrammarFactory:
         if self._grammars is None:  # built on first constrained request: it walks the whole vocabulary
             tok = self.engine.tokenizer
             vocab = getattr(getattr(self.engine, "config", None), "vocab_size", None)
@@ -93,8 +101,7 @@ class EngineRunner:
 
     def complete(self, req: ChatRequest | Prepared) -> ChatReply:
         prep = req if isinstance(req, Prepared) else self.prepare(req)
-        with self.lock:
-            pieces = list(self._generations(prep, stream=False))
+        pieces = list(self._generations(prep, stream=False))
         return self._reply("".join(p.text for p in pieces), prep, [p.result for p in pieces if p.result is not None])
 
     def stream(self, req: ChatRequest) -> Iterator[str | ChatReply]:
@@ -107,16 +114,15 @@ class EngineRunner:
         return self.stream_prepared(self.prepare(req))
 
     def stream_prepared(self, prep: Prepared) -> Iterator[str | ChatReply]:
-        """`stream` for a request already checked by `prepare`; the engine lock is held while it runs."""
+        """`stream` for a request already checked by `prepare`; closing it early cancels the generation."""
         thoughts = ReasoningStreamSplitter()
         calls = ToolCallStreamSplitter() if prep.names is not None else None
         results, text = [], []
-        with self.lock:
-            for chunk in self._generations(prep, stream=True):
-                text.append(chunk.text)
-                if chunk.result is not None:
-                    results.append(chunk.result)
-                yield from _pieces(thoughts.feed(chunk.text), calls)
+        for chunk in self._generations(prep, stream=True):
+            text.append(chunk.text)
+            if chunk.result is not None:
+                results.append(chunk.result)
+            yield from _pieces(thoughts.feed(chunk.text), calls)
         yield from _pieces(thoughts.flush(), calls)
         if calls and (tail := calls.flush()):
             yield tail
@@ -126,7 +132,7 @@ class EngineRunner:
 
     def _generations(self, prep: Prepared, stream: bool) -> Iterator[Any]:
         """The reply's text as chunks (`.text`, `.result` on each generation's last): forced prefixes included,
-        so their concatenation is the whole reply. Caller holds the lock."""
+        so their concatenation is the whole reply."""
         run = self.engine.stream if stream else _generate_as_chunk(self.engine)
         if prep.reasoning is None:
             yield _text_chunk(prep.prefix)
@@ -165,7 +171,7 @@ class EngineRunner:
         return HERMES_OPEN in self.engine.tokenizer.decode(result.token_ids, skip_special_tokens=False)
 
     def prepare(self, req: ChatRequest) -> Prepared:
-        """Check the request, render its prompt and build its grammar (no engine lock needed)."""
+        """Check the request, render its prompt and build its grammar."""
         from engine import SamplingParams
 
         if not req.messages:
@@ -191,7 +197,7 @@ class EngineRunner:
         params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p,
                                 top_k=req.top_k, seed=req.seed, stop=list(req.stop or []),
                                 logits_processors=processors, spec=req.spec)
-        params.validate()  # a bad spec fails here, before the engine lock
+        params.validate()  # a bad spec fails here, before anything is queued
         # The template wrote any BOS. With reasoning, the reply opens with the reasoning marker; the forced call
         # prefix comes after the reasoning.
         head = thinking[0] + "\n" if thinking else prefix

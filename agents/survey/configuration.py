@@ -15,8 +15,11 @@ class Configuration(BaseModel):
     sections: int = Field(5, description="body sections (introduction and conclusion come on top)")
     words_per_section: int = Field(120, description="target length of each body section")
     write_mode: Literal["per_source", "section"] = Field(
-        "per_source", description="per_source: one short summary per source, cited by construction (suits "
-        "small models); section: the model writes the whole section with [n] citations, checked and revised")
+        "per_source", description="per_source: one grounded sentence per source, built from its abstract and "
+        "cited by construction (suits small models); section: the model writes the whole section with [n] "
+        "citations, checked and revised")
+    rewrite: bool = Field(True, description="per_source: the model offers a rewrite of each paper's key "
+                          "sentences (JSON-schema constrained), used when it passes the grounding checks")
     sources_per_section: int = Field(4, description="reranked documents shown to the writer per section")
     queries_per_section: int = Field(2, description="search queries the model adds to the section title")
     hits_per_query: int = Field(8, description="documents retrieved per query before dedupe and rerank")

@@ -2,14 +2,23 @@
 
 SYSTEM = "You are a careful research assistant who writes concise, factual survey text about scientific papers."
 
-PLAN = """Plan a survey on the topic: {topic}
+# One example: a 135M model names the group after the prompt's own labels without it. A copied example
+# heading fails the heading check (its words are not in the group's papers).
+NAME = """Name the research topic that a group of papers shares, in 2 to 5 words.
 
-Papers found in the library:
+Titles:
+- Fast Inference from Transformers via Speculative Decoding
+- Medusa: LLM Inference Acceleration with Multiple Decoding Heads
+Heading: Speculative Decoding with Draft Heads
+
+Titles:
 {titles}
+Heading:"""
 
-List {n} section headings for the survey body, one per line, in the form
-Heading: one sentence on what the section covers
-Do not include Introduction or Conclusion."""
+REWRITE = """{passage}
+
+Rewrite the passage above as one sentence of a survey: start with the method's name or "The authors", keep
+its facts, change the wording, 15 to 35 words."""
 
 QUERIES = """A survey on "{topic}" has a section "{title}" ({goal}).
 Write {n} short search queries to find papers for this section, one per line."""
@@ -22,17 +31,6 @@ Write about {words} words of plain prose (no headings, no lists). After each cla
 from with its number in brackets, like [1] or [2]. Cite at least {min_citations} different sources. Use only
 the sources above."""
 
-SUMMARY = """Paper [{n}]: {title}
-Abstract: {abstract}
-
-In {words} words, say what this paper contributes to "{section}": its method or finding. Use the abstract's
-words. End with [{n}]."""
-
-SUMMARY_RETRY = """Paper [{n}]: {title}
-Abstract: {abstract}
-
-Copy the one sentence of this abstract that best states the paper's main result, then add [{n}]."""
-
 REVISE = """Sources:
 {sources}
 
@@ -43,14 +41,3 @@ Problems: {problems}
 
 Rewrite the section in about {words} words of plain prose. Cite only the numbered sources above, like [1],
 each right after the claim it supports, and cite at least {min_citations} different sources."""
-
-INTRO = """Sources:
-{sources}
-
-Write the introduction of a survey titled "{title}". The survey has these sections: {sections}.
-Write about {words} words: why the topic matters and what the survey covers. Cite sources like [1]."""
-
-CONCLUSION = """A survey titled "{title}" covered these sections:
-{summaries}
-
-Write a conclusion of about {words} words: the main trends and open problems. No citations."""

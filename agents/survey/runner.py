@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,30 @@ def new_thread_id(topic: str) -> str:
     return f"{slug}-{uuid.uuid4().hex[:8]}"
 
 
+def embedder_for(retriever: Any) -> Callable[[list[str]], Any] | None:
+    """The retriever's own embedder as `texts -> unit vectors`, to group papers by topic; None when the
+    retriever is not a `retrieval.Index` (the graph then groups by TF-IDF vectors)."""
+    manifest = getattr(retriever, "manifest", None)
+    if not isinstance(manifest, dict) or "embedder" not in manifest:
+        return None
+    from retrieval.embed import Embedder
+
+    spec = manifest["embedder"]
+
+    def embed(texts: list[str]):
+        # built at first use (a resumed run past its plan never needs it); the model itself is cached
+        return Embedder(spec["name"], getattr(retriever, "device", "auto"), spec.get("max_seq_length")).encode(texts)
+
+    return embed
+
+
 async def stream_survey(topic: str | None, *, model: Any, retriever: Any, db_path: Path,
                         settings: Configuration | None = None, thread_id: str | None = None,
-                        resume: bool = False) -> AsyncIterator[dict]:
-    """Write (or with `resume`, continue) the survey of `thread_id`, yielding progress events."""
+                        resume: bool = False, embed: Callable[[list[str]], Any] | None = None) -> AsyncIterator[dict]:
+    """Write (or with `resume`, continue) the survey of `thread_id`, yielding progress events.
+
+    `embed` (texts -> unit vectors) groups the retrieved papers into sections; by default the retriever's own
+    embedder (`embedder_for`)."""
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:8]
@@ -59,7 +79,8 @@ async def stream_survey(topic: str | None, *, model: Any, retriever: Any, db_pat
                "settings": settings.model_dump(), "sections_done": done_before,
                "outline": snapshot.values.get("outline") if resume else None}
         start = time.perf_counter()
-        context = SurveyContext(model=model, retriever=retriever, run_id=run_id)
+        context = SurveyContext(model=model, retriever=retriever, run_id=run_id,
+                                embed=embed or embedder_for(retriever))
         finished: list[int] = []  # sections done in this run, not yet known to be checkpointed
         # durability="sync": a step's checkpoint is on disk before the next step starts, so `saved` is true
         # even if the process is killed right after it.

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Callable, TypedDict
 
 
 def merge_sections(old: dict[str, dict] | None, new: dict[str, dict] | None) -> dict[str, dict]:
@@ -32,7 +32,8 @@ class SectionTask(TypedDict):
     index: int
     topic: str
     plan: dict  # survey.outline.SectionPlan
-    avoid: list[str]  # documents other sections already cite
+    group: list[dict]  # survey.sources.Source of the section's group, abstracts included
+    avoid: list[str]  # documents other groups hold or other sections already cite
 
 
 @dataclass
@@ -42,3 +43,4 @@ class SurveyContext:
     model: Any  # langchain_core BaseChatModel
     retriever: Any  # search(query, k) -> list[Hit]
     run_id: str = ""
+    embed: Callable[[list[str]], Any] | None = None  # texts -> unit vectors [n, dim]; None: TF-IDF vectors

@@ -12,10 +12,9 @@ from typing import Iterator
 
 import torch
 
-from engine.detok import TextTracker
 from engine.model import StepContext
 from engine.runner import PREFILL_CHUNK
-from engine.sampling import Sampler, SamplingParams
+from engine.sampling import SamplingParams
 from engine.speculative.constrain import filter_draft
 from engine.speculative.drafter import Draft, Drafter
 from engine.speculative.verify import accept, compact, forward_tree, prune
@@ -64,54 +63,35 @@ def prefill_hidden(engine, ids: list[int], row: int = 0) -> torch.Tensor:
     return torch.cat(out)
 
 
-def speculative_stream(engine, ids: list[int], params: SamplingParams, drafter: Drafter,
-                       name: str = "") -> Iterator:
-    from engine.engine import GenerationResult, StreamChunk
-
-    stops = engine.eos_ids | set(params.stop_token_ids)
-    budget = min(params.max_tokens, engine.max_seq_len - len(ids))
-    sampler, text = Sampler(params, ids, engine.device), TextTracker(engine.tokenizer, params.stop)
-    stats = SpecStats(name or type(drafter).__name__)
-    gen: list[int] = []
-    state = {"reason": "length", "last": None}
-
-    def emit(tok: int) -> tuple[StreamChunk | None, bool]:
-        """Record one target token; (chunk to yield or None, generation finished)."""
-        gen.append(tok)
-        if tok in stops:
-            state["reason"], state["last"] = "stop", tok
-            return None, True
-        piece = text.push(tok)
-        chunk = StreamChunk(piece, tok, None) if piece or not text.stopped else None
-        if text.stopped:
-            state["reason"] = "stop"
-            return chunk, True
-        return chunk, len(gen) >= budget
-
-    t0 = time.perf_counter()
+def speculative_steps(engine, seq, drafter: Drafter, name: str = "") -> Iterator[None]:
+    """Run `seq` (engine/sequence.py) speculatively on cache row 0: prefill, then draft -> verify -> accept ->
+    compact. Every kept token goes through seq.append, which streams it and finishes the sequence (stops,
+    budget); yields after each verification pass so the caller can stream and check for cancellation. Runs on
+    the engine loop's thread (Engine.stream), or the caller's for speculative_stream."""
+    params, ids = seq.params, list(seq.token_ids)
+    stats = seq.spec = SpecStats(name or type(drafter).__name__)
+    seq.started()
     hidden = prefill_hidden(engine, ids)
     logits = engine.model.logits(hidden[-1])
-    t1 = time.perf_counter()
-    root = sampler(logits)
-    chunk, done = emit(root)
-    if chunk:
-        yield chunk
-    if not done:
-        d0 = time.perf_counter()
-        drafter.start(ids, hidden, root)
-        stats.draft_s += time.perf_counter() - d0
+    root = seq.sample(logits)
+    if seq.append(root):
+        return
+    d0 = time.perf_counter()
+    drafter.start(ids, hidden, root)
+    stats.draft_s += time.perf_counter() - d0
     committed = len(ids)  # tokens in the cache; the root goes to slot `committed`
     uses_hidden = getattr(drafter, "uses_hidden", True)
-    while not done:
+    while True:
+        yield
         d0 = time.perf_counter()
         draft = drafter.propose(params)
         if draft.tokens.device.type != "cpu":  # one device->host read serves pruning, masks and acceptance
             tp = torch.stack([draft.tokens, draft.parents]).cpu()
             draft = Draft(tp[0], tp[1], draft.q)
-        draft = prune(draft, engine.max_seq_len - committed - 1, budget - len(gen) - 1)
+        draft = prune(draft, engine.max_seq_len - committed - 1, seq.budget - len(seq.generated) - 1)
         if params.logits_processors:  # cut what a grammar forbids before the target pays for it
             n_before = len(draft.tokens)
-            draft = filter_draft(draft, params.logits_processors, sampler.generated)
+            draft = filter_draft(draft, params.logits_processors, seq.sampler.generated)
             stats.filtered += n_before - len(draft.tokens)
         d1 = time.perf_counter()
         picks = None
@@ -119,28 +99,38 @@ def speculative_stream(engine, ids: list[int], params: SamplingParams, drafter: 
             h, logits, picks = forward_tree(engine, root, draft, committed, picks=True)
         else:  # nothing drafted and nobody reads hidden states: the plain decode step (CUDA graph on GPU)
             h, logits = None, engine.runner.decode_one(root, committed)
-        verdict = accept(draft, logits, sampler, stops, picks)
+        verdict = accept(draft, logits, seq.sampler, seq.stops, picks)
         compact(engine.cache, committed, verdict.accepted)
         d2 = time.perf_counter()
         stats.steps, stats.drafted, stats.accepted = stats.steps + 1, stats.drafted + len(draft.tokens), \
             stats.accepted + len(verdict.accepted)
+        stats.draft_s, stats.verify_s = stats.draft_s + d1 - d0, stats.verify_s + d2 - d1
         for tok in verdict.tokens:
-            chunk, done = emit(tok)
-            if chunk:
-                yield chunk
-            if done:
-                break
+            if seq.append(tok):
+                return
         committed += 1 + len(verdict.accepted)
         root = verdict.tokens[-1]
-        stats.draft_s, stats.verify_s = stats.draft_s + d1 - d0, stats.verify_s + d2 - d1
-        if not done:
-            c0 = time.perf_counter()
-            hidden = None
-            if uses_hidden:
-                hidden = h[torch.tensor([0] + [a + 1 for a in verdict.accepted], device=h.device)]
-            drafter.commit(verdict.tokens, hidden)
-            stats.draft_s += time.perf_counter() - c0
-    t2 = time.perf_counter()
-    tail = text.finish()
-    result = GenerationResult(text.text, gen, state["reason"], len(ids), len(gen), t1 - t0, t2 - t1, spec=stats)
-    yield StreamChunk(tail, state["last"], result)
+        c0 = time.perf_counter()
+        hidden = None
+        if uses_hidden:
+            hidden = h[torch.tensor([0] + [a + 1 for a in verdict.accepted], device=h.device)]
+        drafter.commit(verdict.tokens, hidden)
+        stats.draft_s += time.perf_counter() - c0
+
+
+def speculative_stream(engine, ids: list[int], params: SamplingParams, drafter: Drafter,
+                       name: str = "") -> Iterator:
+    """speculative_steps for a bare prompt, run in the caller's thread, as StreamChunks (the last carries the
+    result). The engine's loop must be idle (tests, tools); Engine.stream with params.spec is the shared way."""
+    from engine.sequence import Sequence
+
+    seq = Sequence(ids, params, engine.tokenizer, engine.eos_ids, engine.max_seq_len, engine.device)
+    with torch.inference_mode():
+        for _ in speculative_steps(engine, seq, drafter, name):
+            yield from _drain(seq)
+    yield from _drain(seq)
+
+
+def _drain(seq) -> Iterator:
+    while not seq.out.empty():
+        yield seq.out.get()

@@ -108,7 +108,8 @@ def accept(draft: Draft, logits: torch.Tensor, sampler: Sampler, stops: set[int]
         children.setdefault(p, []).append(i)
     greedy = sampler.p.temperature == 0
     # plain greedy (nothing changes logits per position): every row's argmax in one device->host copy
-    plain = greedy and sampler.seen is None and not sampler.p.logits_processors
+    plain = greedy and sampler.seen is None and not sampler.p.logits_processors \
+        and not sampler.p.no_repeat_ngram_size
     argmax = (logits.argmax(-1) if picks is None else picks).tolist() if plain else None
     node, path, out = -1, [], []
     while True:

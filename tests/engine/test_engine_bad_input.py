@@ -128,3 +128,107 @@ def test_prompt_longer_than_context(capsys):
     err = cli_error(capsys, ["generate", "--max-seq-len", "8", "--max-tokens", "2",
                              "one two three four five six seven eight nine ten eleven"])
     assert "context limit is 8" in err
+
+
+# ---- issue 25: every malformed checkpoint is one line and exit 2, checked before anything is allocated ----
+from tests.gguf_bytes import ARR, BOOL, F32, I32, STR, U32, U64, gguf_bytes, tiny_llama_kv  # noqa: E402
+
+_T = [("token_embd.weight", [32, 16], 0, 0)]
+BAD_GGUF = [  # (case, file bytes, words the one line must contain)
+    ("head count 0", gguf_bytes(tiny_llama_kv(llama__attention__head_count=(U32, 0))), "head_count"),
+    ("head count negative", gguf_bytes(tiny_llama_kv(llama__attention__head_count=(I32, -2))), "head_count"),
+    ("head count a string", gguf_bytes(tiny_llama_kv(llama__attention__head_count=(STR, "two"))), "head_count"),
+    ("head count an array", gguf_bytes(tiny_llama_kv(llama__attention__head_count=(ARR, (U32, [2])))),
+     "head_count"),
+    ("head count missing", gguf_bytes(tiny_llama_kv(llama__attention__head_count=None)), "head_count"),
+    ("embedding length 0", gguf_bytes(tiny_llama_kv(llama__embedding_length=(U32, 0))), "embedding_length"),
+    ("embedding length a bool", gguf_bytes(tiny_llama_kv(llama__embedding_length=(BOOL, True))),
+     "embedding_length"),
+    ("embedding length 2**40", gguf_bytes(tiny_llama_kv(llama__embedding_length=(U64, 2 ** 40))),
+     "embedding_length"),
+    ("context length a string", gguf_bytes(tiny_llama_kv(llama__context_length=(STR, "4k"))), "context_length"),
+    ("rms eps NaN", gguf_bytes(tiny_llama_kv(llama__attention__layer_norm_rms_epsilon=(F32, float("nan")))),
+     "layer_norm_rms_epsilon"),
+    ("embedding not a multiple of heads", gguf_bytes(tiny_llama_kv(llama__attention__head_count=(U32, 3))),
+     "multiple"),
+    ("alignment 0", gguf_bytes(tiny_llama_kv(general__alignment=(U32, 0))), "alignment"),
+    ("alignment a string", gguf_bytes(tiny_llama_kv(general__alignment=(STR, "32"))), "alignment"),
+    ("alignment 3", gguf_bytes(tiny_llama_kv(general__alignment=(U32, 3))), "alignment"),
+    ("tensor with 0 dims", gguf_bytes(tiny_llama_kv(), [("token_embd.weight", [], 0, 0)]), "dimensions"),
+    ("tensor with a zero dim", gguf_bytes(tiny_llama_kv(), [("token_embd.weight", [32, 0], 0, 0)]), "zero"),
+    ("tensor with 5 dims", gguf_bytes(tiny_llama_kv(), [("token_embd.weight", [1, 1, 1, 1, 32], 0, 0)]),
+     "dimensions"),
+    ("tensor with absurd dims", gguf_bytes(tiny_llama_kv(), [("token_embd.weight", [2 ** 40, 2 ** 40], 0, 0)]),
+     "truncated"),
+    ("tensor offset unaligned", gguf_bytes(tiny_llama_kv(), [("token_embd.weight", [32, 16], 0, 4)]),
+     "offset"),
+    ("tensor listed twice", gguf_bytes(tiny_llama_kv(), _T + _T, bytes(32 * 16 * 4)), "twice"),
+    ("array count 2**60", gguf_bytes(tiny_llama_kv())
+     .replace(b"\x08\x00\x00\x00\x10\x00\x00\x00\x00\x00\x00\x00", b"\x08\x00\x00\x00" + (2 ** 60).to_bytes(8, "little")),
+     "array items"),
+    ("metadata count 2**60", gguf_bytes(tiny_llama_kv(), n_kv=2 ** 60), "claims"),
+    ("tensor count 2**60", gguf_bytes(tiny_llama_kv(), n_tensors=2 ** 60), "claims"),
+    ("unknown value type", gguf_bytes(tiny_llama_kv()).replace(b"block_count\x04", b"block_count\x63"),
+     "value type"),
+    ("tokens not strings", gguf_bytes(tiny_llama_kv(tokenizer__ggml__tokens=(ARR, (U32, [1, 2])))),
+     "tokenizer.ggml.tokens"),
+    ("eos id a string", gguf_bytes(tiny_llama_kv(tokenizer__ggml__eos_token_id=(STR, "2"))), "eos_token_id"),
+]
+
+
+@pytest.mark.parametrize("case,raw,needle", BAD_GGUF, ids=[c[0] for c in BAD_GGUF])
+def test_malformed_gguf_is_one_line(tmp_path, capsys, case, raw, needle):
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(raw)
+    with pytest.raises(EngineError, match=needle):
+        load_checkpoint(path)
+    err = cli_error(capsys, ["generate", "--model", str(path), "--device", "cpu", "hi"])
+    assert str(path) in err and needle in err
+
+
+def test_the_gguf_builder_makes_a_readable_file(tmp_path):
+    """The cases above differ from a file the reader accepts by the one thing each names."""
+    path = tmp_path / "ok.gguf"
+    path.write_bytes(gguf_bytes(tiny_llama_kv()))
+    f = GGUFFile(path)
+    assert f.tensors["token_embd.weight"].shape == (16, 32) and f.metadata["llama.block_count"] == 1
+    from engine.config import ModelConfig
+
+    assert ModelConfig.from_gguf(f.metadata, set(f.tensors), str(path)).num_heads == 2
+
+
+_LLAMA = {"architectures": ["LlamaForCausalLM"], "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+          "num_hidden_layers": 1, "num_attention_heads": 2}
+BAD_HF = [  # (case, {file: text}, words the one line must contain)
+    ("config.json a list", {"config.json": "[1, 2]"}, "JSON object"),
+    ("config.json not JSON", {"config.json": "{oops"}, "not valid JSON"),
+    ("zero heads", {"config.json": json.dumps({**_LLAMA, "num_attention_heads": 0})}, "num_attention_heads"),
+    ("string size", {"config.json": json.dumps({**_LLAMA, "hidden_size": "32"})}, "hidden_size"),
+    ("null size", {"config.json": json.dumps({**_LLAMA, "intermediate_size": None})}, "intermediate_size"),
+    ("string eos id", {"config.json": json.dumps({**_LLAMA, "eos_token_id": "2"})}, "eos_token_id"),
+    ("absurd vocab", {"config.json": json.dumps({**_LLAMA, "vocab_size": 10 ** 12})}, "vocab_size"),
+    ("NaN eps", {"config.json": json.dumps({**_LLAMA, "rms_norm_eps": float("nan")})}, "rms_norm_eps"),
+    ("rope_scaling a string", {"config.json": json.dumps({**_LLAMA, "rope_scaling": "yarn"})}, "rope_scaling"),
+    ("deeply nested", {"config.json": '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"}, "not valid JSON"),
+    ("generation_config not JSON", {"config.json": json.dumps(_LLAMA), "generation_config.json": "eos=2"},
+     "generation_config.json"),
+    ("generation_config eos a string", {"config.json": json.dumps(_LLAMA),
+                                        "generation_config.json": '{"eos_token_id": "2"}'}, "eos_token_id"),
+    ("quantize_config not JSON", {"config.json": json.dumps(_LLAMA), "quantize_config.json": "bits: 4"},
+     "quantize_config.json"),
+    ("quantize_config bits a string", {"config.json": json.dumps(_LLAMA),
+                                       "quantize_config.json": '{"bits": "4"}'}, "bits"),
+]
+
+
+@pytest.mark.parametrize("case,files,needle", BAD_HF, ids=[c[0] for c in BAD_HF])
+def test_malformed_hf_config_is_one_line(tmp_path, capsys, case, files, needle):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    err = cli_error(capsys, ["generate", "--model", str(tmp_path), "--device", "cpu", "hi"])
+    assert needle in err and str(tmp_path) in err
+
+
+def test_folder_without_tokenizer_files_is_one_clear_line(tiny_llama, capsys):
+    err = cli_error(capsys, ["generate", "--model", str(tiny_llama), "--device", "cpu", "hi"])
+    assert "no tokenizer files" in err and "sentencepiece" not in err

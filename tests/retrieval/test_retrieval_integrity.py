@@ -139,3 +139,37 @@ def test_retrieval_build_needs_documents(tmp_path):
     with pytest.raises(RetrievalError, match="no documents"):
         build_index([], tmp_path / "idx")
     assert not (tmp_path / "idx").exists()
+
+
+# Hand edits of manifest.json that once gave tracebacks in `cpm index info / search / add` (issue 25): each is now
+# one line naming the key, exit 2, the index untouched.
+MANIFEST_EDITS = {
+    "embedder a string": lambda m: {**m, "embedder": "minilm"},
+    "embedder name a number": lambda m: {**m, "embedder": {**m["embedder"], "name": 7}},
+    "embedder dim negative": lambda m: {**m, "embedder": {**m["embedder"], "dim": -1}},
+    "counts a list": lambda m: {**m, "counts": [1, 2]},
+    "counts a string": lambda m: {**m, "counts": {"documents": "10", "chunks": 1}},
+    "generation a string": lambda m: {**m, "generation": "3"},
+    "generation null": lambda m: {**m, "generation": None},
+    "faiss file outside the folder": lambda m: {**m, "faiss": {**m["faiss"], "file": "../../etc/passwd"}},
+    "store sha256 not hex": lambda m: {**m, "store": {**m["store"], "sha256": "zz"}},
+    "chunking missing": lambda m: {k: v for k, v in m.items() if k != "chunking"},
+    "manifest a list": lambda m: [m],
+}
+
+
+@pytest.mark.parametrize("edit", list(MANIFEST_EDITS))
+def test_retrieval_hand_edited_manifest_is_one_line(mini_index, tmp_path, copy_index, capsys, edit):
+    from tui.cli import main as cpm
+
+    directory = copy_index(mini_index, tmp_path / "idx")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    (directory / "manifest.json").write_text(json.dumps(MANIFEST_EDITS[edit](manifest)))
+    before = snapshot(directory)
+    for argv in (["index", "info", str(directory)], ["index", "search", "attention", "--index", str(directory)],
+                 ["index", "add", str(tmp_path / "none.jsonl"), "--index", str(directory), "--quiet"]):
+        (tmp_path / "none.jsonl").write_text(json.dumps({"id": "x1", "title": "T", "abstract": "A"}) + "\n")
+        assert cpm(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err and "manifest" in err, (argv, err)
+    assert snapshot(directory) == before

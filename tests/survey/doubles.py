@@ -5,6 +5,7 @@ plumbing tests run in seconds. The real default model is exercised by test_surve
 """
 from __future__ import annotations
 
+import json
 import re
 
 from langchain_core.language_models import BaseChatModel
@@ -27,15 +28,13 @@ class QuotingChat(BaseChatModel):
         if self.calls in self.fail_on:
             raise ConnectionError(f"backend went away (scripted failure on call {self.calls})")
         prompt = messages[-1].content
-        if prompt.startswith("Plan a survey"):
-            titles = re.findall(r"^- (.+)$", prompt, re.M)
-            text = "\n".join(f"{t.split(':')[0]}: methods around {t}" for t in titles)
+        if prompt.startswith("Name the research topic"):
+            # the last listed title, as a heading: what a weak model does; the heading check must refuse it
+            text = json.dumps({"heading": re.findall(r"^- (.+)$", prompt, re.M)[-1]})
+        elif "Rewrite the passage" in prompt:
+            text = json.dumps({"sentence": prompt.split(". ")[0]})  # a copy: the grounding check must refuse it
         elif "search queries" in prompt:
             text = "\n".join(re.findall(r'section "([^"]+)"', prompt))
-        elif m := re.match(r"Paper \[(\d+)\]: .*\nAbstract: ([^.]+)", prompt):
-            text = f"{m.group(2)} [{m.group(1)}]."
-        elif "Conclusion" in prompt or "conclusion" in prompt:
-            text = "These sections show steady progress [1]. Open problems remain in evaluation."
         else:
             text = " ".join(f"{abstract.split('. ')[0]} [{n}]." for n, abstract in
                             re.findall(r"^\[(\d+)\] [^:]+: (.+)$", prompt, re.M))

@@ -28,12 +28,13 @@ async def test_survey_trace_telemetry_sums_its_steps(index, tmp_path):
     steps, total = trace["telemetry"]["steps"], trace["telemetry"]["total"]
     streamed = [e for e in events if e["event"] == "step"]
     assert len(steps) == len(streamed) == trace["totals"]["calls"] > 0
-    assert [(s["section"], s["stage"]) for s in steps][0] == (-1, "plan")
+    assert [(s["section"], s["stage"]) for s in steps][0] == (-1, "name 1")  # planning: the model names group 1
     for key in ADDITIVE:
         assert total[key] == pytest.approx(sum(s[key] for s in steps)), key
     assert total["generated_tokens"] == trace["totals"]["output_tokens"]
     for entry in trace["sections"]:  # each section's total is the sum of its own steps
-        mine = [s for s in steps if s["section"] == entry["index"] and s["stage"] != "plan"]  # plan: section -1 too
+        # planning (naming the groups) is labelled section -1 too
+        mine = [s for s in steps if s["section"] == entry["index"] and not s["stage"].startswith("name")]
         assert entry["telemetry"]["generated_tokens"] == sum(s["generated_tokens"] for s in mine)
     table = stats_table(steps, label_keys=("section", "stage")).splitlines()
     assert table[-1].startswith("total") and len(table) == len(steps) + 4

@@ -68,10 +68,14 @@ def _ingest_options(p: argparse.ArgumentParser) -> None:
 def _documents(args):
     from retrieval.ingest import IngestFilter, read_documents
     from retrieval.ingest_jsonl import parse_fields
+    from retrieval.progress import Ticker, say
 
     cats = tuple(c.strip() for c in (args.categories or "").split(",") if c.strip())
     filt = IngestFilter(categories=cats, year_min=args.year_from, year_max=args.year_to, limit=args.limit)
-    return list(read_documents(args.inputs, parse_fields(args.fields), filt))
+    say(not args.quiet, f"reading {', '.join(str(p) for p in args.inputs)}")
+    docs = list(Ticker(not args.quiet, "documents read").wrap(read_documents(args.inputs, parse_fields(args.fields), filt)))
+    say(not args.quiet, f"read {len(docs)} documents")
+    return docs
 
 
 def _config(args, **extra):
@@ -98,10 +102,11 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from retrieval.builder import add_to_index
+    from retrieval.builder import add_to_index, check_embedder
     from retrieval.layout import read_manifest
 
-    read_manifest(args.directory)  # a wrong directory fails before the inputs are read
+    # A wrong directory or embedder fails before the inputs are read.
+    check_embedder(args.directory, read_manifest(args.directory), args.embedder)
     _print_report("added", add_to_index(_documents(args), args.directory, args.embedder, _config(args)))
     return 0
 

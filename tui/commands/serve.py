@@ -1,4 +1,5 @@
-"""`cpm serve`: an OpenAI-compatible API (/v1/models, /v1/chat/completions) on the embedded engine."""
+"""`cpm serve`: an OpenAI-compatible API (/v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings) on
+the embedded engine."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "GPU, 1 on CPU); waiting non-streaming requests with the same settings share a batch")
     p.add_argument("--served-name", default=None, help="model id clients send and /v1/models lists "
                    "(default: the --model value)")
+    p.add_argument("--index", default=None, metavar="DIR", help="serve this index's embedder on /v1/embeddings "
+                   "(without it, /v1/embeddings answers 404)")
     p.set_defaults(func=run)
 
 
@@ -30,10 +33,12 @@ def run(args: argparse.Namespace) -> int:
     if args.max_batch is not None and args.max_batch < 1:
         raise UsageError(f"--max-batch must be >= 1, got {args.max_batch}")
     max_batch = args.max_batch or (8 if _has_cuda(args.device) else 1)
+    embedder = _index_embedder(args.index, args.device) if args.index else None
     engine = Engine.load(args.model, device=args.device, max_batch=max_batch)
-    app = create_app(EngineRunner(engine), args.served_name or args.model)
+    app = create_app(EngineRunner(engine), args.served_name or args.model, embedder)
+    extra = f", embeddings by {embedder.name}" if embedder else ""
     print(f"cpm serve: {args.model} on http://{args.host}:{args.port}/v1, {engine.device}, max batch "
-          f"{max_batch} (Ctrl-C to stop)", flush=True)
+          f"{max_batch}{extra} (Ctrl-C to stop)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 
@@ -44,3 +49,13 @@ def _has_cuda(device: str) -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _index_embedder(directory: str, device: str):
+    """The embedder the index was built with (named in its manifest), loaded once for /v1/embeddings."""
+    from pathlib import Path
+
+    from retrieval.embed import Embedder
+    from retrieval.layout import read_manifest
+
+    return Embedder(read_manifest(Path(directory).expanduser())["embedder"]["name"], device=device)
