@@ -170,6 +170,14 @@ def _gemv2_kernel(x_ptr, q_ptr, s_ptr, m_ptr, out_ptr, res_ptr, nw_ptr, ws_ptr, 
         q, s, m = _gemv2_load(q_ptr, s_ptr, m_ptr, r4, kk, k_hi, N, K, G, EVEN)
         acc = _gemv2_tile(acc, q, s, m, kk, one, x_ptr, nw_ptr, K, G, NORM, PAIRS, EVEN)
     pdl.launch_dependents(PDL)
+    _gemv2_finish(acc, pid_n, pid_k, x_ptr, out_ptr, res_ptr, ws_ptr, cnt_ptr, eps, N, K, SWIGLU, RESIDUAL, NORM, BN,
+                  SPLIT)
+
+
+@triton.jit
+def _gemv2_finish(acc, pid_n, pid_k, x_ptr, out_ptr, res_ptr, ws_ptr, cnt_ptr, eps, N, K, SWIGLU: tl.constexpr,
+                  RESIDUAL: tl.constexpr, NORM: tl.constexpr, BN: tl.constexpr, SPLIT: tl.constexpr):
+    """A program's sums over its share of K -> the row results (x 16, 1/rms) -> split-K reduce -> epilogue."""
     out = tl.reshape(tl.sum(acc, axis=1), (1, BN)) * 16.0
     if NORM:
         out *= tl.sum(_rms_rstd(x_ptr, tl.arange(0, 1), 1, K, 0, eps, 1, 1024), axis=0)
