@@ -163,6 +163,10 @@ BAD_GGUF = [  # (case, file bytes, words the one line must contain)
     ("tensor offset unaligned", gguf_bytes(tiny_llama_kv(), [("token_embd.weight", [32, 16], 0, 4)]),
      "offset"),
     ("tensor listed twice", gguf_bytes(tiny_llama_kv(), _T + _T, bytes(32 * 16 * 4)), "twice"),
+    ("q weight with fewer rows than heads", gguf_bytes(tiny_llama_kv(), [("blk.0.attn_q.weight", [32, 1], 0, 0)],
+                                                       bytes(32 * 4)), "expected"),
+    ("embedding shape not the metadata's", gguf_bytes(tiny_llama_kv(), [("token_embd.weight", [32, 15], 0, 0)],
+                                                      bytes(32 * 15 * 4)), "expected"),
     ("array count 2**60", gguf_bytes(tiny_llama_kv())
      .replace(b"\x08\x00\x00\x00\x10\x00\x00\x00\x00\x00\x00\x00", b"\x08\x00\x00\x00" + (2 ** 60).to_bytes(8, "little")),
      "array items"),
