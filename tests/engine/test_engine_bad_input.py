@@ -222,6 +222,12 @@ BAD_HF = [  # (case, {file: text}, words the one line must contain)
      "quantize_config.json"),
     ("quantize_config bits a string", {"config.json": json.dumps(_LLAMA),
                                        "quantize_config.json": '{"bits": "4"}'}, "bits"),
+    ("shard index weight_map a list", {"config.json": json.dumps(_LLAMA),
+                                       "model.safetensors.index.json": '{"weight_map": [1]}'}, "weight_map"),
+    ("shard outside the folder", {"config.json": json.dumps(_LLAMA), "model.safetensors.index.json":
+                                  '{"weight_map": {"a": "../../x.safetensors"}}'}, "weight_map.a"),
+    ("shard index not JSON", {"config.json": json.dumps(_LLAMA), "model.safetensors.index.json": "{"},
+     "not valid JSON"),
 ]
 
 
