@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.errors import EngineError
 
@@ -56,7 +56,14 @@ class QuantizeConfig(StrictModel):
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")
     quant_method: str = "gptq"
     bits: Annotated[int, Field(ge=1, le=16)] = 4
-    group_size: Annotated[int, Field(ge=-1, le=MAX_WIDTH)] = 128
+    group_size: Annotated[int, Field(ge=-1, le=MAX_WIDTH)] = 128  # -1: one group per row
+
+    @field_validator("group_size")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("group_size must be -1 (one group) or a positive number of columns")
+        return value
     checkpoint_format: str = "gptq"
     desc_act: bool | None = None
     sym: bool | None = None

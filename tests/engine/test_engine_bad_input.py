@@ -222,6 +222,8 @@ BAD_HF = [  # (case, {file: text}, words the one line must contain)
      "quantize_config.json"),
     ("quantize_config bits a string", {"config.json": json.dumps(_LLAMA),
                                        "quantize_config.json": '{"bits": "4"}'}, "bits"),
+    ("quantize_config group_size 0", {"config.json": json.dumps(_LLAMA),
+                                      "quantize_config.json": '{"bits": 4, "group_size": 0}'}, "group_size"),
     ("shard index weight_map a list", {"config.json": json.dumps(_LLAMA),
                                        "model.safetensors.index.json": '{"weight_map": [1]}'}, "weight_map"),
     ("shard outside the folder", {"config.json": json.dumps(_LLAMA), "model.safetensors.index.json":
