@@ -33,7 +33,8 @@ _HEDGES = re.compile(r"\b(?:novel|new|simple yet effective|simple but effective|
 _LEAD = re.compile(r"^(?:to (?:address|tackle|solve|overcome|bridge|fill|mitigate|this end)[^,]{0,60},\s*|"
                    r"in this (?:paper|work|study|article),\s*|here,\s*|thus,\s*|therefore,\s*|however,\s*)", re.I)
 _URL = re.compile(r"\s*(?:\(?https?://\S+\)?|\bcode (?:is|and [a-z ]+ are) (?:publicly )?available.*$)", re.I)
-_DASH_ASIDE = re.compile(r"\s*-{1,2}\s*or even [^-]+-\s*|\s+[-\u2013\u2014]{1,2}\s[^-\u2013\u2014]{1,60}\s[-\u2013\u2014]{1,2}\s+")
+_DASH_ASIDE = re.compile(r"\s*-{1,2}\s*or even [^-]+-\s*|"
+                         r"\s+[-\u2013\u2014]{1,2}\s[^-\u2013\u2014]{1,60}\s[-\u2013\u2014]{1,2}\s+")
 _PAREN = re.compile(r"\s*\(([^()]*)\)")
 _CLAUSE_CUT = re.compile(r",\s+(?:which|while|whereas|where|thereby|enabling|allowing|making|leading|resulting|"
                          r"and|but|as well as|including|such as)\b")
@@ -47,7 +48,8 @@ _KIND = re.compile(r"^(?P<kind>(?:a|an)\s+[^,]{3,90}?)\s+(?:that|which)\s+(?P<pr
 _NAMED_WHICH = re.compile(r"^(?P<name>[A-Z][\w\-.]*(?:\s+\([^()]{1,30}\))?),?\s+(?:which|that)\s+(?P<pred>.+)$")
 _SHOW_THAT = re.compile(r"^(?:.*?\b)?(?:show|shows|demonstrate|demonstrates|find|finds|reveal|reveals|indicate|"
                         r"indicates|confirm|confirms)\s+that\s+(?P<claim>.+)$", re.I)
-_OUR = [(re.compile(r"\bour (?=[A-Z][\w\-]*[A-Z])"), ""), (re.compile(r"\bour\b", re.I), "the"), (re.compile(r"\bwe\b", re.I), "the authors"),
+_OUR = [(re.compile(r"\bour (?=[A-Z][\w\-]*[A-Z])"), ""), (re.compile(r"\bour\b", re.I), "the"),
+        (re.compile(r"\bwe\b", re.I), "the authors"),
         (re.compile(r"\bus\b", re.I), "them")]
 MIN_WORDS, MAX_WORDS = 8, 45
 
@@ -147,9 +149,9 @@ def lower_start(text: str, known: str = "") -> str:
     if sum(c.isupper() for c in first) > 1:
         return text
     word = first.strip(",;:()").lower()
-    if known and word and word not in STOPWORDS and word not in _COMMON_STARTS and not re.search(rf"(?<![\w.!?] )\b{re.escape(word)}\b", known) and \
-            not re.search(rf"[a-z,;] {re.escape(word)}\b", known):
-        return text
+    common = word in STOPWORDS or word in _COMMON_STARTS
+    if known and word and not common and not re.search(rf"[a-z,;] {re.escape(word)}\b", known):
+        return text  # never written in lower case mid-sentence: a name
     return text[:1].lower() + text[1:]
 
 
@@ -203,7 +205,8 @@ def shorter_forms(text: str) -> list[str]:
     return [o for o in out if len(o.split()) >= MIN_WORDS and not o.endswith((" and", " or", " of", " the"))]
 
 
-_APPOSITIVE_END = re.compile(r",\s+(?:one of|a|an)\s(?![^,;]*\b(?:that|which|who|to)\b)[^,;]*$")  # "X, one of the Y" ends without saying anything
+# "X, one of the Y" at the end, with no verb after it: a cut left the sentence saying nothing
+_APPOSITIVE_END = re.compile(r",\s+(?:one of|a|an)\s(?![^,;]*\b(?:that|which|who|to)\b)[^,;]*$")
 _SUBORDINATE = re.compile(r"^(?:\w+ et al\. (?:report|note) that )?(?:although|though|while|whereas|because|since|if|"
                           r"when|unlike|despite|as)\b", re.I)
 
@@ -272,7 +275,7 @@ REWRITE_SUPPORT = 0.85  # words of a model rewrite that must occur in the passag
 def accept_rewrite(text: str, source: Source, passage: str, earlier: list[str]) -> str | None:
     """The model's rewrite when it says only what `passage` says, in other words; None otherwise."""
     text = clean(re.sub(r"\[[^\]]*\]", "", text or "")).strip(" \"'")
-    if not text:
+    if not text or len(sentences(text)) != 1:  # one sentence, as asked: a second one is unchecked text
         return None
     text = _sentence_case(text.rstrip(" .;,"))
     numbers = set(re.findall(r"\d+(?:\.\d+)?", text))
@@ -305,8 +308,8 @@ def parse_rewrite(text: str) -> str:
     try:
         value = json.loads(text).get("sentence", "")
     except (json.JSONDecodeError, AttributeError):
-        match = re.search(r'"sentence"\s*:\s*"([^"]*)', text or "")
-        value = match.group(1) if match else (text or "")
+        # a JSON answer cut off by max_tokens ends mid-sentence: nothing to keep
+        value = "" if (text or "").lstrip().startswith("{") else (text or "")
     return clean(str(value))
 
 

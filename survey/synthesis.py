@@ -39,8 +39,8 @@ def _grounded_from(sents: list[str], i: int, source: Source) -> str | None:
     if i + 1 < len(sents) and window[i] == window[i + 1]:
         forms.append(f"{cut_clause(text)}; {cut_clause(lower_start(_prose(sents[i + 1]), source.text))}")
     # whose claim it is, on a long sentence only: on a short one the four added words outweigh its own
-    forms += [f"{source.first_author_surname} et al. note that {lower_start(f, source.text)}" for f in [text, *shorter_forms(text)]
-              if len(f.split()) >= 18]
+    forms += [f"{source.first_author_surname} et al. note that {lower_start(f, source.text)}"
+              for f in [text, *shorter_forms(text)] if len(f.split()) >= 18]
     for candidate in forms:
         if fits(candidate, source.text):
             return candidate

@@ -145,7 +145,8 @@ def _widen(ranked: list[str], counts: Counter[str]) -> list[str]:
     out = []
     for phrase in ranked:
         if " " not in phrase:
-            wider = [p for p in ranked if phrase in p.split() and p != phrase and counts[p] >= max(2, counts[phrase] / 2)]
+            wider = [p for p in ranked
+                     if phrase in p.split() and p != phrase and counts[p] >= max(2, counts[phrase] / 2)]
             phrase = wider[0] if wider else phrase
         out.append(phrase)
     return list(dict.fromkeys(out))

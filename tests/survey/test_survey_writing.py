@@ -87,7 +87,9 @@ def test_survey_model_rewrite_accepted_only_when_grounded_and_new():
     assert accept_rewrite(passage, PREDGEN, passage, []) is None  # a copy
     assert accept_rewrite(good, PREDGEN, passage, [good]) is None  # said already
     assert parse_rewrite('{"sentence": "PredGen works."}') == "PredGen works."
-    assert parse_rewrite('{"sentence": "PredGen wor') == "PredGen wor"  # cut off by max_tokens: what came
+    assert parse_rewrite('{"sentence": "PredGen wor') == ""  # cut off by max_tokens: nothing to keep
+    assert parse_rewrite("PredGen works.") == "PredGen works."  # a backend without grammars answers in text
+    assert accept_rewrite(good + ". However, prior work focused on the delay of others", PREDGEN, passage, []) is None
 
 
 def test_survey_groups_are_balanced_and_each_has_two_papers():
