@@ -26,14 +26,14 @@ for what in "$@"; do
     info) step info 30 bash -c 'nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader;
           python3 -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name())";
           which ncu && ncu --version | tail -1' ;;
-    ncu) step ncu 80 bash -c "ncu --clock-control none --profile-from-start off --set full -f -o $OUT/gemv \
+    ncu) step ncu 70 bash -c "ncu --clock-control none --profile-from-start off --set full -f -o $OUT/gemv \
            python3 bench/device_gemv_profile.py --tinygemm && ncu -i $OUT/gemv.ncu-rep --page details > $OUT/ncu_details.txt \
            && ncu -i $OUT/gemv.ncu-rep --page raw --csv > $OUT/ncu_raw.csv; \
            ncu -i $OUT/gemv.ncu-rep --page source --csv --print-source sass --kernel-name regex:gemv2 > $OUT/ncu_sass.csv 2>&1 || true" ;;
     int4) step int4 80 bench int4 --shape 8b --m 1 ;;
     int4sweep) step int4sweep 150 bench int4 --shape 8b --m 1 --gemv2-sweep ;;
     int4_05) step int4_05 90 bench int4 --shape 0.5b --m 1 ;;
-    tests) step tests 200 env TRITON_CACHE_AUTOTUNING=0 python3 -m pytest -q -m gpu -p no:cacheprovider \
+    tests) step tests 170 env TRITON_CACHE_AUTOTUNING=0 python3 -m pytest -q -m gpu -p no:cacheprovider \
              tests/kernels tests/infllm tests/speculative/test_spec_gpu.py -n 4 --timeout 200 -rfE ;;
     engine8) step engine8 150 bench engine --shape 8b --quant int4 --compare gptfast ;;
     engine05) step engine05 120 bench engine --shape 0.5b --quant int4 --compare gptfast ;;
