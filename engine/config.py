@@ -121,6 +121,10 @@ class GGUFHParams(StrictModel):
     original_context: _count(MAX_CONTEXT) | None = Field(None, alias="rope.scaling.original_context_length")
     tokens: Annotated[list[str], Field(min_length=1, max_length=MAX_VOCAB)] | None = Field(
         None, alias="tokenizer.ggml.tokens")
+    tokenizer_model: str | None = Field(None, alias="tokenizer.ggml.model")
+    merges: Annotated[list[str], Field(max_length=MAX_VOCAB * 4)] | None = Field(None, alias="tokenizer.ggml.merges")
+    scores: list[float] | None = Field(None, alias="tokenizer.ggml.scores")
+    token_type: list[int] | None = Field(None, alias="tokenizer.ggml.token_type")
     bos: TokenId | None = Field(None, alias="tokenizer.ggml.bos_token_id")
     eos: TokenId | None = Field(None, alias="tokenizer.ggml.eos_token_id")
     eot: TokenId | None = Field(None, alias="tokenizer.ggml.eot_token_id")
@@ -271,6 +275,10 @@ class ModelConfig:
         if h.key_length is None and hidden % heads:
             raise EngineError(f"{source}: GGUF {arch}.embedding_length {hidden} is not a multiple of "
                               f"{arch}.attention.head_count {heads}")
+        for name, values in (("scores", h.scores), ("token_type", h.token_type)):
+            if values is not None and h.tokens is not None and len(values) != len(h.tokens):
+                raise EngineError(f"{source}: GGUF tokenizer.ggml.{name} has {len(values)} entries for "
+                                  f"{len(h.tokens)} tokens")
         vocab = h.vocab_size or (len(h.tokens) if h.tokens else None)
         if vocab is None:
             raise EngineError(f"{source}: GGUF metadata has neither {arch}.vocab_size nor tokenizer.ggml.tokens")

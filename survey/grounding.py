@@ -52,6 +52,7 @@ _OUR = [(re.compile(r"\bour (?=[A-Z][\w\-]*[A-Z])"), ""), (re.compile(r"\bour\b"
         (re.compile(r"\bwe\b", re.I), "the authors"),
         (re.compile(r"\bus\b", re.I), "them")]
 MIN_WORDS, MAX_WORDS = 8, 45
+ATTRIBUTION_WORDS = 16  # shorter sentences say "The authors", not "Surname et al." (fewer words not in the source)
 
 
 @dataclass
@@ -172,7 +173,9 @@ def contribution_clause(sentence: str, surname: str) -> str:
                 parts["kind"] = _sentence_case(re.sub(r"^(?:a|an)\s+", "", parts["kind"], flags=re.I))
                 parts["kind"] = ("An " if parts["kind"][:1].lower() in "aeiou" else "A ") + lower_start(parts["kind"])
             return _sentence_case(third_person(form.format(**parts)))
-    return f"{surname} et al. {verb} {third_person(obj)}"
+    # "Surname et al." costs three words the abstract does not have: only on a long sentence
+    subject = f"{surname} et al." if len(obj.split()) >= ATTRIBUTION_WORDS else "The authors"
+    return f"{subject} {verb} {third_person(obj)}"
 
 
 def result_clause(sentence: str, known: str = "") -> str:
@@ -192,6 +195,11 @@ def cut_clause(text: str) -> str:
     return text[:cuts[-1].start()]
 
 
+# a cut must not leave the sentence hanging on a word that needs what followed it
+_DANGLING = re.compile(r"\b(?:and|or|of|the|a|an|showing|demonstrating|indicating|suggesting|revealing|including|"
+                       r"namely|using|called|applied|used|proposed|based|designed|such as|such)$", re.I)
+
+
 def shorter_forms(text: str) -> list[str]:
     """Shorter versions of the text, least cut first, always cut at the end (a middle cut changes the meaning):
     before its last comma-separated segments, then before a trailing phrase. A sentence that is still a copy of
@@ -202,7 +210,7 @@ def shorter_forms(text: str) -> list[str]:
                                             r"between|after|before|during|into|over|while|which)\s",
                                             text)]
     out += [text[:end].rstrip(",; ") for end in reversed(ends)]
-    return [o for o in out if len(o.split()) >= MIN_WORDS and not o.endswith((" and", " or", " of", " the"))]
+    return [o for o in out if len(o.split()) >= MIN_WORDS and not _DANGLING.search(o)]
 
 
 # "X, one of the Y" at the end, with no verb after it: a cut left the sentence saying nothing
@@ -228,7 +236,8 @@ def _candidates(main: str, second: str | None, surname: str, known: str) -> list
         out += [f"{main}; {second}", f"{cut_clause(main)}; {cut_clause(second)}"]
     out += [main, *shorter_forms(main)]
     if not main.startswith(f"{surname} et al.") and "the authors" not in main.lower():  # still a copy: say whose
-        out += [f"{surname} et al. report that {lower_start(text, known)}" for text in [main, *shorter_forms(main)]]
+        out += [f"{surname} et al. report that {lower_start(text, known)}" for text in [main, *shorter_forms(main)]
+                if len(text.split()) >= ATTRIBUTION_WORDS]
     return list(dict.fromkeys(out))
 
 

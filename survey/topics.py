@@ -98,6 +98,8 @@ def _phrases(text: str, longest: int = 3) -> set[str]:
                     continue
                 if any(g in STOPWORDS and g != "of" for g in gram[1:-1]):  # "crisis in nearest": no phrase
                     continue
+                if any(len(g) < 2 for g in gram):  # "x" of "2.5x higher" is no word
+                    continue
                 if all(g in _GENERIC or g in STOPWORDS or len(g) < 3 for g in gram):
                     continue
                 out.add(" ".join(gram))

@@ -64,7 +64,10 @@ def test_survey_contribution_clause_rewrites_first_person():
     assert contribution_clause("In this work, we study how quantization affects long inputs.", "Mekala") == \
         "The authors study how quantization affects long inputs"
     assert contribution_clause("In this work, we propose two strategies for demonstration selection.", "Golchin") \
-        == "Golchin et al. propose two strategies for demonstration selection"
+        == "The authors propose two strategies for demonstration selection"  # short: no surname to carry
+    long = ("In this work, we propose two strategies for demonstration selection in many-shot in-context learning "
+            "that improve performance with minimal computational overhead.")
+    assert contribution_clause(long, "Golchin").startswith("Golchin et al. propose two strategies")
 
 
 def test_survey_pipeline_sentence_is_grounded_not_copied():
