@@ -2,7 +2,7 @@
 cuBLAS bf16 timed in the same process; `--chain` times a decode step's chain of GEMVs with and without PDL.
 
     cpm bench int4 [--shape {8b,0.5b,smollm2}] [--m 1,2,4,8,16,32,64] [--layers qkv,o,gate_up,down]
-                   [--sweep 1,16] [--chain] [--json]
+                   [--sweep 1,16] [--gemv2-sweep] [--chain] [--sass] [--json]
 
 Every kernel runs over enough weight copies to overflow the 60 MB L2, inside a CUDA graph (launch gaps not
 counted), median of 20 replays (bench/_engine_micro.py). GB/s counts the int4 codes plus bf16 scales and mins
@@ -11,6 +11,8 @@ a bf16 decode step passes). Each shape is checked against `int4_matmul_ref` firs
 (`gemv2`: the split-K one `int4_matmul` takes, `gemv1`: the first form); for M > 1 the FMA GEMV and the
 tensor-core kernel (`use_gemv` picks one).
 `--sweep M,..` also times every `_mma_kernel` config at those M, with the PTX nibble unpacking and the plain one.
+`--sass` (no GPU needed): the split-K GEMV compiled for sm_90 by Triton's own ptxas with each 8B layer's shipped
+config; registers and the main loop's instruction mix (docs/kernels.md).
 `--chain`: all layers' four matmuls in decode order (norm prologues, residual and SwiGLU epilogues, fp32
 activations between them, as engine/model.py's fused step) captured in one CUDA graph, us a call: PDL off
 (`off`), on for the M = 1 GEMV only (`m1`, the default), and on for the small-M kernels too (`all`).
@@ -66,8 +68,90 @@ def _sweep_configs() -> list[dict]:
     return [dict(c.kwargs, num_warps=c.num_warps) for c in _mma_configs()]
 
 
+# `--gemv2-sweep`: the split-K GEMV's configs timed one by one at M = 1 (the sm_90 table in
+# engine/kernels/int4/gemv_splitk.py came from such a sweep on an H200; an H100 may want others)
+GEMV2_SWEEP = [dict(BN=bn, BK=bk, SPLIT=sp, num_warps=w, **({"maxnreg": r} if r else {}))
+               for bn, bk, sp, w, r in [(8, 1024, 1, 4, 64), (16, 512, 1, 2, None), (16, 512, 4, 2, None),
+                                        (16, 1024, 1, 4, None), (16, 1024, 2, 4, None), (32, 256, 1, 4, None),
+                                        (8, 512, 2, 2, 64), (16, 256, 4, 2, None)]]
+
+
+def _gemv2_sweep(x: torch.Tensor, ours: list, out: torch.Tensor, copies: int) -> dict:
+    """us a call of `_gemv2` with each GEMV2_SWEEP config (NaN where it fails or misses the reference)."""
+    from bench._engine_micro import _graph_ms
+    from engine.kernels import int4_matmul as K
+
+    res = {}
+    for cfg in GEMV2_SWEEP:
+        label = "_".join(f"{k}{v}" for k, v in cfg.items())
+        try:
+            K._gemv2(x, ours[0], out, None, False, None, **cfg)
+            ok = _rel_err(out, K.int4_matmul_ref(x, ours[0])) < 1e-2
+            res[label] = _graph_ms(lambda: [K._gemv2(x, w, out, None, False, None, **cfg) for w in ours]) \
+                / copies * 1e3 if ok else float("nan")
+        except Exception as e:  # a config that does not compile is reported, not fatal
+            print(f"      {label}: {type(e).__name__}: {str(e)[:80]}", flush=True)
+            res[label] = float("nan")
+    return res
+
+
+def sass_report(shape: str) -> list[dict]:
+    """Compile the split-K GEMV for sm_90 with each layer's shipped config (no GPU needed: Triton's own ptxas and
+    cuobjdump) and count the main loop's SASS instructions by opcode, registers from the cubin."""
+    import collections
+    import re
+    import subprocess
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from engine.kernels.int4 import gemv_splitk as G
+
+    fn, rows = G._gemv2_kernel.fn.fn, []
+    names = list(fn.arg_names)
+    tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    epi = {"qkv": (True, False, False), "o": (False, False, True), "gate_up": (True, True, False),
+           "down": (False, False, True)}  # NORM, SWIGLU, RESIDUAL as the engine calls them
+    for layer, (n, k) in layer_shapes(shape).items():
+        meta = dict(G._GEMV2_TUNED.get((n, k, group_size(shape)), dict(BN=16, BK=512, SPLIT=1, num_warps=2)))
+        norm, swiglu, res = epi[layer]
+        consts = dict(G=group_size(shape), SWIGLU=swiglu, RESIDUAL=res, NORM=norm, PAIRS=True, PDL=True,
+                      BN=meta["BN"], BK=meta["BK"], SPLIT=meta["SPLIT"],
+                      EVEN=n % meta["BN"] == 0 and (k // 8) % (meta["SPLIT"] * meta["BK"] // 8) == 0)
+        sig = {"x_ptr": "*bf16", "q_ptr": "*i32", "s_ptr": "*bf16", "m_ptr": "*bf16", "out_ptr": "*bf16",
+               "res_ptr": "*bf16", "nw_ptr": "*fp32", "ws_ptr": "*fp32", "cnt_ptr": "*i32", "eps": "fp32",
+               "one": "i32", "N": "i32", "K": "i32", **{c: "constexpr" for c in consts}}
+        aligned = [a for a in names if a.endswith("_ptr")] + ["N", "K"]
+        src = ASTSource(fn=fn, signature={a: sig[a] for a in names},
+                        constexprs={(names.index(c),): v for c, v in consts.items()},
+                        attrs={(names.index(a),): [["tt.divisibility", 16]] for a in aligned})
+        opts = {"num_warps": meta["num_warps"], "num_stages": 1, **({"maxnreg": meta["maxnreg"]} if "maxnreg" in meta else {})}
+        kern = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
+        cubin = f"/tmp/cpm_gemv2_{layer}.cubin"
+        with open(cubin, "wb") as f:
+            f.write(kern.asm["cubin"])
+        sass = subprocess.run([os.path.join(tools, "cuobjdump"), "-sass", cubin], capture_output=True, text=True).stdout
+        usage = subprocess.run([os.path.join(tools, "cuobjdump"), "-res-usage", cubin], capture_output=True, text=True).stdout
+        code = [(int(m.group(1), 16), m.group(3)) for m in
+                re.finditer(r"/\*([0-9a-f]{4})\*/\s+(@!?P\d\s+)?([A-Z0-9_.]+)([^;]*);", sass)]
+        loops = [(int(t, 16), a) for a, op in code if op == "BRA"
+                 for t in re.findall(r"BRA\s+0x([0-9a-f]+)", sass[sass.index(f"/*{a:04x}*/"):].split(";")[0])
+                 if int(t, 16) < a]
+        lo, hi = max(loops, key=lambda r: r[1] - r[0])  # the main loop: the longest backward branch
+        ops = collections.Counter(op for a, op in code if lo <= a <= hi)
+        trip = sum(ops.values())
+        row = {"layer": layer, "config": meta, "registers": int(re.search(r"REG:(\d+)", usage).group(1)),
+               "loop_instructions": trip, "codes_a_trip": meta["BN"] * 8, "per_code": trip / (meta["BN"] * 8),
+               "ops": dict(ops.most_common())}
+        rows.append(row)
+        print(f"  {layer:<8} {row['registers']:>4} regs  loop {trip} instructions / {row['codes_a_trip']} codes = "
+              f"{row['per_code']:.2f} a code  " + " ".join(f"{o} {c}" for o, c in ops.most_common(6)), flush=True)
+    return rows
+
+
 def bench_shape(name: str, n: int, k: int, ms: list[int], copy_gbps: float, sweep_ms: list[int],
-                group: int = 128) -> list[dict]:
+                group: int = 128, gemv2_sweep: bool = False) -> list[dict]:
     from bench._engine_micro import _graph_ms
     from bench._engine_model import random_int4
     from engine.kernels import int4_matmul as K
@@ -100,6 +184,10 @@ def bench_shape(name: str, n: int, k: int, ms: list[int], copy_gbps: float, swee
             launch(ours[0])
             row[f"{path}_err"] = _rel_err(out, K.int4_matmul_ref(x, ours[0]))
             row[f"{path}_us"] = _graph_ms(lambda: [launch(w) for w in ours]) / copies * 1e3
+        if m == 1 and gemv2_sweep:
+            row["gemv2_sweep"] = _gemv2_sweep(x, ours, out, copies)
+            best = sorted((t, lab) for lab, t in row["gemv2_sweep"].items() if t == t)[:4]
+            print(f"      {name} gemv2 configs, best: " + ", ".join(f"{lab} {t:.2f}" for t, lab in best), flush=True)
         sweep = m in sweep_ms
         if sweep:
             out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
@@ -136,6 +224,7 @@ def chain_rows(shape: str, ms: list[int], layers: int | None = None) -> list[dic
     from bench._engine_micro import _graph_ms
     from bench._engine_model import random_int4
     from engine.kernels import int4_matmul as K
+    from engine.kernels.int4 import layout as L
 
     sh, g = layer_shapes(shape), group_size(shape)
     hidden, q_dim = sh["o"]
@@ -151,7 +240,7 @@ def chain_rows(shape: str, ms: list[int], layers: int | None = None) -> list[dic
             h = K.int4_matmul(a, w["down"], residual=h)
         return h
 
-    rows, small_m_default = [], K.PDL_SMALL_M
+    rows, small_m_default = [], L.PDL_SMALL_M
     for m in ms:
         h = torch.randn(m, hidden, device="cuda")
         row = {"shape": shape, "M": m, "layers": n_layers, "calls": 4 * n_layers}
@@ -159,7 +248,7 @@ def chain_rows(shape: str, ms: list[int], layers: int | None = None) -> list[dic
         ref = step(h)
         for mode, pdl_on, small_m in (("off", False, False), ("m1", True, False), ("all", True, True)):
             os.environ["CPM_PDL"] = "1" if pdl_on else "0"
-            K.PDL_SMALL_M = small_m
+            L.PDL_SMALL_M = small_m
             out = {}
             t = _graph_ms(lambda: out.__setitem__("h", step(h)))  # the captured outputs: compared after a replay
             row[f"{mode}_us"] = t * 1e3 / row["calls"]
@@ -169,7 +258,7 @@ def chain_rows(shape: str, ms: list[int], layers: int | None = None) -> list[dic
             f"{mode} {row[mode + '_us']:.2f} (err {row[mode + '_err']:.0e})" for mode in ("off", "m1", "all")),
             flush=True)
     os.environ.pop("CPM_PDL")
-    K.PDL_SMALL_M = small_m_default
+    L.PDL_SMALL_M = small_m_default
     return rows
 
 
@@ -179,10 +268,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--m", default="1,2,4,8,16,32,64", help="comma-separated row counts of x")
     ap.add_argument("--layers", default="qkv,o,gate_up,down")
     ap.add_argument("--sweep", default="", help="comma-separated M at which to time every tensor-core config")
+    ap.add_argument("--gemv2-sweep", action="store_true", help="also time every split-K GEMV config at M = 1")
+    ap.add_argument("--sass", action="store_true", help="no GPU needed: the split-K GEMV's sm_90 SASS per layer "
+                    "(registers, main-loop instruction mix)")
     ap.add_argument("--chain", action="store_true", help="time the decode chain with and without PDL instead")
     ap.add_argument("--chain-layers", type=int, default=None, help="layers in the chain (default: the model's)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
+    if a.sass:
+        rows = sass_report(a.shape)
+        if a.json:
+            print(json.dumps({"shape": a.shape, "target": "sm_90", "sass": rows}))
+        return 0
     if not torch.cuda.is_available():
         from engine.errors import EngineError
 
@@ -201,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in a.layers.split(","):
         n, k = layer_shapes(a.shape)[name]
         rows += bench_shape(name, n, k, ms, ceil["copy_GBps"], [int(v) for v in a.sweep.split(",") if v],
-                            group_size(a.shape))
+                            group_size(a.shape), a.gemv2_sweep)
     if a.json:
         print(json.dumps({"device": torch.cuda.get_device_name(), "ceilings": ceil, "shape": a.shape, "rows": rows}))
     return 0

@@ -126,26 +126,50 @@ async def write_new(topic: str, model, index, settings) -> tuple[str, dict, floa
     from agents.survey.runner import stream_survey
 
     start = time.perf_counter()
+    done: dict = {}
     with tempfile.TemporaryDirectory(prefix="cpm-survey-quality-") as tmp:
         async for event in stream_survey(topic, model=model, retriever=index, db_path=Path(tmp) / "ck.sqlite",
                                          settings=settings):
             if event["event"] == "done":
-                return event["markdown"], event["trace"], time.perf_counter() - start
-    raise RuntimeError("the survey stream ended without a result")
+                done = event
+    return done["markdown"], done["trace"], time.perf_counter() - start
+
+
+# Run in the baseline's own tree: its survey graph with the sizes `cpm demo` passes (queries 0, which its
+# `cpm survey` flags do not allow), so both writers get the same request.
+_BASELINE = """
+import asyncio, sys, tempfile
+from pathlib import Path
+from agents.chat import make_chat_model
+from agents.survey.configuration import Configuration
+from agents.survey.runner import stream_survey
+from retrieval import Index
+
+topic, index, sections, words, sources, out = sys.argv[1:7]
+settings = Configuration(sections=int(sections), words_per_section=int(words), sources_per_section=int(sources),
+                         min_citations=min(3, int(sources)), queries_per_section=0)
+model = make_chat_model(backend="engine", model=None, device="cpu")
+
+async def run():
+    with tempfile.TemporaryDirectory() as tmp:
+        async for event in stream_survey(topic, model=model, retriever=Index.open(index),
+                                         db_path=Path(tmp) / "ck.sqlite", settings=settings):
+            if event["event"] == "done":
+                Path(out).write_text(event["markdown"])
+
+asyncio.run(run())
+"""
 
 
 def write_baseline(topic: str, tree: Path, args, out: Path) -> tuple[str, float]:
-    """The older writer's `cpm survey`, run from its own tree (its model load included in the time)."""
+    """The older writer's survey graph, run from its own tree (its model load included in the time)."""
     env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1"}
-    with tempfile.TemporaryDirectory(prefix="cpm-survey-quality-old-") as tmp:
-        cmd = [sys.executable, "-m", "tui.cli", "survey", topic, "--index", str(args.index.resolve()),
-               "--sections", str(args.sections), "--words-per-section", str(args.words_per_section),
-               "--sources", str(args.sources), "--queries", "0", "--out", str(out.resolve()),
-               "--checkpoints", str(Path(tmp) / "ck.sqlite"), "--quiet"]
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"baseline survey failed: {proc.stderr[-500:]}")
+    cmd = [sys.executable, "-c", _BASELINE, topic, str(args.index.resolve()), str(args.sections),
+           str(args.words_per_section), str(args.sources), str(out.resolve())]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"baseline survey failed: {proc.stderr[-500:]}")
     return out.read_text(), time.perf_counter() - start
 
 

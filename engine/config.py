@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.errors import EngineError
 
@@ -35,7 +35,7 @@ ARCHITECTURES = {
 }
 
 
-class _Checked(BaseModel):
+class StrictModel(BaseModel):
     """Strict JSON types (a string or a bool is not a size), finite numbers, unknown keys ignored."""
 
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore", protected_namespaces=(),
@@ -50,23 +50,30 @@ TokenId = Annotated[int, Field(ge=0, le=MAX_VOCAB)]
 Positive = Annotated[float, Field(gt=0)]
 
 
-class QuantizeConfig(_Checked):
+class QuantizeConfig(StrictModel):
     """GPTQ's `quantization_config` / `quantize_config.json`: the keys the loader reads, checked; the rest kept."""
 
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")
     quant_method: str = "gptq"
     bits: Annotated[int, Field(ge=1, le=16)] = 4
-    group_size: Annotated[int, Field(ge=-1, le=MAX_WIDTH)] = 128
+    group_size: Annotated[int, Field(ge=-1, le=MAX_WIDTH)] = 128  # -1: one group per row
+
+    @field_validator("group_size")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("group_size must be -1 (one group) or a positive number of columns")
+        return value
     checkpoint_format: str = "gptq"
     desc_act: bool | None = None
     sym: bool | None = None
 
 
-class GenerationConfigFile(_Checked):
+class GenerationConfigFile(StrictModel):
     eos_token_id: TokenId | list[TokenId] | None = None
 
 
-class HFConfigFile(_Checked):
+class HFConfigFile(StrictModel):
     """The keys of an HF `config.json` the engine reads, with their types and ranges."""
 
     architectures: list[str] | None = None
@@ -96,7 +103,7 @@ class HFConfigFile(_Checked):
     quantization_config: QuantizeConfig | None = None
 
 
-class GGUFHParams(_Checked):
+class GGUFHParams(StrictModel):
     """llama.cpp's `{arch}.*` hyperparameters (prefix removed) and the tokenizer keys the engine reads."""
 
     embedding_length: _count(MAX_WIDTH)
@@ -114,6 +121,10 @@ class GGUFHParams(_Checked):
     original_context: _count(MAX_CONTEXT) | None = Field(None, alias="rope.scaling.original_context_length")
     tokens: Annotated[list[str], Field(min_length=1, max_length=MAX_VOCAB)] | None = Field(
         None, alias="tokenizer.ggml.tokens")
+    tokenizer_model: str | None = Field(None, alias="tokenizer.ggml.model")
+    merges: Annotated[list[str], Field(max_length=MAX_VOCAB * 4)] | None = Field(None, alias="tokenizer.ggml.merges")
+    scores: list[float] | None = Field(None, alias="tokenizer.ggml.scores")
+    token_type: list[int] | None = Field(None, alias="tokenizer.ggml.token_type")
     bos: TokenId | None = Field(None, alias="tokenizer.ggml.bos_token_id")
     eos: TokenId | None = Field(None, alias="tokenizer.ggml.eos_token_id")
     eot: TokenId | None = Field(None, alias="tokenizer.ggml.eot_token_id")
@@ -264,6 +275,10 @@ class ModelConfig:
         if h.key_length is None and hidden % heads:
             raise EngineError(f"{source}: GGUF {arch}.embedding_length {hidden} is not a multiple of "
                               f"{arch}.attention.head_count {heads}")
+        for name, values in (("scores", h.scores), ("token_type", h.token_type)):
+            if values is not None and h.tokens is not None and len(values) != len(h.tokens):
+                raise EngineError(f"{source}: GGUF tokenizer.ggml.{name} has {len(values)} entries for "
+                                  f"{len(h.tokens)} tokens")
         vocab = h.vocab_size or (len(h.tokens) if h.tokens else None)
         if vocab is None:
             raise EngineError(f"{source}: GGUF metadata has neither {arch}.vocab_size nor tokenizer.ggml.tokens")

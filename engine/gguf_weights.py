@@ -123,10 +123,33 @@ def _unpermute_rows(w: torch.Tensor | Int4Weight, n_head: int) -> torch.Tensor |
     return w[order]
 
 
+def expected_shape(key: str, cfg: ModelConfig) -> tuple[int, ...] | None:
+    """The torch shape the config implies for a canonical tensor name (None: not one whose shape we know)."""
+    H, q, kv = cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    if key in ("model.embed_tokens.weight", "lm_head.weight"):
+        return cfg.vocab_size, H
+    if key.endswith(("layernorm.weight", "model.norm.weight")):
+        return (H,)
+    tail = key.rsplit("layers.", 1)[-1].split(".", 1)[-1]
+    return {"self_attn.q_proj.weight": (q, H), "self_attn.k_proj.weight": (kv, H),
+            "self_attn.v_proj.weight": (kv, H), "self_attn.o_proj.weight": (H, q),
+            "self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,), "self_attn.v_proj.bias": (kv,),
+            "self_attn.q_norm.weight": (cfg.head_dim,), "self_attn.k_norm.weight": (cfg.head_dim,),
+            "mlp.gate_proj.weight": (cfg.intermediate_size, H), "mlp.up_proj.weight": (cfg.intermediate_size, H),
+            "mlp.down_proj.weight": (H, cfg.intermediate_size)}.get(tail)
+
+
 def load_gguf(path) -> tuple[ModelConfig, dict, GGUFFile]:
-    """Read a GGUF into (config, {hf_name: tensor | Int4Weight}, the opened file for the tokenizer)."""
+    """Read a GGUF into (config, {hf_name: tensor | Int4Weight}, the opened file for the tokenizer). Every
+    tensor's shape is checked against the config before any is converted (nothing is allocated for a file
+    that cannot load)."""
     f = GGUFFile(path)
     cfg = ModelConfig.from_gguf(f.metadata, set(f.tensors), str(path))
+    for name, t in f.tensors.items():
+        key = hf_name(name)
+        want = expected_shape(key, cfg) if key else None
+        if want is not None and t.shape != want:
+            raise GGUFError(f"{path}: tensor {name!r} has shape {t.shape}, expected {want} from the metadata")
     tensors: dict = {}
     for name, t in f.tensors.items():
         key = hf_name(name)

@@ -15,23 +15,27 @@ the same int4 kernels as GPTQ/GGUF (see docs/formats.md).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
-from engine.config import ModelConfig
+from engine.config import ModelConfig, StrictModel, checked, read_json
 from engine.errors import EngineError
 from engine.quant import Int4Weight, pack_int4
+
+
+class ShardIndex(StrictModel):
+    """`model.safetensors.index.json`: tensor name -> shard file, a plain file name inside the folder."""
+
+    weight_map: dict[str, Annotated[str, Field(pattern=r"^[^/\\]+\.safetensors$")]]
 
 
 def _shards(directory: Path) -> list[Path]:
     index = directory / "model.safetensors.index.json"
     if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as exc:
-            raise EngineError(f"{index}: not a safetensors index ({exc})") from None
+        weight_map = checked(ShardIndex, read_json(index), str(index)).weight_map
         files = sorted({directory / f for f in weight_map.values()})
         missing = [f.name for f in files if not f.exists()]
         if missing:

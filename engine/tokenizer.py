@@ -30,6 +30,6 @@ def load_tokenizer(path: Path):
                     raise
                 return AutoTokenizer.from_pretrained(str(path.parent))
         return AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
+    except Exception as exc:  # noqa: BLE001 - transformers parsing the user's file: any failure is a bad file
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise EngineError(f"{path}: cannot build a tokenizer ({first.strip()[:200]})") from None

@@ -41,15 +41,20 @@ def embed_text(doc_title: str, chunk: str) -> str:
     return f"{doc_title}\n{chunk}" if chunk else doc_title
 
 
-def build_index(inputs: Iterable[Document], directory: Path, cfg: IndexConfig | None = None) -> BuildReport:
-    """Create a new index in `directory` (which must be empty or absent) from `inputs`."""
-    cfg = cfg or IndexConfig()
-    directory = Path(directory)
+def check_build_target(directory: Path) -> None:
+    """RetrievalError unless `directory` can take a new index (absent, empty, or a crashed build's leftovers)."""
     if (directory / layout.MANIFEST).exists():
         raise RetrievalError(f"{directory} already holds an index; add to it with `cpm index add` "
                              "or choose a new directory")
     if directory.exists() and (not directory.is_dir() or not layout.only_leftovers(directory)):
         raise RetrievalError(f"{directory} exists and is not empty; choose a new or empty directory")
+
+
+def build_index(inputs: Iterable[Document], directory: Path, cfg: IndexConfig | None = None) -> BuildReport:
+    """Create a new index in `directory` (which must be empty or absent) from `inputs`."""
+    cfg = cfg or IndexConfig()
+    directory = Path(directory)
+    check_build_target(directory)
     docs = list(inputs)
     if not docs:
         raise RetrievalError("no documents to index (inputs empty, or everything filtered out)")

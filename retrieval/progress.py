@@ -81,15 +81,18 @@ class WorkBar:
 
 
 class Ticker:
-    """Counts items read from a long iterator and says so every PLAIN_EVERY seconds (nothing on short runs)."""
+    """Counts items read from a long iterator: `first` when the first one arrives (so a bad input fails with
+    its one error line alone), then the count every PLAIN_EVERY seconds."""
 
-    def __init__(self, enabled: bool, label: str):
-        self.enabled, self.label, self.count = enabled, label, 0
+    def __init__(self, enabled: bool, label: str, first: str = ""):
+        self.enabled, self.label, self.first, self.count = enabled, label, first, 0
         self.last = time.monotonic()
 
     def wrap(self, items):
         for item in items:
             self.count += 1
+            if self.count == 1 and self.first:
+                say(self.enabled, self.first)
             if self.enabled and time.monotonic() - self.last >= PLAIN_EVERY:
                 self.last = time.monotonic()
                 say(True, f"{self.label}: {self.count} so far")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from survey.quality import has_hole, has_inner_repeat, longest_copy, VERBATIM_SHARE
 from survey.sources import Source
-from survey.text import clean, content_words, sentences
+from survey.text import STOPWORDS, clean, content_words, sentences
 
 # Cues of what an abstract sentence does.
 _CONTRIBUTION = re.compile(r"\b(?:we|this (?:paper|work|study|article)|in this (?:paper|work))\b.{0,40}?\b"
@@ -24,8 +24,6 @@ _CONTRIBUTION = re.compile(r"\b(?:we|this (?:paper|work|study|article)|in this (
                            re.I)
 _RESULT = re.compile(r"\b(?:achiev|outperform|reduc|improv|speed|faster|accelerat|surpass|lower|boost|cut|"
                      r"up to|match|retain|preserv|show that|demonstrate)", re.I)
-_PROBLEM = re.compile(r"\b(?:challenge|bottleneck|remain|limit|however|costly|expensive|open problem|future|"
-                      r"difficult|struggle|hinder|prohibitive|constrain|still)", re.I)
 _FIRST_PERSON = re.compile(r"\b(?:we|our|us|ours)\b", re.I)
 # Asides a survey sentence does without: praise, hedges, sign-posting, links.
 _HEDGES = re.compile(r"\b(?:novel|new|simple yet effective|simple but effective|simple|effectively|"
@@ -35,7 +33,8 @@ _HEDGES = re.compile(r"\b(?:novel|new|simple yet effective|simple but effective|
 _LEAD = re.compile(r"^(?:to (?:address|tackle|solve|overcome|bridge|fill|mitigate|this end)[^,]{0,60},\s*|"
                    r"in this (?:paper|work|study|article),\s*|here,\s*|thus,\s*|therefore,\s*|however,\s*)", re.I)
 _URL = re.compile(r"\s*(?:\(?https?://\S+\)?|\bcode (?:is|and [a-z ]+ are) (?:publicly )?available.*$)", re.I)
-_DASH_ASIDE = re.compile(r"\s*-{1,2}\s*or even [^-]+-\s*|\s+[-\u2013\u2014]{1,2}\s[^-\u2013\u2014]{1,60}\s[-\u2013\u2014]{1,2}\s+")
+_DASH_ASIDE = re.compile(r"\s*-{1,2}\s*or even [^-]+-\s*|"
+                         r"\s+[-\u2013\u2014]{1,2}\s[^-\u2013\u2014]{1,60}\s[-\u2013\u2014]{1,2}\s+")
 _PAREN = re.compile(r"\s*\(([^()]*)\)")
 _CLAUSE_CUT = re.compile(r",\s+(?:which|while|whereas|where|thereby|enabling|allowing|making|leading|resulting|"
                          r"and|but|as well as|including|such as)\b")
@@ -49,9 +48,11 @@ _KIND = re.compile(r"^(?P<kind>(?:a|an)\s+[^,]{3,90}?)\s+(?:that|which)\s+(?P<pr
 _NAMED_WHICH = re.compile(r"^(?P<name>[A-Z][\w\-.]*(?:\s+\([^()]{1,30}\))?),?\s+(?:which|that)\s+(?P<pred>.+)$")
 _SHOW_THAT = re.compile(r"^(?:.*?\b)?(?:show|shows|demonstrate|demonstrates|find|finds|reveal|reveals|indicate|"
                         r"indicates|confirm|confirms)\s+that\s+(?P<claim>.+)$", re.I)
-_OUR = [(re.compile(r"\bour (?=[A-Z][\w\-]*[A-Z])"), ""), (re.compile(r"\bour\b", re.I), "the"), (re.compile(r"\bwe\b", re.I), "the authors"),
+_OUR = [(re.compile(r"\bour (?=[A-Z][\w\-]*[A-Z])"), ""), (re.compile(r"\bour\b", re.I), "the"),
+        (re.compile(r"\bwe\b", re.I), "the authors"),
         (re.compile(r"\bus\b", re.I), "them")]
 MIN_WORDS, MAX_WORDS = 8, 45
+ATTRIBUTION_WORDS = 16  # shorter sentences say "The authors", not "Surname et al." (fewer words not in the source)
 
 
 @dataclass
@@ -79,6 +80,21 @@ def _score(sentence: str, position: int, focus: set[str]) -> float:
     return score
 
 
+PASSAGE_WORDS = 90  # a claim joined from two sentences must be checkable against one passage of this size
+
+
+def windows(sents: list[str]) -> list[int]:
+    """The passage each sentence falls in when the abstract is read in passages of about PASSAGE_WORDS words."""
+    out, window, words = [], 0, 0
+    for sent in sents:
+        n = len(sent.split())
+        if words and words + n > PASSAGE_WORDS:
+            window, words = window + 1, 0
+        out.append(window)
+        words += n
+    return out
+
+
 def key_sentences(source: Source, focus: set[str]) -> tuple[int | None, int | None]:
     """(contribution, second): the abstract sentences that say what the paper does, and what it finds.
 
@@ -92,17 +108,16 @@ def key_sentences(source: Source, focus: set[str]) -> tuple[int | None, int | No
     scored = [(_score(s, i, focus), i) for i, s in enumerate(sents)]
     cues = [(sc, i) for sc, i in scored if _CONTRIBUTION.search(sents[i])]
     contribution = max(cues or scored)[1]
-    near = [(sc + (3.0 if i > contribution and _RESULT.search(sents[i]) else 0.0), i) for sc, i in scored
-            if i != contribution and abs(i - contribution) <= 2 and not _URL.search(sents[i]) and i > 0]
+    # only a sentence of the same passage: the joined claim must be checkable against one passage
+    window = windows(sents)
+    near = [(sc + (3.0 if i > contribution and _RESULT.search(sents[i]) else 0.0)
+             + (2.0 if abs(i - contribution) == 1 else 0.0), i) for sc, i in scored
+            if i != contribution and abs(i - contribution) <= 2 and not _URL.search(sents[i]) and i > 0
+            and window[i] == window[contribution]]
     return contribution, (max(near)[1] if near else None)
 
 
-def problem_sentences(source: Source) -> list[str]:
-    """Sentences that name a challenge or an open problem (for the introduction and the conclusion)."""
-    return [s for s in abstract_sentences(source) if _PROBLEM.search(s) and not _URL.search(s)]
-
-
-def _tidy(text: str) -> str:
+def tidy(text: str) -> str:
     text = _URL.sub("", text)
     text = _DASH_ASIDE.sub(" ", text)
     text = _LEAD.sub("", clean(text))
@@ -114,7 +129,7 @@ def _tidy(text: str) -> str:
     return text.rstrip(" ,;:.")
 
 
-def _third_person(text: str) -> str:
+def third_person(text: str) -> str:
     for pattern, repl in _OUR:
         text = pattern.sub(repl, text)
     return text
@@ -124,38 +139,52 @@ def _sentence_case(text: str) -> str:
     return text[:1].upper() + text[1:] if text else text
 
 
-def _lower_start(text: str) -> str:
-    """Lower-case the first word unless it is an acronym or a name (two capitals)."""
+_COMMON_STARTS = frozenset("""experiments experimental results extensive evaluation evaluations empirical compared
+comprehensive across without despite building unlike consequently specifically existing""".split())
+
+
+def lower_start(text: str, known: str = "") -> str:
+    """Lower-case the first word unless it is an acronym or a name: two capitals, or (given the abstract as
+    `known`) a word the abstract never writes in lower case ("Chelsea then merges ...")."""
     first = text.split(" ", 1)[0]
-    return text if sum(c.isupper() for c in first) > 1 else text[:1].lower() + text[1:]
+    if sum(c.isupper() for c in first) > 1:
+        return text
+    word = first.strip(",;:()").lower()
+    common = word in STOPWORDS or word in _COMMON_STARTS
+    if known and word and not common and not re.search(rf"[a-z,;] {re.escape(word)}\b", known):
+        return text  # never written in lower case mid-sentence: a name
+    return text[:1].lower() + text[1:]
 
 
 def contribution_clause(sentence: str, surname: str) -> str:
     """'In this paper, we propose X, a novel framework that does Y.' -> 'X is a framework that does Y'."""
-    text = _tidy(sentence)
+    text = tidy(sentence)
     match = _WE_VERB.match(text)
     if not match:
-        return _sentence_case(_third_person(text))
+        return _sentence_case(third_person(text))
     obj, verb = match.group("obj"), match.group("verb").lower()
-    for pattern, form in ((_NAMED_KIND, "{name} is {kind} that {pred}"), (_KIND, "{kind} {pred}"),
+    # "X, a framework, does Y": the abstract's words, rearranged, so not one long copy of them
+    for pattern, form in ((_NAMED_KIND, "{name}, {kind}, {pred}"), (_KIND, "{kind} {pred}"),
                           (_NAMED_WHICH, "{name} {pred}")):
         m = pattern.match(obj)
         if m:
             parts = {k: v for k, v in m.groupdict().items()}
             if "kind" in parts and form.startswith("{kind}"):
                 parts["kind"] = _sentence_case(re.sub(r"^(?:a|an)\s+", "", parts["kind"], flags=re.I))
-                parts["kind"] = ("An " if parts["kind"][:1].lower() in "aeiou" else "A ") + _lower_start(parts["kind"])
-            return _sentence_case(_third_person(form.format(**parts)))
-    return f"{surname} et al. {verb} {_third_person(obj)}"
+                parts["kind"] = ("An " if parts["kind"][:1].lower() in "aeiou" else "A ") + lower_start(parts["kind"])
+            return _sentence_case(third_person(form.format(**parts)))
+    # "Surname et al." costs three words the abstract does not have: only on a long sentence
+    subject = f"{surname} et al." if len(obj.split()) >= ATTRIBUTION_WORDS else "The authors"
+    return f"{subject} {verb} {third_person(obj)}"
 
 
-def result_clause(sentence: str) -> str:
+def result_clause(sentence: str, known: str = "") -> str:
     """'Experiments show that our method reduces latency by 2x.' -> 'the method reduces latency by 2x'."""
-    text = _tidy(sentence)
+    text = tidy(sentence)
     match = _SHOW_THAT.match(text)
     if match:
         text = match.group("claim")
-    return _lower_start(_third_person(text))
+    return lower_start(third_person(text), known)
 
 
 def cut_clause(text: str) -> str:
@@ -164,6 +193,11 @@ def cut_clause(text: str) -> str:
     if not cuts or len(text[:cuts[-1].start()].split()) < MIN_WORDS:
         return text
     return text[:cuts[-1].start()]
+
+
+# a cut must not leave the sentence hanging on a word that needs what followed it
+_DANGLING = re.compile(r"\b(?:and|or|of|the|a|an|showing|demonstrating|indicating|suggesting|revealing|including|"
+                       r"namely|using|called|applied|used|proposed|based|designed|such as|such)$", re.I)
 
 
 def shorter_forms(text: str) -> list[str]:
@@ -176,9 +210,11 @@ def shorter_forms(text: str) -> list[str]:
                                             r"between|after|before|during|into|over|while|which)\s",
                                             text)]
     out += [text[:end].rstrip(",; ") for end in reversed(ends)]
-    return [o for o in out if len(o.split()) >= MIN_WORDS and not o.endswith((" and", " or", " of", " the"))]
+    return [o for o in out if len(o.split()) >= MIN_WORDS and not _DANGLING.search(o)]
 
 
+# "X, one of the Y" at the end, with no verb after it: a cut left the sentence saying nothing
+_APPOSITIVE_END = re.compile(r",\s+(?:one of|a|an)\s(?![^,;]*\b(?:that|which|who|to)\b)[^,;]*$")
 _SUBORDINATE = re.compile(r"^(?:\w+ et al\. (?:report|note) that )?(?:although|though|while|whereas|because|since|if|"
                           r"when|unlike|despite|as)\b", re.I)
 
@@ -189,18 +225,19 @@ def fits(text: str, abstract: str) -> bool:
     n = len(text.split())
     return (MIN_WORDS <= n <= MAX_WORDS and longest_copy(text, abstract) <= VERBATIM_SHARE
             and not has_inner_repeat(text) and not has_hole(text) and not _FIRST_PERSON.search(text)
-            and not _SUBORDINATE.match(text))
+            and not _SUBORDINATE.match(text) and not _APPOSITIVE_END.search(text))
 
 
-def _candidates(main: str, second: str | None, surname: str) -> list[str]:
+def _candidates(main: str, second: str | None, surname: str, known: str) -> list[str]:
     """Sentences to try, best first: the contribution with the second sentence's claim joined on (two sources
     of wording, so never one long copy), the contribution alone, then shorter and attributed forms."""
     out = []
     if second:
         out += [f"{main}; {second}", f"{cut_clause(main)}; {cut_clause(second)}"]
     out += [main, *shorter_forms(main)]
-    if not main.startswith(f"{surname} et al."):  # still a copy: say whose claim it is
-        out += [f"{surname} et al. report that {_lower_start(text)}" for text in [main, *shorter_forms(main)]]
+    if not main.startswith(f"{surname} et al.") and "the authors" not in main.lower():  # still a copy: say whose
+        out += [f"{surname} et al. report that {lower_start(text, known)}" for text in [main, *shorter_forms(main)]
+                if len(text.split()) >= ATTRIBUTION_WORDS]
     return list(dict.fromkeys(out))
 
 
@@ -211,8 +248,8 @@ def pipeline_sentence(source: Source, focus: set[str], max_words: int) -> Ground
         return None
     sents = abstract_sentences(source)
     main = contribution_clause(sents[contribution], source.first_author_surname)
-    other = result_clause(sents[second]) if second is not None else None
-    for text in _candidates(main, other, source.first_author_surname):
+    other = result_clause(sents[second], source.text) if second is not None else None
+    for text in _candidates(main, other, source.first_author_surname, source.text):
         if len(text.split()) <= max_words and fits(text, source.text):
             used = [contribution] + ([second] if other and text.endswith(other[-20:]) else [])
             return Grounded(text, source.id, "pipeline", used)
@@ -247,7 +284,7 @@ REWRITE_SUPPORT = 0.85  # words of a model rewrite that must occur in the passag
 def accept_rewrite(text: str, source: Source, passage: str, earlier: list[str]) -> str | None:
     """The model's rewrite when it says only what `passage` says, in other words; None otherwise."""
     text = clean(re.sub(r"\[[^\]]*\]", "", text or "")).strip(" \"'")
-    if not text:
+    if not text or len(sentences(text)) != 1:  # one sentence, as asked: a second one is unchecked text
         return None
     text = _sentence_case(text.rstrip(" .;,"))
     numbers = set(re.findall(r"\d+(?:\.\d+)?", text))
@@ -280,8 +317,8 @@ def parse_rewrite(text: str) -> str:
     try:
         value = json.loads(text).get("sentence", "")
     except (json.JSONDecodeError, AttributeError):
-        match = re.search(r'"sentence"\s*:\s*"([^"]*)', text or "")
-        value = match.group(1) if match else (text or "")
+        # a JSON answer cut off by max_tokens ends mid-sentence: nothing to keep
+        value = "" if (text or "").lstrip().startswith("{") else (text or "")
     return clean(str(value))
 
 

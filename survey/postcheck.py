@@ -3,7 +3,6 @@
 Sentences carry their citations as `[@doc_id]` markers. `clean_parts` reads the whole survey in order and drops
 a sentence that repeats an earlier one (same words, or content words all said before), has an unfilled
 template slot ("contributes to the field of by"), or loops (a 4-gram said twice); the drops go to the trace.
-`connect` joins one section's sentences with a few connecting words so that they read as a paragraph.
 """
 from __future__ import annotations
 
@@ -14,14 +13,6 @@ from survey.quality import has_hole, has_inner_repeat, repeats
 from survey.section import SectionResult
 from survey.text import sentences
 
-_MARKED_END = re.compile(r"((?:\s*\[@[^\]\s]+\])+)\s*([.!?])$")
-# Openers for the second and later papers of a section; which one depends on nothing but position, so they
-# claim no relation between the papers that the pipeline has not checked.
-_OPENERS = ("", "In the same group, ", "Along another line, ", "Further, ")
-
-
-_COMMON_STARTS = frozenset("""a an the this these those its their to taking although while by in on with for
-experiments results across using based such existing""".split())
 
 
 def attach(text: str, ids: list[str]) -> str:
@@ -29,18 +20,6 @@ def attach(text: str, ids: list[str]) -> str:
     body = text.strip().rstrip(" .;,:")
     marks = " ".join(f"[@{i}]" for i in ids)
     return f"{body} {marks}.".replace(" .", ".") if marks else f"{body}."
-
-
-def connect(written: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Give each sentence after the first an opener, lower-casing its first word unless it is a name."""
-    out = []
-    for i, (text, doc) in enumerate(written):
-        opener = _OPENERS[min(i, len(_OPENERS) - 1)] if i else ""
-        first = text.split(" ", 1)[0].lower()
-        if opener and first in _COMMON_STARTS:  # not a name: "the method", "a framework", "taking"
-            text = text[:1].lower() + text[1:]
-        out.append((opener + text, doc))
-    return out
 
 
 def _split(text: str) -> list[str]:

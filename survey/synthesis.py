@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from survey.grounding import _lower_start, _third_person, _tidy, fits, shorter_forms
+from survey.grounding import (lower_start, third_person, tidy, windows, abstract_sentences, cut_clause, fits,
+                              shorter_forms)
 from survey.outline import SectionPlan
 from survey.sources import Source
-from survey.text import content_words, sentences
+from survey.text import content_words
 from survey.topics import _GENERIC, _phrases
 
 _BACKGROUND = re.compile(r"\b(?:challenge|bottleneck|costly|expensive|limited|constrain|demand|latency|memory|"
@@ -23,14 +24,24 @@ _OPEN = re.compile(r"\b(?:remain|remains|open (?:problem|question|challenge)|fut
                    r"unexplored|underexplored|lack|challenging|challenge)", re.I)
 
 
-def _grounded_from(sentence: str, source: Source) -> str | None:
-    """A sentence of `source` as survey prose (tidied, third person), or a shorter or attributed form when that
-    is a copy of the abstract."""
-    text = _third_person(_tidy(sentence))
-    text = text[:1].upper() + text[1:]
+def _prose(sentence: str) -> str:
+    text = third_person(tidy(sentence))
+    return text[:1].upper() + text[1:]
+
+
+def _grounded_from(sents: list[str], i: int, source: Source) -> str | None:
+    """Sentence `i` of `source` as survey prose (tidied, third person): alone, shortened, or joined with the next
+    sentence of the same passage when alone it would be a copy of the abstract, or attributed ("X et al. note
+    that ...") when it is long enough to carry the attribution."""
+    text = _prose(sents[i])
     forms = [text, *shorter_forms(text)]
-    attributed = [f"{source.first_author_surname} et al. note that {_lower_start(f)}" for f in forms]
-    for candidate in forms + attributed:
+    window = windows(sents)
+    if i + 1 < len(sents) and window[i] == window[i + 1]:
+        forms.append(f"{cut_clause(text)}; {cut_clause(lower_start(_prose(sents[i + 1]), source.text))}")
+    # whose claim it is, on a long sentence only: on a short one the four added words outweigh its own
+    forms += [f"{source.first_author_surname} et al. note that {lower_start(f, source.text)}"
+              for f in [text, *shorter_forms(text)] if len(f.split()) >= 18]
+    for candidate in forms:
         if fits(candidate, source.text):
             return candidate
     return None
@@ -43,10 +54,10 @@ def _pick(sources: list[Source], cue: re.Pattern, topic_words: set[str], most: i
     for src in sources:
         if src.id in used:
             continue
-        sents = sentences(src.text)[:2] if first_only else sentences(src.text)
-        ranked = sorted((s for s in sents if cue.search(s)), key=lambda s: -len(content_words(s) & topic_words))
-        for sent in ranked:
-            text = _grounded_from(sent, src)
+        sents = abstract_sentences(src)
+        order = [i for i in range(len(sents[:2] if first_only else sents)) if cue.search(sents[i])]
+        for i in sorted(order, key=lambda i: -len(content_words(sents[i]) & topic_words)):
+            text = _grounded_from(sents, i, src)
             if text:
                 out.append((text, src.id))
                 used.add(src.id)
@@ -95,11 +106,10 @@ def introduction(topic: str, sections: list[SectionPlan], groups: list[list[Sour
         (text, [doc]) for text, doc in _pick(top_sources, _BACKGROUND, topic_words, 2, set(), first_only=True)]
     headings = [s.title for s in sections]
     n_papers = sum(len(g) for g in groups)
-    out.append((f"The {n_papers} papers this survey draws on fall into {len(sections)} groups by topic: "
-                f"{_series(headings)}", []))
     shared = shared_phrases(groups, topic)
-    if shared:
-        out.append((f"Running through several of these groups are {_series(shared)}", []))
+    common = f"; {_series(shared)} run through several of them" if shared else ""
+    out.append((f"The {n_papers} papers this survey draws on fall into {len(sections)} groups by topic, "
+                f"{_series(headings)}{common}", []))
     return out
 
 

@@ -28,7 +28,9 @@ dataset datasets problem problems challenge challenges significant significantly
 across improve improves improved improving achieve achieves achieving show shows demonstrate including without
 however while first across also further high low even thus introduce introduces present presents natural
 processing overhead using based specifically enable enables key effective efficient efficiency extensive
-promising solution solutions usage particularly setting settings case cases test limit limits towards""".split())
+promising solution solutions usage particularly setting settings case cases test limit limits towards beyond
+leveraging leverage accelerates accelerating enhancing enhance rethinking unlocking boosting exploring revisiting
+toward via make makes making""".split())
 _TERM = re.compile(r"^[a-z]+-[a-z]+$")  # a hyphenated term ("long-context") names a topic on its own
 _SMALL = frozenset("a an and as at by for from in of on or the to via with vs".split())
 
@@ -90,11 +92,13 @@ def _phrases(text: str, longest: int = 3) -> set[str]:
         for n in range(1, longest + 1):
             for i in range(len(toks) - n + 1):
                 gram = toks[i:i + n]
-                if gram[0] in _SMALL or gram[-1] in _SMALL or gram[0] in STOPWORDS:
+                if gram[0] in _SMALL or gram[-1] in _SMALL or gram[0] in STOPWORDS or (n > 1 and gram[0] in _GENERIC):
                     continue
                 if gram[-1] in STOPWORDS and (n == 1 or gram[-1] not in _GENERIC):
                     continue
                 if any(g in STOPWORDS and g != "of" for g in gram[1:-1]):  # "crisis in nearest": no phrase
+                    continue
+                if any(len(g) < 2 for g in gram):  # "x" of "2.5x higher" is no word
                     continue
                 if all(g in _GENERIC or g in STOPWORDS or len(g) < 3 for g in gram):
                     continue
@@ -143,7 +147,8 @@ def _widen(ranked: list[str], counts: Counter[str]) -> list[str]:
     out = []
     for phrase in ranked:
         if " " not in phrase:
-            wider = [p for p in ranked if phrase in p.split() and p != phrase and counts[p] >= max(2, counts[phrase] / 2)]
+            wider = [p for p in ranked
+                     if phrase in p.split() and p != phrase and counts[p] >= max(2, counts[phrase] / 2)]
             phrase = wider[0] if wider else phrase
         out.append(phrase)
     return list(dict.fromkeys(out))
@@ -186,7 +191,8 @@ def keyphrase_heading(phrases: list[str], group: list[Source], taken: list[str])
         return title_case(" ".join(sorted(content_words(group[0].title))[:3]), known)
     first = pool[0]
     # the second phrase must be shared by papers of the group, not one title's words
-    second = next((p for p in pool[1:] if len(first.split()) + len(p.split()) <= 5 and p in shared), None)
+    second = next((p for p in pool[1:] if len(first.split()) + len(p.split()) <= 5 and p in shared
+                   and (" " in p or _TERM.match(p))), None)
     return title_case(f"{first} and {second}" if second else first, known)
 
 
@@ -201,6 +207,8 @@ def check_heading(name: str, phrases: list[str], group: list[Source], topic: str
     mine = content_words(name)
     if not mine or mine <= content_words(topic) | {w.rstrip("s") for w in _GENERIC}:
         return "only the topic's or the field's words"
+    if len(mine - {w.rstrip("s") for w in _GENERIC}) < 2:
+        return "fewer than two words that name a topic"
     group_words = content_words(" ".join(phrases))
     if not mine & group_words:
         return "none of the group's keyphrases"

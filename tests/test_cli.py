@@ -60,3 +60,17 @@ def test_a_flag_mistake_is_one_line_exit_2(args, says):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "--help" in lines[0]
+
+
+def test_piped_tables_and_paths_do_not_wrap_at_80_columns(smollm2_path, minilm_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    for args in (("models",), ("doctor",)):
+        out = subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr
+        path_lines = [ln for ln in out.stdout.splitlines() if str(smollm2_path) in ln]
+        assert len(path_lines) == 1, out.stdout  # the whole path on one line: rich cut it at 80 columns
+    rows = [ln for ln in out.stdout.splitlines() if "model " in ln]
+    assert len(rows) == len(ASSETS)

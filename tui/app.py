@@ -33,14 +33,16 @@ class CpmApp(App):
         Binding("escape", "cancel", "Stop", id="cancel"),
     ]
 
-    def __init__(self, settings: TuiSettings | None = None, services: Services | None = None) -> None:
+    def __init__(self, settings: TuiSettings | None = None, services: Services | None = None,
+                 mode: str = "assistant") -> None:
         super().__init__()
         self.settings = settings or TuiSettings.from_env()
         self.services = services or Services(self.settings)
+        self.initial_mode = mode  # "survey" | "assistant": `cpm tui --index DIR` opens in Survey mode
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with TabbedContent(initial="assistant", id="modes"):
+        with TabbedContent(initial=self.initial_mode, id="modes"):
             with TabPane("Survey", id="survey"):
                 yield SurveyPane(self.services, id="survey-pane")
             with TabPane("Assistant", id="assistant"):
@@ -49,6 +51,8 @@ class CpmApp(App):
 
     def on_mount(self) -> None:
         self.sub_title = self.services.describe()
+        if self.initial_mode == "survey":
+            self.query_one("#topic").focus()
 
     @property
     def mode(self) -> str:
@@ -67,6 +71,7 @@ class CpmApp(App):
         stopped = self.query_one(SurveyPane).cancel() or stopped
         if stopped:
             self.notify("stopped")
+            self.sub_title = self.sub_title.replace(" (generating)", "")
 
     def action_resume(self) -> None:
         """Survey mode: the interrupted surveys; Assistant mode: the chat sessions."""
@@ -119,5 +124,7 @@ class CpmApp(App):
 
     @on(TokenRate)
     def show_speed(self, event: TokenRate) -> None:
+        if not event.done and not any(w.group in ("survey", "assistant") and w.is_running for w in self.workers):
+            return  # a rate posted just before Esc, read after it: nothing is generating any more
         state = "" if event.done else " (generating)"
         self.sub_title = f"{self.services.describe()} · {event.rate:.1f} tok/s{state}"

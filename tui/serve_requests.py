@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a 1 MB prompt fits; a runaway upload does not
 MAX_DEPTH = 64  # JSON nesting; real bodies (tool schemas included) stay far below it
@@ -66,10 +66,26 @@ class Message(_Body):
         return out
 
 
+def _json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A tool's parameters or a response schema must be a valid JSON Schema: the grammar is built from it, and a
+    malformed one (`"properties": []`) would otherwise fail deep inside the grammar builder as a 500."""
+    import jsonschema
+
+    try:
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path)
+        raise ValueError(f"not a valid JSON Schema{f' at {where}' if where else ''}: {exc.message}"[:300]) from None
+    return schema
+
+
+JsonSchema = Annotated[dict[str, Any], AfterValidator(_json_schema)]
+
+
 class FunctionDef(_Body):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
     description: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: JsonSchema | None = None
     strict: bool | None = None
 
 
@@ -89,7 +105,7 @@ class NamedToolChoice(_Body):
 
 class JsonSchemaSpec(_Body):
     name: str = "response"
-    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    schema_: JsonSchema = Field(default_factory=dict, alias="schema")
     strict: bool | None = None
     description: str | None = None
 

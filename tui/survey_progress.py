@@ -18,6 +18,7 @@ class SurveyProgress:
                                  disable=quiet)
         self.overall = None
         self.tasks: dict[int, int] = {}
+        self.titles: dict[int, str] = {-1: "plan / introduction", -2: "conclusion"}
         self.tokens: dict[int, int] = {}
 
     def __enter__(self) -> "SurveyProgress":
@@ -27,10 +28,17 @@ class SurveyProgress:
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
 
-    def _task(self, section: int, title: str | None = None) -> int:
+    def _name(self, section: int) -> str:
+        """'2. Speculative decoding', from the outline; a number only before any outline is known."""
+        return self.titles.get(section, f"section {section + 1}")
+
+    def _learn_outline(self, outline: dict | None) -> None:
+        for i, sec in enumerate((outline or {}).get("sections", [])):
+            self.titles[i] = f"{i + 1}. {sec['title']}"
+
+    def _task(self, section: int) -> int:
         if section not in self.tasks:
-            label = {-1: "plan / introduction", -2: "conclusion"}.get(section, title or f"section {section + 1}")
-            self.tasks[section] = self.progress.add_task(escape(label[:48]), total=1, info="")
+            self.tasks[section] = self.progress.add_task(escape(self._name(section)[:48]), total=1, info="")
         return self.tasks[section]
 
     def update(self, event: dict) -> None:
@@ -41,14 +49,16 @@ class SurveyProgress:
                                f"`cpm survey --resume {event['thread_id']} --index {self.index}`)")
             total = event["settings"]["sections"] + 2
             self.overall = self.progress.add_task("survey", total=total, info="")
+            self._learn_outline(event.get("outline"))  # a resumed survey knows its outline from the start
             if event["sections_done"] and event.get("outline"):
                 for i in event["sections_done"]:
-                    t = self._task(i, event["outline"]["sections"][i]["title"])
+                    t = self._task(i)
                     self.progress.update(t, completed=1, info="reused")
                 self.progress.advance(self.overall, len(event["sections_done"]))
         elif kind == "outline":
-            for i, sec in enumerate(event["outline"]["sections"]):
-                self._task(i, f"{i + 1}. {sec['title']}")
+            self._learn_outline(event["outline"])
+            for i in range(len(event["outline"]["sections"])):
+                self._task(i)
             self.progress.advance(self.overall, 1)
         elif kind == "stage":
             self.progress.update(self._task(event["section"]), info=event["stage"])
@@ -57,15 +67,15 @@ class SurveyProgress:
             self.tokens[s] = self.tokens.get(s, 0) + 1
             self.progress.update(self._task(s), info=f"{event['stage']} ({self.tokens[s]} tok)")
         elif kind == "retry":
-            self.console.print(f"[yellow]backend failed during {event['stage']} (section {event['section'] + 1}),"
+            self.console.print(f"[yellow]backend failed during {event['stage']} ({escape(self._name(event['section']))}),"
                                f" retrying (attempt {event['attempt']}): {escape(event['error'])}[/]")
         elif kind == "section_done":
             self.progress.update(self._task(event["section"]), completed=1,
                                  info=f"{event['cited']} papers cited, {event['seconds']:.0f}s")
             self.progress.advance(self.overall, 1)
         elif kind == "saved":
-            done = ", ".join(str(i + 1) for i in event["sections"])
-            self.console.print(f"checkpoint: section {done} saved")
+            done = "; ".join(self._name(i) for i in event["sections"])
+            self.console.print(f"checkpoint: section {escape(done)} saved")  # tests match this prefix
         elif kind == "node" and event["node"] == "frame":
             for s in (-1, -2):
                 self.progress.update(self._task(s), completed=1, info="done")

@@ -4,6 +4,9 @@ Two modes (a flag):
 - constrained: BFCL's function-calling (FC) mode. The functions are bound as OpenAI-style tools
   (tools.to_openai_tools); the chat layer constrains each call to a bound tool's schema with its grammar
   and returns `AIMessage.tool_calls`, stored as BFCL's FC result `[{name: "{json args}"}]` (`[]`: no call).
+  `tool_choice` "auto": the model decides between a call and an answer; "required": categories with answers
+  must call (one call unless the model opens another, as parallel calls are allowed), relevance categories
+  stay "auto" (a forced call there is wrong by construction). The report says which.
 - free: BFCL's prompting mode. No grammar and no bound tools: the functions are described in the system
   prompt (prompts.py), the reply text is stored as is and decoded like BFCL's prompting results.
 Results go to OUT/bfcl_results.jsonl, one line per case as it finishes; a rerun skips ids already there.
@@ -18,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from agents.bfcl.data import BfclCase, load_cases
+from agents.bfcl.data import BfclCase, category_of, load_cases
 from agents.bfcl.prompts import free_messages
 from agents.bfcl.score import load_results, score_records
 from agents.bfcl.setup import serving_setup
@@ -37,6 +40,7 @@ class GenerationConfig:
     base_url: str | None = None
     api_key: str | None = None
     constrained: bool = False
+    tool_choice: str = "auto"  # constrained mode: "auto" | "required" (relevance categories: always auto)
     max_tokens: int = 256
     spec: str = "none"  # speculative drafter of the in-process engine (SamplingParams.spec)
     device: str = "auto"  # in-process engine device, as `cpm serve --device`
@@ -47,13 +51,29 @@ class GenerationConfig:
 
         self.backend, self.model, self.base_url = resolve_backend(self.backend, self.model, self.base_url)
 
+        if self.tool_choice not in ("auto", "required"):
+            raise AgentError(f"tool_choice must be auto or required, got {self.tool_choice!r}")
+
     @property
     def mode(self) -> str:
         return "constrained" if self.constrained else "free"
 
+    @property
+    def choice_label(self) -> str | None:
+        """What the report says about tool_choice (None in free mode, where no tools are bound)."""
+        if not self.constrained:
+            return None
+        return "required (irrelevance: auto)" if self.tool_choice == "required" else "auto"
+
+    def choice_for(self, category: str) -> str:
+        from agents.bfcl.data import is_relevance
+
+        return "auto" if is_relevance(category) else self.tool_choice
+
     def describe(self) -> str:
         spec = f", spec {self.spec}" if self.spec != "none" else ""
-        return f"{self.model or 'default model'} ({self.backend or 'default backend'}), {self.mode}{spec}"
+        mode = f"{self.mode}, tool_choice {self.choice_label}" if self.constrained else self.mode
+        return f"{self.model or 'default model'} ({self.backend or 'default backend'}), {mode}{spec}"
 
     def make_model(self):
         from agents.chat import make_chat_model
@@ -83,7 +103,7 @@ def run_case(chat, case: BfclCase, config: GenerationConfig) -> dict:
         raise AgentError(f"{case.id}: {len(case.question)} turns; only single-turn categories are supported")
     start = time.perf_counter()
     if config.constrained:
-        bound = chat.bind_tools(to_openai_tools(case.functions), tool_choice="auto")
+        bound = chat.bind_tools(to_openai_tools(case.functions), tool_choice=config.choice_for(case.category))
         message = bound.invoke(case.question[0], max_tokens=config.max_tokens)
         result = _calls_as_result(message.tool_calls)
     else:
@@ -91,6 +111,7 @@ def run_case(chat, case: BfclCase, config: GenerationConfig) -> dict:
         result = message.content if isinstance(message.content, str) else json.dumps(message.content)
     usage = getattr(message, "usage_metadata", None) or {}
     return {"id": case.id, "category": case.category, "mode": config.mode, "model": config.model, "spec": config.spec,
+            "tool_choice": config.choice_for(case.category) if config.constrained else None,
             "result": result, "raw": message.content,
             "invalid_tool_calls": [dict(c) for c in getattr(message, "invalid_tool_calls", [])],
             "finish_reason": (message.response_metadata or {}).get("finish_reason"),
@@ -99,11 +120,31 @@ def run_case(chat, case: BfclCase, config: GenerationConfig) -> dict:
 
 def _check_resume(records: dict[str, dict], config: GenerationConfig, path: Path) -> None:
     for record in records.values():
-        if (record.get("mode"), record.get("model"), record.get("spec", "none")) != (config.mode, config.model,
-                                                                                      config.spec):
+        choice = config.choice_for(category_of(str(record["id"]))) if config.constrained else None
+        # files from before --tool-choice: constrained runs were all "auto"
+        recorded = record.get("tool_choice", "auto" if record.get("mode") == "constrained" else None)
+        if (record.get("mode"), record.get("model"), record.get("spec", "none"), recorded) != \
+                (config.mode, config.model, config.spec, choice):
             raise AgentError(f"{path} holds results of another run (mode {record.get('mode')}, model "
-                             f"{record.get('model')}, spec {record.get('spec', 'none')}); pass another --out to "
-                             "start a new one")
+                             f"{record.get('model')}, spec {record.get('spec', 'none')}, tool_choice "
+                             f"{record.get('tool_choice')}); pass another --out to start a new one")
+
+
+# Cases generated at once. 1 until the engine serves requests concurrently (its scheduler batches them); then
+# raising this is the whole change: run_case only reads `chat` and `config`, and records are written here, in
+# the cases' order, by the calling thread.
+WORKERS = 1
+
+
+def _map_cases(fn: Callable, cases: list, workers: int = WORKERS):
+    """fn over cases, results in order; inline for one worker (so Ctrl-C stops at once, no thread to wait on)."""
+    if workers <= 1:
+        yield from map(fn, cases)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(fn, cases)
 
 
 def generate(cases: list[BfclCase], out_dir: Path, config: GenerationConfig, chat=None,
@@ -119,8 +160,9 @@ def generate(cases: list[BfclCase], out_dir: Path, config: GenerationConfig, cha
     if todo and chat is None:
         chat = config.make_model()
     with open(path, "a", encoding="utf-8") as f:
-        for n, case in enumerate(todo, 1):
-            record = run_case(chat, case, config)
+        if progress:
+            progress(0, len(todo), "")
+        for n, (case, record) in enumerate(zip(todo, _map_cases(lambda c: run_case(chat, c, config), todo)), 1):
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             f.flush()   # a crash or Ctrl-C loses at most the case in flight
             records[case.id] = record
@@ -139,6 +181,7 @@ def generate_and_score(data_dir: Path, out_dir: Path, config: GenerationConfig, 
     settings = {k: v for k, v in asdict(config).items() if k != "api_key"}   # never write the key to disk
     serving = serving_setup(chat, config.mode, config.spec) if chat is not None else \
         {"note": "every case was already in the results file: no model was loaded in this run"}
-    report["run"] = {**settings, "mode": config.mode, "limit": limit, "serving": serving,
+    report["run"] = {**settings, "mode": config.mode, "tool_choice": config.choice_label, "limit": limit,
+                     "serving": serving,
                      "categories": sorted({c.category for c in cases}), "results": str(Path(out_dir) / RESULTS_NAME)}
     return report

@@ -99,11 +99,12 @@ def _equal(value, option) -> bool:
 
 def summarize(rows: list[dict]) -> dict:
     """rows: {category, valid, counts: CallCounts | None} -> per-category and overall metrics."""
-    per_cat: dict[str, dict] = defaultdict(lambda: {"cases": 0, "correct": 0, "counts": CallCounts()})
+    per_cat: dict[str, dict] = defaultdict(lambda: {"cases": 0, "correct": 0, "called": 0, "counts": CallCounts()})
     for row in rows:
         slot = per_cat[row["category"]]
         slot["cases"] += 1
         slot["correct"] += int(row["valid"])
+        slot["called"] += int(row.get("called", False))
         if row["counts"] is not None:
             slot["counts"].add(row["counts"])
     categories = {}
@@ -111,7 +112,9 @@ def summarize(rows: list[dict]) -> dict:
     for cat, slot in per_cat.items():   # first-seen order: the order the cases came in
         total.add(slot["counts"])
         categories[cat] = {"cases": slot["cases"], "correct": slot["correct"],
-                           "accuracy": round(slot["correct"] / slot["cases"], 4), **slot["counts"].as_dict()}
+                           "accuracy": round(slot["correct"] / slot["cases"], 4),
+                           # the share of cases whose output holds at least one call (irrelevance: lower is right)
+                           "call_rate": round(slot["called"] / slot["cases"], 4), **slot["counts"].as_dict()}
     cases = sum(c["cases"] for c in categories.values())
     correct = sum(c["correct"] for c in categories.values())
     overall = {"cases": cases, "correct": correct,
@@ -119,5 +122,6 @@ def summarize(rows: list[dict]) -> dict:
                # BFCL's summaries average categories without weighting them by size.
                "macro_accuracy": (round(sum(c["accuracy"] for c in categories.values()) / len(categories), 4)
                                   if categories else None),
+               "call_rate": round(sum(s["called"] for s in per_cat.values()) / cases, 4) if cases else None,
                **total.as_dict()}
     return {"categories": categories, "overall": overall}

@@ -27,10 +27,11 @@ def summary_table(summary: dict, title: str = "BFCL (AST)"):
     from rich.table import Table
 
     # MiniCPM4-MCP's three accuracies: function name, parameter names, parameter values (percent).
-    table = Table("category", "cases", "acc %", "name %", "params %", "values %", title=title)
+    table = Table("category", "cases", "acc %", "calls %", "name %", "params %", "values %", title=title)
     rows = list(summary["categories"].items()) + [("overall", summary["overall"])]
     for name, m in rows:
         table.add_row(name if name != "overall" else "[bold]overall[/]", str(m["cases"]), _pct(m["accuracy"]),
+                      _pct(m.get("call_rate")),
                       _pct(m["function_name_accuracy"]), _pct(m["param_name_accuracy"]),
                       _pct(m["param_value_accuracy"]), end_section=name == rows[-2][0] if len(rows) > 1 else False)
     return table
@@ -38,9 +39,10 @@ def summary_table(summary: dict, title: str = "BFCL (AST)"):
 
 def markdown_table(summary: dict) -> str:
     """The same numbers as a Markdown table (for docs/benchmarks.md)."""
-    lines = ["| category | cases | accuracy % | func name % | param name % | param value % |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| category | cases | accuracy % | calls % | func name % | param name % | param value % |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, m in list(summary["categories"].items()) + [("overall", summary["overall"])]:
-        lines.append(f"| {name} | {m['cases']} | {_pct(m['accuracy'])} | {_pct(m['function_name_accuracy'])} | "
+        lines.append(f"| {name} | {m['cases']} | {_pct(m['accuracy'])} | {_pct(m.get('call_rate'))} | "
+                     f"{_pct(m['function_name_accuracy'])} | "
                      f"{_pct(m['param_name_accuracy'])} | {_pct(m['param_value_accuracy'])} |")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from agents.chat.engine_runner import ChatReply, ChatRequest, EngineRunner, Reasoning
 from agents.chat.messages import to_openai_messages
+from agents.chat.toolcalls import distinct_calls
 from agents.chat.tooling import to_openai_tools, tool_binding
 
 _RUNNERS: "weakref.WeakKeyDictionary[Any, EngineRunner]" = weakref.WeakKeyDictionary()
@@ -81,7 +82,7 @@ class ChatEngine(BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         reply = self._runner.complete(self._request(messages, stop, kwargs))
         parsed = reply.parsed
-        message = AIMessage(content=parsed.content, tool_calls=parsed.tool_calls,
+        message = AIMessage(content=parsed.content, tool_calls=distinct_calls(parsed.tool_calls),
                             invalid_tool_calls=parsed.invalid_tool_calls, usage_metadata=_usage(reply),
                             response_metadata=self._metadata(reply), additional_kwargs=_reasoning(parsed.reasoning))
         return ChatResult(generations=[ChatGeneration(message=message)])
@@ -99,7 +100,7 @@ class ChatEngine(BaseChatModel):
                 yield chunk
                 continue
             calls = [tool_call_chunk(name=c["name"], args=_json(c["args"]), id=c["id"], index=i)
-                     for i, c in enumerate(item.parsed.tool_calls)]
+                     for i, c in enumerate(distinct_calls(item.parsed.tool_calls))]
             meta = self._metadata(item)
             meta["invalid_tool_calls"] = item.parsed.invalid_tool_calls
             yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=calls,

@@ -2,9 +2,10 @@
 
 Tool calls are constrained in the Hermes format the prompt asks for (docs/chat.md):
 `<tool_call>\\n{"name": "<tool>", "arguments": <JSON matching the tool's schema>}\\n</tool_call>`.
-With tool_choice "auto" the text is free until the model writes `<tool_call>` (xgrammar's triggered tags), and
-from there the call must match a bound tool's schema; with "required" or a forced tool the call is forced from
-the first token. `response_format` json_schema / json_object constrains the whole reply.
+With tool_choice "auto" the first token decides between an answer and a call (agents.chat.decision); a call,
+once started, must match a bound tool's schema, and an answer that opens `<tool_call>` later is held to the
+same schemas (xgrammar's triggered tags). With "required" or a forced tool the call is forced from the first
+token. Tool schemas get bounds first (agents.chat.schema_bounds), so every call closes. `response_format` json_schema / json_object constrains the whole reply.
 """
 from __future__ import annotations
 
@@ -13,12 +14,30 @@ import re
 import threading
 from functools import lru_cache
 
+from agents.chat.schema_bounds import bounded_schema
 from agents.chat.toolcalls import HERMES_CLOSE, HERMES_OPEN
 from agents.chat.tooling import ToolChoice
 from agents.errors import AgentError
 
 # Bounds runs of whitespace inside JSON so a small model cannot spin on spaces and newlines until max_tokens.
 MAX_JSON_WHITESPACE = 2
+# After a complete call, when parallel calls are allowed, the grammar lets the model end or open another
+# call. SmolLM2-135M's next token after `</tool_call>` is nearly always "\n", which under the grammar can only
+# start another call: `cpm serve` returned 7 identical calls cut off by max_tokens. Ending gets this much
+# extra logit there, so a second call is opened only when the model clearly prefers it (~e^3 = 20x odds).
+EXTRA_CALL_END_BIAS = 3.0
+
+
+def _prefer_end(row, stop_ids: list[int], bias: float) -> None:
+    """Add `bias` to the stop tokens when they are allowed together with something else (in place)."""
+    import torch
+
+    ids = torch.tensor([i for i in stop_ids if i < row.numel()], dtype=torch.long, device=row.device)
+    if not len(ids):
+        return
+    allowed = torch.isfinite(row)
+    if bool(allowed[ids].any()) and int(allowed.sum()) > int(allowed[ids].sum()):
+        row[ids] += bias
 
 
 _NATIVE_PREFIX = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*")
@@ -35,10 +54,14 @@ class GrammarLogitsProcessor:
     the ids sampled so far; tokens not yet seen are fed to the matcher first.
     """
 
-    def __init__(self, compiled, vocab_size: int):
+    def __init__(self, compiled, vocab_size: int, stop_ids: list[int] | None = None, end_bias: float = 0.0):
         import xgrammar as xgr
 
         self._xgr = xgr
+        # end_bias > 0: where the grammar allows both ending and going on (after a tool call, another call),
+        # ending is preferred by this much (logits). See `EXTRA_CALL_END_BIAS`.
+        self.stop_ids = list(stop_ids or [])
+        self.end_bias = end_bias
         self.matcher = xgr.GrammarMatcher(compiled)
         self.bitmask = xgr.allocate_token_bitmask(1, vocab_size)
         self.vocab_size = vocab_size
@@ -75,6 +98,8 @@ class GrammarLogitsProcessor:
         self.matcher.fill_next_token_bitmask(self.bitmask)
         view = logits.view(1, -1) if logits.dim() == 1 else logits
         self._xgr.apply_token_bitmask_inplace(view, self.bitmask.to(logits.device), vocab_size=self.vocab_size)
+        if self.end_bias and self.stop_ids:
+            _prefer_end(view[0], self.stop_ids, self.end_bias)
         return logits
 
     @property
@@ -89,6 +114,7 @@ class GrammarFactory:
         import xgrammar as xgr
 
         self.vocab_size = vocab_size or len(tokenizer)
+        self.stop_ids = list(stop_token_ids or [tokenizer.eos_token_id])
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=self.vocab_size,
                                                   stop_token_ids=stop_token_ids)
         # Two threads at most: the machine is shared and schemas are small.
@@ -96,12 +122,30 @@ class GrammarFactory:
         self._lock = threading.Lock()  # GrammarCompiler is shared by the server's request threads
         self._compile = lru_cache(maxsize=64)(self._compile_uncached)
 
-    def for_tools(self, tools: list[dict], choice: ToolChoice, parallel: bool = True) -> GrammarLogitsProcessor | None:
-        """A processor constraining tool calls, or None when tool_choice is "none" or no tools are bound."""
+    def for_tools(self, tools: list[dict], choice: ToolChoice, parallel: bool = True):
+        """A processor constraining tool calls, or None when tool_choice is "none" or no tools are bound.
+
+        "required"/a named tool: a `GrammarLogitsProcessor` forcing one call (more only with `parallel`).
+        "auto": a `ToolDecision` (agents.chat.decision): the first token decides between an answer and a call.
+        """
         if choice.mode == "none" or not tools:
             return None
+        calls = self.calls_processor(tools, choice, parallel)
+        if choice.mode != "auto":
+            return calls
+        from agents.chat.decision import ToolDecision
+
         tag = tool_call_structural_tag(tools, choice, parallel)
-        return GrammarLogitsProcessor(self._compiled("tag", json.dumps(tag)), self.vocab_size)
+        answer = GrammarLogitsProcessor(self._compiled("tag", json.dumps(tag)), self.vocab_size)
+        return ToolDecision(answer, calls)
+
+    def calls_processor(self, tools: list[dict], choice: ToolChoice, parallel: bool) -> GrammarLogitsProcessor:
+        """One call forced from the first token (several with `parallel`, each after the first disfavoured by
+        EXTRA_CALL_END_BIAS), to the tools `choice` names."""
+        forced = ToolChoice("required", choice.names or tuple(t["function"]["name"] for t in tools))
+        tag = tool_call_structural_tag(tools, forced, parallel)
+        return GrammarLogitsProcessor(self._compiled("tag", json.dumps(tag)), self.vocab_size, self.stop_ids,
+                                      EXTRA_CALL_END_BIAS if parallel else 0.0)
 
     def for_response_format(self, response_format: dict | None) -> GrammarLogitsProcessor | None:
         """A processor for OpenAI's `response_format` ({"type": "json_schema"|"json_object"|"text"})."""
@@ -137,7 +181,7 @@ def tool_call_structural_tag(tools: list[dict], choice: ToolChoice, parallel: bo
         "type": "tag",
         # json.dumps(name)[1:-1]: the name as it appears inside a JSON string
         "begin": f'{HERMES_OPEN}\n{{"name": "{json.dumps(fn["name"])[1:-1]}", "arguments": ',
-        "content": {"type": "json_schema", "json_schema": _object_schema(fn.get("parameters")),
+        "content": {"type": "json_schema", "json_schema": bounded_schema(fn.get("parameters")),
                     "max_whitespace_cnt": MAX_JSON_WHITESPACE},
         "end": f"}}\n{HERMES_CLOSE}",
     } for fn in allowed]
@@ -164,8 +208,3 @@ def response_format_key(response_format: dict | None) -> tuple[str | None, str]:
         return "json_schema", json.dumps(schema)  # key order matters: the grammar keeps it
     raise AgentError(f"response_format type {kind!r} is not supported: use text, json_object or json_schema")
 
-
-def _object_schema(parameters: dict | None) -> dict:
-    if not parameters:
-        return {"type": "object", "properties": {}}
-    return parameters

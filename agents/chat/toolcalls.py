@@ -58,6 +58,19 @@ def parse_tool_calls(text: str, tool_names: list[str] | None = None) -> ParsedOu
     return parsed
 
 
+def distinct_calls(calls: list[ToolCall]) -> list[ToolCall]:
+    """One of each identical call (same name and arguments): a small model allowed parallel calls repeats the
+    same call (`cpm serve` returned 7 copies); running it twice in one turn never helps. The parser keeps
+    what was written; chat models apply this to the calls they return."""
+    seen, out = set(), []
+    for call in calls:
+        key = (call["name"], json.dumps(call["args"], sort_keys=True, default=str))
+        if key not in seen:
+            seen.add(key)
+            out.append(call)
+    return out
+
+
 def _parse_calls(text: str, tool_names: list[str] | None) -> ParsedOutput:
     whole = _whole_bare_calls(text, tool_names)  # a bare call may itself hold "<tool_call>" inside a string
     if whole is not None:

@@ -28,7 +28,7 @@ from survey.grounding import (accept_rewrite, copied_sentence, parse_rewrite, pa
                               rewrite_schema)
 from survey.llm import generate
 from survey.outline import Outline, SectionPlan, heading_schema, name_section, outline_title, section_goal
-from survey.postcheck import attach, clean_parts, connect
+from survey.postcheck import attach, clean_parts
 from survey.render import all_sources, numbering, render_markdown
 from survey.section import SectionResult, Usage
 from survey.sources import Source, parse_queries, require_hits, rerank, search, with_full_text
@@ -204,9 +204,8 @@ async def _write_per_source(runtime, cfg: Configuration, index: int, title: str,
         if src.id not in {d for _, d in written} and (text := copied_sentence(src, focus)):
             written.append((text, src.id))
             copied += 1
-    body = connect(written)
-    text = " ".join(attach(t, [d]) for t, d in body)
-    cited = list(dict.fromkeys(d for _, d in body))
+    text = " ".join(attach(t, [d]) for t, d in written)
+    cited = list(dict.fromkeys(d for _, d in written))
     result = SectionResult(index=index, title=title, goal=sec.goal, sources=sources, text=text, cited_ids=cited,
                            grounded=copied, run_id=runtime.context.run_id,
                            written_by={"model": methods.count("model"), "pipeline": methods.count("pipeline"),

@@ -16,6 +16,9 @@ class Configuration(BaseModel):
     approve: str = Field("always", description="'always', 'never' or an allow list (see agents.tools.approval)")
     tool_choice: str = Field("auto", description="'auto', or 'required': the first model call of a turn must call "
                              "a tool (constrained decoding makes it a schema-valid call)")
+    tool_rounds: int = Field(1, description="rounds of tool calls per user turn before the model must answer from "
+                             "the results; 1 suits the 135M default (given tools again it calls again instead of "
+                             "answering), raise it for a bigger model that chains calls")
     max_tokens: int = Field(512, description="token budget of one model reply")
     max_history_chars: int = Field(12_000, description="older turns are dropped from the prompt past this size")
     system_prompt: str | None = Field(None, description="replaces the default system prompt")
@@ -26,6 +29,8 @@ class Configuration(BaseModel):
     def _check(self) -> "Configuration":
         if self.max_steps < 1:
             raise AgentError(f"max-steps must be at least 1 (got {self.max_steps})")
+        if self.tool_rounds < 1:
+            raise AgentError(f"tool-rounds must be at least 1 (got {self.tool_rounds})")
         if self.tool_choice not in ("auto", "required"):
             raise AgentError(f"tool-choice must be 'auto' or 'required' (got {self.tool_choice!r})")
         if self.reasoning not in (None, "think", "thought"):

@@ -22,7 +22,7 @@ from agents.chat.telemetry import StepTelemetry
 from agents.tools import prompts
 from agents.tools.approval import ApprovalPolicy, ask
 from agents.tools.configuration import Configuration
-from agents.tools.history import trim_history
+from agents.tools.history import past_turns_as_answers, trim_history
 from agents.tools.state import ToolAgentContext, ToolAgentState
 
 
@@ -30,6 +30,18 @@ def _invalid_calls(reply: AIMessage) -> list[dict]:
     # ChatEngine puts unparsable calls on `invalid_tool_calls`; when streamed, langchain rebuilds the message
     # from chunks and keeps them only in response_metadata.
     return list(reply.invalid_tool_calls or []) or list(reply.response_metadata.get("invalid_tool_calls") or [])
+
+
+def _tool_rounds(messages: list) -> int:
+    """Rounds of tool results in the current turn (since its question)."""
+    rounds, previous = 0, None
+    for m in messages:
+        if isinstance(m, HumanMessage) and not (m.additional_kwargs or {}).get("cpm_note"):
+            rounds = 0
+        elif isinstance(m, ToolMessage) and not isinstance(previous, ToolMessage):
+            rounds += 1
+        previous = m
+    return rounds
 
 
 def step_telemetry(reply: AIMessage, wall_s: float) -> dict:
@@ -54,10 +66,12 @@ async def model(state: ToolAgentState, config: RunnableConfig,
     ctx = runtime.context
     steps = state.get("steps", 0) + 1
     messages = [SystemMessage(cfg.system_prompt or prompts.SYSTEM),
-                *trim_history(state["messages"], cfg.max_history_chars)]
+                *past_turns_as_answers(trim_history(state["messages"], cfg.max_history_chars))]
     last_step = steps >= cfg.max_steps
-    if last_step or not ctx.tools:
-        if last_step and isinstance(state["messages"][-1], ToolMessage):
+    rounds_done = _tool_rounds(state["messages"])
+    answer_now = last_step or rounds_done >= cfg.tool_rounds
+    if answer_now or not ctx.tools:
+        if answer_now and isinstance(state["messages"][-1], ToolMessage):
             messages.append(HumanMessage(prompts.STEP_LIMIT))
         runnable = ctx.model
     else:
@@ -74,15 +88,16 @@ async def model(state: ToolAgentState, config: RunnableConfig,
                          "telemetry": step_telemetry(reply, time.perf_counter() - start),
                          "reasoning": reply.additional_kwargs.get("reasoning_content", "")})
     update: dict[str, Any] = {"messages": [reply], "steps": steps}
-    if reply.tool_calls and not last_step:
+    if reply.tool_calls and not answer_now:
         return Command(goto="tools", update=update)
     invalid = _invalid_calls(reply)
-    if invalid and not last_step:
+    if invalid and not answer_now:
         from agents.chat.toolcalls import format_errors_for_model
 
         errors = format_errors_for_model(invalid)
         get_stream_writer()({"event": "invalid_call", "error": errors})
-        update["messages"].append(HumanMessage(prompts.INVALID_CALLS.format(errors=errors)))
+        update["messages"].append(HumanMessage(prompts.INVALID_CALLS.format(errors=errors),
+                                               additional_kwargs={"cpm_note": True}))
         return Command(goto="model", update=update)
     update["stopped"] = "step_limit" if last_step and steps > 1 else "answer"
     return Command(goto=END, update=update)

@@ -91,3 +91,86 @@ def test_chat_grammar_bad_schema_is_an_agent_error(factory):
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "nonsense"}}}}}
     with pytest.raises(GrammarError):
         factory.for_tools([tool], normalize_tool_choice("required", [tool]))
+
+
+def test_chat_grammar_bounds_strings_arrays_and_timezones():
+    from agents.chat.schema_bounds import MAX_ARRAY_ITEMS, MAX_STRING_CHARS, bounded_schema, iana_zones
+
+    schema = {"type": "object", "properties": {
+        "timezone": {"type": "string", "description": "IANA timezone name"},
+        "city": {"type": "string"}, "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "when": {"type": "string", "format": "date-time"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "inner": {"type": "object", "properties": {"target_tz": {"type": "string"}}}}}
+    before = json.dumps(schema)
+    out = bounded_schema(schema)
+    assert json.dumps(schema) == before                      # the tool's schema (shown to the model) is unchanged
+    props = out["properties"]
+    assert props["timezone"]["enum"] == list(iana_zones()) and "Asia/Tokyo" in props["timezone"]["enum"]
+    assert props["inner"]["properties"]["target_tz"]["enum"] == list(iana_zones())
+    assert props["city"]["maxLength"] == MAX_STRING_CHARS and props["tags"]["items"]["maxLength"] == MAX_STRING_CHARS
+    assert props["tags"]["maxItems"] == MAX_ARRAY_ITEMS
+    assert "maxLength" not in props["code"] and "maxLength" not in props["when"]   # already bounded
+
+
+def _first_token_is(processor, token: int, seed: int, tokenizer, max_tokens: int = 300) -> str:
+    """Random logits, except that `token` is the model's favourite first token."""
+    gen = torch.Generator().manual_seed(seed)
+    ids: list[int] = []
+    for _ in range(max_tokens):
+        logits = torch.randn(processor.vocab_size, generator=gen) * 3
+        if not ids:
+            logits[token] = 50.0
+        token_out = int(torch.argmax(processor(ids, logits)))
+        ids.append(token_out)
+        if token_out == tokenizer.eos_token_id:
+            break
+    processor(ids, torch.zeros(processor.vocab_size))
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_chat_grammar_auto_decides_at_the_first_token(factory, chat_tokenizer):
+    """A started call is a whole schema-valid call; an answer never begins with half a call marker."""
+    tool, _ = TOOL_SCHEMAS[0]
+    name = tool["function"]["name"]
+    lt = chat_tokenizer.encode("<", add_special_tokens=False)[0]
+    proc = factory.for_tools([tool], normalize_tool_choice("auto", [tool]), parallel=False)
+    text = _first_token_is(proc, lt, seed=1, tokenizer=chat_tokenizer)
+    assert proc.mode == "call" and proc.finished, text
+    parsed = parse_tool_calls(text, [name])
+    assert len(parsed.tool_calls) == 1 and not parsed.invalid_tool_calls and parsed.content == "", text
+    jsonschema.validate(parsed.tool_calls[0]["args"], tool["function"]["parameters"])
+
+    hello = chat_tokenizer.encode("Hello", add_special_tokens=False)[0]
+    proc = factory.for_tools([tool], normalize_tool_choice("auto", [tool]))
+    text = _first_token_is(proc, hello, seed=2, tokenizer=chat_tokenizer, max_tokens=20)
+    assert proc.mode == "answer" and text.startswith("Hello")
+
+
+def test_chat_grammar_auto_call_bias_and_margin(factory, chat_tokenizer):
+    from agents.chat.decision import CALL_BIAS
+
+    tool, _ = TOOL_SCHEMAS[0]
+    proc = factory.for_tools([tool], normalize_tool_choice("auto", [tool]))
+    lt = chat_tokenizer.encode("<", add_special_tokens=False)[0]
+    hello = chat_tokenizer.encode("Hello", add_special_tokens=False)[0]
+    logits = torch.full((proc.vocab_size,), -10.0)
+    logits[hello], logits[lt] = 5.0, 5.0 - CALL_BIAS + 0.5      # the model prefers prose by less than the bias
+    out = proc([], logits.clone())
+    assert proc.margin == pytest.approx(-CALL_BIAS + 0.5) and int(torch.argmax(out)) == lt
+
+
+def test_chat_grammar_parallel_calls_prefer_ending(factory, chat_tokenizer):
+    """After a complete call with parallel calls allowed, ending gets EXTRA_CALL_END_BIAS over another call."""
+    from agents.chat.grammar import EXTRA_CALL_END_BIAS
+
+    tool, _ = TOOL_SCHEMAS[0]
+    name = tool["function"]["name"]
+    proc = factory.for_tools([tool], normalize_tool_choice("required", [tool]), parallel=True)
+    first = _sample(factory.for_tools([tool], normalize_tool_choice(name, [tool]), parallel=False), chat_tokenizer, 5)
+    ids = chat_tokenizer.encode(first, add_special_tokens=False)
+    for i in range(len(ids)):
+        proc(ids[:i], torch.zeros(proc.vocab_size))
+    out = proc(ids, torch.zeros(proc.vocab_size))
+    eos = chat_tokenizer.eos_token_id
+    assert out[eos] == EXTRA_CALL_END_BIAS and torch.isfinite(out).sum() > 1

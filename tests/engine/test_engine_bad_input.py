@@ -163,6 +163,10 @@ BAD_GGUF = [  # (case, file bytes, words the one line must contain)
     ("tensor offset unaligned", gguf_bytes(tiny_llama_kv(), [("token_embd.weight", [32, 16], 0, 4)]),
      "offset"),
     ("tensor listed twice", gguf_bytes(tiny_llama_kv(), _T + _T, bytes(32 * 16 * 4)), "twice"),
+    ("q weight with fewer rows than heads", gguf_bytes(tiny_llama_kv(), [("blk.0.attn_q.weight", [32, 1], 0, 0)],
+                                                       bytes(32 * 4)), "expected"),
+    ("embedding shape not the metadata's", gguf_bytes(tiny_llama_kv(), [("token_embd.weight", [32, 15], 0, 0)],
+                                                      bytes(32 * 15 * 4)), "expected"),
     ("array count 2**60", gguf_bytes(tiny_llama_kv())
      .replace(b"\x08\x00\x00\x00\x10\x00\x00\x00\x00\x00\x00\x00", b"\x08\x00\x00\x00" + (2 ** 60).to_bytes(8, "little")),
      "array items"),
@@ -218,6 +222,14 @@ BAD_HF = [  # (case, {file: text}, words the one line must contain)
      "quantize_config.json"),
     ("quantize_config bits a string", {"config.json": json.dumps(_LLAMA),
                                        "quantize_config.json": '{"bits": "4"}'}, "bits"),
+    ("quantize_config group_size 0", {"config.json": json.dumps(_LLAMA),
+                                      "quantize_config.json": '{"bits": 4, "group_size": 0}'}, "group_size"),
+    ("shard index weight_map a list", {"config.json": json.dumps(_LLAMA),
+                                       "model.safetensors.index.json": '{"weight_map": [1]}'}, "weight_map"),
+    ("shard outside the folder", {"config.json": json.dumps(_LLAMA), "model.safetensors.index.json":
+                                  '{"weight_map": {"a": "../../x.safetensors"}}'}, "weight_map.a"),
+    ("shard index not JSON", {"config.json": json.dumps(_LLAMA), "model.safetensors.index.json": "{"},
+     "not valid JSON"),
 ]
 
 

@@ -4,6 +4,8 @@ time. Inputs: raw bytes, structurally valid files with random values, and byte m
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,41 @@ def test_byte_mutations_of_a_valid_file(edits):
 @pytest.mark.parametrize("case", json.loads(CORPUS.read_text()), ids=lambda c: c["why"][:40])
 def test_regression_corpus(case):
     gguf(bytes.fromhex(case["hex"]))
+
+
+TENSOR_NAMES = ["token_embd.weight", "output_norm.weight", "output.weight", "blk.0.attn_q.weight",
+                "blk.0.attn_k.weight", "blk.0.attn_v.weight", "blk.0.attn_output.weight", "blk.0.ffn_up.weight",
+                "blk.0.ffn_gate.weight", "blk.0.ffn_down.weight", "blk.0.attn_norm.weight", "blk.0.ffn_norm.weight",
+                "rope_factors_long.weight", "blk.5.attn_q.weight"]
+QTYPES = [0, 1, 2, 3, 8, 12, 30]  # F32, F16, Q4_0, Q4_1, Q8_0, Q4_K, BF16: the loader's own paths
+
+
+@fuzz_settings(150)
+@given(st.lists(st.tuples(st.sampled_from(TENSOR_NAMES), st.sampled_from(QTYPES), st.sampled_from([1, 2]),
+                          st.sampled_from([1, 2, 16, 32]), st.booleans()), min_size=1, max_size=14,
+                unique_by=lambda t: t[0]))
+def test_tensor_tables_through_the_loader(entries):
+    """Whole loads (GGUF -> converted tensors -> Transformer) of files whose tensors have any of the loader's
+    types and shapes that may or may not fit the metadata: loaded, or EngineError (was RuntimeError in the
+    q/k row un-permutation for a q weight with fewer rows than heads)."""
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    from engine.engine import load_checkpoint
+    from engine.errors import EngineError
+    from engine.model import Transformer
+
+    table, data = [], b""
+    for name, qtype, blocks, rows, two_dims in entries:
+        block, nbytes = GGML_QUANT_SIZES[GGMLQuantizationType(qtype)]
+        dims = [block * blocks, rows] if two_dims else [block * blocks]
+        size = int(np.prod(dims)) // block * nbytes
+        table.append((name, dims, qtype, len(data)))
+        data += bytes(size) + bytes(-size % 32)
+    path = Path(tempfile.gettempdir()) / f"cpm-fuzz-load-{os.getpid()}.gguf"
+    path.write_bytes(gguf_bytes(tiny_llama_kv(), table, data))
+    try:
+        cfg, tensors = load_checkpoint(path)
+        Transformer(cfg, tensors, str(path))
+    except EngineError:
+        pass

@@ -49,7 +49,7 @@ def test_compress_matches_reference_and_is_incremental():
 @pytest.mark.parametrize("t,n", [(1, 150), (1, 9), pytest.param(24, 150, marks=SLOW_ON_CPU)])
 def test_selection_matches_reference(t, n, topk_kernel, monkeypatch):
     """topk_kernel: the radix top-k kernel; else int64 keys + torch.topk (the path for rows of many blocks)."""
-    import engine.kernels.infllm_v2 as iv
+    from engine.kernels.infllm import select as iv  # the switch lives beside the top-k kernel
 
     monkeypatch.setattr(iv, "PREFILL_TOPK_MAX_BLOCKS", 4096 if topk_kernel else 0)
     torch.manual_seed(t + n)

@@ -232,7 +232,9 @@ def test_kernel_int4_pdl_chain_in_cuda_graph(m, n_layers, hidden, qkv, inter, gr
 
     if not pdl.enabled("cuda"):
         pytest.skip("PDL needs a Hopper GPU")
-    monkeypatch.setattr(K, "PDL_SMALL_M", True)
+    from engine.kernels.int4 import layout
+
+    monkeypatch.setattr(layout, "PDL_SMALL_M", True)
     for kernel in (K._gemv_kernel, K._gemv2_kernel, K._gemv_rows_kernel, K._mma_kernel):
         monkeypatch.setattr(kernel, "configs", kernel.configs[:2])
     shapes = {"qkv": (qkv, hidden), "o": (hidden, hidden), "gu": (2 * inter, hidden), "down": (hidden, inter)}

@@ -13,7 +13,7 @@ from mcp_test_entries import own_server_entry, sqlite_entry
 from agents.errors import AgentError
 from agents.tools.approval import ApprovalPolicy
 from agents.tools.configuration import Configuration
-from agents.tools.history import trim_history
+from agents.tools.history import past_turns_as_answers, trim_history
 from agents.tools.session import ToolSession
 from mcp_client import MCPManager
 
@@ -88,11 +88,24 @@ async def test_denied_tool_never_runs(tmp_path, sqlite_server):
         assert [c["approval"] for c in answer["tool_calls"]] == ["not asked", "approved"]
 
 
+async def test_one_tool_round_then_an_answer_from_the_results(tmp_path):
+    """The default (tool_rounds=1): after the first results the model answers, without tools to call again."""
+    model = ScriptedChatModel(fallback=calls(call("t.echo", {"text": "again"})))
+    async with MCPManager({"mcpServers": {"t": own_server_entry()}}) as mcp:
+        async with ToolSession(model=model, mcp=mcp, db_path=tmp_path / "s.db",
+                               settings=Configuration(approve="never")) as session:
+            events, answer = await run_turn(session, "echo once")
+    assert answer["stopped"] == "answer" and answer["steps"] == 2
+    assert len([e for e in events if e["event"] == "tool_call"]) == 1
+    assert model.requests[-1]["tools"] == []
+    assert "without calling more tools" in model.requests[-1]["messages"][-1].content
+
+
 async def test_step_limit_ends_with_an_answer_without_tools(tmp_path):
     model = ScriptedChatModel(fallback=calls(call("t.echo", {"text": "again"})))
     async with MCPManager({"mcpServers": {"t": own_server_entry()}}) as mcp:
         async with ToolSession(model=model, mcp=mcp, db_path=tmp_path / "s.db",
-                               settings=Configuration(approve="never", max_steps=3)) as session:
+                               settings=Configuration(approve="never", max_steps=3, tool_rounds=5)) as session:
             events, answer = await run_turn(session, "loop forever")
     assert answer["stopped"] == "step_limit" and answer["steps"] == 3
     assert len([e for e in events if e["event"] == "tool_call"]) == 2
@@ -128,7 +141,9 @@ async def test_session_resumes_from_sqlite(tmp_path):
             new_id = s.reset()
             assert new_id != session_id and await s.history() == []
         sent = model.requests[0]["messages"]
-        assert any(isinstance(m, ToolMessage) and m.content == "42" for m in sent)
+        # The earlier turn is shown as its question and answer; its call and result stay in that turn.
+        assert [type(m).__name__ for m in sent[1:]] == ["HumanMessage", "AIMessage", "HumanMessage"]
+        assert sent[2].content == "42" and not any(isinstance(m, ToolMessage) for m in sent)
         with pytest.raises(AgentError, match="no chat session 'nope'"):
             async with ToolSession(model=model, mcp=mcp, db_path=db, session_id="nope", resume=True):
                 pass
@@ -146,3 +161,14 @@ def test_approval_policy_and_history_trim():
     assert trim_history(turns, 20) == turns[2:]
     assert trim_history(turns, 10_000) == turns
     assert trim_history(turns, 1) == turns[4:]
+
+
+def test_past_turns_are_question_and_answer_only():
+    """A denial in turn 1 (call, denied result, answer) does not reach turn 2's prompt, only turn 1's answer."""
+    denied = ToolMessage("The user did not approve running t.echo", tool_call_id="x")
+    turns = [HumanMessage("q1"), calls(call("t.echo", {"text": "hi"}, "x")), denied, AIMessage("I could not."),
+             HumanMessage("q2"), calls(call("t.add", {"a": 1, "b": 2}, "y")), ToolMessage("3", tool_call_id="y")]
+    shown = past_turns_as_answers(turns)
+    assert [m.content for m in shown[:2]] == ["q1", "I could not."] and shown[2:] == turns[4:]
+    note = HumanMessage("Your tool call could not be used", additional_kwargs={"cpm_note": True})
+    assert past_turns_as_answers([HumanMessage("q"), AIMessage(""), note]) == [HumanMessage("q"), AIMessage(""), note]

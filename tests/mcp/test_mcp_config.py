@@ -71,3 +71,20 @@ def test_load_config_file_errors(tmp_path, monkeypatch):
     assert list(load_config(good)) == ["t"]
     monkeypatch.setenv("CPM_MCP_CONFIG", str(good))
     assert find_config(None) == good and find_config(bad) == bad
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"command": "x", "args": "y"}, "'args' must be a list of strings"),
+    ({"command": "x", "args": [{"a": 1}]}, "'args' must be a list of strings (at 0)"),
+    ({"command": "x", "timeout": float("nan")}, "'timeout' must be a positive number"),
+    ({"command": "x", "timeout": 0}, "'timeout' must be a positive number"),
+    ({"command": "x", "timeout": True}, "'timeout' must be a positive number"),
+    ({"command": "x", "env": {"A": [1]}}, "'env' must be an object of strings (at A)"),
+    ({"command": ""}, "'command' must be a non-empty string"),
+    ({"url": 5}, "'url' must be a string"),
+])
+def test_wrong_types_name_the_key(entry, message):
+    """The entry's pydantic model (ServerEntry) refuses wrong types with the key, not a traceback later."""
+    with pytest.raises(MCPError) as err:
+        parse_config({"mcpServers": {"a": entry}})
+    assert message in str(err.value) and str(err.value).startswith("mcpServers.a: ")

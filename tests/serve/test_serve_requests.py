@@ -58,6 +58,10 @@ BAD_CHAT = [
     ("stream is a string", {"stream": "yes"}, "stream"),
     ("parallel_tool_calls is a string", {"tools": [TOOL], "parallel_tool_calls": "no"}, "parallel_tool_calls"),
     ("17 stop strings", {"stop": [str(i) for i in range(17)]}, "stop"),
+    ("tool parameters not a JSON Schema", {"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"properties": []}}}}}]}, "tools[0].function.parameters"),
+    ("response schema not a JSON Schema", {"response_format": {"type": "json_schema", "json_schema": {
+        "name": "r", "schema": {"type": "nope"}}}}, "response_format.json_schema.schema"),
 ]
 
 

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list-sessions", action="store_true", help="list recent sessions and exit")
     p.add_argument("--tool-choice", choices=["auto", "required"], default="auto",
                    help="required: each question's first model call must call a tool (schema-valid on the engine)")
+    p.add_argument("--tool-rounds", type=int, default=1, metavar="N",
+                   help="rounds of tool calls per question before the model answers from the results (default 1, "
+                        "right for the 135M default; raise it for a bigger model that chains calls)")
     p.add_argument("--max-steps", type=int, default=6, help="model calls per question (default 6)")
     p.add_argument("--max-tokens", type=int, default=512, help="tokens per model reply (default 512)")
     p.add_argument("--timeout", type=float, help="seconds per tool call (default: each server's, else 60)")
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     quiet_sdk_logs()
     settings = Configuration(max_steps=args.max_steps, approve=args.approve, max_tokens=args.max_tokens,
-                             tool_choice=args.tool_choice, reasoning=args.think)
+                             tool_choice=args.tool_choice, reasoning=args.think, tool_rounds=args.tool_rounds)
     ApprovalPolicy.parse(args.approve)          # a bad policy is refused before the model loads
     servers = open_config(args.mcp, required=False)
     return asyncio.run(chat(args, servers, settings))

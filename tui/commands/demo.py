@@ -32,11 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from rich.console import Console
 
     from engine.assets import DEFAULT_EMBEDDER, DEFAULT_LLM, resolve
+    from tui.console import output_console
 
-    console = Console(stderr=True)
+    console = output_console(stderr=True)
     # Step 1: assets (AssetMissing names the pip command that installs a missing one).
     llm_path, embedder_path = resolve(DEFAULT_LLM), resolve(DEFAULT_EMBEDDER)
     console.print(f"model    {DEFAULT_LLM}: {llm_path}\nembedder {DEFAULT_EMBEDDER}: {embedder_path}")

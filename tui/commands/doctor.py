@@ -50,9 +50,9 @@ def checks() -> list[tuple[str, bool, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from tui.console import output_console
 
-    console = Console()
+    console = output_console()
     rows = checks()
     for name, ok, detail in rows:
         console.print(f"{'[green]ok[/]  ' if ok else '[red]FAIL[/]'} {name:<24} {detail}", highlight=False)

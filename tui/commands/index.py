@@ -72,9 +72,10 @@ def _documents(args):
 
     cats = tuple(c.strip() for c in (args.categories or "").split(",") if c.strip())
     filt = IngestFilter(categories=cats, year_min=args.year_from, year_max=args.year_to, limit=args.limit)
-    say(not args.quiet, f"reading {', '.join(str(p) for p in args.inputs)}")
-    docs = list(Ticker(not args.quiet, "documents read").wrap(read_documents(args.inputs, parse_fields(args.fields), filt)))
-    say(not args.quiet, f"read {len(docs)} documents")
+    reading = f"reading {', '.join(str(p) for p in args.inputs)}"
+    ticker = Ticker(not args.quiet, "documents read", first=reading)
+    docs = list(ticker.wrap(read_documents(args.inputs, parse_fields(args.fields), filt)))
+    say(not args.quiet and bool(docs), f"read {len(docs)} documents")  # none: the builder's one error line
     return docs
 
 
@@ -92,11 +93,12 @@ def _print_report(verb: str, report) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from retrieval.builder import build_index
+    from retrieval.builder import build_index, check_build_target
     from retrieval.config import ChunkConfig
 
     cfg = _config(args, embedder=args.embedder, max_seq_length=args.max_seq_length,
                   chunk=ChunkConfig(args.chunk_words, args.overlap))
+    check_build_target(args.directory)  # a taken directory fails before the inputs are read
     _print_report("indexed", build_index(_documents(args), args.directory, cfg))
     return 0
 

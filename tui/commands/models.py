@@ -27,12 +27,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from tui.console import output_console
 
     table = Table("alias", "kind", "present", "path / fix")
     for r in rows:
         table.add_row(r["alias"], r["kind"], "yes" if r["present"] else "[red]no[/]",
                       r["path"] or f"run: {r['install']}")
-    Console().print(table)
+    output_console().print(table)
     return 0

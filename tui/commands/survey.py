@@ -31,10 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--words-per-section", type=int, default=120, help="target words per section (default 120)")
     p.add_argument("--sources", type=int, default=4, help="retrieved papers written up per section (default 4)")
     p.add_argument("--queries", type=int, default=1, help="model-written search queries per section, besides "
-                                                          "the heading and goal (default 1)")
+                                                          "the heading and keyphrases (default 1; 0 for none)")
     p.add_argument("--write-mode", choices=["per_source", "section"], default="per_source",
-                   help="per_source (default): a short cited summary per paper, suits small models; section: "
-                        "the model writes each section with [n] citations, checked and revised")
+                   help="per_source (default): one grounded sentence per paper, built from its abstract and "
+                        "cited by construction, suits small models; section: the model writes each section with "
+                        "[n] citations, checked and revised")
+    p.add_argument("--no-rewrite", action="store_true", help="per_source: skip the model's rewrite of each "
+                                                              "paper's key sentences (faster; the pipeline's "
+                                                              "sentences only)")
     p.add_argument("--out", type=Path, help="Markdown file to write (default out/surveys/THREAD_ID.md); "
                                             ".bib and .trace.json are written beside it. With `export`: the "
                                             "file to write (default: standard output)")
@@ -67,16 +71,19 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and not args.topic:
         raise UsageError("give a TOPIC, or --resume THREAD_ID to continue a survey")
     for flag, value in (("--sections", args.sections), ("--words-per-section", args.words_per_section),
-                        ("--sources", args.sources), ("--queries", args.queries), ("--parallel", args.parallel)):
+                        ("--sources", args.sources), ("--parallel", args.parallel)):
         if value < 1:
             raise UsageError(f"{flag} must be at least 1 (got {value})")
+    if args.queries < 0:  # 0: no model-written queries (what `cpm demo` asks on a CPU)
+        raise UsageError(f"--queries must be 0 or more (got {args.queries})")
     out = args.out
     if args.resume:
         check_resumable(args.checkpoints, args.resume)  # before the model loads
         out = out or recorded_out(args.checkpoints, args.resume)
     settings = Configuration(sections=args.sections, words_per_section=args.words_per_section,
                              sources_per_section=args.sources, min_citations=min(3, args.sources),
-                             queries_per_section=args.queries, write_mode=args.write_mode, max_parallel=args.parallel)
+                             queries_per_section=args.queries, write_mode=args.write_mode, max_parallel=args.parallel,
+                             rewrite=not args.no_rewrite)
     retriever = open_index(args.index)
     model = load_model(args.backend, args.model, args.base_url)
     started: dict = {}  # the start event: its thread id, for the resume hint if the run is interrupted

@@ -18,12 +18,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def make_app(args: argparse.Namespace):
+    """The app for these options: `--index DIR` says the user came to write a survey, so it opens there."""
     from tui.app import CpmApp
     from tui.settings import TuiSettings
 
     settings = TuiSettings.from_env(model=args.model, backend=args.backend, base_url=args.base_url,
                                     index_dir=args.index_dir, mcp_config=args.mcp_config, approve=args.approve,
                                     tool_choice=args.tool_choice, think=args.think)
-    CpmApp(settings).run()
+    return CpmApp(settings, mode="survey" if args.index_dir else "assistant")
+
+
+def run(args: argparse.Namespace) -> int:
+    make_app(args).run()
     return 0

@@ -11,6 +11,7 @@ import json
 import threading
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -36,6 +37,7 @@ class SurveyPane(Vertical):
         self.thread_id: str | None = None
         self._sections: dict[int, object] = {}
         self._titles: dict[int, str] = {}
+        self._reference_ids: set[str] = set()
         self._stream_section: int | None = None
         self._meter: RateMeter | None = None
         self.saved: Path | None = None
@@ -65,6 +67,7 @@ class SurveyPane(Vertical):
     # ---- starting a run -------------------------------------------------------------------------------
     @on(Button.Pressed, "#write")
     @on(Input.Submitted, "#topic")
+    @on(Input.Submitted, "#sections")
     def start(self) -> None:
         topic = self.query_one("#topic", Input).value.strip()
         if not topic:
@@ -107,6 +110,7 @@ class SurveyPane(Vertical):
         self.result = None
         self._sections.clear()
         self._titles.clear()
+        self._reference_ids.clear()
         self._stream_section = None
         tree = self.query_one("#outline", Tree)
         tree.clear()
@@ -200,17 +204,24 @@ class SurveyPane(Vertical):
         tree = self.query_one("#outline", Tree)
         for i, sec in enumerate(outline["sections"]):
             self._titles[i] = sec["title"]
-            self._sections[i] = tree.root.add_leaf(f"{i + 1}. {sec['title']}", data=i)
+            self._sections[i] = tree.root.add_leaf(Text(f"{i + 1}. {sec['title']}"), data=i)
             self._mark(i, "done (reused)" if i in done else "waiting")
 
     def _mark(self, section: int, state: str) -> None:
         node = self._sections.get(section)
         if node is not None:
-            node.set_label(f"{section + 1}. {self._titles[section][:28]} — {state}")
+            # The state leads: a long title is cut at the panel's edge, the state must stay in view.
+            node.set_label(Text(f"{section + 1}. [{state}] {self._titles[section]}"))  # Text: no markup
         else:
-            self._status({-1: "introduction", -2: "conclusion"}.get(section, f"section {section + 1}") + f": {state}")
+            name = {-1: "introduction", -2: "conclusion"}.get(section) or self._titles.get(section)
+            self._status(f"{name or f'section {section + 1}'}: {state}")
 
     def _add_reference(self, src: dict) -> None:
+        """One line per paper, however many sections cite it (and on resume, however often it is reported)."""
+        key = src.get("id") or src.get("title", "")
+        if key in self._reference_ids:
+            return
+        self._reference_ids.add(key)
         item = ListItem(Label(f"{src.get('title', '')[:60]} ({src.get('year') or '?'}) {src.get('id', '')}"))
         item.source = src
         self.query_one("#reference-list", ListView).append(item)
@@ -265,4 +276,7 @@ class SurveyPane(Vertical):
         stopping = cancel_workers(self, "survey")
         if stopping:
             self._status("stopping at the next step…")
+            if self._meter is not None:
+                self.post_message(self._meter.final())  # the header's rate stops saying "generating"
+                self._meter = None
         return stopping
