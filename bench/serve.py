@@ -215,10 +215,14 @@ MCP_SERVERS = ("mcp-server-git", "mcp-server-sqlite", "mcp-server-time")  # inst
 async def _mcp_tools() -> list[dict]:
     from mcp_client import MCPManager
 
+    import tempfile
+
     bin_dir = Path(sys.executable).parent
-    config = {"mcpServers": {name.split("-")[-1]: {"command": str(bin_dir / name)} for name in MCP_SERVERS}}
-    async with MCPManager(config) as mcp:
-        specs = await mcp.list_tools()
+    with tempfile.TemporaryDirectory() as tmp:  # where mcp-server-sqlite puts its database
+        config = {"mcpServers": {name.split("-")[-1]: {"command": str(bin_dir / name), "cwd": tmp}
+                                 for name in MCP_SERVERS}}
+        async with MCPManager(config) as mcp:
+            specs = await mcp.list_tools()
     if not specs:
         raise SystemExit("no MCP tools listed (are mcp-server-git/-sqlite/-time installed in this venv?)")
     return [t.as_openai_tool(t.name.replace(".", "_")) for t in specs]
