@@ -79,32 +79,42 @@ class EngineLoop:
 
     # ---- the loop thread --------------------------------------------------------------------------------
     def _run(self) -> None:
-        with torch.inference_mode():
-            while True:
+        try:
+            with torch.inference_mode():
+                self._serve()
+        except BaseException as exc:  # a bug in the loop itself: no caller may wait forever on a dead thread
+            traceback.print_exc()
+            with self.cv:
+                self.closed = True
+                self._fail_all(RuntimeError(f"the engine loop stopped: {exc!r}"))
+            raise
+
+    def _serve(self) -> None:
+        while True:
+            with self.cv:
+                while not (self.closed or self.rows or self.scheduler.has_work()):
+                    self.cv.wait()
+                if self.closed:
+                    self._fail_all(RuntimeError("the engine was closed"))
+                    return
+                self._drop_cancelled()
+                job = self._take_rows() if self.rows else None
+                batch = None if job else self.scheduler.schedule()
+            if not job and not batch:  # nothing can run now (cannot happen with a checked pool): don't spin
                 with self.cv:
-                    while not (self.closed or self.rows or self.scheduler.has_work()):
-                        self.cv.wait()
-                    if self.closed:
-                        self._fail_all(RuntimeError("the engine was closed"))
-                        return
-                    self._drop_cancelled()
-                    job = self._take_rows() if self.rows else None
-                    batch = None if job else self.scheduler.schedule()
-                if not job and not batch:  # nothing can run now (cannot happen with a checked pool): don't spin
+                    self.cv.wait(0.01)
+                continue
+            try:
+                if job:
+                    self._run_rows(job)
+                elif batch:
+                    self._step(batch)
+            except Exception as exc:  # a step failed: its sequences end with the error, the loop goes on
+                traceback.print_exc()
+                for seq in job or [s for s, _ in batch]:
+                    seq.fail(exc)
                     with self.cv:
-                        self.cv.wait(0.01)
-                    continue
-                try:
-                    if job:
-                        self._run_rows(job)
-                    elif batch:
-                        self._step(batch)
-                except Exception as exc:  # a step failed: its sequences end with the error, the loop goes on
-                    traceback.print_exc()
-                    for seq in job or [s for s, _ in batch]:
-                        seq.fail(exc)
-                        with self.cv:
-                            self.scheduler.remove(seq)
+                        self.scheduler.remove(seq)
 
     def _drop_cancelled(self) -> None:
         s = self.scheduler

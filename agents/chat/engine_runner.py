@@ -41,6 +41,8 @@ class ChatRequest:
     top_k: int = 0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    repetition_penalty: float = 1.0  # > 1: ids already in the prompt or the reply become less likely
+    no_repeat_ngram_size: int = 0  # n > 0: no n-gram of the reply repeats (loop-free long-form writing)
     constrain: bool = True  # False: no grammar (to measure what the model writes unaided)
     reasoning: str | None = None  # "think" | "thought": open the reply with reasoning, then answer or call
     max_reasoning_tokens: int = 256  # bound on the reasoning; max_tokens bounds the answer or call after it
@@ -145,7 +147,9 @@ class EngineRunner:
         # Phase 1: free reasoning; the close marker or the start of a call ends it.
         think = SamplingParams(max_tokens=prep.max_reasoning_tokens, temperature=prep.params.temperature,
                                top_p=prep.params.top_p, top_k=prep.params.top_k, seed=prep.params.seed,
-                               stop=[close, HERMES_OPEN], spec=prep.params.spec)
+                               stop=[close, HERMES_OPEN], spec=prep.params.spec,
+                               repetition_penalty=prep.params.repetition_penalty,
+                               no_repeat_ngram_size=prep.params.no_repeat_ngram_size)
         reasoning, result = [], None
         for chunk in run(prep.prompt_ids, think):
             reasoning.append(chunk.text)
@@ -196,6 +200,8 @@ class EngineRunner:
                 raise AgentError(f"internal: the grammar refused its own forced prefix {prefix!r}")
         params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p,
                                 top_k=req.top_k, seed=req.seed, stop=list(req.stop or []),
+                                repetition_penalty=req.repetition_penalty,
+                                no_repeat_ngram_size=req.no_repeat_ngram_size,
                                 logits_processors=processors, spec=req.spec)
         params.validate()  # a bad spec fails here, before anything is queued
         # The template wrote any BOS. With reasoning, the reply opens with the reasoning marker; the forced call

@@ -173,3 +173,28 @@ def test_chat_runner_turns_run_concurrently(eng):
     for i, a in enumerate(alone):
         assert key(out[i]) == key(a)
     assert alone[0].parsed.tool_calls and alone[0].parsed.tool_calls[0]["name"] == "get_weather"
+
+
+def test_no_repeat_ngram_and_repetition_penalty_keywords(eng):
+    from agents.chat.engine_runner import ChatRequest, EngineRunner
+    from engine.sampling import banned_ngram_ids
+
+    assert banned_ngram_ids([1, 2, 3, 1, 2], 3) == [3] and banned_ngram_ids([1, 2, 3], 3) == []
+    prompt = "Repeat after me forever: red, green, blue, red, green, blue, red, green, blue,"
+    loops = eng.generate(prompt, max_tokens=40)
+
+    def trigrams(ids):
+        return [tuple(ids[i:i + 3]) for i in range(len(ids) - 2)]
+
+    assert len(set(trigrams(loops.token_ids))) < len(trigrams(loops.token_ids))  # plain greedy repeats itself
+    free = eng.generate(prompt, max_tokens=40, no_repeat_ngram_size=3)
+    assert len(set(trigrams(free.token_ids))) == len(trigrams(free.token_ids))
+    assert eng.generate(prompt, max_tokens=40, repetition_penalty=1.5).token_ids != loops.token_ids
+    reply = EngineRunner(eng).complete(ChatRequest(messages=[{"role": "user", "content": prompt}], max_tokens=40,
+                                                   no_repeat_ngram_size=3))
+    ids = eng.tokenizer.encode(reply.parsed.content, add_special_tokens=False)
+    assert reply.completion_tokens > 3 and len(ids) > 3
+    from engine.errors import EngineError
+
+    with pytest.raises(EngineError, match="unknown sampling parameter"):
+        eng.generate(prompt, max_token=3)
