@@ -2,7 +2,8 @@
 
 The writer's post-check (`survey.postcheck`) and `cpm bench survey_quality` use the same definitions, so what the
 benchmark counts is what the writer guards against:
-- a *repeated sentence* says again what an earlier sentence said (same words, citations aside);
+- a *repeated sentence* says again what an earlier sentence said (same words, citations aside, or 80% of its
+  content words in one earlier sentence);
 - the *repeated-4-gram rate* is the share of the text's word 4-grams that already occurred earlier in it;
 - a sentence is *copied verbatim* when its longest common substring with a source is over 0.8 of its length;
 - an *unfilled template* is a slot left empty ("contributes to the field of by", "()", "{topic}");
@@ -23,6 +24,7 @@ _HOLE = re.compile(r"\b(?:of|to|for|in|on|by|with|from|the|a|an)(?:\s+(?:of|by|f
                    r"\(\s*\)|\[\s*\]|\{[^{}]*\}|<[a-z_ ]+>", re.I)
 _PLACEHOLDER = re.compile(r"\b(?:TOPIC|TITLE|HEADING|PAPER|X+|Y|Z)\b(?![-.]\w)")
 VERBATIM_SHARE = 0.8
+NEAR_REPEAT = 0.8  # a sentence whose content words were 80% said by one earlier sentence repeats it
 
 
 def strip_citations(sentence: str) -> str:
@@ -76,13 +78,14 @@ def has_inner_repeat(sentence: str, n: int = 4) -> bool:
 
 
 def repeats(sentence: str, earlier: list[str]) -> bool:
-    """Does `sentence` say nothing new: the same normalized words, or content words all said by one earlier one."""
+    """Does `sentence` say nothing new: the same normalized words, or (nearly) all its content words said by one
+    earlier sentence."""
     mine, key = content_words(strip_citations(sentence)), normalized(sentence)
     for prev in earlier:
         if key == normalized(prev):
             return True
         theirs = content_words(strip_citations(prev))
-        if mine and mine <= theirs:
+        if mine and (mine <= theirs or (len(mine) >= 5 and len(mine & theirs) >= NEAR_REPEAT * len(mine))):
             return True
     return False
 

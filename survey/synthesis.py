@@ -84,9 +84,9 @@ def shared_phrases(groups: list[list[Source]], topic: str, most: int = 3) -> lis
     out: list[str] = []
     for phrase in ranked:
         words = set(phrase.split())
-        words = set(phrase.replace("-", " ").split())
+        words = {w.rstrip("s") for w in phrase.replace("-", " ").split()}  # "token" and "tokens" are one
         if words & _GENERIC or content_words(phrase) <= topic_words or any(
-                words & set(o.replace("-", " ").split()) for o in out):
+                words & {w.rstrip("s") for w in o.replace("-", " ").split()} for o in out):
             continue
         out.append(phrase)
         if len(out) == most:

@@ -31,6 +31,9 @@ processing overhead using based specifically enable enables key effective effici
 promising solution solutions usage particularly setting settings case cases test limit limits towards beyond
 leveraging leverage accelerates accelerating enhancing enhance rethinking unlocking boosting exploring revisiting
 toward via make makes making""".split())
+# Verbs that abstracts put between two terms: a phrase holding one is a clause, not a topic.
+_VERBS = frozenset("""accelerates enables achieves improves reduces outperforms shows uses leverages proposes introduces
+allows makes provides requires remains yields boosts speeds lowers maintains preserves offers""".split())
 _TERM = re.compile(r"^[a-z]+-[a-z]+$")  # a hyphenated term ("long-context") names a topic on its own
 _SMALL = frozenset("a an and as at by for from in of on or the to via with vs".split())
 
@@ -98,7 +101,7 @@ def _phrases(text: str, longest: int = 3) -> set[str]:
                     continue
                 if any(g in STOPWORDS and g != "of" for g in gram[1:-1]):  # "crisis in nearest": no phrase
                     continue
-                if any(len(g) < 2 for g in gram):  # "x" of "2.5x higher" is no word
+                if any(len(g) < 2 or g in _VERBS for g in gram):  # "x" of "2.5x"; "decoding accelerates llm"
                     continue
                 if all(g in _GENERIC or g in STOPWORDS or len(g) < 3 for g in gram):
                     continue

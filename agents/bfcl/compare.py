@@ -68,14 +68,22 @@ def _rows(label: str, mode: str, cases, records: dict, summary: dict, wall_s: fl
     for cat, m in summary["categories"].items():
         ids = [c for c in cases if c.category == cat]
         valid, calls = _schema_valid(ids, records)
-        runaway = sum(1 for c in ids if records[c.id]["finish_reason"] == "length" or records[c.id]["invalid"])
+        runaway = sum(1 for c in ids if _runaway(records[c.id]))
+        prose_cut = sum(1 for c in ids if records[c.id]["finish_reason"] == "length" and not _runaway(records[c.id]))
         out.append({"release": label, "tool_choice": mode if "relevance" not in cat else "auto", "category": cat,
                     "cases": m["cases"], "accuracy": m["accuracy"], "call_rate": m["call_rate"],
-                    "schema_valid": f"{valid}/{calls}", "runaway": runaway,
+                    "schema_valid": f"{valid}/{calls}", "runaway": runaway, "prose_cut": prose_cut,
                     "name": m["function_name_accuracy"], "params": m["param_name_accuracy"],
                     "values": m["param_value_accuracy"], "wall_s": round(wall_s),
                     "mean_latency_s": round(sum(records[c.id]["latency_s"] for c in ids) / max(len(ids), 1), 1)})
     return out
+
+
+def _runaway(record: dict) -> bool:
+    """A call that did not end well: a malformed call, or max_tokens reached while writing calls (the reply
+    has calls or no prose). Prose cut by max_tokens is counted apart (`prose_cut`)."""
+    return bool(record["invalid"]) or (record["finish_reason"] == "length" and
+                                       (bool(record.get("names")) or not (record.get("raw") or "").strip()))
 
 
 def _schema_valid(cases, records: dict) -> tuple[int, int]:
@@ -102,10 +110,11 @@ def _pct(x) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| release | tool_choice | category | cases | acc % | call rate % | schema-valid calls | runaway "
-             "| name % | param % | value % | s/case |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| release | tool_choice | category | cases | acc % | call rate % | schema-valid calls | call runaways "
+             "| prose cut | name % | param % | value % | s/case |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['release']} | {r['tool_choice']} | {r['category']} | {r['cases']} | {_pct(r['accuracy'])} "
-                     f"| {_pct(r['call_rate'])} | {r['schema_valid']} | {r['runaway']} | {_pct(r['name'])} "
+                     f"| {_pct(r['call_rate'])} | {r['schema_valid']} | {r['runaway']} | {r['prose_cut']} | {_pct(r['name'])} "
                      f"| {_pct(r['params'])} | {_pct(r['values'])} | {r['mean_latency_s']} |")
     return "\n".join(lines)

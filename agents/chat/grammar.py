@@ -28,16 +28,35 @@ MAX_JSON_WHITESPACE = 2
 EXTRA_CALL_END_BIAS = 3.0
 
 
-def _prefer_end(row, stop_ids: list[int], bias: float) -> None:
-    """Add `bias` to the stop tokens when they are allowed together with something else (in place)."""
+def _prefer_end(row, stop_ids: list[int], bias: float, repeated) -> None:
+    """Where the stop tokens are allowed together with something else (a call just closed, another may follow):
+    only the stop tokens if `repeated()` says the call just closed repeats an earlier one, else `bias` added to
+    them (in place)."""
     import torch
 
     ids = torch.tensor([i for i in stop_ids if i < row.numel()], dtype=torch.long, device=row.device)
     if not len(ids):
         return
     allowed = torch.isfinite(row)
-    if bool(allowed[ids].any()) and int(allowed.sum()) > int(allowed[ids].sum()):
+    if not (bool(allowed[ids].any()) and int(allowed.sum()) > int(allowed[ids].sum())):
+        return
+    if repeated():
+        keep = row[ids].clone()
+        row.fill_(float("-inf"))
+        row[ids] = keep
+    else:
         row[ids] += bias
+
+
+def repeats_a_call(text: str) -> bool:
+    """Whether the last closed call in `text` (the reply's calls) has the same name and arguments as an earlier
+    one. Calls are compared from `{"name": "` on; the first call's head may sit in the prompt (jump-forward:
+    `<tool_call>\n{"name": "f", "arguments": {`), so the last call may end with the first's text instead."""
+    bodies = [part.split('{"name": "')[-1].strip() for part in text.split(HERMES_CLOSE)[:-1]]
+    if len(bodies) < 2:
+        return False
+    last = bodies[-1]
+    return last in bodies[1:-1] or (bool(bodies[0]) and last.endswith(bodies[0]))
 
 
 _NATIVE_PREFIX = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*")
@@ -54,14 +73,18 @@ class GrammarLogitsProcessor:
     the ids sampled so far; tokens not yet seen are fed to the matcher first.
     """
 
-    def __init__(self, compiled, vocab_size: int, stop_ids: list[int] | None = None, end_bias: float = 0.0):
+    def __init__(self, compiled, vocab_size: int, stop_ids: list[int] | None = None, end_bias: float = 0.0,
+                 decode=None):
         import xgrammar as xgr
 
         self._xgr = xgr
         # end_bias > 0: where the grammar allows both ending and going on (after a tool call, another call),
         # ending is preferred by this much (logits). See `EXTRA_CALL_END_BIAS`.
+        # SmolLM2 repeated the same call 3-7 times even so: a call that repeats an earlier one ends the reply
+        # (`decode(ids) -> text` reads the calls; without it only the bias applies).
         self.stop_ids = list(stop_ids or [])
         self.end_bias = end_bias
+        self.decode = decode
         self.matcher = xgr.GrammarMatcher(compiled)
         self.bitmask = xgr.allocate_token_bitmask(1, vocab_size)
         self.vocab_size = vocab_size
@@ -99,7 +122,8 @@ class GrammarLogitsProcessor:
         view = logits.view(1, -1) if logits.dim() == 1 else logits
         self._xgr.apply_token_bitmask_inplace(view, self.bitmask.to(logits.device), vocab_size=self.vocab_size)
         if self.end_bias and self.stop_ids:
-            _prefer_end(view[0], self.stop_ids, self.end_bias)
+            _prefer_end(view[0], self.stop_ids, self.end_bias,
+                        lambda: self.decode is not None and repeats_a_call(self.decode(generated)))
         return logits
 
     @property
@@ -115,6 +139,7 @@ class GrammarFactory:
 
         self.vocab_size = vocab_size or len(tokenizer)
         self.stop_ids = list(stop_token_ids or [tokenizer.eos_token_id])
+        self._decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=self.vocab_size,
                                                   stop_token_ids=stop_token_ids)
         # Two threads at most: the machine is shared and schemas are small.
@@ -145,7 +170,7 @@ class GrammarFactory:
         forced = ToolChoice("required", choice.names or tuple(t["function"]["name"] for t in tools))
         tag = tool_call_structural_tag(tools, forced, parallel)
         return GrammarLogitsProcessor(self._compiled("tag", json.dumps(tag)), self.vocab_size, self.stop_ids,
-                                      EXTRA_CALL_END_BIAS if parallel else 0.0)
+                                      EXTRA_CALL_END_BIAS if parallel else 0.0, self._decode)
 
     def for_response_format(self, response_format: dict | None) -> GrammarLogitsProcessor | None:
         """A processor for OpenAI's `response_format` ({"type": "json_schema"|"json_object"|"text"})."""

@@ -47,3 +47,45 @@ class ToolCallStreamSplitter:
                     best = max(best, k)
                     break
         return best
+
+
+class ResponseTagDropper:
+    """Drops `<tool_response>` / `</tool_response>` tags from answer text, streamed or whole.
+
+    The prompt shows tool results wrapped in these tags (agents.chat.prompting); a small model copies the wrapper
+    into its answer. They are prompt format, never answer text: the text they wrap is kept. A piece that may be
+    the start of a tag is held until the next one shows whether it is.
+    """
+
+    TAGS = ("<tool_response>\n", "</tool_response>\n", "<tool_response>", "</tool_response>")
+
+    def __init__(self):
+        self.held = ""
+
+    def feed(self, piece: str) -> str:
+        text = self.held + piece
+        for tag in self.TAGS:
+            text = text.replace(tag, "")
+        keep = _partial_tail(text, self.TAGS)
+        self.held = text[len(text) - keep:] if keep else ""
+        return text[:len(text) - keep] if keep else text
+
+    def flush(self) -> str:
+        out, self.held = self.held, ""
+        return out
+
+
+def drop_response_tags(text: str) -> str:
+    dropper = ResponseTagDropper()
+    return (dropper.feed(text) + dropper.flush()).strip()
+
+
+def _partial_tail(text: str, markers: tuple[str, ...]) -> int:
+    """Length of the longest tail of `text` that is a proper prefix of a marker."""
+    best = 0
+    for m in markers:
+        for k in range(min(len(m) - 1, len(text)), 0, -1):
+            if text.endswith(m[:k]):
+                best = max(best, k)
+                break
+    return best

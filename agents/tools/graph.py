@@ -32,6 +32,14 @@ def _invalid_calls(reply: AIMessage) -> list[dict]:
     return list(reply.invalid_tool_calls or []) or list(reply.response_metadata.get("invalid_tool_calls") or [])
 
 
+def _question(messages: list) -> str:
+    """The current turn's question (its last human message that is not a note the graph added)."""
+    for m in reversed(messages):
+        if isinstance(m, HumanMessage) and not (m.additional_kwargs or {}).get("cpm_note"):
+            return m.content if isinstance(m.content, str) else str(m.content)
+    return ""
+
+
 def _tool_rounds(messages: list) -> int:
     """Rounds of tool results in the current turn (since its question)."""
     rounds, previous = 0, None
@@ -72,7 +80,7 @@ async def model(state: ToolAgentState, config: RunnableConfig,
     answer_now = last_step or rounds_done >= cfg.tool_rounds
     if answer_now or not ctx.tools:
         if answer_now and isinstance(state["messages"][-1], ToolMessage):
-            messages.append(HumanMessage(prompts.STEP_LIMIT))
+            messages.append(HumanMessage(prompts.STEP_LIMIT.format(question=_question(state["messages"]))))
         runnable = ctx.model
     else:
         # "required" binds only the turn's first call: after the results come in, the model must be free to answer.

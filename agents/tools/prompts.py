@@ -7,9 +7,11 @@ SYSTEM = (
     "answer as well as you can without it."
 )
 
-# Said on the last allowed step, which is also the normal answer step of a one-call question, so it asks for
-# the answer rather than talking about limits (a small model then writes about "the limit").
-STEP_LIMIT = "Now answer my question from the tool results above, without calling more tools."
+# Said on the answer step (after the last tool round, or at the step limit), so it asks for the answer rather
+# than talking about limits (a small model then writes about "the limit"). The question is repeated: asked
+# only "from the tool results above", SmolLM2-135M echoed the <tool_response> block or apologised; with the
+# question restated it wrote "The time is 2026-12-08T08:43:44+09:00." (docs/mcp.md).
+STEP_LIMIT = "Using the tool results above, answer in one sentence without calling more tools: {question}"
 
 DENIED = (
     "The user did not approve running {name}, so it was not run. Do not call it again for this question; "

@@ -174,3 +174,38 @@ def test_chat_grammar_parallel_calls_prefer_ending(factory, chat_tokenizer):
     out = proc(ids, torch.zeros(proc.vocab_size))
     eos = chat_tokenizer.eos_token_id
     assert out[eos] == EXTRA_CALL_END_BIAS and torch.isfinite(out).sum() > 1
+
+
+def test_chat_grammar_auto_call_started_by_reasoning(factory, chat_tokenizer):
+    """Think-then-call: the runner accepts `<tool_call>` on the undecided processor's matcher when the reasoning
+    stopped at one; that decides for the call, and the call grammar forces the rest of the head."""
+    tool, _ = TOOL_SCHEMAS[0]
+    name = tool["function"]["name"]
+    proc = factory.for_tools([tool], normalize_tool_choice("auto", [tool]))
+    matcher = proc.matcher
+    assert matcher.find_jump_forward_string() == ""         # nothing forced before the decision
+    assert matcher.accept_string("<tool_call>") and proc.mode == "call"
+    head = matcher.find_jump_forward_string()
+    assert head.startswith('\n{"name": "' + name)
+    assert matcher.accept_string(head)
+
+
+def test_chat_grammar_a_repeated_call_ends_the_reply(factory, chat_tokenizer):
+    from agents.chat.grammar import repeats_a_call
+
+    one = 'f", "arguments": {"a": 1}}\n</tool_call>'
+    again = '\n<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>'
+    other = '\n<tool_call>\n{"name": "f", "arguments": {"a": 2}}\n</tool_call>'
+    assert repeats_a_call(one + again) and not repeats_a_call(one + other) and not repeats_a_call(one)
+    tool, _ = TOOL_SCHEMAS[0]
+    name = tool["function"]["name"]
+    proc = factory.for_tools([tool], normalize_tool_choice("required", [tool]), parallel=True)
+    head = proc.matcher.find_jump_forward_string()
+    proc.matcher.accept_string(head)
+    call = _sample(factory.for_tools([tool], normalize_tool_choice(name, [tool]), parallel=False), chat_tokenizer, 5)
+    body = call[len(head):]
+    ids = chat_tokenizer.encode(body + "\n" + call, add_special_tokens=False)
+    for i in range(len(ids)):
+        proc(ids[:i], torch.zeros(proc.vocab_size))
+    out = proc(ids, torch.zeros(proc.vocab_size))
+    assert torch.isfinite(out).nonzero().flatten().tolist() == [chat_tokenizer.eos_token_id]

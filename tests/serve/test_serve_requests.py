@@ -266,3 +266,20 @@ def _sse(response: httpx.Response) -> list[dict]:
     assert lines[-1] == "[DONE]"
     return [json.loads(ln) for ln in lines[:-1]]
 
+
+
+def test_an_internal_failure_is_a_json_500_on_a_kept_connection(server, monkeypatch, caplog):
+    """Fault injection: the runner raises a bug-like error; the client gets JSON, the log the traceback."""
+    srv, runner = server
+
+    def broken(req):
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(runner, "prepare", broken)
+    conn = KeptConnection(srv.url)
+    status, payload = conn.post("/chat/completions", json.dumps({"messages": HI}).encode())
+    assert status == 500 and payload["error"]["type"] == "server_error"
+    assert "injected" not in payload["error"]["message"]  # internals stay in the log
+    assert any("injected fault" in (r.exc_text or "") for r in caplog.records)
+    monkeypatch.undo()
+    assert conn.post("/chat/completions", json.dumps({"messages": HI, "max_tokens": 1}).encode())[0] == 200

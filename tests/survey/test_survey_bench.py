@@ -39,3 +39,23 @@ def test_survey_bench_missing_index(capsys, tmp_path):
 def test_survey_bench_bad_sections(capsys, survey_index):
     assert cli_main(["bench", "survey", "--index", str(survey_index), "--sections", "0"]) == 2
     assert "sections must be at least 1" in capsys.readouterr().err
+
+
+def test_survey_quality_bench_counts_what_a_reader_notices(survey_index):
+    """`cpm bench survey_quality`'s prose measures on a survey with each fault once (real index documents)."""
+    from bench.survey_quality import prose_measures
+    from retrieval import Index
+    from survey.text import sentences
+
+    index = Index.open(survey_index)
+    first, second = (index.get(h.id) for h in index.search("speculative decoding", k=2))
+    copied = next(s for s in sentences(first.text) if len(s.split()) >= 8).rstrip(".")
+    markdown = (f"# Survey\n\n## Introduction\n\nDraft models propose tokens that a target model checks.\n\n"
+                f"## {first.title}\n\n{copied} [1]. This paper contributes to the field of by drafting [2]. "
+                f"{copied} [1].\n\n## Conclusion\n\nVerification keeps the output of the target model.\n\n"
+                f"## References\n\n[1] {first.title}. A, 2025. arXiv:{first.id}\n"
+                f"[2] {second.title}. B, 2025. arXiv:{second.id}\n")
+    m = prose_measures(markdown, index)
+    assert m["title_headings"] == 1 and m["unfilled_templates"] == 1 and m["repeated_sentences"] == 1
+    assert m["verbatim_share"] == 2 / 5  # the copied sentence, twice, of five sentences
+    assert m["repeated_4gram_rate"] > 0 and m["cited_per_section_min"] == 2
