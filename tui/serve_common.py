@@ -38,7 +38,10 @@ def openai_errors(handler: Callable) -> Callable:
         try:
             return await handler(request)
         except RequestError as exc:
-            return error_response(str(exc), exc.status, exc.param, exc.code)
+            response = error_response(str(exc), exc.status, exc.param, exc.code)
+            if exc.status == 503:  # busy: tell well-behaved clients (openai, httpx retries) when to come back
+                response.headers["Retry-After"] = "1"
+            return response
         except (AgentError, EngineError, ValueError) as exc:  # the request's content is wrong
             return error_response(str(exc), 400)
         except Exception:
@@ -126,12 +129,15 @@ class ClosingStream(StreamingResponse):
     collection and every later request would hang behind it.
     """
 
-    def __init__(self, body):
+    def __init__(self, body, on_close: Callable[[], None] | None = None):
         super().__init__(body, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.on_close = on_close  # runs even when the body never started (its own `finally` would not)
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self.body_iterator.aclose()
+            if self.on_close is not None:
+                self.on_close()

@@ -18,7 +18,7 @@ from tui.serve_common import (ClosingStream, cancel_on_disconnect, check_model, 
 from tui.serve_requests import CompletionBody, EmbeddingBody, RequestError, read_body, validate
 
 
-def text_completions_route(runner, queue: asyncio.Lock, model_name: str) -> Callable:
+def text_completions_route(runner, admission, model_name: str) -> Callable:
     engine = runner.engine
 
     @openai_errors
@@ -29,14 +29,19 @@ def text_completions_route(runner, queue: asyncio.Lock, model_name: str) -> Call
         check_prompt_fits(len(ids), engine.max_seq_len, "prompt")
         params = sampling_params(body)
         echo = (body.prompt if isinstance(body.prompt, str) else engine.tokenizer.decode(ids)) if body.echo else ""
+        ticket = admission.enter()
         if body.stream:
-            return ClosingStream(_events(runner, queue, ids, params, echo, model_name, body.include_usage))
-        async with cancel_on_disconnect(request) as cancel, queue:
-            result = None
-            async for item in drain_in_thread(lambda: _locked_stream(runner, ids, params), cancel):
-                if isinstance(item, Exception):
-                    raise item
-                result = item.result or result
+            return ClosingStream(_events(engine, ticket, ids, params, echo, model_name, body.include_usage),
+                                 on_close=ticket.release)
+        result = None
+        try:
+            async with cancel_on_disconnect(request) as cancel:
+                async for item in drain_in_thread(lambda: engine.stream(ids, params), cancel):
+                    if isinstance(item, Exception):
+                        raise item
+                    result = item.result or result
+        finally:
+            ticket.release()
         if result is None:
             return error_response("the client closed the request", 499)
         return JSONResponse({"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()),
@@ -65,23 +70,17 @@ def sampling_params(body: CompletionBody):
                           stop=body.stop_list())
 
 
-def _locked_stream(runner, ids: list[int], params):
-    """The engine's chunks for `ids`, holding the runner's lock (the engine runs one generation at a time)."""
-    with runner.lock:
-        yield from runner.engine.stream(ids, params)
-
-
-async def _events(runner, queue, ids, params, echo: str, model_name: str, include_usage: bool):
+async def _events(engine, ticket, ids, params, echo: str, model_name: str, include_usage: bool):
     cid, created = new_id("cmpl"), int(time.time())
 
     def event(text: str, finish: str | None = None) -> str:
         return sse({"id": cid, "object": "text_completion", "created": created, "model": model_name,
                     "choices": [_choice(text, finish)]})
 
-    async with queue:
+    try:
         if echo:
             yield event(echo)
-        async for item in drain_in_thread(lambda: _locked_stream(runner, ids, params), threading.Event()):
+        async for item in drain_in_thread(lambda: engine.stream(ids, params), threading.Event()):
             if isinstance(item, Exception):  # reported in-stream: the 200 header is already sent
                 yield sse({"error": {"message": str(item), "type": "server_error", "param": None, "code": None}})
                 continue
@@ -93,6 +92,8 @@ async def _events(runner, queue, ids, params, echo: str, model_name: str, includ
                     yield sse({"id": cid, "object": "text_completion", "created": created, "model": model_name,
                                "choices": [], "usage": _usage(item.result)})
         yield "data: [DONE]\n\n"
+    finally:
+        ticket.release()
 
 
 def _choice(text: str, finish: str | None) -> dict:

@@ -2,15 +2,18 @@
 
 Endpoints: GET /v1/models, POST /v1/chat/completions (stream, tools, tool_choice, response_format),
 POST /v1/completions (text in, text out), POST /v1/embeddings (with an index's embedder, `--index`), GET /health.
-Requests are served in arrival order (an asyncio.Lock is FIFO); waiting non-streaming chat requests with the same
-sampling settings are decoded together in one batch (tui/serve_batch.py). Generation runs in a worker thread
-so the event loop keeps accepting connections and noticing disconnects; a request whose client has gone stops
-decoding, streamed or not. Bodies are checked by the pydantic models of tui/serve_requests.py and refused as
+GET /metrics (Prometheus text). Every request, streamed or not, with tools, grammar or plain, is submitted to the
+engine's scheduler, which batches all running sequences step by step (continuous batching over the paged KV
+cache); at most `max_waiting` + the engine's max_running requests are held at once, past that the answer is 503
+with Retry-After (tui/serve_admission.py). Generation runs in worker threads so the event loop keeps accepting
+connections and noticing disconnects; a request whose client has gone is cancelled and its KV blocks freed,
+streamed or not. Bodies are checked by the pydantic models of tui/serve_requests.py and refused as
 OpenAI refuses: {"error": {"message", "type", "param", "code"}}, a JSON 404 for unknown routes too.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import Any
@@ -18,26 +21,32 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from agents.chat.engine_runner import ChatReply, ChatRequest, EngineRunner, Reasoning
+from agents.chat.engine_runner import ChatReply, ChatRequest, EngineRunner, Prepared, Reasoning
 from agents.chat.messages import tool_calls_to_openai
 from agents.chat.tooling import to_openai_tools
-from tui.serve_batch import Batcher
+from tui.serve_admission import Admission, Metrics, Ticket, executor_for
 from tui.serve_common import (ClosingStream, cancel_on_disconnect, check_model, check_prompt_fits, drain_in_thread,
                               error_response, new_id, openai_errors, sse)
 from tui.serve_requests import ChatCompletionBody, RequestError, read_body, validate
 from tui.serve_text import embeddings_route, text_completions_route
 
 
-def create_app(runner: EngineRunner, model_name: str, embedder=None) -> Starlette:
+def create_app(runner: EngineRunner, model_name: str, embedder=None, max_waiting: int = 64) -> Starlette:
     """The ASGI app serving `runner`'s engine under the model id `model_name` (and `embedder`, a
-    retrieval.embed.Embedder, on /v1/embeddings when given); the engine's max_batch bounds how many waiting
-    requests are decoded together."""
-    queue = asyncio.Lock()  # FIFO: requests (or batches of them) run one at a time, in arrival order
-    batcher = Batcher(runner, queue, getattr(runner.engine, "max_batch", 1))
+    retrieval.embed.Embedder, on /v1/embeddings when given). Up to the engine's max_running requests decode
+    together and `max_waiting` more wait in its scheduler; past that, 503."""
+    running = getattr(getattr(runner.engine, "loop", None), "scheduler", None)
+    admission = Admission(max_waiting + (running.max_running if running is not None else 1))
+    metrics_text = Metrics(runner.engine, admission, model_name)
     created = int(time.time())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        asyncio.get_running_loop().set_default_executor(executor_for(admission))
+        yield
 
     async def models(_: Request) -> JSONResponse:
         ids = [model_name] + ([embedder.name] if embedder is not None else [])
@@ -45,10 +54,13 @@ def create_app(runner: EngineRunner, model_name: str, embedder=None) -> Starlett
             {"id": i, "object": "model", "created": created, "owned_by": "cpm-suite"} for i in ids]})
 
     async def health(_: Request) -> JSONResponse:
-        stats = batcher.stats
-        return JSONResponse({"status": "ok", "model": model_name, "busy": queue.locked(),
-                             "max_batch": batcher.max_batch, "batched_requests": stats.requests,
-                             "batches": stats.batches, "largest_batch": stats.largest})
+        s = runner.engine.stats()
+        return JSONResponse({"status": "ok", "model": model_name, "running": s.running, "waiting": s.waiting,
+                             "admitted": admission.active, "limit": admission.limit,
+                             "kv_blocks_used": s.kv_blocks_used, "kv_blocks_total": s.kv_blocks_total})
+
+    async def metrics(_: Request) -> PlainTextResponse:
+        return PlainTextResponse(metrics_text.render(), media_type="text/plain; version=0.0.4")
 
     @openai_errors
     async def chat_completions(request: Request):
@@ -57,10 +69,15 @@ def create_app(runner: EngineRunner, model_name: str, embedder=None) -> Starlett
         check_model(body.model, [model_name])
         prep = await asyncio.to_thread(runner.prepare, chat_request(body))
         check_prompt_fits(len(prep.prompt_ids), runner.engine.max_seq_len, "messages")
+        ticket = admission.enter()
         if body.stream:
-            return ClosingStream(_chat_events(runner, queue, prep, model_name, body.include_usage))
-        async with cancel_on_disconnect(request) as cancel:
-            reply = await batcher.submit(prep, cancel)
+            return ClosingStream(_chat_events(runner, ticket, prep, model_name, body.include_usage),
+                                 on_close=ticket.release)
+        try:
+            async with cancel_on_disconnect(request) as cancel:
+                reply = await run_prepared(runner, prep, cancel)
+        finally:
+            ticket.release()
         if reply is None:  # the client has gone; nobody reads this
             return error_response("the client closed the request", 499)
         return JSONResponse(chat_completion(reply, model_name))
@@ -76,10 +93,11 @@ def create_app(runner: EngineRunner, model_name: str, embedder=None) -> Starlett
     return Starlette(routes=[
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/completions", text_completions_route(runner, queue, model_name), methods=["POST"]),
+        Route("/v1/completions", text_completions_route(runner, admission, model_name), methods=["POST"]),
         Route("/v1/embeddings", embeddings_route(embedder), methods=["POST"]),
         Route("/health", health, methods=["GET"]),
-    ], exception_handlers={404: not_found, 405: not_found})
+        Route("/metrics", metrics, methods=["GET"]),
+    ], exception_handlers={404: not_found, 405: not_found}, lifespan=lifespan)
 
 
 def chat_request(body: ChatCompletionBody) -> ChatRequest:
@@ -93,11 +111,23 @@ def chat_request(body: ChatCompletionBody) -> ChatRequest:
                        temperature=temperature, top_p=top_p, seed=body.seed, stop=body.stop_list())
 
 
-async def _chat_events(runner: EngineRunner, queue, prep, model_name: str, include_usage: bool):
-    """SSE events of one streamed chat completion. The FIFO is taken inside the body, so a client that leaves
-    before the body starts holds nothing; leaving mid-stream closes this generator, which stops decoding."""
+async def run_prepared(runner: EngineRunner, prep: Prepared, cancel: threading.Event) -> ChatReply | None:
+    """One request through the runner's stream (the engine schedules it beside the others); a set `cancel`
+    (its client has gone) cancels it at its next piece and frees its KV blocks. None when cancelled."""
+    reply = None
+    async for item in drain_in_thread(lambda: runner.stream_prepared(prep), cancel):
+        if isinstance(item, Exception):
+            raise item
+        if isinstance(item, ChatReply):
+            reply = item
+    return reply
+
+
+async def _chat_events(runner: EngineRunner, ticket: Ticket, prep, model_name: str, include_usage: bool):
+    """SSE events of one streamed chat completion; leaving mid-stream closes this generator, which cancels the
+    request in the engine."""
     cid, created = new_id("chatcmpl"), int(time.time())
-    async with queue:
+    try:
         yield sse(_chunk(cid, created, model_name, {"role": "assistant", "content": ""}))
         async for item in drain_in_thread(lambda: runner.stream_prepared(prep), threading.Event()):
             if isinstance(item, Exception):  # reported in-stream: the 200 header is already sent
@@ -110,6 +140,8 @@ async def _chat_events(runner: EngineRunner, queue, prep, model_name: str, inclu
                 for event in _final_events(item, cid, created, model_name, include_usage):
                     yield sse(event)
         yield "data: [DONE]\n\n"
+    finally:
+        ticket.release()
 
 
 def finish_reason(reply: ChatReply) -> str:
