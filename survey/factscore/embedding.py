@@ -40,13 +40,15 @@ class TextEncoder(Protocol):
 
 def spans_of(passage: Passage, pairs: bool = True) -> list[str]:
     """The pieces of a passage a claim may restate: its sentences, their clauses of 5+ words (a survey often
-    keeps one clause of a long sentence), neighbouring pairs, and the title (a record passage holds it already,
-    with the authors and year)."""
+    keeps one clause of a long sentence), neighbouring pairs, and, for an index hit, the paper's title (a cited
+    paper's title comes in its record passage, with the authors and year a claim about it may name)."""
+    if passage.id.endswith("#r"):  # a record (authors, year, title) is one statement: never cut it
+        return [passage.text]
     sentences = split_raw(passage.text) or [passage.text]
     spans = sentences + [c for s in sentences for c in checks.clauses(s) if len(c.split()) >= MIN_CLAUSE_WORDS]
     if pairs:
         spans += [f"{a} {b}" for a, b in zip(sentences, sentences[1:])]
-    if passage.title and not passage.id.endswith("#r"):
+    if passage.title and passage.source == "retrieved":
         spans.append(passage.title)
     return [s for s in dict.fromkeys(spans) if s.strip()]
 
