@@ -24,8 +24,9 @@ MAX_JSON_WHITESPACE = 2
 # After a complete call, when parallel calls are allowed, the grammar lets the model end or open another
 # call. SmolLM2-135M's next token after `</tool_call>` is nearly always "\n", which under the grammar can only
 # start another call: `cpm serve` returned 7 identical calls cut off by max_tokens. Ending gets this much
-# extra logit there, so a second call is opened only when the model clearly prefers it (~e^3 = 20x odds).
-EXTRA_CALL_END_BIAS = 3.0
+# extra logit there, so a second call is opened only when the model clearly prefers it (~e^5 = 150x odds;
+# 3 still let it open a second, identical call on BFCL multiple: docs/benchmarks.md).
+EXTRA_CALL_END_BIAS = 5.0
 
 
 def _prefer_end(row, stop_ids: list[int], bias: float, repeated) -> None:

@@ -4,10 +4,11 @@ A small model under a grammar never writes an invalid token, but nothing stops i
 forever: an unbounded string argument ran to max_tokens ("UTC_Asia_Bangakai_2022_12_25_2022...", 128 tokens),
 so the call never closed. The grammar (never the prompt: the model sees the schema as the tool gave it) gets:
 - `maxLength: MAX_STRING_CHARS` on every string without its own bound (maxLength, enum, const, pattern,
-  format). 256 characters: the longest of the 4,970 allowed string values in BFCL's answers (simple_python,
-  multiple, parallel, parallel_multiple) is 102 characters and 99% are 26 or fewer, so 256 never cuts a
-  right answer there, still lets an SQL query or a commit message through, and caps a runaway at roughly
-  64-128 tokens instead of max_tokens.
+  format). 128 characters: the longest of the 4,970 allowed string values in BFCL's answers (simple_python,
+  multiple, parallel, parallel_multiple) is 102 characters and 99% are 26 or fewer, so 128 never cuts a
+  right answer there, and a runaway stops after ~30-40 tokens, inside a small max_tokens (256 characters,
+  tried first, let a runaway string run past BFCL's 96-token budget: docs/benchmarks.md). Longer text
+  arguments (file contents, long SQL) need a tool schema with its own maxLength.
 - `maxItems: MAX_ARRAY_ITEMS` on every array without one (a list can repeat an item forever too).
 - an enum of the IANA zone names (`zoneinfo.available_timezones()`) for a string that names a timezone: its
   property name ends in "timezone"/"time_zone"/"tz", or its description says "IANA" (mcp-server-time's
@@ -19,7 +20,7 @@ import copy
 import re
 from functools import lru_cache
 
-MAX_STRING_CHARS = 256
+MAX_STRING_CHARS = 128
 MAX_ARRAY_ITEMS = 64
 _STRING_BOUNDS = ("maxLength", "enum", "const", "pattern", "format")
 _TZ_NAME = re.compile(r"(^|_)(time_?zone|tz)$", re.I)
