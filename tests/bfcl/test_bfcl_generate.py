@@ -95,3 +95,32 @@ def test_the_config_names_the_backend_and_model_it_will_use(monkeypatch):
     assert config.describe() == "smollm2-135m (engine), free"
     monkeypatch.setenv("CPM_BASE_URL", "http://127.0.0.1:9/v1")
     assert (GenerationConfig().backend, GenerationConfig().model) == ("openai", None)  # the server names it
+
+
+def test_bfcl_resume_command_and_progress_lines(bfcl_dir, tmp_path):
+    """Ctrl-C prints this command (same cases, settings and --out); without a terminal the progress is a line
+    per case with an ETA."""
+    import io
+
+    from tui.cli import build_parser
+    from tui.eval_commands.bfcl import CaseProgress, resume_command
+
+    args = build_parser().parse_args(["eval", "bfcl", "--data", str(bfcl_dir), "--categories", "simple_python",
+                                      "--limit", "3", "--tool-choice", "required", "--max-tokens", "64"])
+    args.out, args.constrained = str(tmp_path), True
+    assert resume_command(args) == (f"cpm eval bfcl --data {bfcl_dir} --out {tmp_path} --categories simple_python "
+                                    "--limit 3 --max-tokens 64 --tool-choice required")
+    stream = io.StringIO()
+    with CaseProgress(stream) as progress:
+        progress.update(0, 2, "")
+        progress.update(1, 2, "simple_python_0")
+    assert stream.getvalue().startswith("[1/2] simple_python_0  eta 0:0")
+
+
+def test_bfcl_tool_choice_goes_with_fc_mode(bfcl_dir, tmp_path, capsys):
+    assert main(["eval", "bfcl", "--data", str(bfcl_dir), "--free", "--tool-choice", "required",
+                 "--out", str(tmp_path)]) == 2
+    assert "does not go with --free" in capsys.readouterr().err
+    config = GenerationConfig(model="smollm2-135m", constrained=True, tool_choice="required")
+    assert config.choice_for("multiple") == "required" and config.choice_for("irrelevance") == "auto"
+    assert config.choice_label == "required (irrelevance: auto)"
