@@ -129,10 +129,10 @@ def conclusion(topic: str, sections: list[SectionPlan], cited: list[list[Source]
         heading = set(sec.title.lower().replace("-", " ").split())
         own = [p for p in sec.keyphrases if not set(p.replace("-", " ").split()) & heading and " " in p][:1]
         if own and len(focus) < 3:
-            focus.append(f"{sec.title} on {own[0]}")
+            focus.append(f"one on {own[0]}")  # not the heading again: the introduction named the groups
     out: list[tuple[str, list[str]]] = []
     if len(focus) >= 2:
-        out.append((f"The groups differ in focus, {'; '.join(focus)}", []))
+        out.append((f"The groups differ in focus: {_series(focus)}", []))
     topic_words = content_words(topic)
     used: set[str] = set()
     problems = []

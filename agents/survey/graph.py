@@ -283,7 +283,10 @@ async def frame(state: SurveyState, config: RunnableConfig,
     update: dict = {}
     start = time.perf_counter()
     if "intro" not in state:
-        intro = introduction(state["topic"], outline.sections, groups, plan_sources[:4])
+        # the problem in the words of topical papers the sections do not discuss: the same paper twice reads twice
+        in_body = {d for part in body for d in part.cited_ids}
+        intro = introduction(state["topic"], outline.sections, groups,
+                             [s for s in plan_sources if s.id not in in_body][:4])
         update["intro"] = _framed(INTRO, "Introduction", intro, plan_sources, retrieved, runtime.context.run_id,
                                   0.0)
     cited = [[s for s in part.sources if s.id in part.cited_ids] for part in body]

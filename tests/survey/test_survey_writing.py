@@ -146,8 +146,7 @@ def test_survey_introduction_and_conclusion_synthesise():
                                   "remains an open problem for 4-bit models, which lose up to 16% of their accuracy "
                                   "on the long-form outputs that users ask for most often.")
     outro = conclusion("efficient inference", sections, [[PREDGEN], [hard]])
-    assert outro[0] == ("The groups differ in focus, Weight Quantization on phone memory; Speculative Decoding on "
-                        "draft tokens", [])
+    assert outro[0] == ("The groups differ in focus: one on phone memory and one on draft tokens", [])
     # an open problem the abstract names is cited to it, and written only when it is not a copy of it
     for text, ids in outro[1:]:
         assert ids == [hard.id] and not is_verbatim(text, [hard.text])
