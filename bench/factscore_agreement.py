@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cpm bench factscore_agreement", description=__doc__)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"labelled facts folder (default {DEFAULT_DATA})")
     p.add_argument("--index", required=True, help="index over the labels' knowledge source")
-    p.add_argument("--judge", choices=["likelihood", "chat", "lexical"], default="likelihood")
+    p.add_argument("--judge", choices=["embedding", "likelihood", "chat", "lexical"], default="embedding",
+                   help="embedding: the default judge of cpm eval factscore (no language model)")
     p.add_argument("--limit", type=int, default=500, help="first N labelled facts (default 500)")
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--model", default=None, help="model alias/path (default smollm2-135m)")
@@ -42,6 +43,10 @@ def _judge(args: argparse.Namespace):
 
     if args.judge == "lexical":
         return LexicalJudge()
+    if args.judge == "embedding":
+        from survey.factscore.choose import embedding_judge
+
+        return embedding_judge()
     from agents.chat.factory import make_chat_model
 
     llm = make_chat_model(backend="engine", model=args.model, temperature=0.0, seed=0)
