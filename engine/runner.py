@@ -110,7 +110,7 @@ class Runner:
         seq = torch.arange(B, device=dev).repeat_interleave(T)
         slot = tab[seq, pos // bs].long() * bs + pos % bs
         step = PagedStep(tables=tab, starts=start, token_pos=pos, token_seq=seq, slot_mapping=slot, block_size=bs,
-                         max_len=len(self.cos))
+                         pad_slot=pool.pad_slot, max_len=len(self.cos))
         D = self.cos.shape[-1]
         ctx = self.context(kv_len=int(start.max()) + T, cos=self.cos[pos].view(B, T, D),
                            sin=self.sin[pos].view(B, T, D), paged=step)
