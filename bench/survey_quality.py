@@ -4,7 +4,8 @@ For each topic (one a line in FILE) it writes a survey with this checkout's writ
 `--baseline-tree DIR` (a `git worktree` of an older commit), with that commit's `cpm survey` (a subprocess with
 PYTHONPATH on the tree), both with the same sizes, index and default model, back to back. Each survey is scored:
 - FactScore and citation precision/recall per judge (`survey.factscore.evaluate`, one claim per sentence as
-  `cpm demo` runs it; judges: lexical = the one `cpm demo` uses on CPU, likelihood, chat);
+  `cpm demo` runs it; judges: lexical = the one `cpm demo` uses on CPU, embedding = `cpm eval factscore`'s
+  default, likelihood, chat);
 - the prose measures of `survey.quality`: repeated-4-gram rate, share of sentences copied verbatim from a
   cited paper (longest common substring > 0.8 of the sentence), headings equal to a paper title (or its first
   words), sentences with an unfilled template slot, repeated sentences, words per body section.
@@ -26,7 +27,7 @@ from survey.quality import (has_hole, is_title_heading, is_verbatim, repeated_ng
                             strip_citations)
 from survey.text import sentences
 
-JUDGES = ("lexical", "likelihood", "chat")
+JUDGES = ("lexical", "embedding", "likelihood", "chat")
 _REF = re.compile(r"^\[(\d+)\]\s+(.*?)\s+arXiv:(\S+)\s*$")
 
 
@@ -36,9 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--index", type=Path, required=True, help="index directory built with `cpm index build`")
     p.add_argument("--topics", type=Path, required=True, help="text file, one survey topic a line")
     p.add_argument("--baseline-tree", type=Path, help="checkout of the writer to compare with (git worktree)")
-    p.add_argument("--judges", default="lexical,likelihood",
-                   help=f"comma-separated, of {', '.join(JUDGES)} (default lexical,likelihood; chat takes "
-                        "~30 s a sentence on a CPU)")
+    p.add_argument("--judges", default="lexical,embedding",
+                   help=f"comma-separated, of {', '.join(JUDGES)} (default lexical,embedding; likelihood takes "
+                        "minutes a survey and chat ~30 s a sentence on a loaded CPU)")
     p.add_argument("--sections", type=int, default=5, help="body sections (default 5, as `cpm demo`)")
     p.add_argument("--words-per-section", type=int, default=45, help="default 45, as `cpm demo` on CPU")
     p.add_argument("--sources", type=int, default=3, help="papers per section (default 3, as `cpm demo` on CPU)")

@@ -6,6 +6,7 @@ from contextlib import AsyncExitStack
 from typing import IO, Any
 
 from mcp_client.config import HttpServer, ServerConfig, StdioServer
+from mcp_client.redact import guard_logs
 
 # A tool may legitimately return megabytes (a file, a query dump); we want it back and truncated with a note,
 # not lost to the SDK's default 1 MiB SSE event cap.
@@ -26,6 +27,7 @@ async def open_http(stack: AsyncExitStack, config: HttpServer) -> tuple[Any, Any
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
+    guard_logs(config.secrets)  # the HTTP client and the SDK log request URLs
     # The SDK's own defaults: 30 s to connect or write, 5 min for a response stream to stay quiet.
     client = httpx2.AsyncClient(headers=config.headers, timeout=httpx2.Timeout(30.0, read=300.0))
     await stack.enter_async_context(client)

@@ -47,9 +47,16 @@ def _grounded_from(sents: list[str], i: int, source: Source) -> str | None:
     return None
 
 
+def _said(text: str, said: list[str]) -> bool:
+    """Half of the sentence's content words in one sentence the sections already have: not news here."""
+    mine = content_words(text)
+    return any(len(mine & content_words(prev)) >= 0.5 * len(mine) for prev in said)
+
+
 def _pick(sources: list[Source], cue: re.Pattern, topic_words: set[str], most: int, used: set[str],
-          first_only: bool = False) -> list[tuple[str, str]]:
-    """Up to `most` (sentence, doc id) pairs, one per paper, from sentences matching `cue`."""
+          first_only: bool = False, said: list[str] = ()) -> list[tuple[str, str]]:
+    """Up to `most` (sentence, doc id) pairs, one per paper, from sentences matching `cue` that the sections
+    have not said already."""
     out = []
     for src in sources:
         if src.id in used:
@@ -58,7 +65,7 @@ def _pick(sources: list[Source], cue: re.Pattern, topic_words: set[str], most: i
         order = [i for i in range(len(sents[:2] if first_only else sents)) if cue.search(sents[i])]
         for i in sorted(order, key=lambda i: -len(content_words(sents[i]) & topic_words)):
             text = _grounded_from(sents, i, src)
-            if text:
+            if text and not _said(text, said):
                 out.append((text, src.id))
                 used.add(src.id)
                 break
@@ -113,8 +120,10 @@ def introduction(topic: str, sections: list[SectionPlan], groups: list[list[Sour
     return out
 
 
-def conclusion(topic: str, sections: list[SectionPlan], cited: list[list[Source]]) -> list[tuple[str, list[str]]]:
-    """Sentences of the conclusion: where the groups differ, then open problems named in the cited abstracts."""
+def conclusion(topic: str, sections: list[SectionPlan], cited: list[list[Source]],
+               said: list[str] = ()) -> list[tuple[str, list[str]]]:
+    """Sentences of the conclusion: where the groups differ, then open problems named in the cited abstracts
+    (none the sections' sentences, `said`, already state)."""
     focus = []
     for sec in sections:  # each group's own phrases beyond its heading: what sets it apart
         heading = set(sec.title.lower().replace("-", " ").split())
@@ -128,7 +137,7 @@ def conclusion(topic: str, sections: list[SectionPlan], cited: list[list[Source]
     used: set[str] = set()
     problems = []
     for group in cited:  # one open problem per section at most, two in all
-        problems += _pick(group, _OPEN, topic_words, 1, used)
+        problems += _pick(group, _OPEN, topic_words, 1, used, said=said)
         if len(problems) == 2:
             break
     return out + [(text, [doc]) for text, doc in problems]

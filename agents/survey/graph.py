@@ -33,7 +33,7 @@ from survey.render import all_sources, numbering, render_markdown
 from survey.section import SectionResult, Usage
 from survey.sources import Source, parse_queries, require_hits, rerank, search, with_full_text
 from survey.synthesis import conclusion, introduction
-from survey.text import content_words
+from survey.text import content_words, sentences
 from survey.topics import group_sources, keyphrases, tfidf_vectors
 from survey.trace import build_trace, trace_steps
 from survey.verify import citation_problems
@@ -287,7 +287,8 @@ async def frame(state: SurveyState, config: RunnableConfig,
         update["intro"] = _framed(INTRO, "Introduction", intro, plan_sources, retrieved, runtime.context.run_id,
                                   0.0)
     cited = [[s for s in part.sources if s.id in part.cited_ids] for part in body]
-    outro = conclusion(state["topic"], outline.sections, cited)
+    said = [sent for part in body for sent in sentences(part.text)]
+    outro = conclusion(state["topic"], outline.sections, cited, said)
     sources = [s for group in cited for s in group]
     update["conclusion"] = _framed(CONCLUSION, "Conclusion", outro, sources, [s.id for s in sources],
                                    runtime.context.run_id, time.perf_counter() - start)

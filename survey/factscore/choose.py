@@ -1,19 +1,28 @@
 """Which judge a FactScore run uses, as `cpm eval factscore --judge/--scorer/--threshold` and the TUI choose it.
 
-auto = the likelihood judge when the chat model has an in-process engine (token log-probabilities; on CPU read
-by transformers from the same GGUF file, one forward pass instead of one engine step a token), else the chat
-judge (a remote backend has no log-probabilities here).
+auto = the embedding judge (MiniLM similarity to a span of the evidence plus exact number and negation checks;
+no language model): chosen by measurement over faithful / paraphrased / negated / number-changed /
+wrong-citation variants of corpus sentences (`cpm bench factscore_calibration`, docs/factscore.md), where it
+is both the most accurate and the fastest with the 135M default model. likelihood = token log-probabilities
+of the claim given the evidence (engine, or on CPU transformers reading the same GGUF file); chat = the model
+answers supported / not supported (for large models and remote backends); lexical = word coverage.
 """
 from __future__ import annotations
 
 from survey.errors import SurveyError
 
-JUDGES = ("auto", "likelihood", "chat", "lexical")
+JUDGES = ("auto", "embedding", "likelihood", "chat", "lexical")
 SCORERS = ("auto", "engine", "hf")
 
 
+def needs_model(choice: str) -> bool:
+    """Whether the judge `choice` reads a chat model (the embedding and lexical judges do not)."""
+    return choice in ("likelihood", "chat")
+
+
 def choose_judge(choice: str, llm, name: str, scorer: str = "auto", threshold: float | None = None):
-    """The judge for `choice` over the built chat model `llm` (named `name`)."""
+    """The judge for `choice` over the built chat model `llm` (named `name`; `llm` may be None for the
+    judges that need no model)."""
     from survey.factscore import ChatJudge, LexicalJudge
     from survey.factscore.likelihood import THRESHOLD, LikelihoodJudge
 
@@ -21,9 +30,13 @@ def choose_judge(choice: str, llm, name: str, scorer: str = "auto", threshold: f
         raise SurveyError(f"unknown judge {choice!r}: use one of {', '.join(JUDGES)}")
     engine = getattr(llm, "engine", None)
     if choice == "auto":
-        choice = "likelihood" if engine is not None else "chat"
+        choice = "embedding"
     if choice == "lexical":
         return LexicalJudge()
+    if choice == "embedding":
+        return embedding_judge(threshold)
+    if llm is None:
+        raise SurveyError(f"the {choice} judge needs a chat model")
     if choice == "chat":
         return ChatJudge(llm, name)
     if engine is None:
@@ -42,3 +55,12 @@ def _scorer(choice: str, engine, name: str):
     if choice == "hf":  # the same weights file the engine loaded, read by transformers
         return HFScorer(str(engine.path), f"hf:{name}")
     return EngineScorer(engine, f"engine:{name}")
+
+
+def embedding_judge(threshold: float | None = None, embedder: str = "minilm"):
+    """The embedding judge over retrieval's sentence-transformers model (the one the index loaded: same
+    process, same cached model object)."""
+    from retrieval.embed import Embedder
+    from survey.factscore.embedding import THRESHOLD, EmbeddingJudge
+
+    return EmbeddingJudge(Embedder(embedder), THRESHOLD if threshold is None else threshold)

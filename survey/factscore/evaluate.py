@@ -3,6 +3,10 @@
 `evaluate(markdown, llm=..., index=..., judge=...)` returns the JSON-ready report. The chat model, the
 index and the judge come in as arguments (survey/ never builds them). Every extraction and judgement is
 cached per claim, so a re-run with the same cache file resumes instead of starting over.
+
+Claims are judged in batches of sentences: a judge with `judge_many(list of (claim, passages))` (the
+embedding judge) gets a whole batch in one call, so a batch is the unit to fan out over an engine that
+schedules many sequences at once; other judges are called claim by claim. Progress is reported per batch.
 """
 from __future__ import annotations
 
@@ -12,14 +16,15 @@ from typing import Any, Callable
 from survey.factscore import claims as claims_mod
 from survey.factscore import prompts
 from survey.factscore.cache import ClaimCache, cache_key
-from survey.factscore.evidence import Passage, Retriever, gather, resolve_reference
+from survey.factscore.evidence import Passage, Retriever, cited_passages, resolve_reference, retrieved_passages
 from survey.factscore.judge import Judge, Judgement
 from survey.factscore.markdown import ParsedSurvey, parse_survey
 from survey.factscore.schemas import NOT_SUPPORTED, SUPPORTED
 from survey.factscore.scores import GAMMA, per_section, summarize
 from survey.factscore.sentences import Sentence, split_sentences
 
-Progress = Callable[[int, int, str], None]  # (done, total, what) after each sentence
+Progress = Callable[[int, int, str], None]  # (sentences done, total, section) after each batch of sentences
+BATCH_SENTENCES = 8  # sentences whose claims are judged together by a judge with `judge_many`
 
 
 @dataclass
@@ -79,29 +84,63 @@ class _Run:
         return claims_mod.claims_from_model(sentence, cached["raw"])
 
     def judged(self, claim: str, passages: list[Passage]) -> Judgement:
-        ids = [p.id for p in passages]
-        if not passages:
-            return Judgement(NOT_SUPPORTED, [], {"reason": "no evidence"})
-        key = cache_key("judge", claim, ids, self.config.model_name, self.judge.name, self.config.seed)
-        cached = self.cache.get(key)
-        if cached is None:
-            cached = self.judge.judge(claim, passages).to_dict()
-            self.cache.put(key, cached)
-        return Judgement(**cached)
+        return self.judged_many([(claim, passages)])[0]
+
+    def judged_many(self, items: list[tuple[str, list[Passage]]]) -> list[Judgement]:
+        """Judgements of (claim, passages) pairs: cached ones read back, the rest judged in one batch."""
+        out: list[Judgement | None] = [None] * len(items)
+        todo: list[tuple[int, str]] = []
+        for i, (claim, passages) in enumerate(items):
+            if not passages:
+                out[i] = Judgement(NOT_SUPPORTED, [], {"reason": "no evidence"})
+                continue
+            key = cache_key("judge", claim, [p.id for p in passages], self.config.model_name, self.judge.name,
+                            self.config.seed)
+            cached = self.cache.get(key)
+            if cached is None:
+                todo.append((i, key))
+            else:
+                out[i] = Judgement(**cached)
+        many = getattr(self.judge, "judge_many", None)
+        pending = [items[i] for i, _ in todo]
+        fresh = many(pending) if many else [self.judge.judge(c, p) for c, p in pending]
+        for (i, key), judgement in zip(todo, fresh):
+            self.cache.put(key, judgement.to_dict())
+            out[i] = judgement
+        return out
+
+    def records(self, claims: list[claims_mod.Claim], docs: dict[int, Any]) -> list[dict]:
+        """Judge claims: against their cited papers first (one batch), then, for those the citations do not
+        support, with the index's hits added (a second batch; the index is searched only for these)."""
+        cited_docs = [[docs[n] for n in c.citations if n in docs] for c in claims]
+        cited = [cited_passages(c.text, d, self.config.per_doc) for c, d in zip(claims, cited_docs)]
+        with_cites = [i for i, c in enumerate(claims) if c.citations]
+        first = dict(zip(with_cites, self.judged_many([(claims[i].text, cited[i]) for i in with_cites])))
+        retrieved: dict[int, list[Passage]] = {}
+        for i, claim in enumerate(claims):
+            if not (i in first and first[i].label == SUPPORTED):
+                retrieved[i] = retrieved_passages(claim.text, self.index, self.config.k,
+                                                  {d.id for d in cited_docs[i]})
+        second_ids = [i for i in retrieved if retrieved[i] or not claims[i].citations]
+        second = dict(zip(second_ids, self.judged_many([(claims[i].text, cited[i] + retrieved[i])
+                                                        for i in second_ids])))
+        return [self._record(c, cited_docs[i], (cited[i], retrieved.get(i, [])), first.get(i), second.get(i))
+                for i, c in enumerate(claims)]
 
     def record(self, claim: claims_mod.Claim, docs: dict[int, Any]) -> dict:
-        """Judge one claim: against its cited papers first, then with the index's hits added."""
-        cited_docs = [docs[n] for n in claim.citations if n in docs]
-        cited, retrieved = gather(claim.text, cited_docs, self.index, self.config.k, self.config.per_doc)
-        by_citation = None
-        if claim.citations:
-            first = self.judged(claim.text, cited)
-            by_citation = first.label == SUPPORTED
+        """Judge one claim (see `records`)."""
+        return self.records([claim], docs)[0]
+
+    @staticmethod
+    def _record(claim: claims_mod.Claim, cited_docs: list, evidence: tuple[list[Passage], list[Passage]],
+                first: Judgement | None, second: Judgement | None) -> dict:
+        cited, retrieved = evidence
+        by_citation = None if first is None else first.label == SUPPORTED
         if by_citation:
-            final, evidence, source = first, cited, "cited"
+            final, passages, source = first, cited, "cited"
         else:
-            evidence = cited + retrieved
-            final = self.judged(claim.text, evidence) if retrieved or not claim.citations else first
+            passages = cited + retrieved
+            final = second if second is not None else first
             source = "cited+retrieved" if final.label == SUPPORTED else None
         return {
             "section": claim.sentence.section, "sentence_index": claim.sentence.index,
@@ -109,8 +148,8 @@ class _Run:
             "citations": claim.citations,
             "cited_docs": [d.id for d in cited_docs],
             "verdict": final.label, "supported_by_citation": by_citation, "support_source": source,
-            "evidence_ids": final.evidence_ids or ([p.id for p in evidence] if final.label == SUPPORTED else []),
-            "evidence": [p.to_dict() for p in evidence], "judge_detail": final.detail,
+            "evidence_ids": final.evidence_ids or ([p.id for p in passages] if final.label == SUPPORTED else []),
+            "evidence": [p.to_dict() for p in passages], "judge_detail": final.detail,
         }
 
 
@@ -128,10 +167,12 @@ def evaluate(markdown: str, *, llm: Any | None, index: Retriever | None, judge: 
         problems.append("no prose sentences found: nothing to score")
     run = _Run(llm, index, judge, config, cache)
     records: list[dict] = []
-    for done, sentence in enumerate(sentences, 1):
-        records += [run.record(claim, docs) for claim in run.claims_of(sentence)]
+    batch = BATCH_SENTENCES if hasattr(judge, "judge_many") else 1
+    for start in range(0, len(sentences), batch):
+        chunk = sentences[start:start + batch]
+        records += run.records([claim for sentence in chunk for claim in run.claims_of(sentence)], docs)
         if progress:
-            progress(done, len(sentences), sentence.section)
+            progress(start + len(chunk), len(sentences), chunk[-1].section)
     overall = summarize(records, config.gamma)
     return {
         "title": parsed.title,

@@ -1,8 +1,9 @@
 """Evidence for a claim: passages of the cited documents first, then the index's top-k hits.
 
 Cited documents are cut into passages of a few sentences and ranked against the claim by word overlap, so a
-long paper contributes its relevant part rather than its first page. Passage ids are `DOCID#pN` for passages
-of cited documents and `DOCID#cN` for index chunks (N = the index's chunk id).
+long paper contributes its relevant part rather than its first page; each cited document also contributes its
+record (authors, year, title). Passage ids are `DOCID#pN` for passages of cited documents, `DOCID#r` for the
+record and `DOCID#cN` for index chunks (N = the index's chunk id).
 """
 from __future__ import annotations
 
@@ -68,6 +69,17 @@ def passages_of(doc: Any, max_words: int = PASSAGE_WORDS) -> list[Passage]:
             for i, t in enumerate(out)]
 
 
+def record_passage(doc: Any) -> Passage:
+    """The paper's record as a passage (`Wen, Liang, Wu et al. (2025): Title`): the evidence for a sentence
+    about who presented what, such as the survey writer's `Wen et al. (2025) present "Title" [1].`"""
+    names = [n.strip() for n in (getattr(doc, "authors", "") or "").split(",") if n.strip()]
+    who = ", ".join(names[:3]) + (" et al." if len(names) > 3 else "")
+    year = getattr(doc, "year", None)
+    head = " ".join(x for x in (who, f"({year})" if year else "") if x)
+    text = f"{head}: {doc.title}" if head else doc.title
+    return Passage(id=f"{doc.id}#r", doc_id=doc.id, title=doc.title, text=text, source="cited")
+
+
 def resolve_reference(index: Retriever, ref: Reference) -> Any | None:
     """The index document a references-list entry names: by arXiv id first, then by title."""
     for key in (ref.arxiv_id, ref.title):
@@ -78,22 +90,33 @@ def resolve_reference(index: Retriever, ref: Reference) -> Any | None:
     return None
 
 
+def cited_passages(claim: str, cited_docs: list[Any], per_doc: int = 2) -> list[Passage]:
+    """Each cited document's `per_doc` passages that overlap the claim most, and its record."""
+    out: list[Passage] = []
+    for doc in cited_docs:
+        ranked = sorted(passages_of(doc), key=lambda p: -overlap(claim, p.text))
+        out.extend(ranked[:per_doc] + [record_passage(doc)])
+    return out
+
+
+def retrieved_passages(claim: str, index: Retriever | None, k: int = 3,
+                       skip_docs: set[str] = frozenset()) -> list[Passage]:
+    """The index's top-k chunks for the claim, from documents not in `skip_docs` (the cited ones)."""
+    retrieved: list[Passage] = []
+    if index is None or k <= 0:
+        return retrieved
+    for hit in index.search(claim, k=k + len(skip_docs)):
+        if hit.id in skip_docs:
+            continue
+        retrieved.append(Passage(id=f"{hit.id}#c{hit.chunk_id}", doc_id=hit.id, title=hit.title,
+                                 text=" ".join(hit.text.split()), source="retrieved"))
+        if len(retrieved) == k:
+            break
+    return retrieved
+
+
 def gather(claim: str, cited_docs: list[Any], index: Retriever | None, k: int = 3,
            per_doc: int = 2) -> tuple[list[Passage], list[Passage]]:
     """(cited passages, retrieved passages) for one claim; retrieved ones skip documents already cited."""
-    cited: list[Passage] = []
-    for doc in cited_docs:
-        ranked = sorted(passages_of(doc), key=lambda p: -overlap(claim, p.text))
-        cited.extend(ranked[:per_doc])
-    retrieved: list[Passage] = []
-    if index is not None and k > 0:
-        cited_ids = {d.id for d in cited_docs}
-        for hit in index.search(claim, k=k + len(cited_ids)):
-            if hit.id in cited_ids:
-                continue
-            retrieved.append(Passage(id=f"{hit.id}#c{hit.chunk_id}", doc_id=hit.id, title=hit.title,
-                                     text=" ".join(hit.text.split()), source="retrieved"))
-            if len(retrieved) == k:
-                break
-    return cited, retrieved
-
+    return (cited_passages(claim, cited_docs, per_doc),
+            retrieved_passages(claim, index, k, {d.id for d in cited_docs}))

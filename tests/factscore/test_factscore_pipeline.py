@@ -79,3 +79,22 @@ def test_factscore_cli_user_errors_are_one_line(args, needle, tmp_path):
     done = cpm(*[a.format(survey=survey) for a in args], "--judge", "lexical", "--extract", "sentence")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and needle in done.stderr
+
+
+def test_factscore_default_judge_orders_the_three_texts(fs_texts, fs_index, minilm_path):
+    from survey.factscore.choose import choose_judge
+
+    judge = choose_judge("auto", None, "none")
+    faithful, altered, wrong = (evaluate(fs_texts[k], llm=None, index=fs_index, judge=judge, config=SENTENCES)
+                                for k in ("faithful", "altered", "wrong_cites"))
+    assert faithful["factscore"] == 1.0 and faithful["citation_precision"] == 1.0
+    assert altered["citation_precision"] == 0.0 and altered["factscore"] <= 0.25
+    assert wrong["citation_precision"] == 0.0
+    assert judge.name == faithful["judge"]
+
+
+def test_factscore_progress_reports_every_sentence_with_batches(fs_texts, fs_index):
+    seen = []
+    evaluate(fs_texts["faithful"], llm=None, index=fs_index, judge=LexicalJudge(), config=SENTENCES,
+             progress=lambda done, total, section: seen.append((done, total)))
+    assert seen[-1] == (4, 4) and [d for d, _ in seen] == sorted(d for d, _ in seen)

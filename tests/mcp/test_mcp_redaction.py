@@ -89,3 +89,26 @@ def test_call_starts_only_the_named_server(tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["timezone"] == "UTC"
     assert not started.exists(), "cpm mcp call started a server it did not call"
+
+
+def test_http_client_logs_are_redacted(caplog):
+    """The HTTP client logs each request's URL at INFO; a URL holding a ${ENV} secret must not reach the log."""
+    import logging
+
+    import anyio
+
+    from mcp_client.config import parse_config
+    from mcp_client.manager import MCPManager
+
+    config = parse_config({"mcpServers": {"api": {"url": "http://127.0.0.1:9/mcp?key=${CPM_TEST_SECRET}"}}},
+                          env={"CPM_TEST_SECRET": SECRET})
+
+    async def go():
+        async with MCPManager(config, connect_timeout=10) as mcp:
+            return mcp.servers()[0]
+
+    with caplog.at_level(logging.DEBUG):
+        status = anyio.run(go)
+    assert status.state == "failed"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert SECRET not in logged, logged

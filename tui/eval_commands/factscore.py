@@ -1,13 +1,17 @@
 """`cpm eval factscore SURVEY.md --index DIR`: FactScore of a Markdown survey against an index.
 
-Claims are extracted by the chat model (or are the sentences, with --extract sentence), evidence is the cited
-papers' passages first and then the index's top-k hits, and each claim is judged supported or not. The JSON
+Claims are the survey's sentences (or atomic claims extracted by the chat model, with --extract model), evidence
+is the cited papers' passages and records first and then the index's top-k hits, and each claim is judged
+supported or not; the default judge needs no language model (MiniLM similarity + exact number/negation checks). The JSON
 report (--out) holds every claim with its evidence and verdict; a cache beside it makes a re-run resume.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+
+from survey.factscore.choose import JUDGES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,16 +21,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", required=True, metavar="DIR", help="retrieval index folder (cpm index build)")
     p.add_argument("--out", metavar="REPORT.json", help="JSON report path (default: SURVEY.factscore.json)")
     p.add_argument("--cache", metavar="FILE", help="per-claim SQLite cache (default: REPORT.cache.sqlite)")
-    p.add_argument("--judge", choices=["auto", "likelihood", "chat", "lexical"], default="auto",
-                   help="likelihood: token log-probs given the evidence (engine only); chat: the model answers "
-                        "supported / not supported (constrained); lexical: word/number/negation match, no "
-                        "model; auto: likelihood on the engine, else chat")
+    p.add_argument("--judge", choices=list(JUDGES), default="auto",
+                   help="embedding (= auto, the default, chosen by measurement: docs/factscore.md): MiniLM "
+                        "similarity to a sentence of the evidence plus exact number and negation checks, no "
+                        "language model; likelihood: token log-probs given the evidence (engine only); chat: "
+                        "the model answers supported / not supported (constrained; for large models); lexical: "
+                        "word/number/negation match")
     p.add_argument("--scorer", choices=["auto", "engine", "hf"], default="auto",
                    help="likelihood judge: token log-probs from the engine (one decode step per token) or from "
                         "transformers (one forward pass; faster on CPU); auto: hf on CPU, engine on GPU")
-    p.add_argument("--threshold", type=float, help="likelihood judge: worst-token log-prob to count as supported")
-    p.add_argument("--extract", choices=["model", "sentence"], default="model",
-                   help="atomic claims by the chat model (default) or one claim per sentence")
+    p.add_argument("--threshold", type=float, help="embedding judge: cosine to count as supported (default 0.78); "
+                                                   "likelihood judge: worst-token log-prob (default -5.0)")
+    p.add_argument("--extract", choices=["model", "sentence"], default="sentence",
+                   help="one claim per sentence (default: the 135M default model's extractions are rejected as "
+                        "invented for nearly every sentence, at ~3 s each) or atomic claims by the chat model "
+                        "(for larger models)")
     p.add_argument("--k", type=int, default=3, help="index hits per claim besides the cited papers (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed for the model calls; part of the cache key")
     p.add_argument("--gamma", type=int, default=10, help="length-penalty threshold, as in FActScore (default 10)")
@@ -79,11 +88,10 @@ def _open_index(directory: str):
 
 def _build_models(args: argparse.Namespace):
     """(chat model, judge, model name); the likelihood judge shares the chat model's in-process engine."""
-    from survey.factscore import LexicalJudge
-    from survey.factscore.choose import choose_judge
+    from survey.factscore.choose import choose_judge, needs_model
 
-    if args.judge == "lexical" and args.extract == "sentence":
-        return None, LexicalJudge(), "none"  # no model at all: nothing to load
+    if not needs_model(args.judge) and args.extract == "sentence":  # no language model at all: nothing to load
+        return None, choose_judge(args.judge, None, "none", args.scorer, args.threshold), "none"
     from agents.chat.factory import chat_model_from_args
 
     # greedy and seeded: the same survey gives the same claims and verdicts (and cache keys)
@@ -93,25 +101,31 @@ def _build_models(args: argparse.Namespace):
 
 
 class _progress_bar:
-    """A rich progress bar on stderr, fed by `evaluate`'s (done, total, section) callback."""
+    """A rich progress bar with an ETA on stderr, fed by `evaluate`'s (done, total, section) callback."""
 
     def __enter__(self):
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
         self._console = Console(stderr=True)
         self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), console=self._console, transient=False)
+                             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                             console=self._console, transient=False)
         self._bar.start()
         self._task = self._bar.add_task("sentences", total=None)
         self._said = -1
+        self._start = time.monotonic()
         return self
 
     def __call__(self, done: int, total: int, section: str) -> None:
         self._bar.update(self._task, completed=done, total=total, description=section[:40])
         if not self._console.is_terminal and done != self._said:  # a log or pipe gets no live bar: a line each
             self._said = done
-            print(f"factscore: {done}/{total} sentences scored ({section[:60]})", file=sys.stderr, flush=True)
+            elapsed = time.monotonic() - self._start
+            eta = f", eta {elapsed / done * (total - done):.0f} s" if done else ""
+            print(f"factscore: {done}/{total} sentences scored in {elapsed:.0f} s{eta} ({section[:60]})",
+                  file=sys.stderr, flush=True)
 
     def __exit__(self, *exc) -> None:
         self._bar.stop()
