@@ -33,10 +33,17 @@ class PagedKVCache:
     heads together, so a step's writes are one index_put per layer and the C layer reads a slot with one offset."""
 
     def __init__(self, cfg: ModelConfig, num_blocks: int, block_size: int, device: torch.device, dtype: torch.dtype):
-        shape = (cfg.num_layers, num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)  # zeros: gathered padding must be finite
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        # One block more than the block manager hands out, kept at zero: the slot the PyTorch attention's padded
+        # gathers read (padding must be finite: a masked key still enters weights @ V, and 0 * NaN is NaN). The
+        # rest is left uninitialised (nothing reads a slot before its sequence wrote it), so on CPU the pages of
+        # blocks never used are never touched and cost no resident memory.
+        shape = (cfg.num_layers, num_blocks + 1, block_size, cfg.num_kv_heads, cfg.head_dim)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.k[:, num_blocks].zero_()
+        self.v[:, num_blocks].zero_()
         self.num_blocks, self.block_size = num_blocks, block_size
+        self.pad_slot = num_blocks * block_size
 
     @property
     def nbytes(self) -> int:
@@ -44,24 +51,25 @@ class PagedKVCache:
 
     @property
     def bytes_per_token(self) -> int:
-        return self.nbytes // (self.num_blocks * self.block_size)
+        return self.nbytes // ((self.num_blocks + 1) * self.block_size)
 
 
 @dataclass(kw_only=True)
 class PagedStep:
     """What one model call over the paged pool needs: B rows (one sequence each) of T tokens, row b's tokens at
     slots start_b .. start_b + T - 1 of its sequence. Built by Runner.run_paged."""
-    tables: torch.Tensor  # int32 [B, max_blocks]: each row's block table, padded with 0
+    tables: torch.Tensor  # int32 [B, max_blocks]: each row's block table, padded with 0 (never read)
     starts: torch.Tensor  # int64 [B]: each row's first slot this step
     token_pos: torch.Tensor  # int64 [B * T]: each token's slot in its sequence (its position)
     token_seq: torch.Tensor  # int64 [B * T]: each token's row
     slot_mapping: torch.Tensor  # int64 [B * T]: each token's slot in the flattened pool, where its K/V go
     block_size: int
+    pad_slot: int  # a flattened pool slot that always holds zeros (PagedKVCache.pad_slot)
     max_len: int  # the longest sequence the engine allows (the C layer's score scratch)
     _reads: tuple | None = field(default=None, repr=False)
 
     def reads(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gather int64 [B, L]: the flattened pool slots row b attends, in order, padded with 0; mask bool
+        """(gather int64 [B, L]: the flattened pool slots row b attends, in order, padded with pad_slot; mask bool
         [B, 1, T, L]: causal within each row's own length) for the PyTorch attention; computed once a step, and
         only when a layer runs in PyTorch (the C layer reads the block tables itself)."""
         if self._reads is None:
@@ -71,7 +79,7 @@ class PagedStep:
             L = int(ends.max())
             pos = torch.arange(L, device=dev)
             blocks = self.tables.long().gather(1, (pos // bs).clamp(max=self.tables.shape[1] - 1).expand(B, L))
-            gather = torch.where(pos[None] < ends[:, None], blocks * bs + pos % bs, 0)
+            gather = torch.where(pos[None] < ends[:, None], blocks * bs + pos % bs, self.pad_slot)
             q_pos = self.starts[:, None] + torch.arange(T, device=dev)  # [B, T]
             mask = pos[None, None, :] <= q_pos[:, :, None]  # [B, T, L]
             self._reads = (gather, mask[:, None])

@@ -110,7 +110,7 @@ class Runner:
         seq = torch.arange(B, device=dev).repeat_interleave(T)
         slot = tab[seq, pos // bs].long() * bs + pos % bs
         step = PagedStep(tables=tab, starts=start, token_pos=pos, token_seq=seq, slot_mapping=slot, block_size=bs,
-                         max_len=len(self.cos))
+                         pad_slot=pool.pad_slot, max_len=len(self.cos))
         D = self.cos.shape[-1]
         ctx = self.context(kv_len=int(start.max()) + T, cos=self.cos[pos].view(B, T, D),
                            sin=self.sin[pos].view(B, T, D), paged=step)
@@ -155,8 +155,8 @@ class Runner:
             if s > 0:  # later chunks see the whole earlier prompt plus a causal triangle over themselves
                 q_pos = torch.arange(s, e, device=self.device)[:, None]
                 mask = (torch.arange(e, device=self.device)[None, :] <= q_pos)[None, None]  # [1, 1, T, e]
-            ctx = StepContext(slice(row, row + 1), s, None, e, mask, True, self.cos[None, s:e], self.sin[None, s:e],
-                              self.attn)
+            ctx = self.context(rows=slice(row, row + 1), start=s, kv_len=e, mask=mask, causal=True,
+                               cos=self.cos[None, s:e], sin=self.sin[None, s:e])
             logits = self.model(tokens[:, s:e], ctx, self.cache)
         return logits
 
@@ -165,8 +165,8 @@ class Runner:
         if row == 0 and self.decode_graphs_on():
             return self._replay_one(token, pos).logits.clone()
         self._tok.fill_(token)
-        ctx = StepContext(slice(row, row + 1), pos, None, pos + 1, None, False,
-                          self.cos[None, pos:pos + 1], self.sin[None, pos:pos + 1], self.attn)
+        ctx = self.context(rows=slice(row, row + 1), start=pos, kv_len=pos + 1, cos=self.cos[None, pos:pos + 1],
+                           sin=self.sin[None, pos:pos + 1])
         return self.model(self._tok, ctx, self.cache)
 
     def decode_greedy(self, token: int, pos: int) -> int:
@@ -238,6 +238,6 @@ class Runner:
             return g.logits[:B].clone()
         kv_len = int(pos.max()) + 1
         mask = (torch.arange(kv_len, device=self.device)[None, :] <= pos[:, None])[:, None, None]  # [B, 1, 1, L]
-        ctx = StepContext(slice(0, B), None, pos, kv_len, mask, False, self.cos[pos][:, None], self.sin[pos][:, None],
-                          self.attn, (pos + 1).to(torch.int32))
+        ctx = self.context(rows=slice(0, B), pos=pos, kv_len=kv_len, mask=mask, cos=self.cos[pos][:, None],
+                           sin=self.sin[pos][:, None], lengths=(pos + 1).to(torch.int32))
         return self.model(tokens[:, None], ctx, self.cache)

@@ -12,7 +12,6 @@ from typing import Iterator
 
 import torch
 
-from engine.model import StepContext
 from engine.runner import PREFILL_CHUNK
 from engine.sampling import SamplingParams
 from engine.speculative.constrain import filter_draft
@@ -57,8 +56,8 @@ def prefill_hidden(engine, ids: list[int], row: int = 0) -> torch.Tensor:
         if s > 0:
             q_pos = torch.arange(s, e, device=dev)[:, None]
             mask = (torch.arange(e, device=dev)[None, :] <= q_pos)[None, None]
-        ctx = StepContext(slice(row, row + 1), s, None, e, mask, True, runner.cos[None, s:e], runner.sin[None, s:e],
-                          runner.attn)
+        ctx = runner.context(rows=slice(row, row + 1), start=s, kv_len=e, mask=mask, causal=True,
+                             cos=runner.cos[None, s:e], sin=runner.sin[None, s:e])
         out.append(engine.model.hidden(tokens[:, s:e], ctx, engine.cache, last_only=False)[0])
     return torch.cat(out)
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.model import StepContext
 from engine.sampling import Sampler
 from engine.speculative.constrain import select
 from engine.speculative.drafter import Draft
@@ -77,13 +76,14 @@ def forward_tree(engine, root: int, draft: Draft, committed: int, row: int = 0, 
     tokens = torch.cat([torch.tensor([root], dtype=torch.long), draft.tokens.cpu()])
     depth = torch.tensor([0] + depths(draft.parents), dtype=torch.long)
     if n == 0:  # a plain decode step (the fast single-token attention path)
-        ctx = StepContext(slice(row, row + 1), committed, None, committed + 1, None, False,
-                          runner.cos[None, committed:committed + 1], runner.sin[None, committed:committed + 1], runner.attn)
+        ctx = runner.context(rows=slice(row, row + 1), start=committed, kv_len=committed + 1,
+                             cos=runner.cos[None, committed:committed + 1], sin=runner.sin[None, committed:committed + 1])
     else:
         pos = (depth + committed).to(dev)
-        ctx = StepContext(slice(row, row + 1), committed, None, committed + n + 1,
-                          tree_mask(draft.parents, committed, dev), False, runner.cos[pos][None], runner.sin[pos][None],
-                          runner.attn)  # an attention backend must honour ctx.mask (the tree)
+        # an attention backend must honour ctx.mask (the tree)
+        ctx = runner.context(rows=slice(row, row + 1), start=committed, kv_len=committed + n + 1,
+                             mask=tree_mask(draft.parents, committed, dev), cos=runner.cos[pos][None],
+                             sin=runner.sin[pos][None])
     h = engine.model.hidden(tokens.to(dev)[None], ctx, engine.cache, last_only=False)[0]
     logits = engine.model.logits(h)
     return (h, logits, logits.argmax(-1)) if picks else (h, logits)
