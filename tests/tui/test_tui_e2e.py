@@ -33,24 +33,23 @@ async def test_tool_call_approved_then_denied(smollm2_path, tmp_path, monkeypatc
     settings = TuiSettings(mcp_config=str(config), approve="always", tool_choice="required", max_tokens=48)
     app = CpmApp(settings, Services(settings))
     async with app.run_test(size=(140, 45)) as pilot:
-        # Approve: the tool runs and its result shows in the call's block.
-        await pilot.click("#prompt")
-        await pilot.press(*"What time is it in UTC?", "enter")
-        await wait_for_screen(app, ApprovalScreen)
-        assert app.screen.tool_name.startswith("time.")
-        await pilot.press("y")
-        # While the model writes its answer, the UI still handles key presses: the action runs while the turn's
-        # worker is still generating, not after it (how fast is a benchmark's business, not a test's).
+        # While the model works on the question, the UI still handles key presses: the action runs while the
+        # turn's worker is still generating, not after it (how fast is a benchmark's business, not a test's).
         def generating() -> bool:
             return any(w.group == "assistant" and w.is_running for w in app.workers)
 
         handled: list[bool] = []
         toggle = app.action_toggle_theme
         monkeypatch.setattr(app, "action_toggle_theme", lambda: (handled.append(generating()), toggle()))
-        await asyncio.sleep(0.5)   # the tool has run; the model is generating its answer now
-        assert generating(), "the turn ended too soon to test"
-        await pilot.press("f5")
-        assert handled == [True], "the key press waited for the model's answer"
+        await pilot.click("#prompt")
+        await pilot.press(*"What time is it in UTC?", "enter")
+        assert generating(), "the turn did not start"
+        await pilot.press("f5")   # at once: the model is reading the prompt (tool schemas included) or calling
+        assert handled == [True], "the key press waited for the model"
+        # Approve: the tool runs and its result shows in the call's block.
+        await wait_for_screen(app, ApprovalScreen)
+        assert app.screen.tool_name.startswith("time.")
+        await pilot.press("y")
         await wait_for_group(app, pilot, "assistant")
         blocks = list(app.query(ToolCallBlock))
         assert blocks and str(blocks[0].title)[0] in "✓✗"

@@ -135,10 +135,11 @@ async def _ensure_model(session, view, args) -> None:
     keeps the MCP sessions served while it loads."""
     import asyncio
 
-    from agents.chat.factory import chat_model_from_args
+    from agents.chat.factory import chat_model_from_args, resolve_backend
 
     if session.model is None:
-        view.note("loading the model…")
+        local = resolve_backend(args.backend, args.model, args.base_url)[0] == "engine"
+        view.note("loading the model…" if local else "connecting to the model server…")
         session.model = await asyncio.to_thread(chat_model_from_args, args)
 
 

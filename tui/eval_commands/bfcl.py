@@ -133,9 +133,9 @@ def _show(report: dict, args: argparse.Namespace, title: str) -> None:
     if args.json:
         print(json.dumps({**report["summary"], "errors": errors} if errors else report["summary"], indent=2))
         return
-    from rich.console import Console
+    from tui.console import output_console
 
-    console = Console()
+    console = output_console()
     console.print(summary_table(report["summary"], title))
     for e in errors[:10]:
         console.print(f"line {e['line']} not scored: {e['error']}", highlight=False)
