@@ -117,8 +117,9 @@ async def load_test(url: str, clients: int, requests: int, max_tokens: int, stre
 
 
 def _mean_batch(before: dict, after: dict) -> float:
-    batches = after.get("batches", 0) - before.get("batches", 0)
-    return round((after["batched_requests"] - before["batched_requests"]) / batches, 2) if batches else 1.0
+    """Generated tokens per scheduler step over the run (/health's counters): the mean rows a decode step carried."""
+    steps = after.get("steps", 0) - before.get("steps", 0)
+    return round((after.get("generated_tokens", 0) - before.get("generated_tokens", 0)) / steps, 2) if steps else 1.0
 
 
 def _pct(sorted_values: list[float], q: float) -> float:

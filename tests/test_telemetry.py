@@ -7,7 +7,7 @@ from langchain_core.messages import HumanMessage
 
 from agents.chat.telemetry import StepTelemetry, stats_table, summary, total
 
-ADDITIVE = ("prompt_tokens", "generated_tokens", "prefill_s", "decode_s", "generations", "spec_drafted",
+ADDITIVE = ("prompt_tokens", "cached_tokens", "generated_tokens", "prefill_s", "decode_s", "generations", "spec_drafted",
             "spec_accepted")
 
 
@@ -54,8 +54,8 @@ def test_telemetry_decode_tokens_equal_generated_tokens_and_totals_sum(recorded)
         assert tot[key] == pytest.approx(sum(s[key] for s in steps)), key
     assert tot["kv_tokens"] == max(s["kv_tokens"] for s in steps)
     table = stats_table(steps).splitlines()
-    assert len(table) == 2 + len(steps) + 2 and table[-1].split()[:3] == ["total", str(tot["prompt_tokens"]),
-                                                                          str(tot["generated_tokens"])]
+    assert len(table) == 2 + len(steps) + 2 and table[-1].split()[:4] == [
+        "total", str(tot["prompt_tokens"]), str(tot["cached_tokens"]), str(tot["generated_tokens"])]
 
 
 def test_telemetry_speculative_fields_when_the_engine_reports_them():
@@ -136,4 +136,5 @@ def test_telemetry_cpm_chat_stats_prints_the_table(tmp_path, capsys, smollm2_pat
     assert len(steps) == 2 and total["generated_tokens"] == sum(s["generated_tokens"] for s in steps)
     table = [line for line in err.splitlines() if line.startswith(("q1", "total"))]
     assert [line.split()[0] for line in table] == ["q1", "q1", "total"]
-    assert table[-1].split()[1:3] == [str(total["prompt_tokens"]), str(total["generated_tokens"])]
+    assert table[-1].split()[1:4] == [str(total["prompt_tokens"]), str(total["cached_tokens"]),
+                                      str(total["generated_tokens"])]

@@ -102,7 +102,8 @@ def _choice(text: str, finish: str | None) -> dict:
 
 def _usage(result) -> dict:
     return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.decode_tokens,
-            "total_tokens": result.prompt_tokens + result.decode_tokens}
+            "total_tokens": result.prompt_tokens + result.decode_tokens,
+            "prompt_tokens_details": {"cached_tokens": result.cached_tokens}}
 
 
 def embeddings_route(embedder) -> Callable:

@@ -59,7 +59,8 @@ def create_app(runner: EngineRunner, model_name: str, embedder=None, max_waiting
         s = runner.engine.stats()
         return JSONResponse({"status": "ok", "model": model_name, "running": s.running, "waiting": s.waiting,
                              "admitted": admission.active, "limit": admission.limit,
-                             "kv_blocks_used": s.kv_blocks_used, "kv_blocks_total": s.kv_blocks_total})
+                             "kv_blocks_used": s.kv_blocks_used, "kv_blocks_total": s.kv_blocks_total,
+                             "steps": s.steps, "generated_tokens": s.generated_tokens})
 
     async def metrics(_: Request) -> PlainTextResponse:
         return PlainTextResponse(metrics_text.render(), media_type="text/plain; version=0.0.4")
@@ -200,8 +201,10 @@ def _chunk(cid: str, created: int, model: str, delta: dict, finish_reason: str |
 
 
 def _usage(reply: ChatReply) -> dict:
+    """OpenAI's usage block; `prompt_tokens_details.cached_tokens` counts the prompt served by the prefix cache."""
     return {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-            "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": reply.telemetry.cached_tokens}}
 
 
 class BackgroundServer:

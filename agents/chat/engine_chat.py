@@ -31,7 +31,8 @@ _RUNNERS: "weakref.WeakKeyDictionary[Any, EngineRunner]" = weakref.WeakKeyDictio
 
 # Per-call options a caller may pass through `.bind(...)` or `invoke(..., **kwargs)`.
 _REQUEST_KEYS = {"tools", "tool_choice", "response_format", "parallel_tool_calls", "max_tokens", "temperature",
-                 "top_p", "top_k", "seed", "reasoning", "max_reasoning_tokens", "spec"}
+                 "top_p", "top_k", "seed", "reasoning", "max_reasoning_tokens", "spec", "repetition_penalty",
+                 "no_repeat_ngram_size"}
 
 
 class ChatEngine(BaseChatModel):

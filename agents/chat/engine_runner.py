@@ -82,9 +82,6 @@ class EngineRunner:
 
     def __init__(self, engine):
         self.engine = engine
-        # Not taken here. tui/serve_batch.py still serialises its own batches with it until `cpm serve` submits
-        # to the engine's scheduler directly (then it goes).
-        self.lock = threading.Lock()
         self._grammars_lock = threading.Lock()  # guards only the factory's one-time construction
         self._grammars: GrammarFactory | None = None
 

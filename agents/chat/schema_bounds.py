@@ -56,8 +56,8 @@ def _bound(node, name: str):
         node["maxLength"] = MAX_STRING_CHARS
     if node.get("type") == "array" and "maxItems" not in node:
         node["maxItems"] = MAX_ARRAY_ITEMS
-    for key, value in list(node.get("properties", {}).items()):
-        node["properties"][key] = _bound(value, key)
+    if isinstance(node.get("properties"), dict):  # a malformed schema is left for the grammar to refuse
+        node["properties"] = {key: _bound(value, key) for key, value in node["properties"].items()}
     if isinstance(node.get("items"), dict):
         node["items"] = _bound(node["items"], "")
     for key in ("anyOf", "oneOf", "allOf"):

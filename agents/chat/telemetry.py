@@ -22,6 +22,7 @@ class StepTelemetry:
     """Engine cost of one step; the additive fields sum over steps, `kv_tokens` is the step's peak."""
 
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, those served from the engine's prefix cache
     generated_tokens: int = 0
     prefill_s: float = 0.0
     decode_s: float = 0.0
@@ -62,7 +63,8 @@ class StepTelemetry:
     def from_result(cls, result: Any, kv_capacity: int = 0, attention: str | None = None) -> "StepTelemetry":
         """From one `engine.GenerationResult` (fields a given engine lacks take their defaults)."""
         spec = getattr(result, "spec", None)  # SpecStats when a drafter ran, else None
-        return cls(prompt_tokens=result.prompt_tokens, generated_tokens=result.decode_tokens,
+        return cls(prompt_tokens=result.prompt_tokens, cached_tokens=int(getattr(result, "cached_tokens", 0) or 0),
+                   generated_tokens=result.decode_tokens,
                    prefill_s=result.prefill_s, decode_s=result.decode_s, generations=1,
                    spec_drafted=int(getattr(spec, "drafted", 0) or 0),
                    spec_accepted=int(getattr(spec, "accepted", 0) or 0),
@@ -73,6 +75,7 @@ class StepTelemetry:
         modes = sorted({m for t in (self, other) if t.generations for m in t.attention.split("+")}) or ["dense"]
         return StepTelemetry(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
             generated_tokens=self.generated_tokens + other.generated_tokens,
             prefill_s=self.prefill_s + other.prefill_s, decode_s=self.decode_s + other.decode_s,
             generations=self.generations + other.generations,
@@ -97,7 +100,7 @@ def summary(steps: list[dict]) -> dict[str, Any]:
 
 def stats_table(steps: list[dict], label_keys: tuple[str, ...] = ("stage",)) -> str:
     """A plain-text table, one row per step and a total row (what `--stats` prints)."""
-    head = ("step", "prompt", "gen", "prefill s", "decode s", "tok/s", "accept", "attn", "kv use")
+    head = ("step", "prompt", "cached", "gen", "prefill s", "decode s", "tok/s", "accept", "attn", "kv use")
     rows = []
     for i, step in enumerate(steps, 1):
         label = " ".join(str(step[k]) for k in label_keys if step.get(k) not in (None, "")) or str(i)
@@ -114,7 +117,7 @@ def stats_table(steps: list[dict], label_keys: tuple[str, ...] = ("stage",)) -> 
 def _row(label: str, t: StepTelemetry) -> tuple[str, ...]:
     accept = f"{t.acceptance:.0%}" if t.acceptance is not None else "-"
     kv = f"{t.kv_use:.1%}" if t.kv_capacity else "-"
-    return (label[:28], str(t.prompt_tokens), str(t.generated_tokens), f"{t.prefill_s:.3f}", f"{t.decode_s:.3f}",
+    return (label[:28], str(t.prompt_tokens), str(t.cached_tokens), str(t.generated_tokens), f"{t.prefill_s:.3f}", f"{t.decode_s:.3f}",
             f"{t.decode_tok_s:.1f}", accept, t.attention, kv)
 
 

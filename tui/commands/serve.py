@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "8 on a GPU); on CPU every request joins the scheduler's continuous batch")
     p.add_argument("--max-waiting", type=int, default=64, help="requests queued beyond those decoding before the "
                    "server answers 503 with Retry-After (default: 64)")
+    p.add_argument("--no-prefix-cache", action="store_true", help="prefill every prompt from its start (the "
+                   "prefix cache is on by default; CPM_PREFIX_CACHE=0 turns it off for every command)")
     p.add_argument("--served-name", default=None, help="model id clients send and /v1/models lists "
                    "(default: the --model value)")
     p.add_argument("--index", default=None, metavar="DIR", help="serve this index's embedder on /v1/embeddings "
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-waiting must be >= 0, got {args.max_waiting}")
     max_batch = args.max_batch or (8 if _has_cuda(args.device) else 1)
     embedder = _index_embedder(args.index, args.device) if args.index else None
-    engine = Engine.load(args.model, device=args.device, max_batch=max_batch)
+    engine = Engine.load(args.model, device=args.device, max_batch=max_batch,
+                         prefix_cache=False if args.no_prefix_cache else None)
     app = create_app(EngineRunner(engine), args.served_name or args.model, embedder, args.max_waiting)
     extra = f", embeddings by {embedder.name}" if embedder else ""
     batching = "continuous batching" if engine.device.type == "cpu" else f"max batch {max_batch}"

@@ -136,8 +136,9 @@ def _fmt(value) -> str:
 
 
 def _print_summary(report: dict, out) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from tui.console import output_console
 
     table = Table("section", "claims", "supported", "FactScore", "w/ length penalty", "cit. precision",
                   "cit. recall", title=f"FactScore ({report['judge']})")
@@ -145,7 +146,7 @@ def _print_summary(report: dict, out) -> None:
         table.add_row(row["section"], str(row["claims"]), str(row["supported"]), _fmt(row["factscore"]),
                       _fmt(row["factscore_length_penalized"]), _fmt(row["citation_precision"]),
                       _fmt(row["citation_recall"]))
-    console = Console()
+    console = output_console()  # a pipe (make demo's log) gets the table's natural width, not 80 columns
     console.print(table)
     s = report["summary"]
     console.print(f"claims by the model: {s['claims_by_model']}/{s['claims']} (others: sentence as claim); "
