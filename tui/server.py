@@ -26,8 +26,6 @@ from starlette.routing import Route
 
 from agents.chat.engine_runner import ChatReply, ChatRequest, EngineRunner, Prepared, Reasoning
 from agents.chat.messages import tool_calls_to_openai
-from agents.chat.streamsplit import ResponseTagDropper
-from agents.chat.toolcalls import distinct_calls
 from agents.chat.tooling import to_openai_tools
 from tui.serve_admission import Admission, Metrics, Ticket, executor_for
 from tui.serve_common import (ClosingStream, cancel_on_disconnect, check_model, check_prompt_fits, drain_in_thread,
@@ -130,7 +128,6 @@ async def _chat_events(runner: EngineRunner, ticket: Ticket, prep, model_name: s
     """SSE events of one streamed chat completion; leaving mid-stream closes this generator, which cancels the
     request in the engine."""
     cid, created = new_id("chatcmpl"), int(time.time())
-    tags = ResponseTagDropper()  # a small model copies the prompt's <tool_response> wrapper into its answer
     try:
         yield sse(_chunk(cid, created, model_name, {"role": "assistant", "content": ""}))
         async for item in drain_in_thread(lambda: runner.stream_prepared(prep), threading.Event()):
@@ -139,11 +136,8 @@ async def _chat_events(runner: EngineRunner, ticket: Ticket, prep, model_name: s
             elif isinstance(item, Reasoning):  # think-then-call, or the model's own <think> block
                 yield sse(_chunk(cid, created, model_name, {"reasoning_content": str(item)}))
             elif isinstance(item, str):
-                if text := tags.feed(item):
-                    yield sse(_chunk(cid, created, model_name, {"content": text}))
+                yield sse(_chunk(cid, created, model_name, {"content": item}))
             else:
-                if text := tags.flush():
-                    yield sse(_chunk(cid, created, model_name, {"content": text}))
                 for event in _final_events(item, cid, created, model_name, include_usage):
                     yield sse(event)
         yield "data: [DONE]\n\n"
@@ -159,7 +153,7 @@ def finish_reason(reply: ChatReply) -> str:
 
 def _final_events(reply: ChatReply, cid: str, created: int, model: str, include_usage: bool) -> list[dict]:
     out = []
-    calls = tool_calls_to_openai(distinct_calls(reply.parsed.tool_calls))
+    calls = tool_calls_to_openai(reply.parsed.tool_calls)
     if calls:
         out.append(_chunk(cid, created, model, {"tool_calls": [dict(c, index=i) for i, c in enumerate(calls)]}))
     elif invalid_text := _invalid_text(reply):
@@ -174,10 +168,8 @@ def _final_events(reply: ChatReply, cid: str, created: int, model: str, include_
 def chat_completion(reply: ChatReply, model: str) -> dict:
     """The non-streamed body. With tool calls, `content` is the text written beside them or null; a call cut
     off after valid ones (parallel calls ending at max_tokens) is dropped rather than shown as the answer."""
-    calls = tool_calls_to_openai(distinct_calls(reply.parsed.tool_calls))
-    tags = ResponseTagDropper()
-    content = tags.feed(reply.parsed.content) + tags.flush()
-    content = content.strip() if calls else content + _invalid_text(reply)
+    calls = tool_calls_to_openai(reply.parsed.tool_calls)
+    content = reply.parsed.content.strip() if calls else reply.parsed.content + _invalid_text(reply)
     message: dict[str, Any] = {"role": "assistant", "content": content or None}
     if getattr(reply.parsed, "reasoning", None):
         message["reasoning_content"] = reply.parsed.reasoning

@@ -7,7 +7,7 @@ errors, so the last chunk also carries them in `response_metadata["invalid_tool_
 Reasoning (think-then-call, or a model that writes `<think>` / `<|thought_start|>` blocks) is kept out of
 `content` and the calls: it is in `additional_kwargs["reasoning_content"]`, as langchain's reasoning models put
 it. Each reply carries its engine cost in `response_metadata["telemetry"]` (agents.chat.telemetry).
-`<tool_response>` tags a small model copies from the prompt are dropped from the answer, streamed or not.
+`<tool_response>` tags a small model copies from the prompt are dropped from the answer by the runner, streamed or not.
 """
 from __future__ import annotations
 
@@ -23,8 +23,6 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from agents.chat.engine_runner import ChatReply, ChatRequest, EngineRunner, Reasoning
 from agents.chat.messages import to_openai_messages
-from agents.chat.streamsplit import ResponseTagDropper, drop_response_tags
-from agents.chat.toolcalls import distinct_calls
 from agents.chat.tooling import to_openai_tools, tool_binding
 
 _RUNNERS: "weakref.WeakKeyDictionary[Any, EngineRunner]" = weakref.WeakKeyDictionary()
@@ -85,31 +83,28 @@ class ChatEngine(BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         reply = self._runner.complete(self._request(messages, stop, kwargs))
         parsed = reply.parsed
-        message = AIMessage(content=drop_response_tags(parsed.content), tool_calls=distinct_calls(parsed.tool_calls),
+        message = AIMessage(content=parsed.content.strip(), tool_calls=parsed.tool_calls,
                             invalid_tool_calls=parsed.invalid_tool_calls, usage_metadata=_usage(reply),
                             response_metadata=self._metadata(reply), additional_kwargs=_reasoning(parsed.reasoning))
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        tags = ResponseTagDropper()
         for item in self._runner.stream(self._request(messages, stop, kwargs)):
             if isinstance(item, Reasoning):  # no on_llm_new_token: reasoning is not answer text
                 yield ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs=_reasoning(item)))
                 continue
             if isinstance(item, str):
-                if not (item := tags.feed(item)):
-                    continue
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=item))
                 if run_manager:
                     run_manager.on_llm_new_token(item, chunk=chunk)
                 yield chunk
                 continue
             calls = [tool_call_chunk(name=c["name"], args=_json(c["args"]), id=c["id"], index=i)
-                     for i, c in enumerate(distinct_calls(item.parsed.tool_calls))]
+                     for i, c in enumerate(item.parsed.tool_calls)]
             meta = self._metadata(item)
             meta["invalid_tool_calls"] = item.parsed.invalid_tool_calls
-            yield ChatGenerationChunk(message=AIMessageChunk(content=tags.flush(), tool_call_chunks=calls,
+            yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=calls,
                                                              usage_metadata=_usage(item), response_metadata=meta))
 
     def _request(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict) -> ChatRequest:

@@ -19,9 +19,9 @@ from typing import Any, Iterator
 from agents.chat.grammar import GrammarFactory, response_format_key
 from agents.chat.prompting import render_prompt
 from agents.chat.reasoning import ReasoningStreamSplitter, markers, split_reasoning
-from agents.chat.streamsplit import ToolCallStreamSplitter
+from agents.chat.streamsplit import ResponseTagDropper, ToolCallStreamSplitter, drop_response_tags
 from agents.chat.telemetry import StepTelemetry, total
-from agents.chat.toolcalls import HERMES_OPEN, ParsedOutput, parse_tool_calls
+from agents.chat.toolcalls import HERMES_OPEN, ParsedOutput, distinct_calls, parse_tool_calls
 from agents.chat.tooling import normalize_tool_choice, tool_names
 from agents.errors import AgentError
 
@@ -116,15 +116,18 @@ class EngineRunner:
         """`stream` for a request already checked by `prepare`; closing it early cancels the generation."""
         thoughts = ReasoningStreamSplitter()
         calls = ToolCallStreamSplitter() if prep.names is not None else None
+        tags = ResponseTagDropper()  # the answer text never carries the prompt's <tool_response> wrapper
         results, text = [], []
         for chunk in self._generations(prep, stream=True):
             text.append(chunk.text)
             if chunk.result is not None:
                 results.append(chunk.result)
-            yield from _pieces(thoughts.feed(chunk.text), calls)
-        yield from _pieces(thoughts.flush(), calls)
+            yield from _answer_pieces(_pieces(thoughts.feed(chunk.text), calls), tags)
+        yield from _answer_pieces(_pieces(thoughts.flush(), calls), tags)
         if calls and (tail := calls.flush()):
-            yield tail
+            yield from _answer_pieces([tail], tags)
+        if held := tags.flush():
+            yield held
         if not results:
             raise AgentError("the engine's stream ended without a final result")
         yield self._reply("".join(text), prep, results)
@@ -223,6 +226,10 @@ class EngineRunner:
         else:
             reasoning, content = split_reasoning(text)
             parsed = ParsedOutput(content=content.strip() if reasoning else content, reasoning=reasoning)
+        # Every caller (ChatEngine, cpm serve) gets the answer without a copied <tool_response> wrapper and each
+        # identical call once: a small model allowed parallel calls repeats the same one.
+        parsed.content = drop_response_tags(parsed.content)
+        parsed.tool_calls = distinct_calls(parsed.tool_calls)
         last = results[-1]
         finish = "tool_calls" if parsed.tool_calls and last.finish_reason == "stop" else last.finish_reason
         capacity = int(getattr(self.engine, "max_seq_len", 0) or 0)
@@ -247,6 +254,15 @@ def _pieces(split: tuple[str, str], calls: ToolCallStreamSplitter | None) -> Ite
         yield Reasoning(reasoning)
     if content and (piece := calls.feed(content) if calls else content):
         yield piece
+
+
+def _answer_pieces(pieces, tags: ResponseTagDropper) -> Iterator[str]:
+    """Answer pieces through the tag dropper (which may hold a piece back); reasoning passes unchanged."""
+    for piece in pieces:
+        if isinstance(piece, Reasoning):
+            yield piece
+        elif text := tags.feed(piece):
+            yield text
 
 
 def _text_chunk(text: str) -> SimpleNamespace:

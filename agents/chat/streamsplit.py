@@ -77,7 +77,7 @@ class ResponseTagDropper:
 
 def drop_response_tags(text: str) -> str:
     dropper = ResponseTagDropper()
-    return (dropper.feed(text) + dropper.flush()).strip()
+    return dropper.feed(text) + dropper.flush()
 
 
 def _partial_tail(text: str, markers: tuple[str, ...]) -> int:

@@ -61,7 +61,7 @@ def parse_tool_calls(text: str, tool_names: list[str] | None = None) -> ParsedOu
 def distinct_calls(calls: list[ToolCall]) -> list[ToolCall]:
     """One of each identical call (same name and arguments): a small model allowed parallel calls repeats the
     same call (`cpm serve` returned 7 copies); running it twice in one turn never helps. The parser keeps
-    what was written; chat models apply this to the calls they return."""
+    what was written; EngineRunner applies this to every reply it builds."""
     seen, out = set(), []
     for call in calls:
         key = (call["name"], json.dumps(call["args"], sort_keys=True, default=str))
