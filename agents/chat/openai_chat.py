@@ -27,11 +27,12 @@ _PASS_THROUGH = {"response_format", "parallel_tool_calls", "max_tokens", "temper
 
 
 class ChatOpenAICompatible(BaseChatModel):
-    """Chat model for an OpenAI-compatible HTTP server (`base_url` like http://127.0.0.1:8000/v1)."""
+    """Chat model for OpenAI-compatible HTTP servers: `base_url` like http://127.0.0.1:8000/v1, or several
+    (a list or a comma list) that share the requests (least busy first, a failed try retried on another)."""
 
     model_config = ConfigDict(populate_by_name=True)
 
-    base_url: str = "http://127.0.0.1:8000/v1"
+    base_url: str | list[str] = "http://127.0.0.1:8000/v1"
     model_name: str = Field(default="default", alias="model")
     api_key: SecretStr | None = None
     timeout: float = 120.0
@@ -67,12 +68,13 @@ class ChatOpenAICompatible(BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         body = self._payload(messages, stop, kwargs, stream=False)
-        return self._result(self._transport.request_json("POST", "/chat/completions", body), body)
+        return self._result(self._transport.request_json("POST", "/chat/completions", body, _has_choices), body)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         body = self._payload(messages, stop, kwargs, stream=False)
-        return self._result(await self._transport.arequest_json("POST", "/chat/completions", body), body)
+        return self._result(await self._transport.arequest_json("POST", "/chat/completions", body, _has_choices),
+                            body)
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
@@ -116,10 +118,7 @@ class ChatOpenAICompatible(BaseChatModel):
         return body
 
     def _result(self, data: dict, body: dict) -> ChatResult:
-        choices = data.get("choices") or []
-        if not choices:
-            raise BackendError(f"{self._transport.base_url} answered without choices: {str(data)[:200]}")
-        choice = choices[0]
+        choice = data["choices"][0]
         meta = {"finish_reason": choice.get("finish_reason"), "model_name": data.get("model", self.model_name)}
         message = from_openai_message(choice.get("message") or {}, response_metadata=meta,
                                       usage_metadata=_usage(data.get("usage")))
@@ -145,6 +144,12 @@ class ChatOpenAICompatible(BaseChatModel):
                                                           usage_metadata=usage, response_metadata=meta,
                                                           additional_kwargs={"reasoning_content": reasoning}
                                                           if reasoning else {}))
+
+
+def _has_choices(data: dict, url: str) -> None:
+    """A completion without choices is a broken server: retried like one (on another server when there is)."""
+    if not isinstance(data, dict) or not data.get("choices") or not isinstance(data["choices"][0], dict):
+        raise BackendError(f"{url} answered without choices: {str(data)[:200]}", retryable=True)
 
 
 def _wire_choice(choice) -> Any:
