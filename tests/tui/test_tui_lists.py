@@ -4,6 +4,7 @@ import json
 
 from textual.widgets import DataTable
 
+from agents.events import Answer, Approval, Question, ToolCall, ToolResult
 from agents.tools.transcript import Transcript
 from tests.tui.test_tui_app import wait_for_group
 from tests.tui.test_tui_survey import small_index
@@ -20,13 +21,12 @@ def record_session(db, session_id: str) -> None:
     db.parent.mkdir(parents=True, exist_ok=True)
     transcript = Transcript(db)
     transcript.create(session_id, "smollm2-135m", ["time"])
-    for event in ({"event": "question", "session": session_id, "text": "What time is it in UTC?"},
-                  {"event": "tool_call", "id": "c1", "name": "time.get_current_time", "args": {"timezone": "UTC"}},
-                  {"event": "approval", "id": "c1", "name": "time.get_current_time", "approved": True},
-                  {"event": "tool_result", "id": "c1", "name": "time.get_current_time", "text": '{"datetime": "x"}',
-                   "is_error": False, "denied": False, "duration_s": 0.01},
-                  {"event": "answer", "session": session_id, "text": "It is noon in UTC.", "steps": 2,
-                   "stopped": "answer", "tool_calls": [], "wall_s": 1.0}):
+    for event in (Question(session=session_id, text="What time is it in UTC?"),
+                  ToolCall(id="c1", name="time.get_current_time", args={"timezone": "UTC"}),
+                  Approval(id="c1", name="time.get_current_time", approved=True),
+                  ToolResult(id="c1", name="time.get_current_time", text='{"datetime": "x"}', is_error=False,
+                             duration_s=0.01),
+                  Answer(session=session_id, text="It is noon in UTC.", steps=2, stopped="answer", wall_s=1.0)):
         transcript.add(session_id, event)
     transcript.close()
 
