@@ -100,3 +100,30 @@ async def test_factscore_screen_scores_a_saved_survey(corpus_path, minilm_path, 
         await pilot.press("escape")
     report = json.loads((surveys / "small.factscore.json").read_text())
     assert report["summary"]["claims"] == 3 and report["judge"].startswith("lexical")
+
+
+async def test_factscore_screen_defaults_need_no_chat_model(corpus_path, minilm_path, tmp_path, monkeypatch):
+    """The screen opens on what `cpm eval factscore` defaults to (judge auto = embedding, one claim per sentence),
+    and that run never loads the chat model: here the settings name a model that does not exist, so loading it
+    would fail the run."""
+    index = small_index(corpus_path, tmp_path, n=12)
+    monkeypatch.chdir(tmp_path)
+    surveys = tmp_path / "out" / "surveys"
+    surveys.mkdir(parents=True)
+    (surveys / "small.md").write_text(survey_citing(tmp_path / "papers.jsonl"))
+    settings = TuiSettings(index_dir=str(index), model="no-such-model")
+    app = CpmApp(settings, Services(settings))
+    async with app.run_test(size=(140, 45)) as pilot:
+        await pilot.press("f7", "enter")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, FactScoreScreen)
+        assert (screen.query_one("#judge").value, screen.query_one("#extract").value) == ("auto", "sentence")
+        await pilot.click("#run-factscore")
+        await wait_for_group(app, pilot, "factscore", timeout=300)
+        assert not [n.message for n in app._notifications if n.severity == "error"]
+        table = screen.query_one("#factscore-table", DataTable)
+        assert table.get_row_at(table.row_count - 1)[:2] == ["overall", "3"]
+        assert app.services._chat_model is None
+    report = json.loads((surveys / "small.factscore.json").read_text())
+    assert report["judge"].startswith("embedding") and report["summary"]["claims_by_model"] == 0
