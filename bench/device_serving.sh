@@ -31,17 +31,20 @@ steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(info tests serve engine)
 for what in "${steps[@]}"; do
   case $what in
-    info) step info 30 bash -c 'nvidia-smi --query-gpu=name,driver_version --format=csv,noheader;
+    info) step info 20 bash -c 'nvidia-smi --query-gpu=name,driver_version --format=csv,noheader;
           python3 -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name())"' ;;
-    tests) step tests 180 env TRITON_CACHE_AUTOTUNING=0 python3 -m pytest -q -m gpu -p no:cacheprovider \
-             tests/engine/test_engine_cuda.py tests/kernels/test_kernel_paged_decode_attention.py \
-             tests/kernels/test_kernel_paged_engine_step.py tests/kernels/test_kernel_decode_attention.py \
+    tests) par=()  # xdist and pytest-timeout where the host has them
+           python3 -c "import xdist" 2>/dev/null && par+=(-n 4)
+           python3 -c "import pytest_timeout" 2>/dev/null && par+=(--timeout 150)
+           step tests 210 env TRITON_CACHE_AUTOTUNING=0 python3 -m pytest -q -m gpu -p no:cacheprovider \
+             tests/kernels/test_kernel_paged_decode_attention.py tests/kernels/test_kernel_paged_engine_step.py \
+             tests/engine/test_engine_cuda.py tests/kernels/test_kernel_decode_attention.py \
              tests/kernels/test_kernel_engine_ops.py tests/infllm/test_infllm_graph.py \
-             tests/speculative/test_spec_gpu.py -n 4 --timeout 170 -rfE ;;
-    serve) step serve 200 python3 -m tui.cli bench serve --device cuda --clients 16 --requests 4 --max-tokens 64 \
-             --log-dir "$OUT" --json
+             tests/speculative/test_spec_gpu.py "${par[@]}" -rfE ;;
+    serve) step serve 160 python3 -m tui.cli bench serve --model "$GGUF" --device cuda --clients 16 --requests 4 \
+             --max-tokens 64 --log-dir "$OUT" --json
            tail -1 "$OUT/serve.log" > "$OUT/serve_bench.json" ;;
-    engine) step engine 120 bench engine --model "$GGUF" --batch 1 --prompt-len 512 --gen-len 256 --json
+    engine) step engine 90 bench engine --model "$GGUF" --batch 1 --prompt-len 512 --gen-len 256 --json
             tail -1 "$OUT/engine.log" > "$OUT/engine_bench.json" ;;
     *) echo "unknown step $what" ;;
   esac
