@@ -8,8 +8,9 @@ What is timed is the engine itself: engine/model.py's Transformer with random we
 Runner.prefill (chunked), decode replays the Runner's own captured CUDA graph (which advances its own token
 and position), timed with CUDA events after warm-up; `decode_loop_tok_s` (batch 1) is Runner.decode_greedy
 in a host loop, one sync a token, and `decode_chunks_tok_s` Runner.greedy_chunks (replays back to back, picks
-read 8 at a time), as Engine.generate runs greedy decoding. `--model` times a real checkpoint instead (its
-own config, random prompt ids). In the same run it measures the two ceilings (device copy bandwidth, bf16
+read 8 at a time), as the row path runs greedy decoding. `--model` times a real checkpoint instead (its
+own config, random prompt ids), and at batch 1 also the scheduler's paged path (`paged_graph_loop_tok_s`:
+Runner.decode_paged replaying its bucket-1 graph in the same host loop; `paged_eager_loop_tok_s` without graphs). In the same run it measures the two ceilings (device copy bandwidth, bf16
 matmul rate) and times the peers: HF transformers eager bf16 (`hf`) and gpt-fast-style compiled static-cache
 decoding in bf16 and tinygemm int4 (`gptfast`). `--micro` adds kernel microbenchmarks (bench/_engine_micro.py).
 """
@@ -58,10 +59,12 @@ def run_engine(shape: str, quant: str, batch: int, prompt_len: int, gen_len: int
     from bench._random_engine import random_runner, weight_bytes
 
     max_len = prompt_len + gen_len + 16
+    engine = None
     if model:
         from engine import Engine
 
-        runner = Engine.load(model, device="cuda", max_seq_len=max_len, max_batch=batch).runner
+        engine = Engine.load(model, device="cuda", max_seq_len=max_len, max_batch=batch)
+        runner = engine.runner
     else:
         runner = random_runner(SHAPES[shape], quant, batch, max_len)
     cfg = runner.model.cfg
@@ -118,6 +121,8 @@ def run_engine(shape: str, quant: str, batch: int, prompt_len: int, gen_len: int
             for _ in runner.greedy_chunks(int(first[0]), prompt_len, gen_len):
                 pass
             chunks_tok_s = gen_len / (time.perf_counter() - t)
+        paged = paged_decode(runner, engine.pool, prompts[0], gen_len, int(first[0])) \
+            if engine is not None and batch == 1 else {}
     kv_bytes = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 2 * batch * (prompt_len + gen_len / 2)
     step_bytes = weight_bytes(runner.model) + kv_bytes
     out = {"name": f"engine-{quant}" if not model else f"engine-{model}", "prefill_ms": prefill_ms,
@@ -126,9 +131,37 @@ def run_engine(shape: str, quant: str, batch: int, prompt_len: int, gen_len: int
            "GBps": step_bytes / step_ms / 1e6, "roofline_frac": step_bytes / step_ms / 1e6 / ceil["copy_GBps"],
            "roofline_tok_s": batch * ceil["copy_GBps"] * 1e9 / step_bytes,
            "prefill_TFLOPs": _prefill_flops(cfg, batch, prompt_len) / prefill_ms / 1e9,
-           "graph_equals_eager": same, "step_bytes": step_bytes}
+           "graph_equals_eager": same, "step_bytes": step_bytes, **paged}
     out["prefill_frac_of_peak"] = out["prefill_TFLOPs"] / ceil["bf16_TFLOPs"]
     del runner, graph
+    return out
+
+
+def paged_decode(runner, pool, prompt: list[int], gen_len: int, first: int) -> dict:
+    """Batch-1 greedy decode on the scheduler's path (the paged pool, Runner.decode_paged: the bucket-1 CUDA
+    graph with the block table as a graph input), in a host loop with one sync a token like decode_loop_tok_s,
+    graphs on and off; and how many of its tokens equal the row path's graph tokens. It writes pool blocks
+    0.. directly: the engine's loop is idle here, so no sequence holds them."""
+    import time
+
+    table = list(range(-(-(len(prompt) + gen_len) // pool.block_size)))
+    out = {}
+    for graphs in (True, False):
+        runner.use_graphs = graphs
+        for _ in range(2 if graphs else 1):  # the first graph run captures
+            runner.run_paged(pool, [table], [0], [prompt])
+            tok, toks, t = first, [], time.perf_counter()
+            for p in range(len(prompt), len(prompt) + gen_len):
+                tok = int(runner.decode_paged(pool, [table], [p], [tok])[0].argmax())
+                toks.append(tok)
+            rate = gen_len / (time.perf_counter() - t)
+        out["paged_graph_loop_tok_s" if graphs else "paged_eager_loop_tok_s"] = rate
+        if graphs:
+            runner.prefill(prompt)
+            want = [t for c in runner.greedy_chunks(first, len(prompt), gen_len) for t in c]
+            same = next((i for i, (a, b) in enumerate(zip(toks, want)) if a != b), len(want))
+            out["paged_tokens_equal_row_graph_until"] = same  # bf16: the paths may part at a near-tie
+    runner.use_graphs = True
     return out
 
 
@@ -220,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     if ours["decode_loop_tok_s"]:
         print(f"ours, Runner.decode_greedy host loop: {ours['decode_loop_tok_s']:.1f} tok/s; "
               f"Runner.greedy_chunks: {ours['decode_chunks_tok_s']:.1f} tok/s")
+    if "paged_graph_loop_tok_s" in ours:
+        print(f"ours, scheduler's paged path host loop: graph {ours['paged_graph_loop_tok_s']:.1f} tok/s, eager "
+              f"{ours['paged_eager_loop_tok_s']:.1f} tok/s; tokens equal the row graph's for the first "
+              f"{ours['paged_tokens_equal_row_graph_until']}")
     print(f"ours: {ours['GBps']:.0f} GB/s = {ours['roofline_frac']:.0%} of copy bandwidth; prefill "
           f"{ours['prefill_TFLOPs']:.0f} TFLOP/s = {ours['prefill_frac_of_peak']:.0%} of bf16 matmul peak; "
           f"graph tokens == eager: {ours['graph_equals_eager']}")

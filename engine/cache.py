@@ -33,17 +33,19 @@ class PagedKVCache:
     heads together, so a step's writes are one index_put per layer and the C layer reads a slot with one offset."""
 
     def __init__(self, cfg: ModelConfig, num_blocks: int, block_size: int, device: torch.device, dtype: torch.dtype):
-        # One block more than the block manager hands out, kept at zero: the slot the PyTorch attention's padded
-        # gathers read (padding must be finite: a masked key still enters weights @ V, and 0 * NaN is NaN). The
-        # rest is left uninitialised (nothing reads a slot before its sequence wrote it), so on CPU the pages of
-        # blocks never used are never touched and cost no resident memory.
-        shape = (cfg.num_layers, num_blocks + 1, block_size, cfg.num_kv_heads, cfg.head_dim)
+        # Two blocks more than the block manager hands out: one kept at zero, the slot the PyTorch attention's
+        # padded gathers read (padding must be finite: a masked key still enters weights @ V, and 0 * NaN is NaN),
+        # and one that a CUDA-graph bucket's padding rows write to and nothing reads. The rest is left
+        # uninitialised (nothing reads a slot before its sequence wrote it), so on CPU the pages of blocks never
+        # used are never touched and cost no resident memory.
+        shape = (cfg.num_layers, num_blocks + 2, block_size, cfg.num_kv_heads, cfg.head_dim)
         self.k = torch.empty(shape, device=device, dtype=dtype)
         self.v = torch.empty(shape, device=device, dtype=dtype)
         self.k[:, num_blocks].zero_()
         self.v[:, num_blocks].zero_()
         self.num_blocks, self.block_size = num_blocks, block_size
         self.pad_slot = num_blocks * block_size
+        self.trash_slot = (num_blocks + 1) * block_size
 
     @property
     def nbytes(self) -> int:
@@ -51,7 +53,7 @@ class PagedKVCache:
 
     @property
     def bytes_per_token(self) -> int:
-        return self.nbytes // ((self.num_blocks + 1) * self.block_size)
+        return self.nbytes // ((self.num_blocks + 2) * self.block_size)
 
 
 @dataclass(kw_only=True)
@@ -66,7 +68,19 @@ class PagedStep:
     block_size: int
     pad_slot: int  # a flattened pool slot that always holds zeros (PagedKVCache.pad_slot)
     max_len: int  # the longest sequence the engine allows (the C layer's score scratch)
+    # int32 [B]: each row's length after this step (a decode step, T == 1): the paged decode kernel reads it on
+    # the device, so a CUDA graph serves every step; 0 for a graph bucket's padding row
+    lengths: torch.Tensor | None = None
     _reads: tuple | None = field(default=None, repr=False)
+    _kernel_slots: tuple | None = field(default=None, repr=False)
+
+    def kernel_slots(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, slots) int32 [B * T] for the CUDA kernels that write a row cache (ops.rotary_to_cache), aimed at
+        the pool seen as one row of all its slots (Block._fused): row 0, slot = slot_mapping. Once a step."""
+        if self._kernel_slots is None:
+            slots = self.slot_mapping.to(torch.int32).contiguous()
+            self._kernel_slots = (torch.zeros_like(slots), slots)
+        return self._kernel_slots
 
     def reads(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(gather int64 [B, L]: the flattened pool slots row b attends, in order, padded with pad_slot; mask bool

@@ -1,5 +1,6 @@
 """CUDA-graph decode: one captured decode step per batch-size bucket (and length regime), replayed over static
-buffers.
+buffers. Two kinds: DecodeGraph, the contiguous rows' step (the row path: speculative and attention-backend
+requests), and PagedDecodeGraph, the scheduler's decode rows over the paged pool (at the end of this file).
 
 The step reads everything that changes between tokens from its static inputs on the device (DecodeInputs: the
 token ids and positions, shared by a bucket's graphs of every length regime). Its first kernel turns them into
@@ -17,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from engine import ops
+from engine.cache import PagedStep
 from engine.model import StepContext
 
 
@@ -67,8 +69,8 @@ class DecodeGraph:
         x, cos, sin, slots, lengths = ops.decode_inputs(self.tokens, self.pos, m.embed, r.cos, r.sin,
                                                         m.cfg.scale_emb, self._step_in)
         # a graph-safe attention backend (InfLLM v2 decode) runs inside the graph; others never get here
-        ctx = StepContext(slice(0, self.batch), None, self.pos, self.max_len, None, False, cos[:, None],
-                          sin[:, None], r.attn, lengths, _slots=(self._rows, slots))
+        ctx = StepContext(rows=slice(0, self.batch), pos=self.pos, kv_len=self.max_len, cos=cos[:, None],
+                          sin=sin[:, None], attn=r.attn, lengths=lengths, _slots=(self._rows, slots))
         h = m.layers(x[:, None], ctx, r.cache)
         # the pick; the inputs advance (the next replay feeds it at the next position) and it enters the history
         nxt, logits = ops.argmax_step(m.head_out(h)[:, 0], self.tokens, self.pos, self.inputs.history)
@@ -108,3 +110,70 @@ def buckets(max_batch: int) -> list[int]:
         out.append(b)
         b *= 2
     return out + [max_batch]
+
+
+def _capture(step) -> tuple[torch.cuda.CUDAGraph, object]:
+    """Warm `step` up twice on a side stream (Triton compiles and autotunes, int4 weights are repacked), then
+    capture it; returns (graph, the captured step's outputs)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        out = step()
+    return graph, out
+
+
+class PagedDecodeGraph:
+    """A scheduled decode step for up to `batch` rows over the paged pool, captured on first use. Its static
+    input is one int64 buffer, a row per batch row: token, position, pool slot, length, then the block table (as
+    wide as the longest sequence the engine allows); `run` uploads a step's values with one copy from pinned
+    memory and replays, and the graph itself casts the lengths and tables for the kernels. A bucket's spare rows
+    get length 0 (the kernel writes zeros for them) and write their K/V into the pool's trash slot, so they touch
+    no sequence's blocks. The step is the eager paged step itself (Runner.run_paged's model call with T = 1), so
+    replay == eager by construction."""
+
+    def __init__(self, runner, pool, batch: int):
+        self.runner, self.pool, self.batch = runner, pool, batch
+        self.width = -(-len(runner.cos) // pool.block_size)  # blocks of the longest sequence
+        self.inputs = torch.zeros(batch, 4 + self.width, dtype=torch.long, device=runner.device)
+        self._host = torch.zeros(batch, 4 + self.width, dtype=torch.long, pin_memory=runner.device.type == "cuda")
+        self._uploaded: torch.cuda.Event | None = None  # the last upload from _host (refilled only after it)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.logits: torch.Tensor | None = None  # float32 [batch, V], written by each replay
+
+    def _step(self) -> torch.Tensor:
+        r, inp = self.runner, self.inputs
+        pos = inp[:, 1]
+        step = PagedStep(tables=inp[:, 4:].to(torch.int32).contiguous(), starts=pos, token_pos=pos,
+                         token_seq=torch.arange(self.batch, device=inp.device), slot_mapping=inp[:, 2],
+                         block_size=self.pool.block_size, pad_slot=self.pool.pad_slot, max_len=len(r.cos),
+                         lengths=inp[:, 3].to(torch.int32).contiguous())
+        ctx = r.context(kv_len=self.width * self.pool.block_size, cos=r.cos[pos][:, None], sin=r.sin[pos][:, None],
+                        paged=step)
+        return r.model(inp[:, :1], ctx, self.pool)
+
+    def run(self, tables: list[list[int]], positions: list[int], tokens: list[int]) -> torch.Tensor:
+        """Feed tokens[b] at positions[b] of the sequence with block table tables[b] (B <= batch rows) ->
+        float32 logits [B, V] (a copy: the next replay overwrites the graph's own)."""
+        if self._uploaded is not None:
+            self._uploaded.synchronize()
+        self._host.copy_(self.input_rows(tables, positions, tokens))
+        self.inputs.copy_(self._host, non_blocking=True)
+        self._uploaded = torch.cuda.Event()
+        self._uploaded.record()
+        if self.graph is None:
+            self.graph, self.logits = _capture(self._step)
+        self.graph.replay()
+        return self.logits[:len(tokens)].clone()
+
+    def input_rows(self, tables: list[list[int]], positions: list[int], tokens: list[int]) -> torch.Tensor:
+        """The static input's values for a step (int64 [batch, 4 + width], on the host), spare rows included."""
+        bs = self.pool.block_size
+        rows = [[t, p, table[p // bs] * bs + p % bs, p + 1] + table + [0] * (self.width - len(table))
+                for table, p, t in zip(tables, positions, tokens)]
+        rows += [[0, 0, self.pool.trash_slot, 0] + [0] * self.width] * (self.batch - len(tokens))  # spare rows
+        return torch.tensor(rows, dtype=torch.long)

@@ -31,6 +31,8 @@ __all__ = ["Engine", "GenerationResult", "StreamChunk", "EngineStats", "load_che
 BLOCK_SIZE = 64  # tokens a KV block holds: InfLLM v2's block, and few enough that a sequence wastes < 64 slots
 MAX_RUNNING = 16  # sequences decoding at once (the C layer takes up to 64 tokens a call)
 PREFILL_CHUNK_CPU = 256  # prompt tokens a scheduled step feeds per sequence (docs/decisions.md: engine core)
+PREFILL_CHUNK_CUDA = 512  # on a GPU a chunk of 512 still costs about one decode step of a small model
+CUDA_KV_TOKENS = 2048  # per running sequence, the CUDA pool's default share (at least 2 x max_seq_len in all)
 
 
 def _pick_device(device: str) -> torch.device:
@@ -42,6 +44,16 @@ def _pick_device(device: str) -> torch.device:
         return torch.device(device)
     except RuntimeError:
         raise EngineError(f"unknown device {device!r} (use auto, cpu or cuda)") from None
+
+
+def default_kv_blocks(device: torch.device, max_seq_len: int, max_running: int, block_size: int) -> int:
+    """The pool's default size in blocks: room for two max_seq_len sequences (CPU: pages never touched cost no
+    memory); on CUDA, where the pool is resident, also max_running sequences of CUDA_KV_TOKENS each, so 16
+    clients with short prompts never preempt one another."""
+    tokens = 2 * max_seq_len
+    if device.type == "cuda":
+        tokens = max(tokens, max_running * min(max_seq_len, CUDA_KV_TOKENS))
+    return -(-tokens // block_size)
 
 
 def load_checkpoint(path: Path) -> tuple[ModelConfig, dict]:
@@ -64,20 +76,21 @@ class Engine:
     def __init__(self, model: Transformer, tokenizer, config: ModelConfig, device: torch.device,
                  dtype: torch.dtype, max_seq_len: int, max_batch: int, path: Path, kv_blocks: int | None = None,
                  block_size: int = BLOCK_SIZE, max_running: int = MAX_RUNNING, prefix_cache: bool = True,
-                 prefill_chunk: int = PREFILL_CHUNK_CPU):
+                 prefill_chunk: int | None = None):
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.device, self.dtype, self.max_seq_len, self.max_batch, self.path = device, dtype, max_seq_len, max_batch, path
         cos, sin = rope_table(config, max_seq_len)
-        # the contiguous rows: made at once on CUDA (graphs, kernels), on first use on CPU (speculation only)
-        rows = KVCache(config, max_batch, max_seq_len, device, dtype) if device.type == "cuda" else \
-            (lambda: KVCache(config, max_batch, max_seq_len, device, dtype))
-        self.runner = Runner(model, rows, cos.to(device, dtype), sin.to(device, dtype))
-        # the paged pool serves every plain request on CPU (CUDA keeps the rows: docs/decisions.md)
-        self.paged = device.type == "cpu"
+        # the contiguous rows (speculative requests, InfLLM v2's backend: docs/decisions.md), made on first use
+        rows = lambda: KVCache(config, max_batch, max_seq_len, device, dtype)  # noqa: E731
+        self.runner = Runner(model, rows, cos.to(device, dtype), sin.to(device, dtype), max_running)
+        # the paged pool serves every plain request, on CPU and CUDA alike
         if kv_blocks is None:
-            kv_blocks = -(-2 * max_seq_len // block_size)  # two full-length sequences, or many short ones
-        self.pool = PagedKVCache(config, kv_blocks, block_size, device, dtype) if self.paged else None
-        blocks = BlockManager(kv_blocks if self.paged else 1, block_size, prefix_cache)
+            kv_blocks = default_kv_blocks(device, max_seq_len, max_running, block_size)
+        self._pool_args = (config, kv_blocks, block_size, device, dtype)
+        self._pool: PagedKVCache | None = None
+        blocks = BlockManager(kv_blocks, block_size, prefix_cache)
+        if prefill_chunk is None:
+            prefill_chunk = PREFILL_CHUNK_CUDA if device.type == "cuda" else PREFILL_CHUNK_CPU
         scheduler = Scheduler(blocks, max_running, max(prefill_chunk, max_running) + max_running, prefill_chunk)
         self.loop = EngineLoop(self, scheduler)
         self.drafters: dict[str, object] = {}  # loaded Eagle heads by spec string (engine.speculative)
@@ -85,6 +98,14 @@ class Engine:
         self.eos_ids = set(config.eos_token_ids)
         if getattr(tokenizer, "eos_token_id", None) is not None:
             self.eos_ids.add(int(tokenizer.eos_token_id))
+
+    @property
+    def pool(self) -> PagedKVCache:
+        """The paged KV pool, allocated by the first scheduled step: an engine whose requests all take the row
+        path (an InfLLM v2 attention backend on CUDA) never holds it."""
+        if self._pool is None:
+            self._pool = PagedKVCache(*self._pool_args)
+        return self._pool
 
     @property
     def cache(self) -> KVCache:
@@ -100,7 +121,7 @@ class Engine:
         layers on the engine's C kernel; pass dtype=torch.float32 for exact fp32 math) and bfloat16 on CUDA;
         max_seq_len to min(the model's context, 8192). kv_blocks x block_size tokens of paged KV (default: room
         for two max_seq_len sequences); max_running sequences decode together; max_batch is the number of
-        contiguous cache rows (CUDA batches, speculation). prefix_cache defaults to on (CPM_PREFIX_CACHE=0: off)."""
+        contiguous cache rows (speculation, InfLLM v2 batches). prefix_cache defaults to on (CPM_PREFIX_CACHE=0: off)."""
         from engine.assets import resolve
         from engine.tokenizer import load_tokenizer
 
@@ -172,7 +193,7 @@ class Engine:
         params.validate()
         ids = self._ids(prompt)
         seq = Sequence(ids, params, self.tokenizer, self.eos_ids, self.max_seq_len, self.device)
-        row_path = params.spec != "none" or not self.paged or self.runner.attn is not None
+        row_path = params.spec != "none" or self.runner.attn is not None
         if not row_path:
             blocks = self.loop.scheduler.blocks
             need = len(ids) + seq.budget - 1  # the last generated token is never fed back

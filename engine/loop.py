@@ -2,8 +2,8 @@
 
 Callers (Engine.stream / generate / generate_batch, ChatEngine, `cpm serve`, the agents) submit Sequences from
 any thread and read their chunks from the sequence's queue. The loop alternates: drop cancelled sequences
-(their blocks are freed at once), run a row job if one is queued (speculative / CUDA / attention-backend
-requests, engine/row_path.py: run to the end while the others wait), else one scheduler step over the paged
+(their blocks are freed at once), run a row job if one is queued (speculative / attention-backend requests,
+engine/row_path.py: run to the end while the others wait), else one scheduler step over the paged
 pool. A step's failure ends the sequences in it with the error; the loop goes on.
 """
 from __future__ import annotations
@@ -126,7 +126,8 @@ class EngineLoop:
             seq.finish("cancelled")
 
     def _take_rows(self) -> list[Sequence]:
-        """The first row job; on CUDA, plain requests queued behind it join it as a batch (up to max_batch)."""
+        """The first row job; plain requests queued behind it (an attention backend's) join it as a batch (up to
+        max_batch)."""
         first = self.rows.popleft()
         group = [first]
         if first.params.spec == "none":
@@ -158,8 +159,18 @@ class EngineLoop:
         with self.cv:
             self.scheduler.computed(batch)
             self.steps += 1
+        # plain greedy rows: one argmax over all of them and one read back (on CUDA, one sync a step, not a row)
+        greedy = [(seq, logits) for seq, logits in sampled if seq.plain_greedy]
+        picks = {}
+        if len(greedy) > 1:
+            ids = torch.stack([logits for _, logits in greedy]).argmax(-1).tolist()
+            picks = {seq.id: tok for (seq, _), tok in zip(greedy, ids)}
         for seq, logits in sampled:
-            tok = seq.sample(logits)
+            if seq.id in picks:
+                tok = picks[seq.id]
+                seq.sampler.record(tok)
+            else:
+                tok = seq.sample(logits)
             self.generated += 1
             if seq.append(tok):
                 with self.cv:

@@ -24,17 +24,18 @@ from engine.quant import Int4Weight, dequantize
 Weight = torch.Tensor | Int4Weight
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StepContext:
-    """Per-step attention metadata, built once by the runner and read by every layer (nano-vllm style)."""
-    rows: slice  # which cache rows this step writes/reads
-    start: int | None  # uniform first position of this step's tokens (prefill, batch-1 decode)
-    pos: torch.Tensor | None  # int64 [B]: per-row position for batched decode (T == 1)
+    """Per-step attention metadata, built once by the runner (Runner.context) and read by every layer (nano-vllm
+    style). Keyword-only, so no caller can put a field in the wrong place."""
     kv_len: int  # cache length attended to
-    mask: torch.Tensor | None  # bool [B, 1, T, kv_len] or None
-    causal: bool
     cos: torch.Tensor  # [B, T, D]
     sin: torch.Tensor  # [B, T, D]
+    rows: slice = field(default_factory=lambda: slice(0, 1))  # which cache rows this step writes/reads
+    start: int | None = None  # uniform first position of this step's tokens (prefill, batch-1 decode)
+    pos: torch.Tensor | None = None  # int64 [B]: per-row position for batched decode (T == 1)
+    mask: torch.Tensor | None = None  # bool [B, 1, T, kv_len] or None
+    causal: bool = False
     # Optional attention backend (e.g. InfLLM v2 sparse attention), called after the cache write as
     # attn(layer, q [B, H, T, D] roped, kc, vc [B, KVH, L, D] cache views up to kv_len, ctx, q_raw, k_raw
     # [B, T, H|KVH, D] before rotary) -> o [B, H, T, D]. None = ops.attention (dense).
@@ -172,7 +173,7 @@ class Block:
         return [self.qkv, self.o, self.gate_up, self.down]
 
     def __call__(self, x: torch.Tensor, ctx: StepContext, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
-        if ops.kernels_on(x) and ctx.attn is None and ctx.paged is None:
+        if ops.kernels_on(x) and ctx.attn is None:
             return self._fused(x, ctx, kc, vc)
         if self.cpu_step is not None and self.cpu_step.takes(x, ctx):  # fast CPU mode: the whole layer in C
             return self.cpu_step(x, ctx, kc, vc)
@@ -215,6 +216,25 @@ class Block:
         kv, vv = kf[gather].transpose(1, 2), vf[gather].transpose(1, 2)  # [B, KVH, L, D]
         return ops.attention(q.transpose(1, 2), kv, vv, mask, False, self.scale)
 
+    def _fused_paged_attention(self, q, k, v, ctx: StepContext, kc, vc) -> torch.Tensor:
+        """_fused's attention over the paged pool (kc, vc [blocks, block_size, KVH, D]) -> o [B, T, H * D]. The
+        rotary kernel writes K/V through the slot mapping into the pool seen as one cache row of all its slots
+        ([1, KVH, slots, D], a strided view: the kernel reads strides); a decode step then runs flash-decoding
+        through the block tables, a prompt chunk SDPA over its row's slots gathered in order."""
+        B, T = q.shape[:2]
+        p = ctx.paged
+        as_row = lambda c: c.view(-1, self.nkv, self.hd).transpose(0, 1)[None]  # noqa: E731
+        rows, slots = p.kernel_slots()
+        q = ops.rotary_to_cache(q, k, v, ctx.cos, ctx.sin, as_row(kc), as_row(vc), rows, slots)
+        if T == 1 and p.lengths is not None:
+            o = ops.paged_decode_attention(q[:, 0], kc, vc, p.tables, p.lengths, self.scale)
+            return o.reshape(B, T, self.nh * self.hd)
+        gather, mask = p.reads()
+        kf, vf = kc.view(-1, self.nkv, self.hd), vc.view(-1, self.nkv, self.hd)
+        o = ops.attention(q.transpose(1, 2), kf[gather].transpose(1, 2), vf[gather].transpose(1, 2), mask, False,
+                          self.scale)
+        return o.transpose(1, 2).reshape(B, T, self.nh * self.hd)
+
     def _row_attention(self, q, k, v, ctx: StepContext, kc, vc, q_raw, k_raw) -> torch.Tensor:
         """Write K/V into the contiguous cache rows and attend [0, kv_len) of them -> o [B, H, T, D]."""
         B, T = q.shape[:2]
@@ -242,11 +262,14 @@ class Block:
         q, k, v = q.view(B, T, self.nh, self.hd), k.view(B, T, self.nkv, self.hd), v.view(B, T, self.nkv, self.hd)
         if self.q_norm is not None:
             q, k = ops.rms_norm(q, self.q_norm, self.eps), ops.rms_norm(k, self.k_norm, self.eps)
-        rows, slots = ctx.slots(B, T, x.device)
-        if T == 1 and _attends_to_own_position(ctx):  # decode: rotary, cache write and attention in one kernel
+        if ctx.paged is not None:
+            o = self._fused_paged_attention(q, k, v, ctx, kc, vc)
+        elif T == 1 and _attends_to_own_position(ctx):  # decode: rotary, cache write and attention in one kernel
+            rows, slots = ctx.slots(B, T, x.device)
             o = ops.decode_attention_step(q[:, 0], k[:, 0], v[:, 0], ctx.cos[:, 0], ctx.sin[:, 0], kc, vc, rows,
                                           slots, self.scale, ctx.kv_len).reshape(B, T, self.nh * self.hd)
         else:
+            rows, slots = ctx.slots(B, T, x.device)
             q = ops.rotary_to_cache(q, k, v, ctx.cos, ctx.sin, kc, vc, rows, slots)
             kv, vv = kc[ctx.rows, :, :ctx.kv_len], vc[ctx.rows, :, :ctx.kv_len]
             o = ops.attention(q.transpose(1, 2), kv, vv, ctx.mask, ctx.causal, self.scale, ctx.lengths)

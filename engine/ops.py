@@ -194,6 +194,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None, scale=scale)
 
 
+def paged_decode_attention(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, tables: torch.Tensor,
+                           lengths: torch.Tensor, scale: float) -> torch.Tensor:
+    """One query a row against its own slots of the paged pool: q [B, H, D], pools [blocks, block_size, KVH, D],
+    tables int32 [B, max_blocks], lengths int32 [B] -> [B, H, D]. On CUDA flash-decoding through the block
+    tables (engine/kernels/paged_decode_attention.py); elsewhere its reference."""
+    from engine.kernels import paged_decode_attention as pda  # imports Triton: only where it is installed
+
+    if kernels_on(q):
+        return pda.paged_decode_attention(q, k_pool, v_pool, tables, lengths, scale)
+    return pda.paged_decode_attention_ref(q, k_pool, v_pool, tables, lengths, scale)
+
+
 def decode_attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                           k_cache: torch.Tensor, v_cache: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor,
                           scale: float, max_len: int | None = None) -> torch.Tensor:

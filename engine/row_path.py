@@ -1,7 +1,7 @@
 """Requests that run on the contiguous cache rows instead of the paged pool, to the end, while the scheduler's
-sequences wait: speculative requests (tree verification reads a row), and every request on CUDA or with an
-attention backend (the CUDA-graph decode, the Triton decode kernels and InfLLM v2 read rows). docs/decisions.md
-says why and what it costs. One sequence runs as before the scheduler existed (CUDA graphs, greedy picks read a
+sequences wait: speculative requests (tree verification and its CUDA graphs read a row) and every request of an
+engine with an attention backend (InfLLM v2's compressed-key cache and sparse kernels read rows).
+docs/decisions.md says why and what it costs. One sequence runs as before the scheduler existed (CUDA graphs, greedy picks read a
 chunk at a time); a group of up to max_batch decodes in one batched pass per step, each row with its own
 sampling settings, stops and grammar.
 """
@@ -28,12 +28,6 @@ def row_steps(engine, seqs: list[Sequence]) -> Iterator[None]:
         yield from _group(engine, seqs)
 
 
-def _plain_greedy(seq: Sequence) -> bool:
-    p = seq.params
-    return p.temperature == 0 and p.repetition_penalty == 1.0 and not p.logits_processors \
-        and not p.no_repeat_ngram_size
-
-
 def _one(engine, seq: Sequence) -> Iterator[None]:
     runner, pos = engine.runner, seq.num_tokens
     seq.started()
@@ -41,7 +35,7 @@ def _one(engine, seq: Sequence) -> Iterator[None]:
     tok = seq.sample(logits[0])
     if seq.append(tok):
         return
-    if _plain_greedy(seq):  # the picks come from the device (graph replays back to back, read a chunk at a time)
+    if seq.plain_greedy:  # the picks come from the device (graph replays back to back, read a chunk at a time)
         chunks = runner.greedy_chunks(tok, pos, seq.budget - 1)
         try:
             for chunk in chunks:

@@ -1,12 +1,13 @@
 """Prefill (chunked) and decode steps: builds each step's StepContext and calls the model.
 
-Two caches: the paged pool (run_paged: the scheduler's steps, many sequences through their block tables) and the
-contiguous rows (prefill / decode_one / decode_batch / greedy_chunks: CUDA graphs, speculative verification and
-attention backends, which read rows; docs/decisions.md says why).
+Two caches: the paged pool (run_scheduled / run_paged: the scheduler's steps, many sequences through their block
+tables, on CPU and CUDA) and the contiguous rows (prefill / decode_one / decode_batch / greedy_chunks: speculative
+verification and attention backends, which read rows; docs/decisions.md says why).
 
-On CUDA (with the Triton kernels on, and no attention backend set or a graph-safe one) decode replays a
-captured CUDA graph per batch-size bucket and, for one sequence, length regime (engine/cuda_graph.py); elsewhere
-it runs eagerly. The eager decode step for one sequence
+On CUDA (with the Triton kernels on) a scheduled step's decode rows replay a captured CUDA graph per batch-size
+bucket with the block tables, positions and slot mapping as its static inputs (engine/cuda_graph.PagedDecodeGraph);
+the row path's decode replays a graph per batch bucket and, for one sequence, length regime (DecodeGraph), with
+no attention backend set or a graph-safe one; elsewhere decode runs eagerly. The eager decode step for one sequence
 does no allocation beyond the op outputs: rotary rows are views of the precomputed tables and the KV cache is
 written in place.
 """
@@ -20,7 +21,7 @@ import torch
 from engine import ops
 from engine.cache import KVCache, PagedKVCache, PagedStep
 from engine.cpu_q4 import DENSE_FROM_ROWS
-from engine.cuda_graph import DecodeGraph, DecodeInputs, buckets
+from engine.cuda_graph import DecodeGraph, DecodeInputs, PagedDecodeGraph, buckets
 from engine.model import StepContext, Transformer
 
 PREFILL_CHUNK = 512  # bounds prefill attention memory at chunk x context, independent of prompt length
@@ -31,7 +32,7 @@ GREEDY_CHUNK = 8  # greedy tokens read back with one copy (Runner.greedy_chunks)
 
 
 class Runner:
-    def __init__(self, model: Transformer, cache, cos: torch.Tensor, sin: torch.Tensor):
+    def __init__(self, model: Transformer, cache, cos: torch.Tensor, sin: torch.Tensor, max_running: int = 16):
         # cache: the KVCache rows, or a function that makes them on first use (on CPU only speculative requests
         # read rows, so a plain CPU engine never allocates them)
         self._cache = cache
@@ -43,6 +44,8 @@ class Runner:
         self.short_len = SHORT_GRAPH_LEN
         self._graphs: dict[tuple[int, int], DecodeGraph] = {}  # (batch bucket, length bound) -> graph
         self._inputs: dict[int, DecodeInputs] = {}  # batch bucket -> the device inputs its graphs share
+        self.paged_buckets = buckets(max_running)  # scheduled decode rows: one graph per bucket
+        self.paged_graphs: dict[int, PagedDecodeGraph] = {}
 
     @property
     def cache(self) -> KVCache:
@@ -59,7 +62,8 @@ class Runner:
                 sin: torch.Tensor, lengths: torch.Tensor | None = None, paged: PagedStep | None = None
                 ) -> StepContext:
         """The one way a step's StepContext is made (keywords only); the runner's attention backend goes in."""
-        return StepContext(rows, start, pos, kv_len, mask, causal, cos, sin, self.attn, lengths, paged=paged)
+        return StepContext(rows=rows, start=start, pos=pos, kv_len=kv_len, mask=mask, causal=causal, cos=cos, sin=sin,
+                           attn=self.attn, lengths=lengths, paged=paged)
 
     def run_scheduled(self, pool: PagedKVCache, batch: list) -> list[tuple[object, torch.Tensor]]:
         """A scheduler step (engine/scheduler.py): [(sequence, n)] feeds each sequence's next n uncomputed tokens.
@@ -69,8 +73,8 @@ class Runner:
         out = []
         decode = [seq for seq, n in batch if n == 1 and seq.num_computed + 1 == seq.num_tokens]
         if decode:
-            logits = self.run_paged(pool, [s.block_table for s in decode], [s.num_computed for s in decode],
-                                    [[s.token_ids[s.num_computed]] for s in decode])
+            logits = self.decode_paged(pool, [s.block_table for s in decode], [s.num_computed for s in decode],
+                                       [s.token_ids[s.num_computed] for s in decode])
             out += list(zip(decode, logits))
         for seq, n in batch:
             if n == 1 and seq in decode:
@@ -97,6 +101,23 @@ class Runner:
         steps = [b.cpu_step for b in self.model.blocks]
         return steps[0].MAX_TOKENS if steps and all(steps) else 0
 
+    def decode_paged(self, pool: PagedKVCache, tables: list[list[int]], positions: list[int], tokens: list[int]
+                     ) -> torch.Tensor:
+        """One decode step over the paged pool: row b feeds tokens[b] at positions[b] of the sequence whose block
+        table is tables[b] -> float32 logits [B, V]. Replays the batch bucket's CUDA graph where graphs are on
+        (paged_graphs_on) and B fits the largest bucket; else one eager run_paged."""
+        B = len(tokens)
+        if not self.paged_graphs_on() or B > self.paged_buckets[-1]:
+            return self.run_paged(pool, tables, positions, [[t] for t in tokens])
+        b = self.paged_buckets[bisect.bisect_left(self.paged_buckets, B)]
+        if b not in self.paged_graphs:
+            self.paged_graphs[b] = PagedDecodeGraph(self, pool, b)
+        return self.paged_graphs[b].run(tables, positions, tokens)
+
+    def paged_graphs_on(self) -> bool:
+        """Whether scheduled decode rows replay CUDA graphs: on CUDA, with the Triton kernels and graphs on."""
+        return self.use_graphs and self.device.type == "cuda" and ops.KERNELS
+
     def run_paged(self, pool: PagedKVCache, tables: list[list[int]], starts: list[int], tokens: list[list[int]],
                   logits: bool = True) -> torch.Tensor | None:
         """One model call over the paged pool: row b feeds tokens[b] (all rows the same length T) at slots
@@ -109,10 +130,11 @@ class Runner:
         pos = (start[:, None] + torch.arange(T, device=dev)).reshape(-1)  # [B * T]
         seq = torch.arange(B, device=dev).repeat_interleave(T)
         slot = tab[seq, pos // bs].long() * bs + pos % bs
+        lengths = (start + 1).to(torch.int32) if T == 1 else None  # a decode step: the paged decode kernel's input
         step = PagedStep(tables=tab, starts=start, token_pos=pos, token_seq=seq, slot_mapping=slot, block_size=bs,
-                         pad_slot=pool.pad_slot, max_len=len(self.cos))
+                         pad_slot=pool.pad_slot, max_len=len(self.cos), lengths=lengths)
         D = self.cos.shape[-1]
-        ctx = self.context(kv_len=int(start.max()) + T, cos=self.cos[pos].view(B, T, D),
+        ctx = self.context(kv_len=max(starts) + T, cos=self.cos[pos].view(B, T, D),
                            sin=self.sin[pos].view(B, T, D), paged=step)
         ids = torch.tensor(tokens, dtype=torch.long, device=dev)
         if not logits:

@@ -58,6 +58,14 @@ class Sequence:
         return len(self.token_ids)
 
     @property
+    def plain_greedy(self) -> bool:
+        """Greedy with nothing that rewrites the logits: the pick is the argmax, which the loop may take for many
+        rows at once on the device."""
+        p = self.params
+        return p.temperature == 0 and p.repetition_penalty == 1.0 and not p.logits_processors \
+            and not p.no_repeat_ngram_size
+
+    @property
     def finished(self) -> bool:
         return self.finish_reason is not None
 

@@ -87,8 +87,9 @@ class VerifyGraph:
     def _step(self) -> tuple[torch.Tensor, torch.Tensor]:
         e, r = self.engine, self.engine.runner
         tokens, pos, slots, mask, lengths = self.inputs()
-        ctx = StepContext(slice(0, 1), 0, None, e.cache.max_seq_len, mask[None, None], False, r.cos[pos][None],
-                          r.sin[pos][None], None, lengths, (self.rows, slots))  # writes K/V at `slots` (CUDA path)
+        ctx = StepContext(start=0, kv_len=e.cache.max_seq_len, mask=mask[None, None], cos=r.cos[pos][None],
+                          sin=r.sin[pos][None], lengths=lengths,
+                          _slots=(self.rows, slots))  # writes K/V at `slots` (CUDA path)
         h = e.model.hidden(tokens, ctx, e.cache, last_only=False)[0]
         logits = e.model.logits(h)
         return h, logits, logits.argmax(-1)

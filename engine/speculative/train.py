@@ -153,7 +153,7 @@ def _teacher(engine, tokens: torch.Tensor, cache) -> torch.Tensor:
     B, T = tokens.shape
     r = engine.runner
     cos, sin = r.cos[None, :T].expand(B, -1, -1), r.sin[None, :T].expand(B, -1, -1)  # fused kernels want [B, T, D]
-    ctx = StepContext(slice(0, B), 0, None, T, None, True, cos, sin)
+    ctx = StepContext(rows=slice(0, B), start=0, kv_len=T, causal=True, cos=cos, sin=sin)
     return engine.model.hidden(tokens, ctx, cache, last_only=False)
 
 

@@ -145,14 +145,14 @@ def test_c_layer_matches_the_python_layer_on_tiny_models(scale_depth, heads):
             b.cpu_step = s if in_c else None
         cache = KVCache(cfg, 1, 64, torch.device("cpu"), torch.float32)
         with torch.inference_mode():
-            out = [model.hidden(ids[:, :20], StepContext(slice(0, 1), 0, None, 20, None, True, cos[None, :20],
-                                                  sin[None, :20]), cache, last_only=False)[0]]
+            out = [model.hidden(ids[:, :20], StepContext(start=0, kv_len=20, causal=True, cos=cos[None, :20],
+                                                         sin=sin[None, :20]), cache, last_only=False)[0]]
             pos = torch.tensor([20, 21, 21])
-            out.append(model.hidden(ids[:, 20:23], StepContext(slice(0, 1), 20, None, 23, tree, False, cos[pos][None],
-                                                        sin[pos][None]), cache, last_only=False)[0])
+            step = StepContext(start=20, kv_len=23, mask=tree, cos=cos[pos][None], sin=sin[pos][None])
+            out.append(model.hidden(ids[:, 20:23], step, cache, last_only=False)[0])
             for i in range(20, 24):  # decode over the cache (overwrites the tree's slots, as acceptance would)
-                out.append(model.hidden(ids[:, 23 + i - 20:24 + i - 20], StepContext(
-                    slice(0, 1), i, None, i + 1, None, False, cos[None, i:i + 1], sin[None, i:i + 1]), cache))
+                step = StepContext(start=i, kv_len=i + 1, cos=cos[None, i:i + 1], sin=sin[None, i:i + 1])
+                out.append(model.hidden(ids[:, 23 + i - 20:24 + i - 20], step, cache))
         return out
 
     # in C, a token verified in the tree equals the same token decoded alone, bit for bit (speculation is lossless)
@@ -162,14 +162,15 @@ def test_c_layer_matches_the_python_layer_on_tiny_models(scale_depth, heads):
         c1, c2 = KVCache(cfg, 1, 64, torch.device("cpu"), torch.float32), KVCache(cfg, 1, 64, torch.device("cpu"),
                                                                                  torch.float32)
         for c in (c1, c2):
-            model.hidden(ids[:, :20], StepContext(slice(0, 1), 0, None, 20, None, True, cos[None, :20],
-                                                  sin[None, :20]), c)
+            model.hidden(ids[:, :20], StepContext(start=0, kv_len=20, causal=True, cos=cos[None, :20],
+                                                  sin=sin[None, :20]), c)
         pos = torch.tensor([20, 21, 21])
-        in_tree = model.hidden(ids[:, 20:23], StepContext(slice(0, 1), 20, None, 23, tree, False, cos[pos][None],
-                                                          sin[pos][None]), c1, last_only=False)[0]
-        alone = [model.hidden(ids[:, 20 + i:21 + i], StepContext(slice(0, 1), 20 + i, None, 21 + i, None, False,
-                                                                  cos[None, 20 + i:21 + i], sin[None, 20 + i:21 + i]),
-                              c2)[0, 0] for i in range(2)]
+        in_tree = model.hidden(ids[:, 20:23], StepContext(start=20, kv_len=23, mask=tree, cos=cos[pos][None],
+                                                          sin=sin[pos][None]), c1, last_only=False)[0]
+        alone = [model.hidden(ids[:, 20 + i:21 + i], StepContext(start=20 + i, kv_len=21 + i,
+                                                                 cos=cos[None, 20 + i:21 + i],
+                                                                 sin=sin[None, 20 + i:21 + i]), c2)[0, 0]
+                 for i in range(2)]
         assert torch.equal(in_tree[0], alone[0]) and torch.equal(in_tree[1], alone[1])
 
     # post-norm hidden states: summation order differs (~1e-7), and such a difference can move an activation

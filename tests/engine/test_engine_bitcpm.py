@@ -88,7 +88,7 @@ def _runner(cfg: ModelConfig, tensors: dict, cpu_int4: bool = False) -> Runner:
 
 def _all_logits(runner: Runner, ids: list[int]) -> torch.Tensor:
     T = len(ids)
-    ctx = StepContext(slice(0, 1), 0, None, T, None, True, runner.cos[None, :T], runner.sin[None, :T])
+    ctx = StepContext(start=0, kv_len=T, causal=True, cos=runner.cos[None, :T], sin=runner.sin[None, :T])
     with torch.inference_mode():
         return runner.model(torch.tensor([ids]), ctx, runner.cache, last_only=False)[0]
 

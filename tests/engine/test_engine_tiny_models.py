@@ -48,7 +48,7 @@ def _prefill_all(runner: Runner, ids: list[int]) -> torch.Tensor:
     from engine.model import StepContext
 
     T = len(ids)
-    ctx = StepContext(slice(0, 1), 0, None, T, None, True, runner.cos[None, :T], runner.sin[None, :T])
+    ctx = StepContext(start=0, kv_len=T, causal=True, cos=runner.cos[None, :T], sin=runner.sin[None, :T])
     return runner.model(torch.tensor([ids]), ctx, runner.cache, last_only=False)[0]
 
 

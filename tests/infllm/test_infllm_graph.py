@@ -20,8 +20,8 @@ def _captured_step(runner):
     out = {}
 
     def step():
-        ctx = StepContext(slice(0, 1), None, pos, runner.cache.max_seq_len, None, False, runner.cos[pos][:, None],
-                          runner.sin[pos][:, None], runner.attn, (pos + 1).to(torch.int32))
+        ctx = StepContext(pos=pos, kv_len=runner.cache.max_seq_len, cos=runner.cos[pos][:, None],
+                          sin=runner.sin[pos][:, None], attn=runner.attn, lengths=(pos + 1).to(torch.int32))
         out["logits"] = runner.model(tokens, ctx, runner.cache)
 
     side = torch.cuda.Stream()

@@ -115,7 +115,7 @@ def test_layer_matches_the_engine_decoder_block():
 
     cos, sin = rope_table(cfg, T)
     kc, vc = torch.zeros(1, 2, T, 16), torch.zeros(1, 2, T, 16)
-    ctx = StepContext(slice(0, 1), 0, None, T, None, True, cos[None], sin[None])
+    ctx = StepContext(start=0, kv_len=T, causal=True, cos=cos[None], sin=sin[None])
     with torch.no_grad():
         ref = block(x, ctx, kc, vc)
         ours = layer(x, cos[None], sin[None], None, 0, None)
