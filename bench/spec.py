@@ -1,11 +1,15 @@
 """`cpm bench spec`: decode speed with and without speculative decoding, in one run on one engine.
 
-    cpm bench spec --model smollm2-135m [--draft DIR] [--spec prompt-lookup] [--device cuda] [--json]
+    cpm bench spec --model smollm2-135m [--set chat|survey|all] [--draft DIR] [--spec auto] [--device cuda]
+                   [--json-schema FILE] [--repeat 3] [--json]
 
-For each prompt: plain greedy decoding, then each drafter (prompt lookup always; eagle:DIR with --draft):
-decode tokens/s, the speed-up, mean accepted length (tokens per verification pass, bonus included), the
-acceptance rate, and whether the tokens equal plain decoding's (they must: speculation is lossless). With an
-Eagle head, also the draft step's cost with the full LM head vs the FR-Spec frequency-ranked one.
+For each prompt: plain greedy decoding, then each drafter (prompt lookup and auto always; eagle:DIR with
+--draft), `--repeat` times in turn (plain, drafter, ..., plain, drafter, ...: a load change on a shared box
+hits both alike) and the median of each: decode tokens/s, the speed-up, mean accepted length (tokens per
+verification pass, bonus included), the acceptance rate, and whether the tokens equal plain decoding's (they
+must: speculation is lossless). Two prompt sets: `chat` (questions) and `survey` (copy-heavy: a section written
+from quoted sources, built from the local arXiv records under --data, as the survey writer does). With an Eagle
+head, also the draft step's cost with the full LM head vs the FR-Spec frequency-ranked one.
 """
 from __future__ import annotations
 
@@ -26,6 +30,32 @@ PROMPTS = [
     "then explain them.",
     f"Summarize this text, quoting its key phrases exactly:\n\n{PASSAGE}",
 ]
+CHAT = PROMPTS[:2] + ["What is a paper titled \"{title}\" likely about?"]  # {title}: a record's, from --data
+# Survey-style: one section written from numbered sources, quoting them (what prompt lookup can copy from)
+SURVEY = ("You are writing one section of a survey. Using only the sources below, write a paragraph that states "
+          "what each paper does, quoting its key sentence exactly, and cite each as [n].\n\n{sources}")
+ARXIV = "corpus/arxiv_llm_mini.jsonl"  # under --data
+
+
+def prompt_sets(data: str, which: str, n: int) -> dict[str, list[str]]:
+    """{set name: prompts}: chat questions, and survey sections from pairs of local arXiv records (+ PASSAGE)."""
+    from pathlib import Path
+
+    path = Path(data) / ARXIV
+    if not path.is_file():
+        raise SystemExit(f"cpm bench spec: {path} not found (pass --data, the folder with corpus/arxiv_llm_mini.jsonl)")
+    recs = [json.loads(line) for line, _ in zip(path.open(), range(2 * n + 2))]
+    clean = lambda t: " ".join(str(t).split())  # noqa: E731 (arXiv abstracts are hard-wrapped)
+    sets = {"chat": [p.format(title=clean(recs[-1]["title"])) for p in CHAT][:n],
+            "survey": ([SURVEY.format(sources=f"[1] {PASSAGE}")] + [
+                SURVEY.format(sources=f"[1] {clean(a['title'])}. {clean(a['abstract'])}\n\n"
+                                      f"[2] {clean(b['title'])}. {clean(b['abstract'])}")
+                for a, b in zip(recs[0::2], recs[1::2])])[:n]}
+    return sets if which == "all" else {which: sets[which]}
+
+
+def _median_run(runs: list[dict]) -> dict:
+    return sorted(runs, key=lambda r: r["decode_tok_s"])[len(runs) // 2]
 
 
 def _timed(engine, text: str, params) -> dict:
@@ -44,9 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default=None, help="engine dtype (default: the engine's)")
     p.add_argument("--draft", default=None, metavar="DIR", help="an Eagle/FR-Spec head folder (cpm spec train)")
     p.add_argument("--spec", action="append", default=None,
-                   help="drafters to compare (repeatable; default: prompt-lookup, plus eagle:DIR with --draft)")
+                   help="drafters to compare (repeatable; default: prompt-lookup and auto, plus eagle:DIR with --draft)")
     p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the built-in prompts to run")
+    p.add_argument("--set", dest="sets", default="all", choices=["chat", "survey", "all"], help="prompt sets")
+    p.add_argument("--data", default="../shared/data", help="the local data folder (its corpus/arxiv_llm_mini.jsonl)")
+    p.add_argument("--prompts", type=int, default=3, help="prompts per set")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each configuration per prompt (median reported)")
     p.add_argument("--prompts-file", default=None, metavar="FILE", help="chat prompts instead (JSONL of "
                    "{messages}, e.g. `cpm spec prompts --eval-out`); --prompts of them")
     p.add_argument("--max-seq-len", type=int, default=2048)
@@ -58,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine import Engine, SamplingParams
 
-    specs = args.spec or ["prompt-lookup"] + ([f"eagle:{args.draft}"] if args.draft else [])
+    specs = args.spec or ["prompt-lookup", "auto"] + ([f"eagle:{args.draft}"] if args.draft else [])
     for s in specs:
         SamplingParams(spec=s).validate()
     import sys
@@ -79,11 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.prompts_file:
         from engine.speculative.distill import read_prompts
 
-        chats = read_prompts(args.prompts_file, args.prompts)
+        chats = [("file", c) for c in read_prompts(args.prompts_file, args.prompts)]
     else:
-        chats = [[{"role": "user", "content": p}] for p in PROMPTS[:args.prompts]]
+        chats = [(name, [{"role": "user", "content": p}])
+                 for name, ps in prompt_sets(args.data, args.sets, args.prompts).items() for p in ps]
     rows = []
-    for i, chat in enumerate(chats):
+    for i, (set_name, chat) in enumerate(chats):
         prompt = chat[-1]["content"]
         text = engine.apply_chat_template(chat)
         # warm-up: allocator, kernels, graph capture, the drafter's own first call; the first prompt's at full
@@ -91,11 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         warm = args.new_tokens if i == 0 else 8
         for s in ["none"] + specs:
             engine.generate(text, params(max_tokens=warm, spec=s))
-        base = _timed(engine, text, params(max_tokens=args.new_tokens))
-        row = {"prompt": prompt[:48], "tokens": len(base["tokens"]), "plain_tok_s": round(base["decode_tok_s"], 1),
+        runs: dict[str, list[dict]] = {s: [] for s in ["none"] + specs}
+        for _ in range(args.repeat):  # interleaved: plain and every drafter back to back, then again
+            for s in runs:
+                runs[s].append(_timed(engine, text, params(max_tokens=args.new_tokens, spec=s)))
+        base = _median_run(runs["none"])
+        row = {"set": set_name, "prompt": prompt[:48], "tokens": len(base["tokens"]),
+               "plain_tok_s": round(base["decode_tok_s"], 1),
                "plain_ms_per_token": round(1e3 / base["decode_tok_s"], 3) if base["decode_tok_s"] else None}
         for s in specs:
-            r = _timed(engine, text, params(max_tokens=args.new_tokens, spec=s))
+            r = _median_run(runs[s])
             row[s] = {"tok_s": round(r["decode_tok_s"], 1),
                       "speedup": round(r["decode_tok_s"] / base["decode_tok_s"], 3) if base["decode_tok_s"] else None,
                       "mean_accepted_length": r["mean_accepted_length"], "acceptance_rate": r["acceptance_rate"],
@@ -103,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                       # per verification step: what the speed-up is made of (tau x plain step / step cost)
                       "draft_ms_per_step": round(1e3 * r["draft_s"] / r["steps"], 3) if r["steps"] else None,
                       "verify_ms_per_step": round(1e3 * r["verify_s"] / r["steps"], 3) if r["steps"] else None,
-                      "identical": r["tokens"] == base["tokens"],
+                      "identical": all(x["tokens"] == base["tokens"] for x in runs[s]),
                       "first_difference": _first_difference(base["tokens"], r["tokens"])}
+            if "auto" in r:  # what auto decided in the median run (its step telemetry, counts only)
+                row[s]["auto"] = {k: r["auto"][k] for k in ("spec_steps", "plain_steps", "declined", "probes")}
         rows.append(row)
         if args.json:  # progress on stderr: a run cut short by a time limit still shows its finished prompts
             print(json.dumps({k: (v if not isinstance(v, dict) else {x: v[x] for x in ("tok_s", "speedup",
@@ -113,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"model": args.model, "device": str(engine.device), "dtype": str(engine.dtype).replace("torch.", ""),
               "gpu": torch.cuda.get_device_name(0) if engine.device.type == "cuda" else None,
               "torch": torch.__version__, "new_tokens": args.new_tokens, "json_schema": args.json_schema,
-              "prompts_file": args.prompts_file, "rows": rows,
+              "prompts_file": args.prompts_file, "repeat": args.repeat, "rows": rows,
               "plain_mean_tok_s": round(sum(r["plain_tok_s"] for r in rows) / len(rows), 1),
               "summary": _summary(rows, specs)}
     eagle = next((s for s in specs if s.startswith("eagle:")), None)
@@ -150,7 +191,8 @@ def _first_difference(a: list[int], b: list[int]) -> int | None:
 
 
 def _summary(rows: list[dict], specs: list[str]) -> dict:
-    """Per drafter: mean speed-up and mean accepted length over the prompts, and whether every run matched."""
+    """Per drafter: mean speed-up and mean accepted length over the prompts, whether every run matched, and per
+    prompt set the mean and the lowest speed-up and the prompts where it won (>= 1.05x)."""
     out = {}
     for s in specs:
         runs = [r[s] for r in rows]
@@ -158,7 +200,11 @@ def _summary(rows: list[dict], specs: list[str]) -> dict:
         out[s] = {"mean_speedup": mean("speedup"), "mean_tok_s": mean("tok_s"),
                   "draft_ms_per_step": mean("draft_ms_per_step"), "verify_ms_per_step": mean("verify_ms_per_step"),
                   "mean_accepted_length": round(sum(x["mean_accepted_length"] for x in runs) / len(runs), 3),
-                  "all_identical": all(x["identical"] for x in runs)}
+                  "all_identical": all(x["identical"] for x in runs), "sets": {}}
+        for name in dict.fromkeys(r["set"] for r in rows):
+            ups = [r[s]["speedup"] or 0 for r in rows if r["set"] == name]
+            out[s]["sets"][name] = {"mean_speedup": round(sum(ups) / len(ups), 3), "min_speedup": min(ups),
+                                    "wins": [r["prompt"] for r in rows if r["set"] == name and (r[s]["speedup"] or 0) >= 1.05]}
     return out
 
 
@@ -168,11 +214,13 @@ def _print(report: dict, specs: list[str]) -> None:
     for r in report["rows"]:
         cells = " | ".join(f"{s}: {r[s]['tok_s']} tok/s x{r[s]['speedup']} tau {r[s]['mean_accepted_length']}"
                            f"{'' if r[s]['identical'] else ' MISMATCH'}" for s in specs)
-        print(f"plain {r['plain_tok_s']:>7} tok/s | {cells} | {r['prompt']}")
+        print(f"[{r['set']}] plain {r['plain_tok_s']:>7} tok/s | {cells} | {r['prompt']}")
     print(f"plain: mean {report['plain_mean_tok_s']} tok/s")
     for s, v in report["summary"].items():
         print(f"{s}: mean speed-up x{v['mean_speedup']}, mean accepted length {v['mean_accepted_length']}, "
               f"identical: {v['all_identical']}")
+        for name, x in v["sets"].items():
+            print(f"  {name}: mean x{x['mean_speedup']}, lowest x{x['min_speedup']}, wins on {len(x['wins'])} prompt(s)")
     if "eagle_draft_costs" in report:
         print("eagle draft step (ms):", json.dumps(report["eagle_draft_costs"]))
 

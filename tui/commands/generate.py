@@ -19,9 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
     p.add_argument("--chat", action="store_true", help="wrap PROMPT as one user message via the chat template")
-    p.add_argument("--spec", default="none", metavar="{none,prompt-lookup,eagle:DIR}",
-                   help="speculative decoding drafter (output unchanged, only faster): none (default), "
-                        "prompt-lookup (copy n-grams from the context) or eagle:DIR (a draft head from cpm spec train)")
+    p.add_argument("--spec", default="none", metavar="{none,auto,prompt-lookup,eagle:DIR}",
+                   help="speculative decoding drafter (output unchanged, only faster): none (default), auto (prompt "
+                        "lookup where it is measured to pay, plain decoding elsewhere), prompt-lookup (copy n-grams "
+                        "from the context) or eagle:DIR (a draft head from cpm spec train)")
     p.add_argument("--json-schema", metavar="FILE", default=None,
                    help="constrain the output to this JSON schema (xgrammar; works with --spec)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
