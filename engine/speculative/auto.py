@@ -60,19 +60,22 @@ class AutoPolicy:
         self.plain_s: float | None = None  # average plain step, seconds
         self.slope: float | None = None  # extra cost per drafted token, in plain steps
         self.accept = [self.cfg.prior_accept] * max_depth  # P(depth i + 1 accepted | depth i accepted)
+        self.seen = [0] * max_depth  # outcomes observed per depth
         self.backoff, self.skipped = self.cfg.backoff, 0
         self.mode = "plain"
-        self.shadow: list[int] = []  # proposed tokens not verified, compared with the tokens emitted next
-        self.shadow_depth = 1  # the draft depth of shadow[0]
+        # proposals not verified, each (its tokens not yet compared, the draft depth of the first), compared with
+        # the tokens emitted next
+        self.shadows: list[tuple[list[int], int]] = []
         self.k = 0  # tokens verified by the current step
         self.probing = False
         self.stats = AutoStats()
 
     def expected_tokens(self, k: int) -> float:
         """Tokens one pass over the first k chain tokens yields on average (1 = plain decoding)."""
-        out, reach = 1.0, 1.0
-        for a in self.accept[:k]:
-            reach *= a
+        out, reach, last = 1.0, 1.0, self.cfg.prior_accept
+        for a, seen in zip(self.accept[:k], self.seen):
+            last = a if seen else last  # a depth not observed yet is taken to be like the deepest one observed
+            reach *= last
             out += reach
         return out
 
@@ -102,10 +105,10 @@ class AutoPolicy:
             self.stats.declined += 1
         self._switch("spec" if self.k else "plain", generated, n)
         tokens = draft.tokens.tolist()
-        if self.k == 0 and n and not self.shadow:
-            self.shadow, self.shadow_depth = tokens, 1
-        elif self.k:
-            self.shadow, self.shadow_depth = tokens[self.k:], self.k + 1
+        if self.k == 0 and n:  # every declined proposal is scored against the tokens plain decoding emits next
+            self.shadows = self.shadows[-(len(self.accept) - 1):] + [(tokens, 1)]
+        elif self.k:  # verification scores depths 1..k; the rest only if all k are accepted
+            self.shadows = [(tokens[self.k:], self.k + 1)] if n > self.k else []
         return select(draft, list(range(self.k)))
 
     def observe(self, verify_s: float, accepted: int, tokens: list[int]) -> None:
@@ -127,19 +130,24 @@ class AutoPolicy:
                 self.backoff = c.backoff if paid else min(2 * self.backoff, c.max_backoff)
             self.skipped = 0
             if accepted < k:
-                self.shadow = []
+                self.shadows = []
         for tok in tokens[accepted:] if k == 0 or accepted == k else []:  # tokens no verification scored
-            if not self.shadow:
-                break
-            hit = tok == self.shadow[0]
-            if self.shadow_depth <= len(self.accept):
-                self._outcome(self.shadow_depth - 1, hit)
-            self.shadow = self.shadow[1:] if hit else []
-            self.shadow_depth += 1
+            pending = []
+            for draft, depth in self.shadows:
+                hit = tok == draft[0]
+                if depth <= len(self.accept):
+                    self._outcome(depth - 1, hit)
+                if hit and len(draft) > 1:
+                    pending.append((draft[1:], depth + 1))
+            self.shadows = pending
 
     def _outcome(self, depth: int, hit: bool) -> None:
+        if not self.seen[depth]:  # start from what the estimate was taken to be (expected_tokens)
+            self.accept[depth] = next((self.accept[d] for d in range(depth - 1, -1, -1) if self.seen[d]),
+                                      self.cfg.prior_accept)
         a = self.cfg.accept_ema
         self.accept[depth] = (1 - a) * self.accept[depth] + a * float(hit)
+        self.seen[depth] += 1
 
     def _switch(self, mode: str, generated: int, n: int) -> None:
         if mode == self.mode or (mode == "plain" and n == 0):  # an empty proposal is no decision
