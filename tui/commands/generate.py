@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         spec = "" if result.spec is None else \
             f", {result.spec.mean_accepted_length:.2f} tokens per verification ({result.spec.drafter})"
+        if result.spec is not None and result.spec.auto is not None:  # what auto decided
+            a = result.spec.auto.stats
+            spec += f": {a.spec_steps} steps verified a draft, {a.plain_steps} plain ({a.declined} drafts declined)"
         print(f"[{result.prompt_tokens} prompt + {result.decode_tokens} generated tokens, "
               f"{result.decode_tok_s:.1f} tok/s decode{spec}, finish: {result.finish_reason}]", file=sys.stderr)
     return 0
