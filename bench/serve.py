@@ -14,6 +14,11 @@ on the same prompts; time to first token per turn, the ratio for turns 2-6 and t
 `--requests` chat completions back to back (greedy, `--max-tokens` new tokens). Reports requests/s, completion
 tokens/s and p50/p99 latency per configuration, so batching is measured against one-at-a-time serving in the
 same run. `--stream` makes the clients stream (SSE) and also reports time to first token.
+
+`--peer vllm --peer llama-server`: the same load (N streaming clients, mixed prompt lengths, greedy, the default
+model) against `cpm serve` and then each real peer (installed by bench/peers/install.sh into .peers/), one
+server at a time on a loopback port, in one run: requests/s, tokens/s, p50/p99 time to first token, and each
+peer's throughput as a ratio to `cpm serve`'s.
 """
 from __future__ import annotations
 
@@ -66,8 +71,9 @@ def start_server(model: str, device: str, max_batch: int, log: Path) -> tuple[su
     raise SystemExit(f"cpm serve did not come up within 900 s; its log: {log}")
 
 
-async def _one(client: httpx.AsyncClient, url: str, question: str, max_tokens: int, stream: bool) -> dict:
-    body = {"model": "default", "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
+async def _one(client: httpx.AsyncClient, url: str, question: str, max_tokens: int, stream: bool,
+               model: str = "default") -> dict:
+    body = {"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
             "temperature": 0}
     t0 = time.perf_counter()
     if not stream:
@@ -75,35 +81,42 @@ async def _one(client: httpx.AsyncClient, url: str, question: str, max_tokens: i
         r.raise_for_status()
         return {"latency": time.perf_counter() - t0, "tokens": r.json()["usage"]["completion_tokens"], "ttft": None}
     body["stream"], body["stream_options"] = True, {"include_usage": True}
-    ttft, tokens = None, 0
+    ttft, tokens, pieces = None, 0, 0
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+            if not line.startswith("data:") or line[5:].strip() == "[DONE]":
                 continue
-            event = json.loads(line[6:])
+            event = json.loads(line[5:])
             if event.get("usage"):
                 tokens = event["usage"]["completion_tokens"]
-            elif ttft is None and event["choices"] and event["choices"][0]["delta"].get("content"):
-                ttft = time.perf_counter() - t0
-    return {"latency": time.perf_counter() - t0, "tokens": tokens, "ttft": ttft}
+            if event.get("choices") and (event["choices"][0].get("delta") or {}).get("content"):
+                pieces += 1
+                ttft = ttft if ttft is not None else time.perf_counter() - t0
+    # a server that sends no usage: one streamed piece per token is the best count available
+    return {"latency": time.perf_counter() - t0, "tokens": tokens or pieces, "ttft": ttft}
 
 
-async def load_test(url: str, clients: int, requests: int, max_tokens: int, stream: bool) -> dict:
+async def load_test(url: str, clients: int, requests: int, max_tokens: int, stream: bool, mixed: bool = False,
+                    model: str = "default") -> dict:
+    """`mixed`: prompts of mixed lengths (`mixed_content`); otherwise the short QUESTIONS."""
+    def question(c: int, i: int) -> str:
+        return mixed_content(c + i * clients) if mixed else QUESTIONS[(c + i) % len(QUESTIONS)]
+
     async def client_loop(c: int, client: httpx.AsyncClient) -> list[dict]:
-        return [await _one(client, url, QUESTIONS[(c + i) % len(QUESTIONS)], max_tokens, stream)
-                for i in range(requests)]
+        return [await _one(client, url, question(c, i), max_tokens, stream, model) for i in range(requests)]
 
     limits = httpx.Limits(max_connections=clients + 4)
     async with httpx.AsyncClient(timeout=1800, limits=limits) as client:
         # warm-up at full concurrency: kernel autotuning and graph capture for every batch size happen here
         for _ in range(2):
-            await asyncio.gather(*[_one(client, url, QUESTIONS[c % len(QUESTIONS)], 8, False) for c in range(clients)])
-        before = (await client.get(url + "/health")).json()
+            await asyncio.gather(*[_one(client, url, QUESTIONS[c % len(QUESTIONS)], 8, False, model)
+                                   for c in range(clients)])
+        before = await _health(client, url)
         t0 = time.perf_counter()
         per_client = await asyncio.gather(*[client_loop(c, client) for c in range(clients)])
         wall = time.perf_counter() - t0
-        health = (await client.get(url + "/health")).json()
+        health = await _health(client, url)
     done = [r for rs in per_client for r in rs]
     lat = sorted(r["latency"] for r in done)
     ttfts = sorted(r["ttft"] for r in done if r["ttft"] is not None)
@@ -116,8 +129,19 @@ async def load_test(url: str, clients: int, requests: int, max_tokens: int, stre
     return out
 
 
-def _mean_batch(before: dict, after: dict) -> float:
+async def _health(client: httpx.AsyncClient, url: str) -> dict:
+    """/health's counters (`cpm serve`); peers answer it without them (vLLM with an empty body)."""
+    try:
+        data = (await client.get(url + "/health")).json()
+    except (json.JSONDecodeError, httpx.HTTPError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _mean_batch(before: dict, after: dict) -> float | None:
     """Generated tokens per scheduler step over the run (/health's counters): the mean rows a decode step carried."""
+    if "steps" not in after:
+        return None
     steps = after.get("steps", 0) - before.get("steps", 0)
     return round((after.get("generated_tokens", 0) - before.get("generated_tokens", 0)) / steps, 2) if steps else 1.0
 
@@ -129,13 +153,17 @@ def _pct(sorted_values: list[float], q: float) -> float:
 CONTEXT_REPEATS = (0, 1, 3, 6)  # prompt lengths from ~30 to ~700 tokens, mixed across the clients
 
 
-def mixed_prompt(engine, i: int) -> str:
-    """A chat prompt: question i, after 0-6 paragraphs of context (the other questions), so lengths mix."""
+def mixed_content(i: int) -> str:
+    """User message i: a question after 0-6 paragraphs of context (the other questions), so lengths mix."""
     reps = CONTEXT_REPEATS[i % len(CONTEXT_REPEATS)]
     context = " ".join(QUESTIONS[(i + j) % len(QUESTIONS)] for j in range(reps * len(QUESTIONS) // 2))
     question = QUESTIONS[i % len(QUESTIONS)]
-    content = f"Context: {context}\n\nQuestion: {question}" if context else question
-    return engine.apply_chat_template([{"role": "user", "content": content}])
+    return f"Context: {context}\n\nQuestion: {question}" if context else question
+
+
+def mixed_prompt(engine, i: int) -> str:
+    """`mixed_content(i)` as a chat prompt for the in-process engine."""
+    return engine.apply_chat_template([{"role": "user", "content": mixed_content(i)}])
 
 
 def _stream_one(engine, prompt: str, max_tokens: int, lock) -> dict:
@@ -283,6 +311,45 @@ def prefix_bench(args) -> int:
     return 0
 
 
+def peer_bench(args) -> int:
+    """`cpm serve` and each `--peer`, one after another on the same load; see the module doc."""
+    from bench.peers.servers import SERVED_NAME, Server, missing
+
+    kinds = ["cpm", *dict.fromkeys(args.peer)]
+    for kind in kinds:
+        reason = missing(kind)
+        if reason:
+            print(f"cpm bench serve: {reason}", file=sys.stderr)
+            return 2
+    rows = []
+    for kind in kinds:
+        print(f"{kind}: starting (log in {args.log_dir})", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        server = Server(kind, args.log_dir, parallel=args.clients)
+        try:
+            server.ready()
+            startup = round(time.perf_counter() - t0, 1)
+            print(f"{kind}: ready in {startup} s; {args.clients} clients x {args.requests} requests",
+                  file=sys.stderr, flush=True)
+            load = asyncio.run(load_test(server.url.removesuffix("/v1"), args.clients, args.requests,
+                                         args.max_tokens, True, mixed=True, model=SERVED_NAME))
+        finally:
+            server.stop()
+        row = {"server": kind, "startup_s": startup, **load}
+        rows.append(row)
+        if not args.json:
+            print(f"{kind:>12}: {row['req_s']:.2f} req/s, {row['completion_tok_s']:.1f} tok/s, TTFT p50 "
+                  f"{row['ttft_p50_s']:.2f} s p99 {row['ttft_p99_s']:.2f} s", flush=True)
+    base = rows[0]
+    for row in rows[1:]:
+        row["cpm_tok_s_ratio"] = round(base["completion_tok_s"] / (row["completion_tok_s"] or 1e-9), 2)
+        row["cpm_ttft_p50_ratio"] = round(row["ttft_p50_s"] / (base["ttft_p50_s"] or 1e-9), 2)
+    report = {"model": SERVED_NAME, "clients": args.clients, "requests_per_client": args.requests,
+              "max_tokens": args.max_tokens, "stream": True, "prompts": "mixed", "runs": rows}
+    print(json.dumps(report, indent=None if args.json else 2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cpm bench serve", description=__doc__)
     ap.add_argument("--model", default="smollm2-135m")
@@ -298,11 +365,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch", type=int, action="append", help="--http: server --max-batch values to compare "
                     "(repeatable; default 1 and 8)")
     ap.add_argument("--stream", action="store_true", help="--http: clients stream (SSE)")
+    ap.add_argument("--peer", action="append", choices=("vllm", "llama-server"), default=[],
+                    help="also serve the same load from this real peer (repeatable; installed by "
+                         "bench/peers/install.sh into .peers/), after `cpm serve`, in the same run")
     ap.add_argument("--log-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.prefix:
         return prefix_bench(args)
+    if args.peer:
+        return peer_bench(args)
     if not args.http:
         return in_process(args)
     rows = []

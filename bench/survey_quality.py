@@ -124,20 +124,22 @@ def build_judges(names: list[str], model) -> dict:
 
 
 async def write_new(topic: str, model, index, settings) -> tuple[str, dict, float]:
+    from agents.events import SurveyDone
     from agents.survey.runner import stream_survey
 
     start = time.perf_counter()
-    done: dict = {}
+    done = None
     with tempfile.TemporaryDirectory(prefix="cpm-survey-quality-") as tmp:
         async for event in stream_survey(topic, model=model, retriever=index, db_path=Path(tmp) / "ck.sqlite",
                                          settings=settings):
-            if event["event"] == "done":
+            if isinstance(event, SurveyDone):
                 done = event
-    return done["markdown"], done["trace"], time.perf_counter() - start
+    return done.markdown, done.trace, time.perf_counter() - start
 
 
 # Run in the baseline's own tree: its survey graph with the sizes `cpm demo` passes (queries 0, which its
-# `cpm survey` flags do not allow), so both writers get the same request.
+# `cpm survey` flags do not allow), so both writers get the same request. A baseline from before the typed
+# events (agents/events.py) yields dicts; a later one yields events whose to_dict() is the same dict.
 _BASELINE = """
 import asyncio, sys, tempfile
 from pathlib import Path
@@ -155,8 +157,9 @@ async def run():
     with tempfile.TemporaryDirectory() as tmp:
         async for event in stream_survey(topic, model=model, retriever=Index.open(index),
                                          db_path=Path(tmp) / "ck.sqlite", settings=settings):
-            if event["event"] == "done":
-                Path(out).write_text(event["markdown"])
+            data = event if isinstance(event, dict) else event.to_dict()
+            if data["event"] == "done":
+                Path(out).write_text(data["markdown"])
 
 asyncio.run(run())
 """

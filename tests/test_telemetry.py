@@ -77,6 +77,7 @@ async def test_telemetry_in_tool_session_and_transcript(recorded, tmp_path):
     import sys
 
     from agents.tools.configuration import Configuration
+    from agents.events import Answer, ModelStep
     from agents.tools.session import ToolSession
     from agents.tools.transcript import Transcript
     from mcp_client import MCPManager
@@ -89,15 +90,17 @@ async def test_telemetry_in_tool_session_and_transcript(recorded, tmp_path):
         async with ToolSession(model=chat, mcp=mcp, db_path=tmp_path / "s.db", settings=settings) as session:
             events = [e async for e in session.ask("What time is it in UTC?")]
             session_id = session.session_id
-    steps = [e for e in events if e["event"] == "step"]
+    steps = [e for e in events if isinstance(e, ModelStep)]
     answer = events[-1]
-    assert [s["step"] for s in steps] == [1, 2] and len(answer["telemetry"]["steps"]) == 2
+    assert isinstance(answer, Answer)
+    assert [s.step for s in steps] == [1, 2] and len(answer.telemetry["steps"]) == 2
     for key in ADDITIVE:
-        assert answer["telemetry"]["total"][key] == pytest.approx(sum(s["telemetry"][key] for s in steps))
+        assert answer.telemetry["total"][key] == pytest.approx(sum(s.telemetry[key] for s in steps))
     transcript = Transcript(tmp_path / "s.db")
-    logged = [e for e in transcript.events(session_id) if e["event"] in ("step", "answer")]
+    logged = [e for e in transcript.events(session_id) if isinstance(e, (ModelStep, Answer))]
     transcript.close()
-    assert [e["event"] for e in logged] == ["step", "step", "answer"]
+    assert [type(e) for e in logged] == [ModelStep, ModelStep, Answer]
+    assert logged == [*steps, answer]   # the transcript reads back the events as they were streamed
 
 
 def test_telemetry_attention_mode_from_the_sparse_backend():

@@ -6,6 +6,8 @@ import asyncio
 import json
 import sys
 
+from agents.events import Answer, AnswerToken, Approval, ChatEvent, InvalidCall, ToolCall, ToolResult
+
 RESULT_PREVIEW = 400   # characters of a tool result shown inline; the model sees the whole (truncated) text
 
 
@@ -51,35 +53,32 @@ class ChatView:
             if isinstance(m.content, str) and m.content:
                 self.console.print(f"[{kind}] {m.content[:200]}", style="dim", markup=False)
 
-    def event(self, event: dict) -> None:
-        kind = event["event"]
-        if kind == "token" and not self.quiet:
-            if not self._in_answer:
-                self.console.print("assistant> ", end="", style="bold", markup=False)
-                self._in_answer = True
-            self.console.print(event["text"], end="", markup=False)
-        elif kind == "tool_call":
-            self._end_answer()
-            self.console.print(f"→ {event['name']} {json.dumps(event['args'], ensure_ascii=False)}",
-                               style="cyan", markup=False)
-        elif kind == "approval" and not event["approved"]:
-            self.console.print(f"  {event['name']} not approved: not run", style="yellow", markup=False)
-        elif kind == "tool_result":
-            text = event["text"] if len(event["text"]) <= RESULT_PREVIEW else event["text"][:RESULT_PREVIEW] + " …"
-            style = "red" if event["is_error"] else "green"
-            self.console.print(f"← {event['name']} ({event['duration_s']:.2f}s): {text}", style=style, markup=False)
-        elif kind == "invalid_call":
-            self._end_answer()
-            self.console.print(event["error"], style="yellow", markup=False)
-        elif kind == "answer":
-            if self.quiet:
-                return
-            if not self._in_answer and event["text"]:
-                self.console.print("assistant> " + event["text"], markup=False, end="")
-                self._in_answer = True
-            self._end_answer()
-            if event["stopped"] == "step_limit":
-                self.note(f"(stopped at the step limit: {event['steps']} model calls)")
+    def event(self, event: ChatEvent) -> None:
+        match event:
+            case AnswerToken(text=text) if not self.quiet:
+                if not self._in_answer:
+                    self.console.print("assistant> ", end="", style="bold", markup=False)
+                    self._in_answer = True
+                self.console.print(text, end="", markup=False)
+            case ToolCall(name=name, args=args):
+                self._end_answer()
+                self.console.print(f"→ {name} {json.dumps(args, ensure_ascii=False)}", style="cyan", markup=False)
+            case Approval(name=name, approved=False):
+                self.console.print(f"  {name} not approved: not run", style="yellow", markup=False)
+            case ToolResult():
+                text = event.text if len(event.text) <= RESULT_PREVIEW else event.text[:RESULT_PREVIEW] + " …"
+                self.console.print(f"← {event.name} ({event.duration_s:.2f}s): {text}",
+                                   style="red" if event.is_error else "green", markup=False)
+            case InvalidCall(error=error):
+                self._end_answer()
+                self.console.print(error, style="yellow", markup=False)
+            case Answer() if not self.quiet:
+                if not self._in_answer and event.text:
+                    self.console.print("assistant> " + event.text, markup=False, end="")
+                    self._in_answer = True
+                self._end_answer()
+                if event.stopped == "step_limit":
+                    self.note(f"(stopped at the step limit: {event.steps} model calls)")
 
     def _end_answer(self) -> None:
         if self._in_answer:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -31,7 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(tui.commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"tui.commands.{info.name}")
         module.register(sub)
+    _add_cache_switch(sub)
     return parser
+
+
+def _add_cache_switch(sub: argparse._SubParsersAction) -> None:
+    """Every command that loads a model (it takes --model, or it is `demo`) gets the engine's prefix-cache switch,
+    here rather than in each command module; nested commands (`cpm eval bfcl`) included."""
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_cache_switch(action)
+        options = command._option_string_actions
+        if ("--model" in options or name == "demo") and "--no-prefix-cache" not in options:
+            command.add_argument("--no-prefix-cache", action="store_true",
+                                 help="embedded engine: prefill every prompt from its start (no prefix cache; "
+                                      "same as CPM_PREFIX_CACHE=0)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if getattr(args, "no_prefix_cache", False):
+        os.environ["CPM_PREFIX_CACHE"] = "0"  # read by Engine.load, whichever layer loads the model
     try:
         return int(args.func(args) or 0)
     except user_errors() as exc:

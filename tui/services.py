@@ -48,14 +48,16 @@ class Services:
         return index
 
     def factscore_judge(self, choice: str = "auto", extract: str = "model") -> tuple[Any, Any, str]:
-        """(claim-extraction model or None, judge, model name), chosen as `cpm eval factscore` chooses them:
-        auto is the likelihood judge on the in-process engine (token log-probs; on CPU read by transformers
-        from the same GGUF file), the chat judge on a remote backend. Judges are kept: loading one takes long."""
-        from survey.factscore import LexicalJudge
-        from survey.factscore.choose import choose_judge
+        """(claim-extraction model or None, judge, model name), chosen as `cpm eval factscore` chooses them: auto
+        is the embedding judge (no language model); the chat model is loaded only for a judge that reads it
+        (likelihood, chat) or for claims extracted by the model. Judges are kept: loading one takes long."""
+        from survey.factscore.choose import choose_judge, needs_model
 
-        if choice == "lexical" and extract == "sentence":
-            return None, LexicalJudge(), "none"   # no model at all
+        if not needs_model(choice) and extract == "sentence":   # as `cpm eval factscore`: no language model at all
+            with self._lock:
+                if choice not in self._judges:
+                    self._judges[choice] = choose_judge(choice, None, "none")
+                return None, self._judges[choice], "none"
         llm = self.chat_model()   # greedy by default (temperature 0), so claims and verdicts repeat
         name = str(getattr(llm, "model_name", None) or self.settings.model)
         with self._lock:
@@ -143,8 +145,9 @@ def chat_sessions(db_path: str | Path, limit: int = 50) -> list[dict]:
         transcript.close()
 
 
-def chat_events(db_path: str | Path, session_id: str) -> list[dict]:
-    """The recorded events of one session (question, tool_call, approval, tool_result, answer, ...)."""
+def chat_events(db_path: str | Path, session_id: str) -> list:
+    """The recorded events of one session, typed (`agents.events`: Question, ToolCall, Approval, ToolResult,
+    Answer, ...)."""
     from agents.tools.transcript import Transcript
 
     transcript = Transcript(db_path)

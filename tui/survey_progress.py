@@ -5,6 +5,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from agents.events import (NodeFinished, OutlineReady, Retry, SectionDone, SectionsSaved, SectionToken,
+                           StageStarted, SurveyEvent, SurveyStarted)
+from survey.outline import Outline
+
 
 class SurveyProgress:
     """Context manager; `update(event)` for every event of `agents.survey.runner.stream_survey`."""
@@ -32,51 +36,49 @@ class SurveyProgress:
         """'2. Speculative decoding', from the outline; a number only before any outline is known."""
         return self.titles.get(section, f"section {section + 1}")
 
-    def _learn_outline(self, outline: dict | None) -> None:
-        for i, sec in enumerate((outline or {}).get("sections", [])):
-            self.titles[i] = f"{i + 1}. {sec['title']}"
+    def _learn_outline(self, outline: Outline | None) -> None:
+        for i, sec in enumerate(outline.sections if outline else []):
+            self.titles[i] = f"{i + 1}. {sec.title}"
 
     def _task(self, section: int) -> int:
         if section not in self.tasks:
             self.tasks[section] = self.progress.add_task(escape(self._name(section)[:48]), total=1, info="")
         return self.tasks[section]
 
-    def update(self, event: dict) -> None:
-        kind = event["event"]
-        if kind == "start":
-            verb = "resuming" if event["resume"] else "writing"
-            self.console.print(f"{verb} survey [bold]{event['thread_id']}[/] (resume with "
-                               f"`cpm survey --resume {event['thread_id']} --index {self.index}`)")
-            total = event["settings"]["sections"] + 2
-            self.overall = self.progress.add_task("survey", total=total, info="")
-            self._learn_outline(event.get("outline"))  # a resumed survey knows its outline from the start
-            if event["sections_done"] and event.get("outline"):
-                for i in event["sections_done"]:
-                    t = self._task(i)
-                    self.progress.update(t, completed=1, info="reused")
-                self.progress.advance(self.overall, len(event["sections_done"]))
-        elif kind == "outline":
-            self._learn_outline(event["outline"])
-            for i in range(len(event["outline"]["sections"])):
-                self._task(i)
-            self.progress.advance(self.overall, 1)
-        elif kind == "stage":
-            self.progress.update(self._task(event["section"]), info=event["stage"])
-        elif kind == "token":
-            s = event["section"]
-            self.tokens[s] = self.tokens.get(s, 0) + 1
-            self.progress.update(self._task(s), info=f"{event['stage']} ({self.tokens[s]} tok)")
-        elif kind == "retry":
-            self.console.print(f"[yellow]backend failed during {event['stage']} ({escape(self._name(event['section']))}),"
-                               f" retrying (attempt {event['attempt']}): {escape(event['error'])}[/]")
-        elif kind == "section_done":
-            self.progress.update(self._task(event["section"]), completed=1,
-                                 info=f"{event['cited']} papers cited, {event['seconds']:.0f}s")
-            self.progress.advance(self.overall, 1)
-        elif kind == "saved":
-            done = "; ".join(self._name(i) for i in event["sections"])
-            self.console.print(f"checkpoint: section {escape(done)} saved")  # tests match this prefix
-        elif kind == "node" and event["node"] == "frame":
-            for s in (-1, -2):
-                self.progress.update(self._task(s), completed=1, info="done")
-            self.progress.advance(self.overall, 1)
+    def update(self, event: SurveyEvent) -> None:
+        match event:
+            case SurveyStarted():
+                verb = "resuming" if event.resume else "writing"
+                self.console.print(f"{verb} survey [bold]{event.thread_id}[/] (resume with "
+                                   f"`cpm survey --resume {event.thread_id} --index {self.index}`)")
+                self.overall = self.progress.add_task("survey", total=event.settings["sections"] + 2, info="")
+                self._learn_outline(event.outline)  # a resumed survey knows its outline from the start
+                if event.sections_done and event.outline:
+                    for i in event.sections_done:
+                        self.progress.update(self._task(i), completed=1, info="reused")
+                    self.progress.advance(self.overall, len(event.sections_done))
+            case OutlineReady(outline=outline):
+                self._learn_outline(outline)
+                for i in range(len(outline.sections)):
+                    self._task(i)
+                self.progress.advance(self.overall, 1)
+            case StageStarted(section=section, stage=stage):
+                self.progress.update(self._task(section), info=stage)
+            case SectionToken(section=s, stage=stage):
+                self.tokens[s] = self.tokens.get(s, 0) + 1
+                self.progress.update(self._task(s), info=f"{stage} ({self.tokens[s]} tok)")
+            case Retry():
+                self.console.print(f"[yellow]backend failed during {event.stage} "
+                                   f"({escape(self._name(event.section))}), retrying (attempt {event.attempt}): "
+                                   f"{escape(event.error)}[/]")
+            case SectionDone():
+                self.progress.update(self._task(event.section), completed=1,
+                                     info=f"{event.cited} papers cited, {event.seconds:.0f}s")
+                self.progress.advance(self.overall, 1)
+            case SectionsSaved(sections=sections):
+                done = "; ".join(self._name(i) for i in sections)
+                self.console.print(f"checkpoint: section {escape(done)} saved")  # tests match this prefix
+            case NodeFinished(node="frame"):
+                for s in (-1, -2):
+                    self.progress.update(self._task(s), completed=1, info="done")
+                self.progress.advance(self.overall, 1)

@@ -2,6 +2,7 @@
 
 Environment (read here, at startup, never inside graph nodes): CPM_BACKEND (engine|openai), CPM_BASE_URL,
 CPM_API_KEY, CPM_MODEL. Explicit arguments win over the environment; a base URL alone implies "openai".
+Several servers: `--base-url` repeated, or a comma list (also in CPM_BASE_URL); the requests are spread over them.
 """
 from __future__ import annotations
 
@@ -55,11 +56,20 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model backend")
     g.add_argument("--backend", choices=BACKENDS, default=None,
                    help="engine (in-process, default) or openai (an OpenAI-compatible server); env CPM_BACKEND")
-    g.add_argument("--base-url", default=None, help="server URL for --backend openai, e.g. http://127.0.0.1:8000/v1;"
-                   " env CPM_BASE_URL")
+    g.add_argument("--base-url", default=None, action=BaseUrlAction,
+                   help="server URL for --backend openai, e.g. http://127.0.0.1:8000/v1; repeat it (or give a "
+                   "comma list) to spread the requests over several servers; env CPM_BASE_URL")
     g.add_argument("--model", default=None, help=f"model alias/path (engine, default {DEFAULT_MODEL}) or the "
                    "server's model name; env CPM_MODEL")
     g.add_argument("--api-key", default=None, help="API key for the server; env CPM_API_KEY")
+
+
+class BaseUrlAction(argparse.Action):
+    """`--base-url A --base-url B` -> "A,B": several servers stay one string option for every caller."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        previous = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, f"{previous},{values}" if previous else values)
 
 
 def chat_model_from_args(args: argparse.Namespace, **kwargs: Any):

@@ -2,8 +2,8 @@
 
 Each body section is its own task (sent by `dispatch`, at most `max_parallel` at a time), so the SQLite
 checkpointer records every finished section and a resumed run only writes the missing ones. Nodes stream
-progress through LangGraph's custom stream (`{"event": ...}` dicts); `agents.survey.runner` turns the
-stream into events for the CLI and the TUI.
+progress through LangGraph's custom stream as typed events (`agents.events`); `agents.survey.runner` adds its
+own and yields them to the CLI and the TUI.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
 from agents.chat import telemetry
+from agents.events import OutlineReady, Retry, SectionDone, SectionToken, StageStarted, SurveyStep
 from agents.survey import prompts
 from agents.survey.configuration import Configuration
 from agents.survey.state import SectionTask, SurveyContext, SurveyState
@@ -45,17 +46,17 @@ async def _ask(runtime: Runtime[SurveyContext], cfg: Configuration, section: int
                prompt: str, max_tokens: int, response_format: dict | None = None) -> tuple[str, Usage]:
     """One model call with token and retry events tagged with the section and stage."""
     emit = get_stream_writer()
-    emit({"event": "stage", "section": section, "stage": stage})
+    emit(StageStarted(section=section, stage=stage))
     text, usage = await generate(
         runtime.context.model, prompts.SYSTEM, prompt, retries=cfg.retries, backoff_s=cfg.backoff_s,
         max_tokens=max_tokens, response_format=response_format,
-        on_token=lambda t: emit({"event": "token", "section": section, "stage": stage, "text": t}),
-        on_retry=lambda n, exc: emit({"event": "retry", "section": section, "stage": stage, "attempt": n,
-                                      "error": f"{type(exc).__name__}: {exc}"}))
+        on_token=lambda t: emit(SectionToken(section=section, stage=stage, text=t)),
+        on_retry=lambda n, exc: emit(Retry(section=section, stage=stage, attempt=n,
+                                           error=f"{type(exc).__name__}: {exc}")))
     # Label the call's telemetry with where it was spent, for the trace and the --stats table.
     steps = [{"section": section, "stage": stage, **step} for step in usage.steps]
     for step in steps:
-        emit({"event": "step", "section": section, "stage": stage, "telemetry": step})
+        emit(SurveyStep(section=section, stage=stage, telemetry=step))
     return text, usage.model_copy(update={"steps": steps})
 
 
@@ -101,7 +102,7 @@ async def plan(state: SurveyState, config: RunnableConfig,
         plans.append(SectionPlan(title=heading, goal=section_goal(kp), source_ids=[s.id for s in group],
                                  keyphrases=kp, named_by=named_by, rejected_name=rejected))
     outline = Outline(title=outline_title(topic), sections=plans)
-    get_stream_writer()({"event": "outline", "outline": outline.model_dump()})
+    get_stream_writer()(OutlineReady(outline=outline))
     return Command(goto="dispatch", update={
         "outline": outline.model_dump(), "plan_sources": [s.model_dump() for s in sources],
         "plan_usage": usage.model_dump(), "plan_s": time.perf_counter() - start})
@@ -234,7 +235,7 @@ async def section(task: SectionTask, config: RunnableConfig,
         queries += parse_queries(text, cfg.queries_per_section)
     # Step 2: the group first; retrieval adds papers no other group holds, so a small group still gets its
     # floor of citations and a weak paper of the group can be passed over.
-    get_stream_writer()({"event": "stage", "section": index, "stage": "retrieve"})
+    get_stream_writer()(StageStarted(section=index, stage="retrieve"))
     found: list[Source] = []
     for query in queries:
         found += await _search(runtime, query, cfg.hits_per_query)
@@ -256,8 +257,8 @@ async def section(task: SectionTask, config: RunnableConfig,
     # The cited papers travel with the event so a front end can list them (the TUI's references panel).
     cited = [src.model_dump(include={"id", "title", "authors", "year", "text"})
              for src in result.sources if src.id in result.cited_ids]
-    get_stream_writer()({"event": "section_done", "section": index, "title": sec.title,
-                         "cited": len(result.cited_ids), "seconds": result.seconds, "sources": cited})
+    get_stream_writer()(SectionDone(section=index, title=sec.title, cited=len(result.cited_ids),
+                                    seconds=result.seconds, sources=cited))
     return Command(goto="dispatch", update={"sections": {str(index): result.model_dump()}})
 
 

@@ -1,9 +1,10 @@
 """Run or resume a survey with the SQLite checkpointer, yielding events for the CLI and the TUI.
 
-Events are dicts with an "event" key: `start`, `outline`, `stage`, `token`, `step` (one model call's engine
-telemetry), `retry`, `section_done`, `node` (a graph node finished), `saved` (sections now in the checkpoint: a
-resume will not redo them) and finally `done` (with the final state's markdown, bibtex and trace, whose
-`telemetry` holds every step and their total).
+Events are the typed `agents.events.SurveyEvent`s: `SurveyStarted`, `OutlineReady`, `StageStarted`,
+`SectionToken`, `SurveyStep` (one model call's engine telemetry), `Retry`, `SectionDone`, `NodeFinished` (a graph
+node finished), `SectionsSaved` (sections now in the checkpoint: a resume will not redo them) and finally
+`SurveyDone` (with the final state's markdown, bibtex and trace, whose `telemetry` holds every step and their
+total).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from agents.events import NodeFinished, SectionDone, SectionsSaved, SurveyDone, SurveyEvent, SurveyStarted
 from agents.survey.configuration import Configuration
 from agents.survey.graph import build_graph
 from agents.survey.state import SurveyContext
@@ -46,7 +48,8 @@ def embedder_for(retriever: Any) -> Callable[[list[str]], Any] | None:
 
 async def stream_survey(topic: str | None, *, model: Any, retriever: Any, db_path: Path,
                         settings: Configuration | None = None, thread_id: str | None = None,
-                        resume: bool = False, embed: Callable[[list[str]], Any] | None = None) -> AsyncIterator[dict]:
+                        resume: bool = False,
+                        embed: Callable[[list[str]], Any] | None = None) -> AsyncIterator[SurveyEvent]:
     """Write (or with `resume`, continue) the survey of `thread_id`, yielding progress events.
 
     `embed` (texts -> unit vectors) groups the retrieved papers into sections; by default the retriever's own
@@ -75,9 +78,9 @@ async def stream_survey(topic: str | None, *, model: Any, retriever: Any, db_pat
         done_before = []
         if resume:
             done_before = sorted(int(k) for k in snapshot.values.get("sections", {}))
-        yield {"event": "start", "thread_id": thread_id, "topic": topic, "run_id": run_id, "resume": resume,
-               "settings": settings.model_dump(), "sections_done": done_before,
-               "outline": snapshot.values.get("outline") if resume else None}
+        yield SurveyStarted(thread_id=thread_id, topic=topic, run_id=run_id, resume=resume,
+                            settings=settings.model_dump(), sections_done=done_before,
+                            outline=snapshot.values.get("outline") if resume else None)
         start = time.perf_counter()
         context = SurveyContext(model=model, retriever=retriever, run_id=run_id,
                                 embed=embed or embedder_for(retriever))
@@ -87,17 +90,17 @@ async def stream_survey(topic: str | None, *, model: Any, retriever: Any, db_pat
         async for mode, chunk in graph.astream(graph_input, config, context=context, durability="sync",
                                                stream_mode=["updates", "custom"]):
             if mode == "custom":
-                if chunk.get("event") == "section_done":
-                    finished.append(chunk["section"])
+                if isinstance(chunk, SectionDone):
+                    finished.append(chunk.section)
                 yield chunk
                 continue
             for node in chunk:
-                yield {"event": "node", "node": node}
+                yield NodeFinished(node=node)
                 # `dispatch` runs in the step after the sections it follows, so their checkpoint is on disk.
                 if node == "dispatch" and finished:
-                    yield {"event": "saved", "sections": sorted(finished)}
+                    yield SectionsSaved(sections=sorted(finished))
                     finished = []
         final = await graph.aget_state(config)
-        yield {"event": "done", "thread_id": thread_id, "run_id": run_id, "wall_s": time.perf_counter() - start,
-               "markdown": final.values.get("markdown"), "bibtex": final.values.get("bibtex"),
-               "trace": final.values.get("trace")}
+        yield SurveyDone(thread_id=thread_id, run_id=run_id, wall_s=time.perf_counter() - start,
+                         markdown=final.values.get("markdown"), bibtex=final.values.get("bibtex"),
+                         trace=final.values.get("trace"))

@@ -2,8 +2,8 @@
 
 Nodes are async `(state, config, runtime) -> Command`. Tool failures, denials, unknown tools and unparsable
 calls all go back to the model as text, so a turn always ends with an answer. Progress goes out on LangGraph's
-custom stream (`{"event": ...}` dicts); model tokens on the "messages" stream. Each model call sends a `step`
-event with its engine telemetry (agents/chat/telemetry.py) and the reasoning it wrote, if any.
+custom stream as typed events (`agents.events`); model tokens on the "messages" stream. Each model call sends a
+`ModelStep` with its engine telemetry (agents/chat/telemetry.py) and the reasoning it wrote, if any.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from agents.chat.telemetry import StepTelemetry
+from agents.events import Approval, InvalidCall, ModelStep, ToolCall, ToolResult
 from agents.tools import prompts
 from agents.tools.approval import ApprovalPolicy, ask
 from agents.tools.configuration import Configuration
@@ -92,9 +93,8 @@ async def model(state: ToolAgentState, config: RunnableConfig,
     start = time.perf_counter()
     reply = await runnable.ainvoke(messages, max_tokens=cfg.max_tokens,
                                    **({"reasoning": cfg.reasoning} if cfg.reasoning else {}))
-    get_stream_writer()({"event": "step", "step": steps,
-                         "telemetry": step_telemetry(reply, time.perf_counter() - start),
-                         "reasoning": reply.additional_kwargs.get("reasoning_content", "")})
+    get_stream_writer()(ModelStep(step=steps, telemetry=step_telemetry(reply, time.perf_counter() - start),
+                                  reasoning=reply.additional_kwargs.get("reasoning_content", "")))
     update: dict[str, Any] = {"messages": [reply], "steps": steps}
     if reply.tool_calls and not answer_now:
         return Command(goto="tools", update=update)
@@ -103,7 +103,7 @@ async def model(state: ToolAgentState, config: RunnableConfig,
         from agents.chat.toolcalls import format_errors_for_model
 
         errors = format_errors_for_model(invalid)
-        get_stream_writer()({"event": "invalid_call", "error": errors})
+        get_stream_writer()(InvalidCall(error=errors))
         update["messages"].append(HumanMessage(prompts.INVALID_CALLS.format(errors=errors),
                                                additional_kwargs={"cpm_note": True}))
         return Command(goto="model", update=update)
@@ -126,22 +126,22 @@ async def tools(state: ToolAgentState, config: RunnableConfig,
     calls = state["messages"][-1].tool_calls
     approved = []
     for call in calls:
-        emit({"event": "tool_call", "id": call["id"], "name": call["name"], "args": call["args"]})
+        emit(ToolCall(id=call["id"], name=call["name"], args=call["args"]))
         ok = True
         if policy.needs_approval(call["name"]):
             ok = await ask(ctx.approve, call["name"], call["args"])
-            emit({"event": "approval", "id": call["id"], "name": call["name"], "approved": ok})
+            emit(Approval(id=call["id"], name=call["name"], approved=ok))
         approved.append(ok)
 
     async def run_one(call: dict, ok: bool) -> ToolMessage:
         if not ok:
             message = ToolMessage(prompts.DENIED.format(name=call["name"]), tool_call_id=call["id"],
                                   name=call["name"], status="error", artifact={"denied": True})
-            emit({"event": "tool_result", "id": call["id"], "name": call["name"], "text": message.content,
-                  "is_error": True, "denied": True, "duration_s": 0.0, "truncated": False})
+            emit(ToolResult(id=call["id"], name=call["name"], text=message.content, is_error=True, denied=True))
             return message
         result = await ctx.mcp.call(call["name"], call["args"])
-        emit({"event": "tool_result", "id": call["id"], **result.as_dict(), "denied": False})
+        emit(ToolResult(id=call["id"], name=result.name, text=result.text, is_error=result.is_error,
+                        duration_s=round(result.duration_s, 4), truncated=result.truncated))
         return ToolMessage(result.text, tool_call_id=call["id"], name=call["name"],
                            status="error" if result.is_error else "success", artifact=result.as_dict())
 

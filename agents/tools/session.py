@@ -1,10 +1,10 @@
 """A chat session on the tool graph: turns streamed as events, messages checkpointed in SQLite per session,
 so `--session ID` resumes a conversation after an exit, Ctrl-C or crash.
 
-Events (dicts with an "event" key): `question`, `token` (answer text as it is decoded), `reasoning_token`
-(reasoning text as it is decoded, never part of the answer), `step` (one model call: its number, engine
-telemetry and reasoning), `tool_call`, `approval`, `tool_result`, `invalid_call`, and last `answer` (text,
-steps, why the turn stopped, the turn's tool calls, wall time, and `telemetry`: the turn's steps and their
+Events are the typed `agents.events.ChatEvent`s: `Question`, `AnswerToken` (answer text as it is decoded),
+`ReasoningToken` (reasoning text as it is decoded, never part of the answer), `ModelStep` (one model call: its
+number, engine telemetry and reasoning), `ToolCall`, `Approval`, `ToolResult`, `InvalidCall`, and last `Answer`
+(text, steps, why the turn stopped, the turn's tool calls, wall time, and `telemetry`: the turn's steps and their
 total). The CLI and the TUI render the same events; all but the token events go to the transcript.
 """
 from __future__ import annotations
@@ -19,6 +19,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 
 from agents.chat import telemetry
 from agents.errors import AgentError
+from agents.events import (Answer, AnswerToken, Approval, ChatEvent, Event, ModelStep, Question, ReasoningToken,
+                           ToolCall, ToolResult)
 from agents.tools.approval import ApprovalPolicy, ApproveFn
 from agents.tools.configuration import Configuration
 from agents.tools.graph import build_graph
@@ -82,7 +84,7 @@ class ToolSession:
         snapshot = await self.graph.aget_state(self._config())
         return list(snapshot.values.get("messages", [])) if snapshot.values else []
 
-    async def ask(self, question: str) -> AsyncIterator[dict]:
+    async def ask(self, question: str) -> AsyncIterator[ChatEvent]:
         """Run one user turn, yielding events; every event is also written to the transcript."""
         if not question.strip():
             raise AgentError("empty question")
@@ -94,11 +96,11 @@ class ToolSession:
         calls: dict[str, dict] = {}
         steps: list[dict] = []  # per model call: engine telemetry
 
-        def record(event: dict) -> dict:
+        def record(event: Event) -> Event:
             self.transcript.add(self.session_id, event)
             return event
 
-        yield record({"event": "question", "session": self.session_id, "text": question})
+        yield record(Question(session=self.session_id, text=question))
         turn_input = {"messages": [HumanMessage(question)], "steps": 0}
         streamed = False
         async for mode, chunk in self.graph.astream(turn_input, self._config(), context=context,
@@ -109,28 +111,26 @@ class ToolSession:
                     continue
                 text = message.content if isinstance(message.content, str) else ""
                 if isinstance(message, AIMessageChunk) and message.additional_kwargs.get("reasoning_content"):
-                    yield {"event": "reasoning_token", "text": message.additional_kwargs["reasoning_content"]}
+                    yield ReasoningToken(text=message.additional_kwargs["reasoning_content"])
                 # A model that cannot stream arrives here once, whole; a streaming one, in chunks.
                 if text and (isinstance(message, AIMessageChunk) or not streamed):
                     streamed = streamed or isinstance(message, AIMessageChunk)
-                    yield {"event": "token", "text": text}
+                    yield AnswerToken(text=text)
                 continue
-            if chunk.get("event") == "tool_call":
-                calls[chunk["id"]] = {"name": chunk["name"], "args": chunk["args"], "approval": "not asked"}
-            elif chunk.get("event") == "approval":
-                calls[chunk["id"]]["approval"] = "approved" if chunk["approved"] else "denied"
-            elif chunk.get("event") == "tool_result":
-                calls[chunk["id"]].update(result=chunk["text"], is_error=chunk["is_error"],
-                                          duration_s=chunk["duration_s"])
-            elif chunk.get("event") == "step":
-                steps.append({"step": chunk["step"], **chunk["telemetry"]})
+            if isinstance(chunk, ToolCall):
+                calls[chunk.id] = {"name": chunk.name, "args": chunk.args, "approval": "not asked"}
+            elif isinstance(chunk, Approval):
+                calls[chunk.id]["approval"] = "approved" if chunk.approved else "denied"
+            elif isinstance(chunk, ToolResult):
+                calls[chunk.id].update(result=chunk.text, is_error=chunk.is_error, duration_s=chunk.duration_s)
+            elif isinstance(chunk, ModelStep):
+                steps.append({"step": chunk.step, **chunk.telemetry})
             yield record(chunk)
         values = (await self.graph.aget_state(self._config())).values
         last = values["messages"][-1]
-        yield record({"event": "answer", "session": self.session_id, "text": _text(last),
-                      "steps": values.get("steps", 0), "stopped": values.get("stopped", "answer"),
-                      "tool_calls": list(calls.values()), "wall_s": round(time.perf_counter() - started, 3),
-                      "telemetry": telemetry.summary(steps)})
+        yield record(Answer(session=self.session_id, text=_text(last), steps=values.get("steps", 0),
+                            stopped=values.get("stopped", "answer"), tool_calls=list(calls.values()),
+                            wall_s=round(time.perf_counter() - started, 3), telemetry=telemetry.summary(steps)))
 
 
 def _text(message: BaseMessage) -> str:

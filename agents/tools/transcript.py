@@ -1,6 +1,9 @@
 """The readable side of a chat session in SQLite: one row per session (title, model, servers) and one per
 event (question, tool call with arguments, approval, result, answer). The graph's checkpointer keeps the
-messages themselves in the same file; this is what `--list-sessions` and the JSON trace read."""
+messages themselves in the same file; this is what `--list-sessions` and the JSON trace read.
+
+An event row holds the event's `to_dict()` JSON (`agents.events`); `events()` reads the rows back as typed
+events."""
 from __future__ import annotations
 
 import json
@@ -8,6 +11,11 @@ import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
+
+from agents.errors import AgentError
+from agents.events import Event, Question, parse_chat_event
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chat_sessions (
@@ -38,23 +46,35 @@ class Transcript:
     def exists(self, session_id: str) -> bool:
         return self._db.execute("SELECT 1 FROM chat_sessions WHERE id = ?", (session_id,)).fetchone() is not None
 
-    def add(self, session_id: str, event: dict[str, Any]) -> None:
+    def add(self, session_id: str, event: Event) -> None:
         now = time.time()
         with self._db:
             seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_events WHERE session_id = ?",
                                    (session_id,)).fetchone()[0]
             self._db.execute("INSERT INTO chat_events VALUES (?, ?, ?, ?, ?)",
-                             (session_id, seq, now, event.get("event", ""), json.dumps(event, default=str)))
-            if event.get("event") == "question":
+                             (session_id, seq, now, event.event, json.dumps(event.to_dict(), default=str)))
+            if isinstance(event, Question):
                 # The first question names the session in listings.
                 self._db.execute("UPDATE chat_sessions SET title = COALESCE(title, ?), updated = ? WHERE id = ?",
-                                 (str(event.get("text", ""))[:80], now, session_id))
+                                 (event.text[:80], now, session_id))
             else:
                 self._db.execute("UPDATE chat_sessions SET updated = ? WHERE id = ?", (now, session_id))
 
-    def events(self, session_id: str) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT data FROM chat_events WHERE session_id = ? ORDER BY seq", (session_id,))
-        return [json.loads(r[0]) for r in rows]
+    def events(self, session_id: str) -> list[Event]:
+        """The session's events in order; a row this version cannot read is an AgentError that names it."""
+        rows = self._db.execute("SELECT seq, data FROM chat_events WHERE session_id = ? ORDER BY seq", (session_id,))
+        out = []
+        for seq, data in rows:
+            try:
+                out.append(parse_chat_event(json.loads(data)))
+            except ValidationError as exc:   # a kind or field this version does not know
+                first = exc.errors()[0]
+                where = ".".join(map(str, first["loc"]))
+                raise AgentError(f"chat session {session_id}: event {seq} cannot be read: "
+                                 f"{where + ': ' if where else ''}{first['msg']}") from exc
+            except json.JSONDecodeError as exc:
+                raise AgentError(f"chat session {session_id}: event {seq} is not JSON: {exc}") from exc
+        return out
 
     def sessions(self, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT id, created, updated, title, model FROM chat_sessions "

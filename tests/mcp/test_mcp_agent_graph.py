@@ -11,6 +11,7 @@ from mcp_scripted_model import ScriptedChatModel, call, calls
 from mcp_test_entries import own_server_entry, sqlite_entry
 
 from agents.errors import AgentError
+from agents.events import Answer, InvalidCall, ToolCall, ToolResult
 from agents.tools.approval import ApprovalPolicy
 from agents.tools.configuration import Configuration
 from agents.tools.history import past_turns_as_answers, trim_history
@@ -20,6 +21,7 @@ from mcp_client import MCPManager
 
 async def run_turn(session, question):
     events = [e async for e in session.ask(question)]
+    assert isinstance(events[-1], Answer)
     return events, events[-1]
 
 
@@ -33,12 +35,12 @@ async def test_parallel_calls_and_unknown_tool(tmp_path):
             started = time.monotonic()
             events, answer = await run_turn(session, "sleep twice")
             wall = time.monotonic() - started
-    assert answer["text"] == "Both slept." and answer["stopped"] == "answer" and answer["steps"] == 2
-    results = {e["id"]: e for e in events if e["event"] == "tool_result"}
-    assert results["a"]["text"] == results["b"]["text"] == "woke up"
+    assert answer.text == "Both slept." and answer.stopped == "answer" and answer.steps == 2
+    results = {e.id: e for e in events if isinstance(e, ToolResult)}
+    assert results["a"].text == results["b"].text == "woke up"
     # The two 3 s sleeps overlapped: one after the other they take 6 s; 1.5 s is room for a loaded machine.
-    assert wall < results["a"]["duration_s"] + results["b"]["duration_s"] - 1.5
-    assert results["c"]["is_error"] and "no tool 'frobnicate'" in results["c"]["text"]
+    assert wall < results["a"].duration_s + results["b"].duration_s - 1.5
+    assert results["c"].is_error and "no tool 'frobnicate'" in results["c"].text
     # The model's second request carries all three results, the failed one included.
     sent = [m for m in model.requests[1]["messages"] if isinstance(m, ToolMessage)]
     assert [m.tool_call_id for m in sent] == ["a", "b", "c"] and sent[2].status == "error"
@@ -66,9 +68,9 @@ async def test_denied_tool_never_runs(tmp_path, sqlite_server):
                                settings=Configuration(approve="always")) as session:
             events, answer = await run_turn(session, "add a pen")
         assert asked == ["db.write_query"] and rows(db) == []            # denied: the server never saw it
-        result = next(e for e in events if e["event"] == "tool_result")
-        assert result["denied"] and "did not approve" in result["text"]
-        assert answer["tool_calls"][0]["approval"] == "denied"
+        result = next(e for e in events if isinstance(e, ToolResult))
+        assert result.denied and "did not approve" in result.text
+        assert answer.tool_calls[0]["approval"] == "denied"
 
         # No one to ask (a script without a terminal): also denied.
         model = ScriptedChatModel(script=[calls(insert), AIMessage("no")])
@@ -86,7 +88,7 @@ async def test_denied_tool_never_runs(tmp_path, sqlite_server):
                                settings=Configuration(approve="db.read_*")) as session:
             _, answer = await run_turn(session, "add a pen")
         assert asked == ["db.write_query"] and rows(db) == [("pen",)]
-        assert [c["approval"] for c in answer["tool_calls"]] == ["not asked", "approved"]
+        assert [c["approval"] for c in answer.tool_calls] == ["not asked", "approved"]
 
 
 async def test_one_tool_round_then_an_answer_from_the_results(tmp_path):
@@ -96,8 +98,8 @@ async def test_one_tool_round_then_an_answer_from_the_results(tmp_path):
         async with ToolSession(model=model, mcp=mcp, db_path=tmp_path / "s.db",
                                settings=Configuration(approve="never")) as session:
             events, answer = await run_turn(session, "echo once")
-    assert answer["stopped"] == "answer" and answer["steps"] == 2
-    assert len([e for e in events if e["event"] == "tool_call"]) == 1
+    assert answer.stopped == "answer" and answer.steps == 2
+    assert len([e for e in events if isinstance(e, ToolCall)]) == 1
     assert model.requests[-1]["tools"] == []
     assert "without calling more tools" in model.requests[-1]["messages"][-1].content
 
@@ -108,8 +110,8 @@ async def test_step_limit_ends_with_an_answer_without_tools(tmp_path):
         async with ToolSession(model=model, mcp=mcp, db_path=tmp_path / "s.db",
                                settings=Configuration(approve="never", max_steps=3, tool_rounds=5)) as session:
             events, answer = await run_turn(session, "loop forever")
-    assert answer["stopped"] == "step_limit" and answer["steps"] == 3
-    assert len([e for e in events if e["event"] == "tool_call"]) == 2
+    assert answer.stopped == "step_limit" and answer.steps == 3
+    assert len([e for e in events if isinstance(e, ToolCall)]) == 2
     assert model.requests[-1]["tools"] == []          # the last call had no tools to call
     assert "without calling more tools" in model.requests[-1]["messages"][-1].content
 
@@ -121,10 +123,10 @@ async def test_unparsable_calls_go_back_to_the_model(tmp_path):
     async with MCPManager({"mcpServers": {"t": own_server_entry()}}) as mcp:
         async with ToolSession(model=model, mcp=mcp, db_path=tmp_path / "s.db") as session:
             events, answer = await run_turn(session, "add")
-    assert any(e["event"] == "invalid_call" and "arguments are not JSON" in e["error"] for e in events)
+    assert any(isinstance(e, InvalidCall) and "arguments are not JSON" in e.error for e in events)
     feedback = model.requests[1]["messages"][-1]
     assert isinstance(feedback, HumanMessage) and "arguments are not JSON" in feedback.content
-    assert answer["text"] == "Sorry."
+    assert answer.text == "Sorry."
 
 
 async def test_session_resumes_from_sqlite(tmp_path):
@@ -138,7 +140,7 @@ async def test_session_resumes_from_sqlite(tmp_path):
         async with ToolSession(model=model, mcp=mcp, db_path=db, session_id=session_id, resume=True) as s:
             assert len(await s.history()) == 4           # question, call, result, answer
             _, answer = await run_turn(s, "what was the result?")
-            assert [e["event"] for e in s.transcript.events(session_id)].count("answer") == 2
+            assert [type(e) for e in s.transcript.events(session_id)].count(Answer) == 2
             new_id = s.reset()
             assert new_id != session_id and await s.history() == []
         sent = model.requests[0]["messages"]

@@ -11,6 +11,7 @@ import pytest
 
 from mcp_test_entries import time_entry
 
+from agents.events import Answer, ToolCall, ToolResult
 from agents.tools.configuration import Configuration
 from agents.tools.session import ToolSession
 from mcp_client import MCPManager
@@ -29,13 +30,14 @@ async def test_tokyo_time_in_auto_mode(chat, tmp_path):
         settings = Configuration(approve="never", max_tokens=64)
         async with ToolSession(model=chat, mcp=mcp, db_path=tmp_path / "s.db", settings=settings) as session:
             events = [e async for e in session.ask("What time is it now in Tokyo?")]
-    calls = [e for e in events if e["event"] == "tool_call"]
-    assert [c["name"] for c in calls] == ["time.get_current_time"], events
-    assert calls[0]["args"]["timezone"] in zoneinfo.available_timezones()
-    result = next(e for e in events if e["event"] == "tool_result")
-    assert not result["is_error"], result
-    when = json.loads(result["text"])["datetime"]           # e.g. 2026-12-08T08:19:44+09:00
+    calls = [e for e in events if isinstance(e, ToolCall)]
+    assert [c.name for c in calls] == ["time.get_current_time"], events
+    assert calls[0].args["timezone"] in zoneinfo.available_timezones()
+    result = next(e for e in events if isinstance(e, ToolResult))
+    assert not result.is_error, result
+    when = json.loads(result.text)["datetime"]           # e.g. 2026-12-08T08:19:44+09:00
     hour_minute = re.search(r"T(\d\d:\d\d)", when).group(1)
     answer = events[-1]
-    assert hour_minute in answer["text"], (when, answer["text"])
-    assert "<tool_response>" not in answer["text"] and "<tool_call>" not in answer["text"]
+    assert isinstance(answer, Answer)
+    assert hour_minute in answer.text, (when, answer.text)
+    assert "<tool_response>" not in answer.text and "<tool_call>" not in answer.text

@@ -5,6 +5,7 @@ from contextlib import aclosing
 
 import pytest
 
+from agents.events import Retry, SectionDone, SectionsSaved, SurveyDone, SurveyStarted
 from agents.survey.configuration import Configuration
 from agents.survey.runner import stream_survey
 from doubles import QuotingChat
@@ -21,7 +22,7 @@ async def _run(topic, model, retriever, db, settings=None, thread_id=None, resum
     async with aclosing(stream):
         async for ev in stream:
             events.append(ev)
-            if stop_after and sum(len(e["sections"]) for e in events if e["event"] == "saved") >= stop_after:
+            if stop_after and sum(len(e.sections) for e in events if isinstance(e, SectionsSaved)) >= stop_after:
                 break  # like Ctrl-C once that section is checkpointed: the generator is closed mid-run
     return events
 
@@ -36,15 +37,16 @@ def index(survey_index):
 async def test_survey_backend_failure_is_retried_and_reported(index, tmp_path):
     settings = Configuration(sections=3, words_per_section=60, backoff_s=0.0, write_mode="section")
     events = await _run(TOPIC, QuotingChat(fail_on=[3]), index, tmp_path / "ck.sqlite", settings)
-    retries = [e for e in events if e["event"] == "retry"]
-    assert len(retries) == 1 and "scripted failure" in retries[0]["error"]
+    retries = [e for e in events if isinstance(e, Retry)]
+    assert len(retries) == 1 and "scripted failure" in retries[0].error
     done = events[-1]
-    assert done["trace"]["totals"]["retries"] == 1
-    assert "ConnectionError" in done["trace"]["totals"]["errors"][0]
-    parsed = parse_survey(done["markdown"])
+    assert isinstance(done, SurveyDone)
+    assert done.trace["totals"]["retries"] == 1
+    assert "ConnectionError" in done.trace["totals"]["errors"][0]
+    parsed = parse_survey(done.markdown)
     assert len(parsed.sections) == 5  # introduction, 3 sections, conclusion
-    retrieved = {d for s in done["trace"]["sections"] for d in s["retrieved_ids"]}
-    assert citation_problems(done["markdown"], retrieved) == []
+    retrieved = {d for s in done.trace["sections"] for d in s["retrieved_ids"]}
+    assert citation_problems(done.markdown, retrieved) == []
 
 
 async def test_survey_backend_down_stops_with_resume_hint_then_resumes(index, tmp_path):
@@ -55,22 +57,23 @@ async def test_survey_backend_down_stops_with_resume_hint_then_resumes(index, tm
         async for ev in stream_survey(TOPIC, model=QuotingChat(fail_on=list(range(3, 50))), retriever=index,
                                       db_path=db, settings=settings):
             start = start or ev
-    events = await _run(None, QuotingChat(), index, db, thread_id=start["thread_id"], resume=True)
-    assert events[-1]["markdown"].count("\n## ") == 5
+    assert isinstance(start, SurveyStarted)
+    events = await _run(None, QuotingChat(), index, db, thread_id=start.thread_id, resume=True)
+    assert events[-1].markdown.count("\n## ") == 5
 
 
 async def test_survey_interrupt_after_two_sections_resumes_without_rewriting_them(index, tmp_path):
     db = tmp_path / "ck.sqlite"
     settings = Configuration(sections=4, words_per_section=60)
     first = await _run(TOPIC, QuotingChat(), index, db, settings, stop_after=2)
-    thread, run1 = first[0]["thread_id"], first[0]["run_id"]
+    thread, run1 = first[0].thread_id, first[0].run_id
     second = await _run(None, QuotingChat(), index, db, thread_id=thread, resume=True)
-    assert second[0]["sections_done"] == [0, 1]
-    assert [e["section"] for e in second if e["event"] == "section_done"] == [2, 3]
-    trace = second[-1]["trace"]["sections"]
+    assert second[0].sections_done == [0, 1] and second[0].outline is not None
+    assert [e.section for e in second if isinstance(e, SectionDone)] == [2, 3]
+    trace = second[-1].trace["sections"]
     assert all(s["grounded_sentences"] == 0 for s in trace if s["index"] >= 0)  # the summaries were kept
     runs = {s["index"]: s["run_id"] for s in trace}
-    assert runs[0] == runs[1] == run1 and runs[2] == runs[3] == second[0]["run_id"] != run1
+    assert runs[0] == runs[1] == run1 and runs[2] == runs[3] == second[0].run_id != run1
 
 
 class _NoHits:

@@ -1,5 +1,5 @@
 """The survey trace carries one telemetry step per model call (labelled with section and stage), the same steps
-stream out as `step` events, and the totals are their sums (test-double backend: no engine telemetry, so each
+stream out as `SurveyStep` events, and the totals are their sums (test-double backend: no engine telemetry, so each
 step is built from the call's usage and timing)."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 from doubles import QuotingChat
 
 from agents.chat.telemetry import stats_table
+from agents.events import SurveyDone, SurveyStep
 from agents.survey.configuration import Configuration
 from agents.survey.runner import stream_survey
 
@@ -24,10 +25,12 @@ async def test_survey_trace_telemetry_sums_its_steps(index, tmp_path):
     settings = Configuration(sections=2, words_per_section=40, sources_per_section=2, min_citations=2)
     events = [e async for e in stream_survey("efficient inference on device", model=QuotingChat(), retriever=index,
                                              db_path=tmp_path / "ck.sqlite", settings=settings)]
-    trace = events[-1]["trace"]
+    assert isinstance(events[-1], SurveyDone)
+    trace = events[-1].trace
     steps, total = trace["telemetry"]["steps"], trace["telemetry"]["total"]
-    streamed = [e for e in events if e["event"] == "step"]
+    streamed = [e for e in events if isinstance(e, SurveyStep)]
     assert len(steps) == len(streamed) == trace["totals"]["calls"] > 0
+    assert all(s.telemetry in steps for s in streamed)   # each streamed step is one of the trace's steps
     assert [(s["section"], s["stage"]) for s in steps][0] == (-1, "name 1")  # planning: the model names group 1
     for key in ADDITIVE:
         assert total[key] == pytest.approx(sum(s[key] for s in steps)), key

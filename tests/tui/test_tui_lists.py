@@ -4,6 +4,7 @@ import json
 
 from textual.widgets import DataTable
 
+from agents.events import Answer, Approval, Question, ToolCall, ToolResult
 from agents.tools.transcript import Transcript
 from tests.tui.test_tui_app import wait_for_group
 from tests.tui.test_tui_survey import small_index
@@ -20,13 +21,12 @@ def record_session(db, session_id: str) -> None:
     db.parent.mkdir(parents=True, exist_ok=True)
     transcript = Transcript(db)
     transcript.create(session_id, "smollm2-135m", ["time"])
-    for event in ({"event": "question", "session": session_id, "text": "What time is it in UTC?"},
-                  {"event": "tool_call", "id": "c1", "name": "time.get_current_time", "args": {"timezone": "UTC"}},
-                  {"event": "approval", "id": "c1", "name": "time.get_current_time", "approved": True},
-                  {"event": "tool_result", "id": "c1", "name": "time.get_current_time", "text": '{"datetime": "x"}',
-                   "is_error": False, "denied": False, "duration_s": 0.01},
-                  {"event": "answer", "session": session_id, "text": "It is noon in UTC.", "steps": 2,
-                   "stopped": "answer", "tool_calls": [], "wall_s": 1.0}):
+    for event in (Question(session=session_id, text="What time is it in UTC?"),
+                  ToolCall(id="c1", name="time.get_current_time", args={"timezone": "UTC"}),
+                  Approval(id="c1", name="time.get_current_time", approved=True),
+                  ToolResult(id="c1", name="time.get_current_time", text='{"datetime": "x"}', is_error=False,
+                             duration_s=0.01),
+                  Answer(session=session_id, text="It is noon in UTC.", steps=2, stopped="answer", wall_s=1.0)):
         transcript.add(session_id, event)
     transcript.close()
 
@@ -100,3 +100,30 @@ async def test_factscore_screen_scores_a_saved_survey(corpus_path, minilm_path, 
         await pilot.press("escape")
     report = json.loads((surveys / "small.factscore.json").read_text())
     assert report["summary"]["claims"] == 3 and report["judge"].startswith("lexical")
+
+
+async def test_factscore_screen_defaults_need_no_chat_model(corpus_path, minilm_path, tmp_path, monkeypatch):
+    """The screen opens on what `cpm eval factscore` defaults to (judge auto = embedding, one claim per sentence),
+    and that run never loads the chat model: here the settings name a model that does not exist, so loading it
+    would fail the run."""
+    index = small_index(corpus_path, tmp_path, n=12)
+    monkeypatch.chdir(tmp_path)
+    surveys = tmp_path / "out" / "surveys"
+    surveys.mkdir(parents=True)
+    (surveys / "small.md").write_text(survey_citing(tmp_path / "papers.jsonl"))
+    settings = TuiSettings(index_dir=str(index), model="no-such-model")
+    app = CpmApp(settings, Services(settings))
+    async with app.run_test(size=(140, 45)) as pilot:
+        await pilot.press("f7", "enter")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, FactScoreScreen)
+        assert (screen.query_one("#judge").value, screen.query_one("#extract").value) == ("auto", "sentence")
+        await pilot.click("#run-factscore")
+        await wait_for_group(app, pilot, "factscore", timeout=300)
+        assert not [n.message for n in app._notifications if n.severity == "error"]
+        table = screen.query_one("#factscore-table", DataTable)
+        assert table.get_row_at(table.row_count - 1)[:2] == ["overall", "3"]
+        assert app.services._chat_model is None
+    report = json.loads((surveys / "small.factscore.json").read_text())
+    assert report["judge"].startswith("embedding") and report["summary"]["claims_by_model"] == 0

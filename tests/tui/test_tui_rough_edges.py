@@ -1,7 +1,8 @@
 """Pilot tests of the rough edges a new user hit (issue 32): Enter in the sections field, outline states in view,
 references listed once, the header's rate after Esc, `cpm tui --index` in Survey mode, resume progress names.
 
-The survey events fed to the pane are the dicts `agents.survey.runner.stream_survey` yields; no model runs here.
+The survey events fed to the pane are the typed events `agents.survey.runner.stream_survey` yields; no model runs
+here.
 """
 import asyncio
 import io
@@ -9,6 +10,7 @@ import io
 from rich.console import Console
 from textual.widgets import ListView, TabbedContent, Tree
 
+from agents.events import OutlineReady, SectionDone, SectionsSaved, StageStarted, SurveyStarted
 from tests.tui.test_tui_app import wait_for_group
 from tui.app import CpmApp
 from tui.cli import build_parser
@@ -19,12 +21,13 @@ from tui.widgets import TokenRate
 from tui.widgets.survey import SurveyPane
 
 LONG = "Speculative decoding with draft trees and verification for large language model inference"
-OUTLINE = {"sections": [{"title": "Quantization"}, {"title": LONG}, {"title": "KV cache compression"}]}
+OUTLINE = {"title": "A survey", "sections": [{"title": t, "goal": "covers " + t}
+                                             for t in ("Quantization", LONG, "KV cache compression")]}
 
 
 def start_event(done=()):
-    return {"event": "start", "thread_id": "t1", "resume": bool(done), "settings": {"sections": 3},
-            "sections_done": list(done), "outline": OUTLINE if done else None}
+    return SurveyStarted(thread_id="t1", topic="inference", run_id="r1", resume=bool(done), settings={"sections": 3},
+                         sections_done=list(done), outline=OUTLINE if done else None)
 
 
 async def test_enter_in_sections_field_starts_the_survey():
@@ -46,12 +49,12 @@ async def test_outline_state_stays_in_view_and_references_are_listed_once():
         pane = app.query_one(SurveyPane)
         pane._reset()
         pane.show_event(start_event())
-        pane.show_event({"event": "outline", "outline": OUTLINE})
-        pane.show_event({"event": "stage", "section": 1, "stage": "write"})
+        pane.show_event(OutlineReady(outline=OUTLINE))
+        pane.show_event(StageStarted(section=1, stage="write"))
         a = {"id": "2503.00001", "title": "Paper A", "year": 2025}
         b = {"id": "2503.00002", "title": "Paper B", "year": 2025}
-        pane.show_event({"event": "section_done", "section": 0, "cited": 2, "seconds": 3.0, "sources": [a, b]})
-        pane.show_event({"event": "section_done", "section": 2, "cited": 2, "seconds": 3.0, "sources": [b, a]})
+        pane.show_event(SectionDone(section=0, title="Quantization", cited=2, seconds=3.0, sources=[a, b]))
+        pane.show_event(SectionDone(section=2, title="KV cache compression", cited=2, seconds=3.0, sources=[b, a]))
         await pilot.pause()
         tree = app.query_one("#outline", Tree)
         labels = [node.label.plain for node in tree.root.children]
@@ -97,7 +100,7 @@ async def test_resumed_survey_shows_section_titles():
         pane = app.query_one(SurveyPane)
         pane._reset()
         pane.show_event(start_event(done=[0]))
-        pane.show_event({"event": "stage", "section": 2, "stage": "retrieve"})
+        pane.show_event(StageStarted(section=2, stage="retrieve"))
         await pilot.pause()
         labels = [node.label.plain for node in app.query_one("#outline", Tree).root.children]
         assert labels == ["1. [done (reused)] Quantization", f"2. [waiting] {LONG}",
@@ -109,8 +112,8 @@ def test_cli_resume_progress_names_sections_by_title():
     console = Console(file=out, width=200, force_terminal=False)
     with SurveyProgress(console=console) as progress:
         progress.update(start_event(done=[0]))
-        progress.update({"event": "stage", "section": 2, "stage": "write"})
-        progress.update({"event": "saved", "sections": [2]})
+        progress.update(StageStarted(section=2, stage="write"))
+        progress.update(SectionsSaved(sections=[2]))
         descriptions = [t.description for t in progress.progress.tasks]
     assert "3. KV cache compression" in descriptions and "1. Quantization" in descriptions
     assert not any(d.startswith("section ") for d in descriptions), descriptions

@@ -8,6 +8,7 @@ import re
 
 from textual.widgets import DataTable, ListView, Tree
 
+from agents.events import SectionsSaved, SurveyDone
 from tests.tui.test_tui_app import screenshot, wait_for_group
 from tui.app import CpmApp
 from tui.screens.factscore import FactScoreScreen
@@ -39,20 +40,20 @@ async def test_survey_mode_interrupt_resume_save_factscore(corpus_path, smollm2_
     app = CpmApp(settings, Services(settings))
     async with app.run_test(size=(160, 45)) as pilot:
         pane = app.query_one(SurveyPane)
-        seen: list[str] = []
+        seen: list[type] = []
         show = pane.show_event
-        monkeypatch.setattr(pane, "show_event", lambda event: (seen.append(event["event"]), show(event)))
+        monkeypatch.setattr(pane, "show_event", lambda event: (seen.append(type(event)), show(event)))
         await pilot.press("f2")
         app.query_one("#topic").value = "efficient LLM inference with quantization"
         app.query_one("#sections").value = "2"
         await pilot.click("#write")
-        while "saved" not in seen:   # the first section is in the checkpoint: interrupt the run
-            assert "done" not in seen and any(w.group == "survey" for w in app.workers), seen
+        while SectionsSaved not in seen:   # the first section is in the checkpoint: interrupt the run
+            assert SurveyDone not in seen and any(w.group == "survey" for w in app.workers), seen
             await asyncio.sleep(0.1)
         await pilot.press("escape")
         await asyncio.to_thread(pane.idle.wait, 600)   # the survey thread ends at its next event
         await pilot.pause()
-        assert "done" not in seen and "stopped;" in str(app.query_one("#survey-status").render())
+        assert SurveyDone not in seen and "stopped;" in str(app.query_one("#survey-status").render())
         # Resume from the list: the interrupted survey is there with one section done.
         await pilot.press("f6")
         assert isinstance(app.screen, PickScreen)

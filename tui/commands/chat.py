@@ -144,21 +144,25 @@ async def _ensure_model(session, view, args) -> None:
 
 
 async def _once(session, view, args, steps: list[dict]) -> int:
+    from agents.events import Answer
+
     await _ensure_model(session, view, args)
     answer = None
     async for event in session.ask(args.once):
         view.event(event)
-        if event["event"] == "answer":
+        if isinstance(event, Answer):
             answer = event
-            steps += [{"turn": "q1", **s} for s in event["telemetry"]["steps"]]
+            steps += [{"turn": "q1", **s} for s in event.telemetry["steps"]]
     if args.json:
-        trace = {k: v for k, v in answer.items() if k not in ("event", "text")}
-        print(json.dumps({"question": args.once, "answer": answer["text"], **trace}, indent=2, default=str))
+        trace = {k: v for k, v in answer.to_dict().items() if k not in ("event", "text")}
+        print(json.dumps({"question": args.once, "answer": answer.text, **trace}, indent=2, default=str))
     return 0
 
 
 async def _repl(session, mcp, view, args, steps: list[dict]) -> int:
     import asyncio
+
+    from agents.events import Answer
 
     turn = 0
     while True:
@@ -188,5 +192,5 @@ async def _repl(session, mcp, view, args, steps: list[dict]) -> int:
         turn += 1
         async for event in session.ask(line):
             view.event(event)
-            if event["event"] == "answer":
-                steps += [{"turn": f"q{turn}", **s} for s in event["telemetry"]["steps"]]
+            if isinstance(event, Answer):
+                steps += [{"turn": f"q{turn}", **s} for s in event.telemetry["steps"]]

@@ -44,7 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                             "file to write (default: standard output)")
     p.add_argument("--backend", choices=["engine", "openai"], help="chat backend (default: $CPM_BACKEND or engine)")
     p.add_argument("--model", help="model alias or path (engine) or served model name (openai)")
-    p.add_argument("--base-url", help="OpenAI-compatible server URL (openai backend)")
+    from agents.chat.factory import BaseUrlAction
+
+    p.add_argument("--base-url", action=BaseUrlAction, help="OpenAI-compatible server URL (openai backend); "
+                   "repeat it (or a comma list) for several servers")
     p.add_argument("--parallel", type=int, default=1, help="sections written at once (default 1; raise it "
                                                            "for a batching server)")
     p.add_argument("--resume", metavar="THREAD_ID", help="continue an interrupted survey")
@@ -86,12 +89,12 @@ def run(args: argparse.Namespace) -> int:
                              rewrite=not args.no_rewrite)
     retriever = open_index(args.index)
     model = load_model(args.backend, args.model, args.base_url)
-    started: dict = {}  # the start event: its thread id, for the resume hint if the run is interrupted
+    started: dict = {}  # the start event's thread id, for the resume hint if the run is interrupted
 
-    def on_start(event: dict) -> None:
-        started.update(event)
+    def on_start(event) -> None:
+        started["thread_id"] = event.thread_id
         if out is not None:  # now, not at the end: a run killed midway must resume into the same file
-            record_out(args.checkpoints, event["thread_id"], out)
+            record_out(args.checkpoints, event.thread_id, out)
 
     try:
         done = asyncio.run(drive(args.topic, model, retriever, settings, args.checkpoints, args.resume, args.quiet,
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stats:
         from agents.chat.telemetry import stats_table
 
-        print(stats_table([{**step, "step": step_label(step)} for step in done["trace"]["telemetry"]["steps"]],
+        print(stats_table([{**step, "step": step_label(step)} for step in done.trace["telemetry"]["steps"]],
                           label_keys=("step",)))
     return 0
 
@@ -155,21 +158,23 @@ def load_model(backend: str | None, model: str | None, base_url: str | None):
 
 
 async def drive(topic, model, retriever, settings, db: Path, resume_id: str | None, quiet: bool,
-                index_dir: Path | None = None, on_start=None) -> dict:
-    """Run the graph, showing rich progress per stage and section; return the `done` event."""
+                index_dir: Path | None = None, on_start=None):
+    """Run the graph, showing rich progress per stage and section; return the `SurveyDone` event (None if the
+    stream ended without one)."""
+    from agents.events import SurveyDone, SurveyStarted
     from agents.survey.runner import stream_survey
     from tui.survey_progress import SurveyProgress
 
     progress = SurveyProgress(quiet=quiet, index=str(index_dir or "DIR"))
-    done: dict = {}
+    done = None
     # Consume the stream to its end, so that the runner closes its SQLite connection inside this loop.
     with progress:
         async for event in stream_survey(topic, model=model, retriever=retriever, db_path=db, settings=settings,
                                          thread_id=resume_id, resume=bool(resume_id)):
             progress.update(event)
-            if event["event"] == "start" and on_start is not None:
+            if isinstance(event, SurveyStarted) and on_start is not None:
                 on_start(event)
-            if event["event"] == "done":
+            if isinstance(event, SurveyDone):
                 done = event
     return done
 
@@ -208,14 +213,15 @@ def record_out(db: Path, thread_id: str, out: Path) -> None:
     _outs_file(db).write_text(json.dumps(outs, indent=1))
 
 
-def write_outputs(done: dict, out: Path | None) -> dict[str, Path]:
-    md = Path(out) if out else Path("out/surveys") / f"{done['thread_id']}.md"
+def write_outputs(done, out: Path | None) -> dict[str, Path]:
+    """The `SurveyDone` event's Markdown, BibTeX and trace (with this run's id and wall time) on disk."""
+    md = Path(out) if out else Path("out/surveys") / f"{done.thread_id}.md"
     md.parent.mkdir(parents=True, exist_ok=True)
     stem = md.with_suffix("")
     paths = {"markdown": md, "bibtex": stem.with_suffix(".bib"), "trace": Path(f"{stem}.trace.json")}
-    md.write_text(done["markdown"])
-    paths["bibtex"].write_text(done["bibtex"])
-    trace = {**done["trace"], "last_run": {"run_id": done["run_id"], "wall_s": round(done["wall_s"], 3)}}
+    md.write_text(done.markdown)
+    paths["bibtex"].write_text(done.bibtex)
+    trace = {**done.trace, "last_run": {"run_id": done.run_id, "wall_s": round(done.wall_s, 3)}}
     paths["trace"].write_text(json.dumps(trace, indent=2))
     return paths
 
@@ -228,13 +234,13 @@ def step_label(step: dict) -> str:
     return " ".join(part for part in (name, stage if stage != name else "") if part) or "step"
 
 
-def print_summary(done: dict, paths: dict[str, Path]) -> None:
-    totals = done["trace"]["totals"]
-    body = [s for s in done["trace"]["sections"] if s["index"] >= 0]
+def print_summary(done, paths: dict[str, Path]) -> None:
+    totals = done.trace["totals"]
+    body = [s for s in done.trace["sections"] if s["index"] >= 0]
     cited = ", ".join(str(len(s["cited_ids"])) for s in body)
-    print(f"survey {done['thread_id']}: {len(body)} sections (papers cited per section: {cited}); "
+    print(f"survey {done.thread_id}: {len(body)} sections (papers cited per section: {cited}); "
           f"{totals['output_tokens']} tokens generated, {totals['decode_tok_s']} tok/s of model time (prompt "
           f"processing included; --stats splits it); "
-          f"this run {done['wall_s']:.1f}s")
+          f"this run {done.wall_s:.1f}s")
     for kind, path in paths.items():
         print(f"  {kind:8} {path}")

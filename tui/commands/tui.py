@@ -8,7 +8,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tui", help="open the terminal UI (Survey and Assistant modes)")
     p.add_argument("--model", help="model alias or path (default smollm2-135m)")
     p.add_argument("--backend", choices=["engine", "openai"], help="in-process engine or an OpenAI-compatible server")
-    p.add_argument("--base-url", help="server URL for --backend openai")
+    from agents.chat.factory import BaseUrlAction
+
+    p.add_argument("--base-url", action=BaseUrlAction, help="server URL for --backend openai; repeat it (or a "
+                   "comma list) for several servers")
     p.add_argument("--index", dest="index_dir", help="paper index directory for Survey mode")
     p.add_argument("--mcp", dest="mcp_config", help="MCP servers config file for Assistant mode")
     p.add_argument("--approve", help="tool approval: always | never | comma-separated allow list")

@@ -38,7 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                 " default ./bfcl_run)")
     p.add_argument("--backend", choices=["engine", "openai"], help="chat backend (default: $CPM_BACKEND or engine)")
     p.add_argument("--model", help="model alias/path (engine) or served model name (openai); default smollm2-135m")
-    p.add_argument("--base-url", help="OpenAI-compatible server URL for --backend openai (env CPM_BASE_URL)")
+    from agents.chat.factory import BaseUrlAction
+
+    p.add_argument("--base-url", action=BaseUrlAction, help="OpenAI-compatible server URL for --backend openai; "
+                   "repeat it (or a comma list) for several servers (env CPM_BASE_URL)")
     p.add_argument("--api-key", help="API key for the server (env CPM_API_KEY)")
     p.add_argument("--max-tokens", type=int, default=256, help="generation budget per case (default 256)")
     p.add_argument("--spec", default="none", metavar="{none,prompt-lookup,eagle:DIR}",

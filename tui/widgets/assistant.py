@@ -16,6 +16,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Collapsible, Input, Markdown, Static, Tree
 
+from agents.events import (Answer, AnswerToken, ChatEvent, InvalidCall, Question, ReasoningToken, ToolCall,
+                           ToolResult)
 from tui.screens.approval import ApprovalScreen
 from tui.widgets import RateMeter, cancel_workers
 from tui.widgets.telemetry import ReasoningBlock, TelemetryBlock
@@ -40,14 +42,13 @@ class ToolCallBlock(Collapsible):
         super().__init__(self.body, title=f"⚙ {name}", collapsed=False, classes="tool-call")
         self.tool_name, self.args = name, args
 
-    def finish(self, event: dict) -> None:
-        if event.get("denied"):
+    def finish(self, event: ToolResult) -> None:
+        if event.denied:
             self.title = f"✗ {self.tool_name} (denied)"
         else:
-            mark = "✗" if event.get("is_error") else "✓"
-            self.title = f"{mark} {self.tool_name} ({event.get('duration_s', 0):.2f}s)"
-        text = str(event.get("text", ""))
-        self.body.update(f"arguments: {json.dumps(self.args, ensure_ascii=False)}\nresult: {text[:2000]}")
+            mark = "✗" if event.is_error else "✓"
+            self.title = f"{mark} {self.tool_name} ({event.duration_s:.2f}s)"
+        self.body.update(f"arguments: {json.dumps(self.args, ensure_ascii=False)}\nresult: {event.text[:2000]}")
 
 
 class AgentHost:
@@ -173,34 +174,34 @@ class AssistantPane(Horizontal):
             self.watch_servers()
             self._status("generating…")
             async for event in host.session.ask(text):
-                kind = event["event"]
-                if kind == "token":
-                    if reply is None:
-                        reply = ChatMessage("assistant")
-                        await transcript.mount(reply)
-                    await reply.append(event["text"])
-                    rate = meter.tick()
-                    if rate:
-                        self.post_message(rate)
-                elif kind == "reasoning_token":
-                    if thoughts is None:
-                        thoughts = ReasoningBlock()
-                        await transcript.mount(thoughts)
-                    thoughts.append(event["text"])
-                elif kind == "tool_call":
-                    reply = thoughts = None   # text after the tools goes into new blocks below them
-                    blocks[event["id"]] = ToolCallBlock(event["name"], event["args"])
-                    await transcript.mount(blocks[event["id"]])
-                elif kind == "tool_result" and event["id"] in blocks:
-                    blocks[event["id"]].finish(event)
-                    self.watch_servers()
-                elif kind == "invalid_call":
-                    self.app.notify("the model's tool call was malformed; it was told why", severity="warning")
-                elif kind == "answer":
-                    if reply is None:
-                        await transcript.mount(ChatMessage("assistant", event["text"]))
-                    if event.get("telemetry", {}).get("steps"):
-                        await transcript.mount(TelemetryBlock(event["telemetry"]))
+                match event:
+                    case AnswerToken(text=piece):
+                        if reply is None:
+                            reply = ChatMessage("assistant")
+                            await transcript.mount(reply)
+                        await reply.append(piece)
+                        rate = meter.tick()
+                        if rate:
+                            self.post_message(rate)
+                    case ReasoningToken(text=piece):
+                        if thoughts is None:
+                            thoughts = ReasoningBlock()
+                            await transcript.mount(thoughts)
+                        thoughts.append(piece)
+                    case ToolCall():
+                        reply = thoughts = None   # text after the tools goes into new blocks below them
+                        blocks[event.id] = ToolCallBlock(event.name, event.args)
+                        await transcript.mount(blocks[event.id])
+                    case ToolResult() if event.id in blocks:
+                        blocks[event.id].finish(event)
+                        self.watch_servers()
+                    case InvalidCall():
+                        self.app.notify("the model's tool call was malformed; it was told why", severity="warning")
+                    case Answer():
+                        if reply is None:
+                            await transcript.mount(ChatMessage("assistant", event.text))
+                        if event.telemetry.get("steps"):
+                            await transcript.mount(TelemetryBlock(event.telemetry))
                 transcript.scroll_end(animate=False)
             self.post_message(meter.final())
             self._status("")
@@ -288,21 +289,21 @@ class AssistantPane(Horizontal):
         self._show_session(session_id)
         self.app.notify(f"resumed session {session_id}")
 
-    async def show_history(self, events: list[dict]) -> None:
+    async def show_history(self, events: list[ChatEvent]) -> None:
         """Render recorded events as a live turn would have shown them."""
         transcript = self.query_one("#transcript", VerticalScroll)
         blocks: dict[str, ToolCallBlock] = {}
         for event in events:
-            kind = event.get("event")
-            if kind == "question":
-                await transcript.mount(ChatMessage("user", event["text"]))
-            elif kind == "tool_call":
-                blocks[event["id"]] = ToolCallBlock(event["name"], event["args"])
-                await transcript.mount(blocks[event["id"]])
-            elif kind == "tool_result" and event.get("id") in blocks:
-                blocks[event["id"]].finish(event)
-            elif kind == "answer" and event.get("text"):
-                await transcript.mount(ChatMessage("assistant", event["text"]))
+            match event:
+                case Question(text=text):
+                    await transcript.mount(ChatMessage("user", text))
+                case ToolCall():
+                    blocks[event.id] = ToolCallBlock(event.name, event.args)
+                    await transcript.mount(blocks[event.id])
+                case ToolResult() if event.id in blocks:
+                    blocks[event.id].finish(event)
+                case Answer(text=text) if text:
+                    await transcript.mount(ChatMessage("assistant", text))
         transcript.scroll_end(animate=False)
 
     def _show_session(self, session_id: str | None) -> None:

@@ -18,6 +18,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, ListItem, ListView, Markdown, Static, Tree
 from textual.worker import get_current_worker
 
+from agents.events import (OutlineReady, Retry, SectionDone, SectionToken, StageStarted, SurveyDone, SurveyEvent,
+                           SurveyStarted)
+from survey.outline import Outline
 from tui.widgets import RateMeter, cancel_workers
 from tui.widgets.telemetry import TelemetryBlock
 
@@ -33,7 +36,7 @@ class SurveyPane(Vertical):
     def __init__(self, services, **kwargs) -> None:
         super().__init__(**kwargs)
         self.services = services
-        self.result: dict | None = None
+        self.result: SurveyDone | None = None
         self.thread_id: str | None = None
         self._sections: dict[int, object] = {}
         self._titles: dict[int, str] = {}
@@ -160,51 +163,51 @@ class SurveyPane(Vertical):
             self.idle.set()
 
     # ---- events ---------------------------------------------------------------------------------------
-    def show_event(self, event: dict) -> None:
-        kind = event["event"]
+    def show_event(self, event: SurveyEvent) -> None:
         tree = self.query_one("#outline", Tree)
-        if kind == "start":
-            self.thread_id = event["thread_id"]
-            self._status(f"survey {self.thread_id}: planning…")
-            if event.get("outline"):
-                self._show_outline(event["outline"], done=event.get("sections_done", []))
-        elif kind == "outline":
-            self._show_outline(event["outline"], done=[])
-        elif kind == "stage":
-            self._mark(event["section"], STAGE_MARK.get(event["stage"], event["stage"]))
-            if event["section"] != self._stream_section:
-                self._stream_section = event["section"]
-                self.query_one("#section-text", Markdown).update(f"## {self._titles.get(event['section'], '')}\n\n")
-        elif kind == "token":
-            rate = self._meter.tick() if self._meter else None
-            if rate:
-                self.post_message(rate)
-            if event.get("stage") in ("write", "revise"):
-                self.query_one("#section-text", Markdown).append(event["text"])
-        elif kind == "retry":
-            self.app.notify(f"backend failed, retrying ({event['error']})", severity="warning")
-        elif kind == "section_done":
-            self._mark(event["section"], f"done · {event['cited']} cited")
-            for src in event.get("sources", []):
-                self._add_reference(src)
-        elif kind == "done":
-            self.result = event
-            if self._meter:
-                self.post_message(self._meter.final())
-            self.query_one("#save", Button).disabled = False
-            self.query_one("#section-text", Markdown).update(event.get("markdown") or "")
-            telemetry = (event.get("trace") or {}).get("telemetry") or {}
-            if telemetry.get("steps"):
-                self.mount(TelemetryBlock(telemetry, label_keys=("section", "stage")),
-                           before=self.query_one("#survey-status"))
-            self._status(f"survey {event['thread_id']} done in {event['wall_s']:.0f}s — Save writes it to {OUT_DIR}/")
+        match event:
+            case SurveyStarted():
+                self.thread_id = event.thread_id
+                self._status(f"survey {self.thread_id}: planning…")
+                if event.outline:
+                    self._show_outline(event.outline, done=event.sections_done)
+            case OutlineReady(outline=outline):
+                self._show_outline(outline, done=[])
+            case StageStarted(section=section, stage=stage):
+                self._mark(section, STAGE_MARK.get(stage, stage))
+                if section != self._stream_section:
+                    self._stream_section = section
+                    self.query_one("#section-text", Markdown).update(f"## {self._titles.get(section, '')}\n\n")
+            case SectionToken(stage=stage, text=text):
+                rate = self._meter.tick() if self._meter else None
+                if rate:
+                    self.post_message(rate)
+                if stage in ("write", "revise"):
+                    self.query_one("#section-text", Markdown).append(text)
+            case Retry(error=error):
+                self.app.notify(f"backend failed, retrying ({error})", severity="warning")
+            case SectionDone():
+                self._mark(event.section, f"done · {event.cited} cited")
+                for src in event.sources:
+                    self._add_reference(src)
+            case SurveyDone():
+                self.result = event
+                if self._meter:
+                    self.post_message(self._meter.final())
+                self.query_one("#save", Button).disabled = False
+                self.query_one("#section-text", Markdown).update(event.markdown or "")
+                telemetry = (event.trace or {}).get("telemetry") or {}
+                if telemetry.get("steps"):
+                    self.mount(TelemetryBlock(telemetry, label_keys=("section", "stage")),
+                               before=self.query_one("#survey-status"))
+                self._status(f"survey {event.thread_id} done in {event.wall_s:.0f}s — Save writes it to {OUT_DIR}/")
         tree.refresh()
 
-    def _show_outline(self, outline: dict, done: list[int]) -> None:
+    def _show_outline(self, outline: Outline, done: list[int]) -> None:
         tree = self.query_one("#outline", Tree)
-        for i, sec in enumerate(outline["sections"]):
-            self._titles[i] = sec["title"]
-            self._sections[i] = tree.root.add_leaf(Text(f"{i + 1}. {sec['title']}"), data=i)
+        for i, sec in enumerate(outline.sections):
+            self._titles[i] = sec.title
+            self._sections[i] = tree.root.add_leaf(Text(f"{i + 1}. {sec.title}"), data=i)
             self._mark(i, "done (reused)" if i in done else "waiting")
 
     def _mark(self, section: int, state: str) -> None:
@@ -240,10 +243,10 @@ class SurveyPane(Vertical):
             return None
         r = self.result
         OUT_DIR.mkdir(parents=True, exist_ok=True)
-        md = OUT_DIR / f"{r['thread_id']}.md"
-        md.write_text(r.get("markdown") or "", encoding="utf-8")
-        md.with_suffix(".bib").write_text(r.get("bibtex") or "", encoding="utf-8")
-        trace = {**(r.get("trace") or {}), "last_run": {"run_id": r.get("run_id"), "wall_s": round(r["wall_s"], 3)}}
+        md = OUT_DIR / f"{r.thread_id}.md"
+        md.write_text(r.markdown or "", encoding="utf-8")
+        md.with_suffix(".bib").write_text(r.bibtex or "", encoding="utf-8")
+        trace = {**(r.trace or {}), "last_run": {"run_id": r.run_id, "wall_s": round(r.wall_s, 3)}}
         md.with_suffix(".trace.json").write_text(json.dumps(trace, indent=2), encoding="utf-8")
         self.saved = md
         self.app.notify(f"saved {md}, {md.with_suffix('.bib')} and {md.with_suffix('.trace.json')}")
