@@ -42,11 +42,15 @@ class AutoStats:
     spec_steps: int = 0  # steps that verified a draft (probes included)
     declined: int = 0  # steps whose proposal was not verified because it was not expected to pay
     probes: int = 0
+    plain_s: float = 0.0  # time in plain steps (one token each)
+    spec_s: float = 0.0  # time in verifying steps
+    spec_tokens: int = 0  # tokens the verifying steps yielded
     switches: list[dict] = field(default_factory=list)  # {"token", "to": "spec"|"plain", "why"}, first max_log
 
     def as_dict(self, policy: "AutoPolicy") -> dict:
         return {"plain_steps": self.plain_steps, "spec_steps": self.spec_steps, "declined": self.declined,
-                "probes": self.probes, "switches": self.switches,
+                "probes": self.probes, "switches": self.switches, "plain_s": round(self.plain_s, 4),
+                "spec_s": round(self.spec_s, 4), "spec_tokens": self.spec_tokens,
                 "plain_step_ms": None if policy.plain_s is None else round(policy.plain_s * 1e3, 3),
                 "verify_cost_per_draft_token": None if policy.slope is None else round(policy.slope, 3),
                 "depth_acceptance": [round(a, 3) for a in policy.accept]}
@@ -117,9 +121,12 @@ class AutoPolicy:
         c, k = self.cfg, self.k
         if k == 0:
             self.stats.plain_steps += 1
+            self.stats.plain_s += verify_s
             self.plain_s = verify_s if self.plain_s is None else (1 - c.cost_ema) * self.plain_s + c.cost_ema * verify_s
         else:
             self.stats.spec_steps += 1
+            self.stats.spec_s += verify_s
+            self.stats.spec_tokens += len(tokens)
             self.stats.probes += self.probing
             per_token = max(0.0, (verify_s / self.plain_s - 1.0) / k)
             self.slope = per_token if self.slope is None else (1 - c.cost_ema) * self.slope + c.cost_ema * per_token
