@@ -41,3 +41,10 @@ test: $(VENV)/.assets
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Opt-in: the real serving peers (vLLM for CPUs, llama.cpp's llama-server; bench/peers/install.sh puts each in its
+# own venv under .peers/, the llama.cpp build takes about an hour on 2 cores) and the agents run on them.
+.PHONY: test-peers
+test-peers: $(VENV)/.assets
+	PYTHON=$(PYTHON) bench/peers/install.sh vllm llama
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --run-slow tests/peers $(PYTEST_ARGS)
