@@ -26,9 +26,9 @@ from engine.speculative.prompt_lookup import PromptLookupDrafter
 @dataclass
 class AutoConfig:
     cost_ema: float = 0.2  # weight of the newest timing in the cost averages (the box's load moves them)
-    accept_ema: float = 0.2  # weight of the newest outcome in a depth's acceptance average
+    accept_ema: float = 0.15  # weight of the newest outcome in a depth's acceptance average (smooth: see margin)
     prior_accept: float = 0.5  # a depth's acceptance before any outcome
-    margin: float = 1.1  # verify only when expected tokens per cost beat plain by 10% (estimates are noisy)
+    margin: float = 1.2  # verify only when expected tokens per cost beat plain by 20%: a noisy estimate is acted on when it is high (docs/frspec.md §11)
     probe_tokens: int = 2  # a probe verifies this many tokens: enough to time a pass, cheap when it is lost
     backoff: int = 8  # declined steps (with a proposal) before the first probe
     max_backoff: int = 256
