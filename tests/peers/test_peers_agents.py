@@ -6,23 +6,15 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 
+from peer_helpers import TOPIC, cpm
+
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-TOPIC = "efficient inference of language models"
-
-
-def cpm(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "tui.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 0, f"cpm {' '.join(args)} -> {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 @pytest.fixture(scope="module")
