@@ -36,7 +36,8 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)  # stop strings (not included in the text)
     stop_token_ids: list[int] = field(default_factory=list)  # besides the model's EOS ids
     logits_processors: list[LogitsProcessor] = field(default_factory=list)
-    # speculative drafter: "none" | "prompt-lookup" | "eagle:DIR" (engine/speculative; output is unchanged)
+    # speculative drafter: "none" | "auto" | "prompt-lookup" | "eagle:DIR" (engine/speculative; output is unchanged;
+    # "auto" is prompt lookup that decodes plain wherever verifying its drafts does not pay)
     spec: str = "none"
 
     def validate(self) -> None:
@@ -54,8 +55,8 @@ class SamplingParams:
             raise EngineError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         if self.no_repeat_ngram_size < 0:
             raise EngineError(f"no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
-        if not (self.spec in ("none", "prompt-lookup") or (self.spec.startswith("eagle:") and len(self.spec) > 6)):
-            raise EngineError(f"spec must be none, prompt-lookup or eagle:DIR, got {self.spec!r}")
+        if not (self.spec in ("none", "auto", "prompt-lookup") or (self.spec.startswith("eagle:") and len(self.spec) > 6)):
+            raise EngineError(f"spec must be none, prompt-lookup or eagle:DIR, or auto, got {self.spec!r}")
 
 
 class Sampler:

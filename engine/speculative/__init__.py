@@ -14,8 +14,13 @@ __all__ = ["Draft", "Drafter", "PromptLookupDrafter", "SpecStats", "make_drafter
 
 
 def make_drafter(engine, spec: str) -> Drafter:
-    """"prompt-lookup" -> a fresh PromptLookupDrafter; "eagle:DIR" -> the Eagle/FR-Spec head in DIR, loaded
+    """"auto" -> a fresh AutoDrafter (prompt lookup verified only where it pays); "prompt-lookup" -> a fresh
+    PromptLookupDrafter; "eagle:DIR" -> the Eagle/FR-Spec head in DIR, loaded
     once per engine (its start() resets the per-request state)."""
+    if spec == "auto":
+        from engine.speculative.auto import AutoDrafter
+
+        return AutoDrafter()
     if spec == "prompt-lookup":
         return PromptLookupDrafter()
     if spec.startswith("eagle:"):
@@ -27,4 +32,4 @@ def make_drafter(engine, spec: str) -> Drafter:
                                   "(engine/speculative/eagle_drafter.py missing); use --spec prompt-lookup") from None
             engine.drafters[spec] = load_eagle_drafter(engine, spec[len("eagle:"):])
         return engine.drafters[spec]
-    raise EngineError(f"spec must be none, prompt-lookup or eagle:DIR, got {spec!r}")
+    raise EngineError(f"spec must be none, prompt-lookup or eagle:DIR, or auto, got {spec!r}")

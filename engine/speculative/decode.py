@@ -28,6 +28,7 @@ class SpecStats:
     filtered: int = 0  # draft tokens dropped before verification because a constraint forbids them
     draft_s: float = 0.0  # time in drafter.propose / commit
     verify_s: float = 0.0  # time in the target's verification passes and acceptance
+    auto: object | None = None  # the request's AutoPolicy under spec="auto" (its decisions, engine/speculative/auto.py)
 
     @property
     def mean_accepted_length(self) -> float:
@@ -42,7 +43,8 @@ class SpecStats:
         return {"drafter": self.drafter, "steps": self.steps, "drafted": self.drafted, "accepted": self.accepted,
                 "filtered": self.filtered,
                 "mean_accepted_length": round(self.mean_accepted_length, 3),
-                "acceptance_rate": round(self.acceptance_rate, 3)}
+                "acceptance_rate": round(self.acceptance_rate, 3)} | \
+            ({"auto": self.auto.stats.as_dict(self.auto)} if self.auto is not None else {})
 
 
 def prefill_hidden(engine, ids: list[int], row: int = 0) -> torch.Tensor:
@@ -78,6 +80,7 @@ def speculative_steps(engine, seq, drafter: Drafter, name: str = "") -> Iterator
     d0 = time.perf_counter()
     drafter.start(ids, hidden, root)
     stats.draft_s += time.perf_counter() - d0
+    policy = stats.auto = getattr(drafter, "policy", None)  # spec="auto": how much of each draft to verify
     committed = len(ids)  # tokens in the cache; the root goes to slot `committed`
     uses_hidden = getattr(drafter, "uses_hidden", True)
     while True:
@@ -92,6 +95,8 @@ def speculative_steps(engine, seq, drafter: Drafter, name: str = "") -> Iterator
             n_before = len(draft.tokens)
             draft = filter_draft(draft, params.logits_processors, seq.sampler.generated)
             stats.filtered += n_before - len(draft.tokens)
+        if policy is not None:
+            draft = policy.plan(draft, len(seq.generated))
         d1 = time.perf_counter()
         picks = None
         if len(draft.tokens) or uses_hidden:
@@ -101,6 +106,8 @@ def speculative_steps(engine, seq, drafter: Drafter, name: str = "") -> Iterator
         verdict = accept(draft, logits, seq.sampler, seq.stops, picks)
         compact(engine.cache, committed, verdict.accepted)
         d2 = time.perf_counter()
+        if policy is not None:
+            policy.observe(d2 - d1, len(verdict.accepted), verdict.tokens)
         stats.steps, stats.drafted, stats.accepted = stats.steps + 1, stats.drafted + len(draft.tokens), \
             stats.accepted + len(verdict.accepted)
         stats.draft_s, stats.verify_s = stats.draft_s + d1 - d0, stats.verify_s + d2 - d1

@@ -20,23 +20,48 @@ class PromptLookupDrafter:
         if num_tokens < 1 or not 1 <= min_ngram <= max_ngram:
             raise ValueError("prompt lookup needs num_tokens >= 1 and 1 <= min_ngram <= max_ngram")
         self.num_tokens, self.max_ngram, self.min_ngram = num_tokens, max_ngram, min_ngram
-        self.ids = torch.zeros(0, dtype=torch.long)
+        self._list: list[int] = []  # the context: prompt, root, then every committed token
+        self._last: dict[tuple[int, ...], int] = {}  # n-gram -> start of its latest occurrence with a token after it
+
+    @property
+    def ids(self) -> torch.Tensor:
+        return torch.tensor(self._list, dtype=torch.long)
 
     def start(self, prompt_ids: list[int], hidden: torch.Tensor, root: int) -> None:
-        self.ids = torch.tensor(list(prompt_ids) + [root], dtype=torch.long)
+        self._list, self._last = [], {}
+        self._extend(list(prompt_ids) + [root])
 
     def commit(self, tokens: list[int], hidden: torch.Tensor) -> None:
-        self.ids = torch.cat([self.ids, torch.tensor(tokens, dtype=torch.long)])
+        self._extend(tokens)
+
+    def _extend(self, tokens: list[int]) -> None:
+        """Index the n-grams that now have a token after them (those ending before the new last token): a step's
+        lookup is then a few dict reads instead of a scan of the whole context (`lookup`, the same answer)."""
+        ids, old = self._list, len(self._list)
+        ids += tokens
+        for end in range(max(0, old - 1), len(ids) - 1):  # n-gram ids[s:end + 1], followed by ids[end + 1]
+            for n in range(self.min_ngram, self.max_ngram + 1):
+                if end + 1 >= n:
+                    self._last[tuple(ids[end + 1 - n:end + 1])] = end + 1 - n
 
     def propose(self, params=None) -> Draft:
-        cont = self.lookup(self.ids)
+        cont = self._indexed_lookup()
         if cont is None:
             return empty_draft()
         n = len(cont)
-        return Draft(tokens=cont.clone(), parents=torch.arange(-1, n - 1, dtype=torch.long))  # a chain
+        return Draft(tokens=torch.tensor(cont, dtype=torch.long), parents=torch.arange(-1, n - 1, dtype=torch.long))
+
+    def _indexed_lookup(self) -> list[int] | None:
+        ids, L = self._list, len(self._list)
+        for n in range(min(self.max_ngram, L - 1), self.min_ngram - 1, -1):
+            s = self._last.get(tuple(ids[L - n:]))
+            if s is not None:
+                return ids[s + n:s + n + self.num_tokens]
+        return None
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor | None:
-        """The tokens after the most recent earlier occurrence of the longest matching suffix n-gram."""
+        """The tokens after the most recent earlier occurrence of the longest matching suffix n-gram (a scan of
+        the whole context; what the incremental index in propose() answers, kept as its reference)."""
         L = len(ids)
         for n in range(min(self.max_ngram, L - 1), self.min_ngram - 1, -1):
             windows = ids[:L - 1].unfold(0, n, 1)  # every n-gram that has at least one token after it

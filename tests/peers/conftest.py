@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.peers.servers import Server, missing
+from peer_helpers import start_peer
 
 # Papers on efficient inference: enough for a 3-section survey, few enough to embed in about a minute.
 SUBSET = re.compile(r"quantiz|speculative|kv cache|sparse attention|efficient inference|pruning|distillation", re.I)
@@ -20,13 +20,6 @@ SUBSET = re.compile(r"quantiz|speculative|kv cache|sparse attention|efficient in
 @pytest.fixture(scope="session")
 def peer_logs(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("peer-logs")
-
-
-def start_peer(kind: str, logs: Path) -> Server:
-    reason = missing(kind)
-    if reason:
-        pytest.skip(reason)
-    return Server(kind, logs, parallel=4)
 
 
 @pytest.fixture(scope="module", params=["vllm", "llama-server"])

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from test_peers_agents import TOPIC, cpm
-from conftest import start_peer
+from peer_helpers import TOPIC, cpm, start_peer
 
 pytestmark = pytest.mark.slow
 COMPLETIONS = '"POST /v1/chat/completions HTTP/1.1" 200'

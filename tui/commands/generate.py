@@ -19,9 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
     p.add_argument("--chat", action="store_true", help="wrap PROMPT as one user message via the chat template")
-    p.add_argument("--spec", default="none", metavar="{none,prompt-lookup,eagle:DIR}",
-                   help="speculative decoding drafter (output unchanged, only faster): none (default), "
-                        "prompt-lookup (copy n-grams from the context) or eagle:DIR (a draft head from cpm spec train)")
+    p.add_argument("--spec", default="none", metavar="{none,auto,prompt-lookup,eagle:DIR}",
+                   help="speculative decoding drafter (output unchanged, only faster): none (default), auto (prompt "
+                        "lookup where it is measured to pay, plain decoding elsewhere), prompt-lookup (copy n-grams "
+                        "from the context) or eagle:DIR (a draft head from cpm spec train)")
     p.add_argument("--json-schema", metavar="FILE", default=None,
                    help="constrain the output to this JSON schema (xgrammar; works with --spec)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
@@ -60,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         spec = "" if result.spec is None else \
             f", {result.spec.mean_accepted_length:.2f} tokens per verification ({result.spec.drafter})"
+        if result.spec is not None and result.spec.auto is not None:  # what auto decided
+            a = result.spec.auto.stats
+            spec += f": {a.spec_steps} steps verified a draft, {a.plain_steps} plain ({a.declined} drafts declined)"
         print(f"[{result.prompt_tokens} prompt + {result.decode_tokens} generated tokens, "
               f"{result.decode_tok_s:.1f} tok/s decode{spec}, finish: {result.finish_reason}]", file=sys.stderr)
     return 0
