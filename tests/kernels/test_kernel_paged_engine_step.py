@@ -34,7 +34,8 @@ def tiny_runner() -> Runner:
          "model.norm.weight": 1 + 0.1 * torch.randn(H, generator=g), **random_layers(g, L, H, I, nh, nkv, D)}
     model = Transformer(cfg, t, "tiny").to(DEVICE, torch.float32, cache_dense=False)
     cos, sin = rope_table(cfg, 128)
-    return Runner(model, lambda: KVCache(cfg, 1, 128, DEVICE, torch.float32), cos.to(DEVICE), sin.to(DEVICE))
+    return Runner(model, lambda: KVCache(cfg, 1, 128, DEVICE, torch.float32), cos.to(DEVICE), sin.to(DEVICE),
+                  block_size=BS)
 
 
 def serve_two(kernels: bool) -> tuple[list[torch.Tensor], list[list[int]]]:
