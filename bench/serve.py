@@ -106,7 +106,9 @@ async def load_test(url: str, clients: int, requests: int, max_tokens: int, stre
     async def client_loop(c: int, client: httpx.AsyncClient) -> list[dict]:
         return [await _one(client, url, question(c, i), max_tokens, stream, model) for i in range(requests)]
 
-    limits = httpx.Limits(max_connections=clients + 4)
+    # no keep-alive: llama-server closes idle connections, and a request sent on one just closed fails
+    # (RemoteProtocolError); a fresh connection per request costs every server the same
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=1800, limits=limits) as client:
         # warm-up at full concurrency: kernel autotuning and graph capture for every batch size happen here
         for _ in range(2):

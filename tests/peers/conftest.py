@@ -35,7 +35,8 @@ def peers_index(request, tmp_path_factory, corpus_path, minilm_path) -> Path:
     """A small real FAISS index over an on-topic subset of the shared corpus, cached across runs."""
     from retrieval import IndexConfig, build_index, read_documents
 
-    cache = request.config.cache.mkdir("peers-index") if request.config.cache else tmp_path_factory.mktemp("idx")
+    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
+    cache = cache.mkdir("peers-index") if cache else tmp_path_factory.mktemp("idx")
     index = cache / "index"
     if not (index / "ids.txt").exists():  # written last: a partly built index is built again
         shutil.rmtree(index, ignore_errors=True)
