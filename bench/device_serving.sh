@@ -5,8 +5,9 @@
 # are named on the command line (default: all, in this order), each under its own time limit so one that
 # overruns leaves the others' numbers; the whole run stays under ~8 minutes:
 #   info    GPU, driver, torch / Triton versions
-#   tests   the gpu-marked tests of the CUDA engine (row path + scheduler), the paged and contiguous decode
-#           kernels, the paged step, the engine ops, and the callers of StepContext that became keyword-only
+#   tests   every test (gpu-marked or not: the interpreter tests then run the real kernels and graphs) of the CUDA
+#           engine (row path + scheduler), the paged and contiguous decode kernels, the paged step and its greedy
+#           runs, the engine ops, and the callers of StepContext that became keyword-only
 #   serve   cpm bench serve --device cuda, 16 clients x 4 requests: one-at-a-time vs the scheduler, same run
 #   engine  cpm bench engine --model <smollm2 GGUF>, batch 1: the row path's graph decode (old) vs the
 #           scheduler's paged graph decode (new) and paged eager, same run
@@ -36,7 +37,7 @@ for what in "${steps[@]}"; do
     tests) par=()  # xdist and pytest-timeout where the host has them
            python3 -c "import xdist" 2>/dev/null && par+=(-n 4)
            python3 -c "import pytest_timeout" 2>/dev/null && par+=(--timeout 150)
-           step tests 210 env TRITON_CACHE_AUTOTUNING=0 python3 -m pytest -q -m gpu -p no:cacheprovider \
+           step tests 210 env TRITON_CACHE_AUTOTUNING=0 python3 -m pytest -q -p no:cacheprovider \
              tests/kernels/test_kernel_paged_decode_attention.py tests/kernels/test_kernel_paged_engine_step.py \
              tests/engine/test_engine_cuda.py tests/kernels/test_kernel_decode_attention.py \
              tests/kernels/test_kernel_engine_ops.py tests/infllm/test_infllm_graph.py \

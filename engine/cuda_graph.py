@@ -112,14 +112,17 @@ def buckets(max_batch: int) -> list[int]:
     return out + [max_batch]
 
 
-def _capture(step) -> tuple[torch.cuda.CUDAGraph, object]:
-    """Warm `step` up twice on a side stream (Triton compiles and autotunes, int4 weights are repacked), then
-    capture it; returns (graph, the captured step's outputs)."""
+def _capture(step, reset=None) -> tuple[torch.cuda.CUDAGraph, object]:
+    """Warm `step` up twice on a side stream (Triton compiles and autotunes, int4 weights are repacked; `reset`,
+    if given, runs after each warm-up: a step that advances its own inputs is put back), then capture it;
+    returns (graph, the captured step's outputs)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(2):
             step()
+            if reset is not None:
+                reset()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph, capture_error_mode="thread_local"):
@@ -134,7 +137,12 @@ class PagedDecodeGraph:
     memory and replays, and the graph itself casts the lengths and tables for the kernels. A bucket's spare rows
     get length 0 (the kernel writes zeros for them) and write their K/V into the pool's trash slot, so they touch
     no sequence's blocks. The step is the eager paged step itself (Runner.run_paged's model call with T = 1), so
-    replay == eager by construction."""
+    replay == eager by construction.
+
+    The step ends with the greedy pick (`next`) and advances its own input in place (token <- pick, position,
+    slot and length to the next slot, through the row's block table): `run_greedy` replays n steps back to back
+    and reads the n picks with one copy, so a greedy batch decodes n tokens per host round trip, as the row
+    path's greedy_chunks does for one sequence. `run` re-uploads the whole input, so the advance never leaks."""
 
     def __init__(self, runner, pool, batch: int):
         self.runner, self.pool, self.batch = runner, pool, batch
@@ -144,36 +152,72 @@ class PagedDecodeGraph:
         self._uploaded: torch.cuda.Event | None = None  # the last upload from _host (refilled only after it)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.logits: torch.Tensor | None = None  # float32 [batch, V], written by each replay
+        self.next: torch.Tensor | None = None  # int64 [batch]: greedy argmax of `logits`
 
-    def _step(self) -> torch.Tensor:
-        r, inp = self.runner, self.inputs
-        pos = inp[:, 1]
+    def _step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        r, inp, bs = self.runner, self.inputs, self.pool.block_size
+        pos = inp[:, 1].contiguous()
         step = PagedStep(tables=inp[:, 4:].to(torch.int32).contiguous(), starts=pos, token_pos=pos,
                          token_seq=torch.arange(self.batch, device=inp.device), slot_mapping=inp[:, 2],
                          block_size=self.pool.block_size, pad_slot=self.pool.pad_slot, max_len=len(r.cos),
                          lengths=inp[:, 3].to(torch.int32).contiguous())
-        ctx = r.context(kv_len=self.width * self.pool.block_size, cos=r.cos[pos][:, None], sin=r.sin[pos][:, None],
-                        paged=step)
-        return r.model(inp[:, :1], ctx, self.pool)
+        ctx = r.context(kv_len=self.width * bs, cos=r.cos[pos][:, None], sin=r.sin[pos][:, None], paged=step)
+        logits = r.model(inp[:, :1], ctx, self.pool)
+        nxt = ops.argmax(logits)
+        # advance the live rows (length > 0) to their next slot; spare rows stay inert
+        live = inp[:, 3] > 0
+        new = (pos + 1).clamp(max=len(r.cos) - 1)
+        block = inp[:, 4:].gather(1, (new // bs).clamp(max=self.width - 1)[:, None])[:, 0]
+        inp[:, 0] = torch.where(live, nxt, inp[:, 0])
+        inp[:, 2] = torch.where(live, block * bs + new % bs, inp[:, 2])
+        inp[:, 1] += live.long()
+        inp[:, 3] += live.long()
+        return logits, nxt
 
-    def run(self, tables: list[list[int]], positions: list[int], tokens: list[int]) -> torch.Tensor:
-        """Feed tokens[b] at positions[b] of the sequence with block table tables[b] (B <= batch rows) ->
-        float32 logits [B, V] (a copy: the next replay overwrites the graph's own)."""
+    def _replay(self) -> None:
+        """One step: the captured graph on CUDA (captured on first use, the input put back after each warm-up
+        so the warm-ups write the real step's K/V and nothing past it); eagerly elsewhere (tests)."""
+        if self.inputs.device.type != "cuda":
+            self.logits, self.next = self._step()
+            return
+        if self.graph is None:
+            saved = self.inputs.clone()
+            self.graph, (self.logits, self.next) = _capture(self._step, lambda: self.inputs.copy_(saved))
+            self.inputs.copy_(saved)  # capturing does not run the step: the replay below does
+        self.graph.replay()
+
+    def _upload(self, tables: list[list[int]], positions: list[int], tokens: list[int]) -> None:
         if self._uploaded is not None:
             self._uploaded.synchronize()
         self._host.copy_(self.input_rows(tables, positions, tokens))
         self.inputs.copy_(self._host, non_blocking=True)
-        self._uploaded = torch.cuda.Event()
-        self._uploaded.record()
-        if self.graph is None:
-            self.graph, self.logits = _capture(self._step)
-        self.graph.replay()
+        if self.inputs.device.type == "cuda":
+            self._uploaded = torch.cuda.Event()
+            self._uploaded.record()
+
+    def run(self, tables: list[list[int]], positions: list[int], tokens: list[int]) -> torch.Tensor:
+        """Feed tokens[b] at positions[b] of the sequence with block table tables[b] (B <= batch rows) ->
+        float32 logits [B, V] (a copy: the next replay overwrites the graph's own)."""
+        self._upload(tables, positions, tokens)
+        self._replay()
         return self.logits[:len(tokens)].clone()
+
+    def run_greedy(self, tables: list[list[int]], positions: list[int], tokens: list[int], n: int
+                   ) -> list[list[int]]:
+        """n greedy steps back to back from tokens[b] at positions[b]: picks [n][B], read with one copy. Every
+        row's table must already hold blocks for positions[b] + n slots (their K/V are written there)."""
+        self._upload(tables, positions, tokens)
+        picks = torch.empty(n, self.batch, dtype=torch.long, device=self.inputs.device)
+        for i in range(n):
+            self._replay()
+            picks[i].copy_(self.next)
+        return picks[:, :len(tokens)].tolist()
 
     def input_rows(self, tables: list[list[int]], positions: list[int], tokens: list[int]) -> torch.Tensor:
         """The static input's values for a step (int64 [batch, 4 + width], on the host), spare rows included."""
         bs = self.pool.block_size
         rows = [[t, p, table[p // bs] * bs + p % bs, p + 1] + table + [0] * (self.width - len(table))
                 for table, p, t in zip(tables, positions, tokens)]
-        rows += [[0, 0, self.pool.trash_slot, 0] + [0] * self.width] * (self.batch - len(tokens))  # spare rows
+        trash = self.pool.trash_slot // bs  # spare rows: every slot they could touch is in the trash block
+        rows += [[0, 0, self.pool.trash_slot, 0] + [trash] * self.width] * (self.batch - len(tokens))
         return torch.tensor(rows, dtype=torch.long)

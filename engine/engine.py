@@ -82,7 +82,8 @@ class Engine:
         cos, sin = rope_table(config, max_seq_len)
         # the contiguous rows (speculative requests, InfLLM v2's backend: docs/decisions.md), made on first use
         rows = lambda: KVCache(config, max_batch, max_seq_len, device, dtype)  # noqa: E731
-        self.runner = Runner(model, rows, cos.to(device, dtype), sin.to(device, dtype), max_running)
+        self.runner = Runner(model, rows, cos.to(device, dtype), sin.to(device, dtype), max_running,
+                             block_size)
         # the paged pool serves every plain request, on CPU and CUDA alike
         if kv_blocks is None:
             kv_blocks = default_kv_blocks(device, max_seq_len, max_running, block_size)

@@ -155,6 +155,9 @@ class EngineLoop:
         engine = self.engine
         for seq, _ in batch:
             seq.started()
+        n = self._greedy_run(batch)
+        if n > 1:
+            return self._greedy_steps([seq for seq, _ in batch], n)
         sampled = engine.runner.run_scheduled(engine.pool, batch)  # [(seq, logits [V])] for sequences whose tokens are all computed
         with self.cv:
             self.scheduler.computed(batch)
@@ -175,6 +178,46 @@ class EngineLoop:
             if seq.append(tok):
                 with self.cv:
                     self.scheduler.remove(seq)
+
+    def _greedy_run(self, batch: list[tuple[Sequence, int]]) -> int:
+        """Steps the batch may decode back to back without the host in between: > 1 only when every row is a
+        plain-greedy decode row, nothing waits (a newcomer would wait the whole run), the batch fits a graph
+        bucket, and every sequence has budget and blocks for all of them (taken here)."""
+        runner, s = self.engine.runner, self.scheduler
+        n = runner.greedy_steps()
+        if n <= 1 or s.waiting or len(batch) > runner.paged_buckets[-1]:
+            return 1
+        for seq, k in batch:
+            if k != 1 or seq.num_computed + 1 != seq.num_tokens or not seq.plain_greedy:
+                return 1
+            n = min(n, seq.budget - len(seq.generated))
+        with self.cv:
+            if n <= 1 or not all(s.blocks.can_grow(seq, seq.num_computed + n) for seq, _ in batch) or \
+                    sum(s.blocks.blocks_for(seq.num_computed + n) - len(seq.block_table) for seq, _ in batch) \
+                    > s.blocks.num_free:
+                return 1
+            for seq, _ in batch:
+                s.blocks.grow(seq, seq.num_computed + n)
+        return n
+
+    def _greedy_steps(self, seqs: list[Sequence], n: int) -> None:
+        """n greedy steps of a decode batch at once (Runner.decode_paged_greedy); a row that stops early has
+        its later picks dropped (their K/V lie past its end, in its own blocks, which it frees now)."""
+        picks = self.engine.runner.decode_paged_greedy(self.engine.pool, [s.block_table for s in seqs],
+                                                       [s.num_computed for s in seqs],
+                                                       [s.token_ids[s.num_computed] for s in seqs], n)
+        for row in picks:
+            for seq, tok in zip(seqs, row):
+                if seq.finished:
+                    continue
+                seq.sampler.record(tok)
+                self.generated += 1
+                if seq.append(tok):
+                    with self.cv:
+                        self.scheduler.remove(seq)
+        with self.cv:
+            self.scheduler.computed([(seq, n) for seq in seqs if not seq.finished])
+            self.steps += n
 
     def _fail_all(self, exc: BaseException) -> None:
         for seq in list(self.scheduler.running) + list(self.scheduler.waiting) + list(self.rows):

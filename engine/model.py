@@ -226,7 +226,7 @@ class Block:
         as_row = lambda c: c.view(-1, self.nkv, self.hd).transpose(0, 1)[None]  # noqa: E731
         rows, slots = p.kernel_slots()
         q = ops.rotary_to_cache(q, k, v, ctx.cos, ctx.sin, as_row(kc), as_row(vc), rows, slots)
-        if T == 1 and p.lengths is not None:
+        if T == 1 and p.lengths is not None and ops.paged_decode_supported(self.hd, p.block_size):
             o = ops.paged_decode_attention(q[:, 0], kc, vc, p.tables, p.lengths, self.scale)
             return o.reshape(B, T, self.nh * self.hd)
         gather, mask = p.reads()

@@ -206,6 +206,13 @@ def paged_decode_attention(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.
     return pda.paged_decode_attention_ref(q, k_pool, v_pool, tables, lengths, scale)
 
 
+def paged_decode_supported(head_dim: int, block_size: int) -> bool:
+    """Whether paged_decode_attention's CUDA kernel takes these shapes (else a step gathers and runs SDPA)."""
+    from engine.kernels.paged_decode_attention import supports
+
+    return supports(head_dim, block_size)
+
+
 def decode_attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                           k_cache: torch.Tensor, v_cache: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor,
                           scale: float, max_len: int | None = None) -> torch.Tensor:

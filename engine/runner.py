@@ -32,7 +32,8 @@ GREEDY_CHUNK = 8  # greedy tokens read back with one copy (Runner.greedy_chunks)
 
 
 class Runner:
-    def __init__(self, model: Transformer, cache, cos: torch.Tensor, sin: torch.Tensor, max_running: int = 16):
+    def __init__(self, model: Transformer, cache, cos: torch.Tensor, sin: torch.Tensor, max_running: int = 16,
+                 block_size: int = 64):
         # cache: the KVCache rows, or a function that makes them on first use (on CPU only speculative requests
         # read rows, so a plain CPU engine never allocates them)
         self._cache = cache
@@ -44,8 +45,12 @@ class Runner:
         self.short_len = SHORT_GRAPH_LEN
         self._graphs: dict[tuple[int, int], DecodeGraph] = {}  # (batch bucket, length bound) -> graph
         self._inputs: dict[int, DecodeInputs] = {}  # batch bucket -> the device inputs its graphs share
+        self.block_size = block_size  # the paged pool's (its decode kernel's shape check)
         self.paged_buckets = buckets(max_running)  # scheduled decode rows: one graph per bucket
         self.paged_graphs: dict[int, PagedDecodeGraph] = {}
+        # greedy decode steps a scheduled all-greedy batch runs back to back (None: GREEDY_CHUNK where the paged
+        # graphs are on, else 1; tests set it to run the path eagerly on CPU)
+        self.paged_greedy_steps: int | None = None
 
     @property
     def cache(self) -> KVCache:
@@ -114,9 +119,26 @@ class Runner:
             self.paged_graphs[b] = PagedDecodeGraph(self, pool, b)
         return self.paged_graphs[b].run(tables, positions, tokens)
 
+    def greedy_steps(self) -> int:
+        """How many greedy steps decode_paged_greedy may run back to back (1: one at a time)."""
+        if self.paged_greedy_steps is not None:
+            return self.paged_greedy_steps
+        return GREEDY_CHUNK if self.paged_graphs_on() else 1
+
+    def decode_paged_greedy(self, pool: PagedKVCache, tables: list[list[int]], positions: list[int],
+                            tokens: list[int], n: int) -> list[list[int]]:
+        """n greedy decode steps back to back over the paged pool (the bucket's graph feeds each pick to the next
+        step on the device) -> picks [n][B]. Every tables[b] must hold blocks for positions[b] + n slots."""
+        b = self.paged_buckets[bisect.bisect_left(self.paged_buckets, len(tokens))]
+        if b not in self.paged_graphs:
+            self.paged_graphs[b] = PagedDecodeGraph(self, pool, b)
+        return self.paged_graphs[b].run_greedy(tables, positions, tokens, n)
+
     def paged_graphs_on(self) -> bool:
-        """Whether scheduled decode rows replay CUDA graphs: on CUDA, with the Triton kernels and graphs on."""
-        return self.use_graphs and self.device.type == "cuda" and ops.KERNELS
+        """Whether scheduled decode rows replay CUDA graphs: on CUDA, with the Triton kernels and graphs on and a
+        head size the paged decode kernel takes (the gather path it falls back to reads lengths on the host)."""
+        return self.use_graphs and self.device.type == "cuda" and ops.KERNELS \
+            and ops.paged_decode_supported(self.model.cfg.head_dim, self.block_size)
 
     def run_paged(self, pool: PagedKVCache, tables: list[list[int]], starts: list[int], tokens: list[list[int]],
                   logits: bool = True) -> torch.Tensor | None:

@@ -11,18 +11,20 @@ call marker on and reasoning can never reach the arguments.
 """
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Iterator
 
-from agents.chat.grammar import GrammarFactory, response_format_key
+from agents.chat.choose import NULL_QUESTION, choose_tool, name_pmi, name_scores
+from agents.chat.grammar import CALL_HEAD, GrammarFactory, response_format_key
 from agents.chat.prompting import render_prompt
 from agents.chat.reasoning import ReasoningStreamSplitter, markers, split_reasoning
 from agents.chat.streamsplit import ResponseTagDropper, ToolCallStreamSplitter, drop_response_tags
 from agents.chat.telemetry import StepTelemetry, total
 from agents.chat.toolcalls import HERMES_OPEN, ParsedOutput, distinct_calls, parse_tool_calls
-from agents.chat.tooling import normalize_tool_choice, tool_names
+from agents.chat.tooling import ToolChoice, normalize_tool_choice, tool_names
 from agents.errors import AgentError
 
 
@@ -163,6 +165,7 @@ class EngineRunner:
             if matcher.accept_string(HERMES_OPEN):
                 prefix = HERMES_OPEN + matcher.find_jump_forward_string()
                 matcher.accept_string(prefix[len(HERMES_OPEN):])
+                _arm_budget(prep.params.logits_processors[0], prep.params.max_tokens, prefix)
         close_block = f"\n{close}\n"
         yield _text_chunk(close_block + prefix)
         thought = "".join(reasoning)
@@ -198,6 +201,9 @@ class EngineRunner:
             prefix = proc.matcher.find_jump_forward_string()
             if prefix and not proc.matcher.accept_string(prefix):
                 raise AgentError(f"internal: the grammar refused its own forced prefix {prefix!r}")
+            _arm_budget(proc, req.max_tokens, prefix)
+            if not thinking:  # with reasoning the tool is chosen after it, by the grammar alone
+                self._steer_first_call(proc, prompt, req, choice)
         params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p,
                                 top_k=req.top_k, seed=req.seed, stop=list(req.stop or []),
                                 repetition_penalty=req.repetition_penalty,
@@ -210,6 +216,30 @@ class EngineRunner:
         ids = self.engine.tokenizer.encode(prompt + head, add_special_tokens=False)
         names = tool_names(req.tools) if choice.mode != "none" and req.tools else None
         return Prepared(ids, params, names, prefix, prompt, thinking, req.max_reasoning_tokens)
+
+    def _steer_first_call(self, proc, prompt: str, req: ChatRequest, choice) -> None:
+        """Choose the first call's tool by the model's own scores and steer the call grammar to it; under
+        tool_choice auto, also weigh the question's pull toward a call into the decision (agents.chat.choose)."""
+        calls = getattr(proc, "call", proc)
+        if not hasattr(calls, "steer"):
+            return
+        names = list(choice.names) if choice.names else tool_names(req.tools)
+        auto = hasattr(proc, "inform")
+        if len(names) < 2 and not auto:
+            return
+        scores = name_scores(self.engine, prompt + CALL_HEAD, names)
+        if len(names) > 1:
+            by_name = {t["function"]["name"]: t for t in req.tools}
+            prompts = {n: render_prompt(self._apply_template, self.engine.tokenizer.chat_template, req.messages,
+                                        [by_name[n]], ToolChoice("auto")) for n in names}
+            chosen, _ = choose_tool(self.engine, scores, prompts, _last_user_text(req.messages))
+            calls.steer = f'{CALL_HEAD}{json.dumps(chosen)[1:-1]}"'
+            calls.piece = self.grammars.piece
+        if auto:
+            system = [m for m in req.messages if m["role"] == "system"]
+            null = render_prompt(self._apply_template, self.engine.tokenizer.chat_template,
+                                 system + [{"role": "user", "content": NULL_QUESTION}], req.tools, choice)
+            proc.inform(name_pmi(self.engine, scores, null + CALL_HEAD, names))
 
     def _apply_template(self, messages: list[dict], tools=None, add_generation_prompt: bool = True) -> str:
         apply = getattr(self.engine, "apply_chat_template", None)
@@ -231,7 +261,9 @@ class EngineRunner:
         parsed.content = drop_response_tags(parsed.content)
         parsed.tool_calls = distinct_calls(parsed.tool_calls)
         last = results[-1]
-        finish = "tool_calls" if parsed.tool_calls and last.finish_reason == "stop" else last.finish_reason
+        # A closed call is a finished reply even when its last token was the budget's last (grammar.CLOSE_RESERVE).
+        closed = parsed.tool_calls and not parsed.invalid_tool_calls
+        finish = "tool_calls" if closed or (parsed.tool_calls and last.finish_reason == "stop") else last.finish_reason
         capacity = int(getattr(self.engine, "max_seq_len", 0) or 0)
         telemetry = total(StepTelemetry.from_result(r, capacity, self._attention_mode(r)) for r in results)
         return ChatReply(parsed, finish, results[0].prompt_tokens, telemetry.generated_tokens, telemetry)
@@ -245,6 +277,18 @@ class EngineRunner:
         # The prefill attends prompt_tokens keys; the last decode step prompt + generated.
         first, last = sparse_at(result.prompt_tokens), sparse_at(result.prompt_tokens + result.decode_tokens)
         return "sparse" if first else "dense+sparse" if last else "dense"
+
+
+def _last_user_text(messages: list[dict]) -> str:
+    text = next((m.get("content") for m in reversed(messages) if m["role"] == "user"), "")
+    return text if isinstance(text, str) else ""
+
+
+def _arm_budget(proc, max_tokens: int, head: str) -> None:
+    """Tell the call grammar its token budget and the call text already in the prompt (grammar.CLOSE_RESERVE)."""
+    calls = getattr(proc, "call", proc)  # a ToolDecision's call grammar, or the forced-call grammar itself
+    if getattr(calls, "closing", None) is not None:
+        calls.budget, calls.head = max_tokens, head
 
 
 def _pieces(split: tuple[str, str], calls: ToolCallStreamSplitter | None) -> Iterator[str]:

@@ -27,6 +27,12 @@ MAX_JSON_WHITESPACE = 2
 # extra logit there, so a second call is opened only when the model clearly prefers it (~e^5 = 150x odds;
 # 3 still let it open a second, identical call on BFCL multiple: docs/benchmarks.md).
 EXTRA_CALL_END_BIAS = 5.0
+# A call must close inside max_tokens: in its last CLOSE_RESERVE tokens (at most half of the budget) the
+# tokens that close what is open get CLOSE_BIAS: inside a string a token holding its closing quote, outside one
+# a token holding `}` or `]` (or, where the object still lacks a required key, `"` to start it). Bounds alone
+# did not do it: three 128-character strings ran past BFCL's 96-token budget (multiple_10, docs/benchmarks.md).
+CLOSE_RESERVE = 24
+CLOSE_BIAS = 30.0
 
 
 def _prefer_end(row, stop_ids: list[int], bias: float, repeated) -> None:
@@ -60,11 +66,77 @@ def repeats_a_call(text: str) -> bool:
     return last in bodies[1:-1] or (bool(bodies[0]) and last.endswith(bodies[0]))
 
 
+# How every call starts (tool_call_structural_tag's `begin` up to the name).
+CALL_HEAD = f'{HERMES_OPEN}\n{{"name": "'
+
 _NATIVE_PREFIX = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*")
 
 
 class GrammarError(AgentError):
     """A tool schema or response_format that xgrammar cannot compile."""
+
+
+def _in_string(text: str) -> bool:
+    """Whether `text` (a call so far) ends inside a JSON string: an odd number of unescaped quotes after the
+    call's `"arguments": `."""
+    tail = text.rsplit('"arguments": ', 1)[-1] if '"arguments": ' in text else ""
+    quotes, escaped = 0, False
+    for ch in tail:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quotes += 1
+    return quotes % 2 == 1
+
+
+class ClosingPressure:
+    """Closes a call that would otherwise run past its token budget (see CLOSE_RESERVE): which tokens close
+    what, read once from the vocabulary."""
+
+    def __init__(self, token_texts: list[str], stop_ids: list[int]):
+        import torch
+
+        self.quote = torch.tensor(['"' in t and "\\" not in t for t in token_texts])
+        # outside a string: close a container, or end the reply once the call is closed
+        self.bracket = torch.tensor([("}" in t or "]" in t) and '"' not in t for t in token_texts])
+        self.bracket[[i for i in stop_ids if i < len(token_texts)]] = True
+        # whitespace is never needed between JSON tokens: in the reserve, tokens with whitespace at either end
+        # (" :", "\n", " false") are not written where a token without is allowed
+        self.space = torch.tensor([bool(t) and t != t.strip() for t in token_texts])
+
+    def apply(self, row, text: str) -> None:
+        """Add CLOSE_BIAS (in place) to the allowed tokens that close the innermost open thing in `text`."""
+        import torch
+
+        allowed = torch.isfinite(row)
+        n = min(row.numel(), self.quote.numel())
+        space = allowed[:n] & self.space[:n].to(row.device)
+        if bool(space.any()) and int(allowed[:n].sum()) > int(space.sum()):
+            row[:n] = row[:n].masked_fill(space, float("-inf"))
+            allowed = torch.isfinite(row)
+        for mask in ((self.quote,) if _in_string(text) else (self.bracket, self.quote)):
+            pick = allowed[:n] & mask[:n].to(row.device)
+            if bool(pick.any()):
+                row[:n] = row[:n] + pick.to(row.dtype) * CLOSE_BIAS
+                return
+
+
+def _steer(row, text: str, target: str, piece) -> None:
+    """While `text` is a proper prefix of `target`, keep (in place) only the allowed tokens that go on along it
+    (or finish it and go past); nothing changes when no allowed token does (then the grammar decides)."""
+    import torch
+
+    if len(text) >= len(target) or not target.startswith(text):
+        return
+    allowed = torch.nonzero(torch.isfinite(row)).view(-1).tolist()
+    keep = [i for i in allowed if (target.startswith(text + piece(i)) or (text + piece(i)).startswith(target))
+            and piece(i)]
+    if keep:
+        saved = row[keep].clone()
+        row.fill_(float("-inf"))
+        row[keep] = saved
 
 
 class GrammarLogitsProcessor:
@@ -75,7 +147,7 @@ class GrammarLogitsProcessor:
     """
 
     def __init__(self, compiled, vocab_size: int, stop_ids: list[int] | None = None, end_bias: float = 0.0,
-                 decode=None):
+                 decode=None, closing: ClosingPressure | None = None):
         import xgrammar as xgr
 
         self._xgr = xgr
@@ -91,6 +163,15 @@ class GrammarLogitsProcessor:
         self.vocab_size = vocab_size
         self.seen = 0
         self.rejected_token: int | None = None  # set if the sampler produced a token the grammar refused
+        # Calls only: `closing` and a `budget` (max_tokens, set by the runner) close a call before the budget
+        # ends; `head` is the call text put in the prompt (jump-forward), which the decoded tokens continue.
+        self.closing = closing
+        self.budget: int | None = None
+        self.head = ""
+        # Calls only: the text the first call must begin with (`<tool_call>\n{"name": "<chosen>"`, the tool chosen
+        # by agents.chat.choose); `piece(id) -> text` reads a token. Later calls are free among the bound tools.
+        self.steer: str | None = None
+        self.piece = None
 
     def _sync(self, generated: list[int]) -> None:
         """Feed the matcher the tokens generated since the last call (the engine passes all of them)."""
@@ -125,6 +206,11 @@ class GrammarLogitsProcessor:
         if self.end_bias and self.stop_ids:
             _prefer_end(view[0], self.stop_ids, self.end_bias,
                         lambda: self.decode is not None and repeats_a_call(self.decode(generated)))
+        if self.steer and self.decode is not None and self.piece is not None:
+            _steer(view[0], self.head + self.decode(generated), self.steer, self.piece)
+        if self.closing is not None and self.budget and self.decode is not None and \
+                self.budget - len(generated) <= min(CLOSE_RESERVE, self.budget // 2):
+            self.closing.apply(view[0], self.head + self.decode(generated))
         return logits
 
     @property
@@ -141,6 +227,9 @@ class GrammarFactory:
         self.vocab_size = vocab_size or len(tokenizer)
         self.stop_ids = list(stop_token_ids or [tokenizer.eos_token_id])
         self._decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)
+        self._tokenizer = tokenizer
+        self._closing: ClosingPressure | None = None
+        self._pieces: dict[int, str] = {}
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=self.vocab_size,
                                                   stop_token_ids=stop_token_ids)
         # Two threads at most: the machine is shared and schemas are small.
@@ -171,7 +260,23 @@ class GrammarFactory:
         forced = ToolChoice("required", choice.names or tuple(t["function"]["name"] for t in tools))
         tag = tool_call_structural_tag(tools, forced, parallel)
         return GrammarLogitsProcessor(self._compiled("tag", json.dumps(tag)), self.vocab_size, self.stop_ids,
-                                      EXTRA_CALL_END_BIAS if parallel else 0.0, self._decode)
+                                      EXTRA_CALL_END_BIAS if parallel else 0.0, self._decode, self.closing())
+
+    def piece(self, token_id: int) -> str:
+        """One token's text (cached; the name steering reads the few tokens a call's name allows)."""
+        text = self._pieces.get(token_id)
+        if text is None:
+            text = self._pieces[token_id] = self._decode([token_id])
+        return text
+
+    def closing(self) -> "ClosingPressure":
+        """The vocabulary's closing and whitespace tokens, read once."""
+        with self._lock:
+            if self._closing is None:
+                texts = self._tokenizer.batch_decode([[i] for i in range(len(self._tokenizer))])
+                texts += [""] * (self.vocab_size - len(texts))
+                self._closing = ClosingPressure([t or "" for t in texts[:self.vocab_size]], self.stop_ids)
+            return self._closing
 
     def for_response_format(self, response_format: dict | None) -> GrammarLogitsProcessor | None:
         """A processor for OpenAI's `response_format` ({"type": "json_schema"|"json_object"|"text"})."""
@@ -206,7 +311,7 @@ def tool_call_structural_tag(tools: list[dict], choice: ToolChoice, parallel: bo
     tags = [{
         "type": "tag",
         # json.dumps(name)[1:-1]: the name as it appears inside a JSON string
-        "begin": f'{HERMES_OPEN}\n{{"name": "{json.dumps(fn["name"])[1:-1]}", "arguments": ',
+        "begin": f'{CALL_HEAD}{json.dumps(fn["name"])[1:-1]}", "arguments": ',
         "content": {"type": "json_schema", "json_schema": bounded_schema(fn.get("parameters")),
                     "max_whitespace_cnt": MAX_JSON_WHITESPACE},
         "end": f"}}\n{HERMES_CLOSE}",

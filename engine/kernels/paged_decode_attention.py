@@ -80,6 +80,11 @@ def _paged_split_kernel(q_ptr, k_ptr, v_ptr, tab_ptr, len_ptr, o_ptr, lse_ptr, q
     tl.store(lse_ptr + row, tl.where(empty, 0.0, lse), mask=rg < G)
 
 
+def supports(head_dim: int, block_size: int) -> bool:
+    """Shapes the kernel takes: head size and block size powers of two (blocks of at least 16 slots)."""
+    return head_dim & (head_dim - 1) == 0 and block_size & (block_size - 1) == 0 and block_size >= 16
+
+
 def paged_splits(batch: int, kv_heads: int, max_blocks: int) -> int:
     """Splits (a power of 2, at most the table's width) so that rows x kv heads x splits covers the GPU."""
     return min(default_splits(batch, kv_heads, max_blocks, 1), triton.next_power_of_2(max_blocks))

@@ -148,10 +148,9 @@ def test_chat_grammar_auto_decides_at_the_first_token(factory, chat_tokenizer):
 
 
 def test_chat_grammar_auto_call_bias_and_margin(factory, chat_tokenizer):
-    from agents.chat.decision import CALL_BIAS
-
     tool, _ = TOOL_SCHEMAS[0]
     proc = factory.for_tools([tool], normalize_tool_choice("auto", [tool]))
+    CALL_BIAS = proc.bias  # the plain prior: the runner raises or lowers it by the question's name PMI
     lt = chat_tokenizer.encode("<", add_special_tokens=False)[0]
     hello = chat_tokenizer.encode("Hello", add_special_tokens=False)[0]
     logits = torch.full((proc.vocab_size,), -10.0)

@@ -198,3 +198,21 @@ def test_no_repeat_ngram_and_repetition_penalty_keywords(eng):
 
     with pytest.raises(EngineError, match="unknown sampling parameter"):
         eng.generate(prompt, max_token=3)
+
+
+def test_greedy_runs_of_several_steps_equal_single_steps(smollm2_path):
+    """The loop's back-to-back greedy runs (Runner.decode_paged_greedy, what CUDA does with its decode graphs),
+    forced on here to run eagerly: exact fp32, the same tokens as one step at a time, with stops and budgets that
+    end rows mid-run and a newcomer that arrives while a run is going."""
+    from engine import Engine, SamplingParams
+
+    eng = Engine.load(str(smollm2_path), device="cpu", dtype=torch.float32, max_seq_len=512)
+    prompts = ["The capital of France is", "Count: one, two, three,", "def add(a, b):", "Once upon a time"]
+    params = [SamplingParams(max_tokens=n) for n in (13, 7, 20, 11)]
+    alone = [eng.generate(p, q).token_ids for p, q in zip(prompts, params)]
+    eng.runner.paged_greedy_steps = 4
+    reqs = [eng.submit(p, q) for p, q in zip(prompts[:3], params[:3])]
+    late = eng.submit(prompts[3], params[3])
+    assert [r.result().token_ids for r in reqs + [late]] == alone
+    assert eng.runner.paged_graphs  # the runs went through PagedDecodeGraph.run_greedy (eagerly on CPU)
+    assert eng.stats().kv_blocks_used == 0

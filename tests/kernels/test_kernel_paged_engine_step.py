@@ -34,7 +34,8 @@ def tiny_runner() -> Runner:
          "model.norm.weight": 1 + 0.1 * torch.randn(H, generator=g), **random_layers(g, L, H, I, nh, nkv, D)}
     model = Transformer(cfg, t, "tiny").to(DEVICE, torch.float32, cache_dense=False)
     cos, sin = rope_table(cfg, 128)
-    return Runner(model, lambda: KVCache(cfg, 1, 128, DEVICE, torch.float32), cos.to(DEVICE), sin.to(DEVICE))
+    return Runner(model, lambda: KVCache(cfg, 1, 128, DEVICE, torch.float32), cos.to(DEVICE), sin.to(DEVICE),
+                  block_size=BS)
 
 
 def serve_two(kernels: bool) -> tuple[list[torch.Tensor], list[list[int]]]:
@@ -116,10 +117,39 @@ def test_kernel_paged_graph_step_equals_eager_step(monkeypatch):
         g = PagedDecodeGraph(runner, pools[1], 4)  # two rows in a bucket of 4
         before = pools[1].k.clone()
         g.inputs.copy_(g.input_rows(tables, [25, 17], [3, 4]))
-        got = g._step()[:2]
+        got = g._step()[0][:2]
     assert torch.allclose(got, want, atol=1e-4)
     assert torch.allclose(pools[0].k[:, :12], pools[1].k[:, :12], atol=1e-5)  # the same K/V written
     assert torch.allclose(pools[0].v[:, :12], pools[1].v[:, :12], atol=1e-5)
     changed = (pools[1].k != before).any(-1).any(-1)  # [layers, blocks + 2, slot]: which slots were written
     written = changed.nonzero()[:, 1:].unique(dim=0).tolist()
     assert sorted(map(tuple, written)) == [(2, 9), (11, 1), (13, 0)]  # slot 25 of row 0, 17 of row 1, trash
+
+
+def test_kernel_paged_greedy_run_equals_single_steps(monkeypatch):
+    """PagedDecodeGraph.run_greedy (each step's pick and next slot made on the device, through the block table,
+    across a block edge) gives the picks of one eager paged step at a time; the spare row stays in the trash."""
+    if DEVICE.type == "cpu":
+        monkeypatch.setattr(ops, "kernels_on", lambda x: ops.KERNELS)
+    from engine.cuda_graph import PagedDecodeGraph
+
+    runner = tiny_runner()
+    pools = [PagedKVCache(runner.model.cfg, 12, BS, DEVICE, torch.float32) for _ in range(2)]
+    tables, prompts = [[7, 2, 9], [4, 11, 3]], [list(range(5, 30)), list(range(40, 55))]  # 15 + 4 crosses 16
+    with torch.inference_mode():
+        for pool in pools:
+            pool.k.zero_()  # so that the two pools' K/V compare
+            pool.v.zero_()
+            for table, p in zip(tables, prompts):
+                runner.run_paged(pool, [table], [0], [p], logits=False)
+        pos, toks, want = [25, 15], [3, 4], []
+        for _ in range(4):
+            toks = runner.run_paged(pools[0], tables, pos, [[t] for t in toks]).argmax(-1).tolist()
+            want.append(toks)
+            pos = [p + 1 for p in pos]
+        got = PagedDecodeGraph(runner, pools[1], 4).run_greedy(tables, [25, 15], [3, 4], 4)
+    assert got == want
+    # each step's K/V at the slot the device computed (slots 25-28 and 15-18, the latter across a block edge)
+    assert torch.allclose(pools[0].k[:, :12], pools[1].k[:, :12], atol=1e-5)
+    assert torch.allclose(pools[0].v[:, :12], pools[1].v[:, :12], atol=1e-5)
+    assert pools[1].k[:, :12].abs().sum() > 0

@@ -98,6 +98,7 @@ QUESTIONS = [
 @pytest.mark.slow
 async def test_tool_pick_rate_on_default_model(smollm2_path, git_repo, tmp_path):
     from agents.chat import make_chat_model
+    from agents.events import Answer
     from agents.tools.configuration import Configuration
     from agents.tools.session import ToolSession
 
@@ -114,13 +115,14 @@ async def test_tool_pick_rate_on_default_model(smollm2_path, git_repo, tmp_path)
                 session.reset()                      # one fresh session per question: no carry-over
                 question = question.format(repo=git_repo)
                 answer = [e async for e in session.ask(question)][-1]
-                first = answer["tool_calls"][0] if answer["tool_calls"] else None
+                assert isinstance(answer, Answer)
+                first = answer.tool_calls[0] if answer.tool_calls else None
                 if first is None:       # the forced call was cut off by max_tokens: a miss, not a bad call
-                    rows.append({"question": question, "picked": None, "right": False, "answer": answer["text"]})
+                    rows.append({"question": question, "picked": None, "right": False, "answer": answer.text})
                     continue
                 assert_schema_valid(first, tool_schemas)
                 rows.append({"question": question, "picked": first["name"], "right": first["name"] in right,
-                             "args": first["args"], "tool_error": first.get("is_error"), "answer": answer["text"]})
+                             "args": first["args"], "tool_error": first.get("is_error"), "answer": answer.text})
     rate = sum(r["right"] for r in rows) / len(rows)
     print(f"\ntool-pick rate of smollm2-135m (tool_choice=required, {len(tool_schemas)} tools): "
           f"{rate:.0%} ({sum(r['right'] for r in rows)}/{len(rows)}); every call made was schema-valid")

@@ -1,5 +1,5 @@
 """The agents, unchanged, on real peers (vLLM for CPUs, llama-server) with the default model: a 3-section survey
-whose citations resolve, FactScore with the chat model as claim extractor and judge, a chat turn with a forced
+whose citations resolve, FactScore with the chat model as judge, a chat turn with a forced
 call to a real MCP server, and BFCL in constrained mode. Each command runs as a user would run it, with
 `--backend openai --base-url URL`; nothing in the agents knows which server is behind the URL."""
 from __future__ import annotations
@@ -38,12 +38,13 @@ def test_peer_survey_three_sections_with_resolving_citations(survey, peers_index
 
 def test_peer_factscore_with_the_chat_model(survey, peer, peers_index):
     report = survey.with_suffix(".factscore.json")
-    cpm("eval", "factscore", str(survey), "--index", str(peers_index), "--judge", "chat", "--extract", "model",
+    cpm("eval", "factscore", str(survey), "--index", str(peers_index), "--judge", "chat", "--extract", "sentence",
         "--out", str(report), "--backend", "openai", "--base-url", peer.url)
     data = json.loads(report.read_text())
-    claims = [c for section in data.get("sections", []) for c in section.get("claims", [])] or data.get("claims", [])
-    assert claims, list(data)
-    assert data.get("factscore") is None or 0.0 <= data["factscore"] <= 1.0
+    assert data["claims"] and data["judge"].startswith("chat"), {k: data[k] for k in ("judge", "problems")}
+    assert all(c["verdict"] for c in data["claims"])
+    assert data["references"] and all(r["doc_id"] for r in data["references"].values())  # citations resolve
+    assert 0.0 <= data["factscore"] <= 1.0
 
 
 def test_peer_chat_forced_call_to_a_real_mcp_server(peer, tmp_path):

@@ -12,6 +12,7 @@ from tui.cli import main as cpm
 @pytest.mark.parametrize("argv, needle", [
     (["serve", "--port", "0"], "--port"),
     (["serve", "--max-batch", "0"], "--max-batch"),
+    (["serve", "--max-running", "0"], "--max-running"),
     (["serve", "--index", "/no/such/index"], "does not exist"),
 ])
 def test_start_up_mistakes_are_one_line(capsys, argv, needle):
