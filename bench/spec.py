@@ -102,7 +102,9 @@ def _step_speedup(run: dict) -> float | None:
 
 def _cpu_ms(cpu0: float, res) -> float:
     """This process's CPU time per generated token (prefill included): on a box shared with other jobs the wall
-    clock measures their load as much as ours, CPU time mostly ours (a third estimate of the speed-up)."""
+    clock measures their load as much as ours, CPU time mostly ours (a third estimate of the speed-up). It is
+    biased against speculation on long prompts: plain requests reuse the prompt's cached prefix from the previous
+    repeat (the scheduler's prefix cache), speculative ones prefill their cache row again."""
     return 1e3 * (time.process_time() - cpu0) / max(1, len(res.token_ids))
 
 

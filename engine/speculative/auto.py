@@ -12,7 +12,7 @@ Each step verifies the k of the proposed chain's n tokens that maximise expected
 (a plain decode step in the same request) when no k beats plain by `margin`. The cost slope is only learnt
 while verifying, so where acceptance says drafting could pay but the slope says it does not, a short probe is
 verified after `backoff` declined steps; a probe that does not pay doubles the backoff (up to `max_backoff`),
-one that pays resets it. docs/frspec.md §11 gives the reasons for the numbers.
+one that pays resets it. The first probe waits until the declined drafts show it could pay. docs/frspec.md §11 gives the reasons for the numbers.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class AutoConfig:
     prior_accept: float = 0.5  # a depth's acceptance before any outcome
     margin: float = 1.2  # verify only when expected tokens per cost beat plain by 20%: a noisy estimate is acted on when it is high (docs/frspec.md §11)
     probe_tokens: int = 2  # a probe verifies this many tokens: enough to time a pass, cheap when it is lost
+    prior_slope: float = 0.5  # a pass's cost per drafted token (plain steps) before one is timed: the CPU's 0.3-0.6
     backoff: int = 8  # declined steps (with a proposal) before the first probe
     max_backoff: int = 256
     max_log: int = 32  # mode changes kept in the telemetry (counts are always complete)
@@ -95,8 +96,10 @@ class AutoPolicy:
         n = len(draft.tokens)
         self.k, self.probing = 0, False
         if n and self.plain_s is not None:
-            if self.slope is None:  # never verified in this request: a first probe times a pass
-                self.k, self.probing = min(n, self.cfg.probe_tokens), True
+            if self.slope is None:  # never verified in this request: a first probe times a pass, once the
+                # declined drafts say drafting could pay at half the usual cost (no probe lost on free writing)
+                if self.best(n, self.cfg.prior_slope / 2)[1] > self.cfg.margin:
+                    self.k, self.probing = min(n, self.cfg.probe_tokens), True
             else:
                 k, g = self.best(n, self.slope)
                 if g > self.cfg.margin:
