@@ -57,7 +57,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def _generate(root: Path, path: Path, args, mode: str, limit: int, categories: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(DRIVER), str(args.data), str(path), mode, str(limit), str(args.max_tokens),
+    # absolute paths: each release runs in its own folder (a relative --data failed for the baseline)
+    cmd = [sys.executable, str(DRIVER), str(Path(args.data).resolve()), str(path.resolve()), mode, str(limit), str(args.max_tokens),
            args.model or "smollm2-135m", "cpu" if args.device == "auto" else args.device, *categories]
     print(f"generating: {root} tool_choice={mode}", file=sys.stderr, flush=True)
     return subprocess.Popen(cmd, env=env, cwd=str(root))
