@@ -1,7 +1,7 @@
 """`make_chat_model`: the one place that picks a backend from options and the environment.
 
 Environment (read here, at startup, never inside graph nodes): CPM_BACKEND (engine|openai), CPM_BASE_URL,
-CPM_API_KEY, CPM_MODEL. Explicit arguments win over the environment; a base URL alone implies "openai".
+CPM_API_KEY, CPM_MODEL, CPM_TIMEOUT (seconds per request to a server, default 120). Explicit arguments win over the environment; a base URL alone implies "openai".
 Several servers: `--base-url` repeated, or a comma list (also in CPM_BASE_URL); the requests are spread over them.
 """
 from __future__ import annotations
@@ -30,6 +30,8 @@ def make_chat_model(backend: str | None = None, model: str | None = None, base_u
     from agents.chat.openai_chat import ChatOpenAICompatible
 
     api_key = api_key or os.environ.get("CPM_API_KEY") or None
+    if os.environ.get("CPM_TIMEOUT") and "timeout" not in kwargs:  # seconds per request, for slow or loaded servers
+        kwargs["timeout"] = _seconds(os.environ["CPM_TIMEOUT"])
     chat = ChatOpenAICompatible(base_url=base_url, model=model or "default", api_key=api_key, **kwargs)
     if model is None:  # servers such as vLLM insist on their model name: ask which one they serve
         served = chat.list_models()
@@ -37,6 +39,16 @@ def make_chat_model(backend: str | None = None, model: str | None = None, base_u
             raise AgentError(f"{base_url} lists no models; pass --model NAME")
         chat = ChatOpenAICompatible(base_url=base_url, model=served[0], api_key=api_key, **kwargs)
     return chat
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
+        raise AgentError(f"CPM_TIMEOUT must be a positive number of seconds, got {value!r}")
+    return seconds
 
 
 def resolve_backend(backend: str | None, model: str | None, base_url: str | None

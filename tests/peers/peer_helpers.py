@@ -23,7 +23,7 @@ def start_peer(kind: str, logs: Path) -> Server:
 
 def cpm(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "tui.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          timeout=timeout, env={"CPM_TIMEOUT": "600", **os.environ, "HF_HUB_OFFLINE": "1"})  # a loaded box
     assert proc.returncode == 0, \
         f"cpm {' '.join(args)} -> {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return proc
