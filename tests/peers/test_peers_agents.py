@@ -14,7 +14,9 @@ import pytest
 
 from peer_helpers import TOPIC, cpm
 
-pytestmark = pytest.mark.slow
+# slow; and past the suite's 600 s per-test timeout: on the loaded 2-core box a FactScore or BFCL run on a peer
+# takes 10-25 min
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +58,12 @@ def test_peer_chat_forced_call_to_a_real_mcp_server(peer, tmp_path):
               "--backend", "openai", "--base-url", peer.url)
     trace = json.loads(out.stdout[out.stdout.index("{"):])
     calls = trace["tool_calls"]
-    assert calls and calls[0]["name"] == "time.get_current_time", trace
-    # schema-valid arguments (whether the 135M model names a real time zone is its own business)
-    jsonschema.validate(calls[0]["args"], {"type": "object", "properties": {"timezone": {"type": "string"}},
-                                           "required": ["timezone"]})
+    # which of the server's two tools the 135M model picks is its own business; the call must fit that tool's schema
+    required = {"time.get_current_time": ["timezone"],
+                "time.convert_time": ["source_timezone", "time", "target_timezone"]}
+    assert calls and calls[0]["name"] in required, trace
+    jsonschema.validate(calls[0]["args"], {"type": "object", "required": required[calls[0]["name"]],
+                                           "properties": {k: {"type": "string"} for k in required[calls[0]["name"]]}})
     assert calls[0]["result"] and trace["answer"] is not None
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from peer_helpers import TOPIC, cpm, start_peer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # two vLLM start-ups and two runs
 COMPLETIONS = '"POST /v1/chat/completions HTTP/1.1" 200'
 
 
