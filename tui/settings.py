@@ -16,6 +16,7 @@ class TuiSettings:
     tool_choice: str = "auto"  # "required": the first model call of a turn must call a tool
     think: str = "none"  # "think" | "thought": the model reasons (free text, shown apart) before each reply
     max_tokens: int = 256
+    survey_parallel: int = 4  # survey sections written at once (the engine batches them; 1: one at a time)
 
     @classmethod
     def from_env(cls, **overrides) -> "TuiSettings":

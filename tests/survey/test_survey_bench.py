@@ -26,7 +26,8 @@ def test_survey_bench_figures_from_a_run(survey_index):
     assert r["sections"] == 2 and len(r["cited_per_section"]) == 2
     assert r["output_tokens"] > 0 and r["calls"] >= 4 and r["wall_s"] > 0
     assert r["end_to_end_tok_s"] > 0
-    assert [s["at"] for s in r["loadavg_samples"]] == ["start", "section 0", "section 1", "end"]
+    at = [s["at"] for s in r["loadavg_samples"]]
+    assert at[0] == "start" and at[-1] == "end" and sorted(at[1:-1]) == ["section 0", "section 1"]  # any order
     assert r["loadavg_1m_max"] >= r["loadavg_1m_mean"] >= 0
 
 

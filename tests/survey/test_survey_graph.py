@@ -64,7 +64,7 @@ async def test_survey_backend_down_stops_with_resume_hint_then_resumes(index, tm
 
 async def test_survey_interrupt_after_two_sections_resumes_without_rewriting_them(index, tmp_path):
     db = tmp_path / "ck.sqlite"
-    settings = Configuration(sections=4, words_per_section=60)
+    settings = Configuration(sections=4, words_per_section=60, max_parallel=1)  # one at a time: stop after two
     first = await _run(TOPIC, QuotingChat(), index, db, settings, stop_after=2)
     thread, run1 = first[0].thread_id, first[0].run_id
     second = await _run(None, QuotingChat(), index, db, thread_id=thread, resume=True)

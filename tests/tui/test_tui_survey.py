@@ -36,7 +36,7 @@ def small_index(corpus_path, directory, n: int = 60):
 async def test_survey_mode_interrupt_resume_save_factscore(corpus_path, smollm2_path, tmp_path, monkeypatch):
     index = small_index(corpus_path, tmp_path)
     monkeypatch.chdir(tmp_path)   # checkpoints and saved surveys go under out/
-    settings = TuiSettings(index_dir=str(index))
+    settings = TuiSettings(index_dir=str(index), survey_parallel=1)  # one section at a time: stop after the first
     app = CpmApp(settings, Services(settings))
     async with app.run_test(size=(160, 45)) as pilot:
         pane = app.query_one(SurveyPane)

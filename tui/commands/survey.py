@@ -48,8 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p.add_argument("--base-url", action=BaseUrlAction, help="OpenAI-compatible server URL (openai backend); "
                    "repeat it (or a comma list) for several servers")
-    p.add_argument("--parallel", type=int, default=1, help="sections written at once (default 1; raise it "
-                                                           "for a batching server)")
+    p.add_argument("--parallel", type=int, default=4, help="sections written at once (default 4: the engine "
+                                                           "batches them; 1 for one at a time)")
     p.add_argument("--resume", metavar="THREAD_ID", help="continue an interrupted survey")
     p.add_argument("--checkpoints", type=Path, default=DEFAULT_DB, help=f"checkpoint database (default {DEFAULT_DB})")
     p.add_argument("--quiet", action="store_true", help="no progress display, only the final summary")

@@ -136,7 +136,8 @@ class SurveyPane(Vertical):
             call(self._status, "loading index and model…")
             retriever = self.services.index()
             model = self.services.chat_model()
-            settings = None if resume else Configuration(sections=sections, words_per_section=80)
+            settings = None if resume else Configuration(sections=sections, words_per_section=80,
+                                                         max_parallel=self.app.settings.survey_parallel)
             if resume:
                 from tui.services import survey_sources
 
