@@ -49,6 +49,15 @@ def online_softmax(qk, m_i, l_i):
 
 
 @triton.jit
+def qk_dot(q, k, qk_scale, F32_DOT: tl.constexpr):
+    """Scores q [R, D] . k [BS, D] -> [R, BS] in log2 units (qk_scale folds in log2 e): exact fp32 products, not
+    TF32, for fp32 inputs (the engine's fp32 mode must match its CPU path), else k in q's dtype on tensor cores."""
+    if F32_DOT:
+        return tl.dot(q, tl.trans(k.to(q.dtype)), input_precision="ieee") * qk_scale
+    return tl.dot(q, tl.trans(k.to(q.dtype))) * qk_scale
+
+
+@triton.jit
 def pv_dot(p, v, F32_DOT: tl.constexpr):
     """p [R, BS] @ v [BS, D] in float32: exact fp32 products for fp32 engines (and the interpreter, whose bf16
     dot is wrong), else p rounded to v's dtype for the tensor cores."""
@@ -89,10 +98,7 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, len_ptr, o_ptr, lse_ptr, qk_scale, chunk,
         smask = rs < end
         k = tl.load(k_ptr + b * sk_b + h * sk_h + rs[:, None] * sk_s + rd[None, :], mask=smask[:, None], other=0.0)
         v = tl.load(v_ptr + b * sv_b + h * sv_h + rs[:, None] * sv_s + rd[None, :], mask=smask[:, None], other=0.0)
-        if F32_DOT:  # fp32 inputs: exact fp32 products, not TF32 (the engine's fp32 mode must match its CPU path)
-            qk = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision="ieee") * qk_scale
-        else:
-            qk = tl.dot(q, tl.trans(k.to(q.dtype))) * qk_scale  # [GP, BS], log2 units
+        qk = qk_dot(q, k, qk_scale, F32_DOT)  # [GP, BS], log2 units
         qk = tl.where(smask[None, :], qk, float("-inf"))
         p, alpha, m_i, l_i = online_softmax(qk, m_i, l_i)
         acc = acc * alpha[:, None] + pv_dot(p, v, F32_DOT)

@@ -18,7 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from engine.kernels.decode_attention import _merge_kernel, default_splits, online_softmax, pv_dot, softmax_result
+from engine.kernels.decode_attention import (_merge_kernel, default_splits, online_softmax, pv_dot, qk_dot,
+                                            softmax_result)
 
 
 def paged_decode_attention_ref(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, tables: torch.Tensor,
@@ -65,10 +66,7 @@ def _paged_split_kernel(q_ptr, k_ptr, v_ptr, tab_ptr, len_ptr, o_ptr, lse_ptr, q
                     other=0.0)
         v = tl.load(v_ptr + blk * sv_blk + rs[:, None] * sv_s + h * sv_h + rd[None, :], mask=smask[:, None],
                     other=0.0)
-        if F32_DOT:
-            qk = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision="ieee") * qk_scale
-        else:
-            qk = tl.dot(q, tl.trans(k.to(q.dtype))) * qk_scale  # [GP, BS], log2 units
+        qk = qk_dot(q, k, qk_scale, F32_DOT)  # [GP, BS], log2 units
         qk = tl.where(smask[None, :], qk, float("-inf"))
         p, alpha, m_i, l_i = online_softmax(qk, m_i, l_i)
         acc = acc * alpha[:, None] + pv_dot(p, v, F32_DOT)
