@@ -112,7 +112,7 @@ def buckets(max_batch: int) -> list[int]:
     return out + [max_batch]
 
 
-def _capture(step, reset=None) -> tuple[torch.cuda.CUDAGraph, object]:
+def capture_graph(step, reset=None) -> tuple[torch.cuda.CUDAGraph, object]:
     """Warm `step` up twice on a side stream (Triton compiles and autotunes, int4 weights are repacked; `reset`,
     if given, runs after each warm-up: a step that advances its own inputs is put back), then capture it;
     returns (graph, the captured step's outputs)."""
@@ -182,7 +182,7 @@ class PagedDecodeGraph:
             return
         if self.graph is None:
             saved = self.inputs.clone()
-            self.graph, (self.logits, self.next) = _capture(self._step, lambda: self.inputs.copy_(saved))
+            self.graph, (self.logits, self.next) = capture_graph(self._step, lambda: self.inputs.copy_(saved))
             self.inputs.copy_(saved)  # capturing does not run the step: the replay below does
         self.graph.replay()
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from engine.cuda_graph import capture_graph
+
 
 class DraftGraph:
     def __init__(self, drafter):
@@ -30,26 +32,12 @@ class DraftGraph:
         self.f_root.copy_(f_root)
         self.n.fill_(n)
         if self.graph is None:
-            self.graph, self.out = _capture(self._step)
+            self.graph, self.out = capture_graph(self._step)
         self.graph.replay()
         return self.out[0].clone(), self.out[1].clone()
 
 
 COMMIT_BUCKETS = (1, 2, 4, 8, 16)
-
-
-def _capture(step):
-    """Warm `step` on a side stream, then capture it. -> (graph, its outputs)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):  # allocator and library handles warmed outside the capture
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-        out = step()
-    return graph, out
 
 
 class CommitGraph:
@@ -70,7 +58,7 @@ class CommitGraph:
         self.n.fill_(n)
         self.t.fill_(t)
         if self.graph is None:
-            self.graph, self.out = _capture(lambda: self.d._commit_static(self.tokens, self.hidden, self.n, self.t))
+            self.graph, self.out = capture_graph(lambda: self.d._commit_static(self.tokens, self.hidden, self.n, self.t))
         self.graph.replay()
         return self.out.clone()
 
