@@ -112,13 +112,13 @@ def one_run(args, retriever, label: str, settings, prefix_cache: bool) -> tuple[
     print(f"== {label}", flush=True)
     done = asyncio.run(run_survey(args, model, retriever, settings, samples))
     load_sample(samples, "end")
-    stats = model.engine.stats() if hasattr(model, "engine") else None
-    model.engine.loop.close() if hasattr(model, "engine") else None
+    engine = model.engine  # bench survey always loads the embedded engine
+    stats = engine.stats()
+    engine.close()  # its loop thread; the next run loads a fresh engine
     figures = {"run": label, "max_parallel": settings.max_parallel, "prefix_cache": prefix_cache,
-               "settings": settings.model_dump(), **summarize(done, load_s, samples)}
-    if stats is not None:
-        figures.update(prompt_tokens=stats.prompt_tokens, cached_tokens=stats.cached_tokens,
-                       preemptions=stats.preemptions)
+               "settings": settings.model_dump(), **summarize(done, load_s, samples),
+               "prompt_tokens": stats.prompt_tokens, "cached_tokens": stats.cached_tokens,
+               "preemptions": stats.preemptions}
     return figures, done
 
 
@@ -142,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(figures)
             dones.append(done)
     finally:
-        os.environ.pop("CPM_PREFIX_CACHE", None) if saved is None else os.environ.update(CPM_PREFIX_CACHE=saved)
+        if saved is None:
+            os.environ.pop("CPM_PREFIX_CACHE", None)
+        else:
+            os.environ["CPM_PREFIX_CACHE"] = saved
     result = {"topic": args.topic, "index": str(args.index), "documents": len(retriever),
               "model": args.model or "default", "device": args.device, "torch_threads": torch.get_num_threads(),
               "cpu_count": os.cpu_count(), "started": started, "compare": args.compare, "runs": runs}
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{result['documents']:,}-paper index, {args.device}, {result['torch_threads']} threads")
     for r in runs:
         table.add_row(r["run"], f"{r['wall_s']:.1f}", f"{r['model_load_s']:.1f}", str(r["sections"]),
-                      str(r["calls"]), f"{r['input_tokens']:,}", f"{r.get('cached_tokens', 0):,}",
+                      str(r["calls"]), f"{r['input_tokens']:,}", f"{r['cached_tokens']:,}",
                       f"{r['output_tokens']:,}", f"{r['model_s']:.1f}", f"{r['end_to_end_tok_s']}",
                       f"{r['loadavg_1m_mean']}/{r['loadavg_1m_max']}")
     console = Console()
