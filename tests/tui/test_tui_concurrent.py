@@ -8,7 +8,7 @@ import pytest
 
 from agents.events import SectionToken, SurveyDone
 from tests.tui.test_tui_app import wait_for_group
-from tests.tui.test_tui_survey import small_index
+from tests.tui.test_tui_survey import small_index, start_survey
 from tui.app import CpmApp
 from tui.services import Services
 from tui.settings import TuiSettings
@@ -49,13 +49,7 @@ async def test_assistant_turn_while_a_survey_is_written(corpus_path, smollm2_pat
     app = CpmApp(settings, services)
     async with app.run_test(size=(160, 45)) as pilot:
         pane = app.query_one(SurveyPane)
-        seen: list[type] = []
-        show = pane.show_event
-        monkeypatch.setattr(pane, "show_event", lambda event: (seen.append(type(event)), show(event)))
-        await pilot.press("f2")
-        app.query_one("#topic").value = "efficient LLM inference with quantization"
-        app.query_one("#sections").value = "2"
-        await pilot.click("#write")
+        seen = await start_survey(app, pilot, monkeypatch)
         while SectionToken not in seen:   # the survey's model is generating
             assert SurveyDone not in seen and any(w.group == "survey" for w in app.workers), seen
             await asyncio.sleep(0.1)

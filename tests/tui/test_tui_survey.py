@@ -33,6 +33,20 @@ def small_index(corpus_path, directory, n: int = 60):
     return directory / "index"
 
 
+async def start_survey(app, pilot, monkeypatch, sections: int = 2) -> list[type]:
+    """Open Survey mode and start a survey on the quantization topic; the returned list fills with the class of
+    every event the pane shows."""
+    pane = app.query_one(SurveyPane)
+    seen: list[type] = []
+    show = pane.show_event
+    monkeypatch.setattr(pane, "show_event", lambda event: (seen.append(type(event)), show(event)))
+    await pilot.press("f2")
+    app.query_one("#topic").value = "efficient LLM inference with quantization"
+    app.query_one("#sections").value = str(sections)
+    await pilot.click("#write")
+    return seen
+
+
 async def test_survey_mode_interrupt_resume_save_factscore(corpus_path, smollm2_path, tmp_path, monkeypatch):
     index = small_index(corpus_path, tmp_path)
     monkeypatch.chdir(tmp_path)   # checkpoints and saved surveys go under out/
@@ -40,13 +54,7 @@ async def test_survey_mode_interrupt_resume_save_factscore(corpus_path, smollm2_
     app = CpmApp(settings, Services(settings))
     async with app.run_test(size=(160, 45)) as pilot:
         pane = app.query_one(SurveyPane)
-        seen: list[type] = []
-        show = pane.show_event
-        monkeypatch.setattr(pane, "show_event", lambda event: (seen.append(type(event)), show(event)))
-        await pilot.press("f2")
-        app.query_one("#topic").value = "efficient LLM inference with quantization"
-        app.query_one("#sections").value = "2"
-        await pilot.click("#write")
+        seen = await start_survey(app, pilot, monkeypatch)
         while SectionsSaved not in seen:   # the first section is in the checkpoint: interrupt the run
             assert SurveyDone not in seen and any(w.group == "survey" for w in app.workers), seen
             await asyncio.sleep(0.1)
